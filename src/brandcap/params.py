@@ -1,0 +1,300 @@
+"""The one parameter file, validated before any stage does work.
+
+    python -c "from brandcap.params import load_params; print(load_params('params.yaml'))"
+
+Every key has a default and a description; unknown keys, wrong types and impossible
+values fail with a message that names the file, the key and the fix.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+Fraction = float  # documented as 0..1 and checked with ge/le below
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- data
+class SyntheticShop(Section):
+    n_brands: int = Field(24, ge=2, description="Number of brands in the synthetic shop.")
+    zipf_exponent: float = Field(1.0, ge=0, description="Brand frequency ~ 1/rank^s; 0 = balanced.")
+    signature_visibility: float = Field(0.9, ge=0, le=1, description="Probability that a product image shows its brand's visual signature.")
+    noise: float = Field(0.08, ge=0, le=1, description="Std of pixel noise added to every image (0..1 of full scale).")
+    image_size: int = Field(64, ge=16, le=1024, description="Side of the generated square product images, pixels.")
+    n_general: int = Field(48, ge=0, description="Size of the brand-free general set (forgetting probe).")
+    serve_over_http: bool = Field(False, description="Serve shop images over loopback HTTP instead of file:// URLs.")
+
+
+class DataParams(Section):
+    source: Literal["synthetic", "hf"] = Field("synthetic", description="synthetic shop, or a Hugging Face dataset id / local parquet or CSV in the DBQ schema.")
+    hf_dataset: str = Field("DBQ/My.Theresa.Product.prices.France", description="HF dataset id or local .parquet/.csv path (source: hf).")
+    hf_split: str = Field("train", description="Split to read (source: hf).")
+    sample_size: int = Field(1200, ge=1, description="Rows sampled from the product table.")
+    general_set: str = Field("", description="JSONL of brand-free {image, caption} references for the forgetting probe (source: hf); empty = no probe.")
+    synthetic: SyntheticShop = SyntheticShop()
+
+
+# --------------------------------------------------------------------------- download
+class DownloadParams(Section):
+    concurrency: int = Field(16, ge=1, description="Images fetched at once.")
+    timeout_s: float = Field(10.0, gt=0, description="Per-request timeout, seconds.")
+    retries: int = Field(3, ge=0, description="Retries on timeouts, connection errors and 5xx.")
+    backoff_s: float = Field(0.5, ge=0, description="Base of the exponential backoff, seconds (full jitter).")
+    max_side: int = Field(448, ge=16, description="Images are resized so their longer side is at most this.")
+    min_side: int = Field(32, ge=1, description="Images with a shorter side below this are rejected.")
+    max_pixels: int = Field(40_000_000, ge=1, description="Decompression-bomb guard: images above this pixel count are rejected.")
+    max_failed_fraction: float = Field(0.2, ge=0, le=1, description="The stage fails when more than this fraction of images failed.")
+
+
+# --------------------------------------------------------------------------- caption
+class SimulatorParams(Section):
+    loop_rate: float = Field(0.08, ge=0, le=1, description="Fraction of answers that fall into a repetition loop.")
+    garbled_rate: float = Field(0.05, ge=0, le=1, description="Fraction of answers with garbled characters.")
+    case_change_rate: float = Field(0.1, ge=0, le=1, description="Fraction of answers that change the brand's letter case.")
+    missing_brand_rate: float = Field(0.04, ge=0, le=1, description="Fraction of answers that omit the brand.")
+    cutoff_rate: float = Field(0.1, ge=0, le=1, description="Fraction of answers cut at max_tokens (finish_reason: length).")
+    http_error_rate: float = Field(0.03, ge=0, le=1, description="Fraction of requests answered with HTTP 429/500.")
+    slow_rate: float = Field(0.0, ge=0, le=1, description="Fraction of requests answered slowly.")
+    slow_s: float = Field(0.5, ge=0, description="Delay of a slow answer, seconds.")
+    latency_s: float = Field(0.0, ge=0, description="Fixed latency of every answer, seconds.")
+
+
+DEFAULT_CAPTION_PROMPT = (
+    "This is a product photo of the brand {brand}: {title} ({category}). "
+    "Write a detailed description of the product in the photo. "
+    "The description must name the brand {brand}."
+)
+
+
+class CaptionParams(Section):
+    base_url: str = Field("", description="OpenAI-compatible endpoint; empty = start the built-in simulated VLM on 127.0.0.1.")
+    model: str = Field("simulated-vlm", description="Model name sent to the endpoint.")
+    api_key_env: str = Field("BRANDCAP_API_KEY", description="Name of the environment variable holding the API key (never the key itself).")
+    prompt: str = Field(DEFAULT_CAPTION_PROMPT, description="Prompt template with {brand}, {title}, {category}.")
+    temperature: float = Field(0.1, ge=0, le=2, description="Sampling temperature (reference study: 0.1).")
+    top_p: float = Field(0.2, gt=0, le=1, description="Nucleus sampling (reference study: 0.2).")
+    max_tokens: int = Field(200, ge=1, description="Completion limit (reference study: 200).")
+    presence_penalty: float = Field(0.0, description="Reference study: 0.")
+    frequency_penalty: float = Field(0.0, description="Reference study: 0.")
+    seed: int | None = Field(0, description="Sampling seed sent to the endpoint; null = none.")
+    extra_body: dict[str, Any] = Field(default_factory=dict, description="Passed through to the server (e.g. vLLM's repetition_penalty).")
+    concurrency: int = Field(16, ge=1, description="Requests in flight.")
+    timeout_s: float = Field(60.0, gt=0, description="Per-request timeout, seconds.")
+    retries: int = Field(4, ge=0, description="Retries on timeouts, connection errors, 429 and 5xx.")
+    backoff_s: float = Field(0.2, ge=0, description="Base of the exponential backoff, seconds (full jitter); Retry-After wins.")
+    retry_temperatures: list[float] = Field(default_factory=lambda: [0.5, 0.8], description="Temperature ladder for re-asking loops and garbled answers.")
+    max_failed_fraction: float = Field(0.2, ge=0, le=1, description="The stage fails when more than this fraction of items got no caption.")
+    simulator: SimulatorParams = SimulatorParams()
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_placeholders(cls, v: str) -> str:
+        allowed = {"brand", "title", "category"}
+        import string
+
+        used = {name for _, name, _, _ in string.Formatter().parse(v) if name}
+        unknown = used - allowed
+        if unknown:
+            raise ValueError(f"unknown placeholder(s) {sorted(unknown)}; use only {{brand}}, {{title}}, {{category}}")
+        return v
+
+    @field_validator("retry_temperatures")
+    @classmethod
+    def _temperatures(cls, v: list[float]) -> list[float]:
+        if any(t < 0 or t > 2 for t in v):
+            raise ValueError("temperatures must lie in 0..2")
+        return v
+
+
+# --------------------------------------------------------------------------- clean
+class CleanParams(Section):
+    loop_max_ngram_repeats: int = Field(3, ge=2, description="A caption is a loop when one n-gram (n = loop_ngram) occurs more than this many times.")
+    loop_ngram: int = Field(4, ge=2, description="n of the n-gram repetition test.")
+    loop_min_compression_ratio: float = Field(0.35, ge=0, le=1, description="zlib compressed/raw size below this = a loop (only for captions longer than 200 chars).")
+    garbled_max_bad_char_fraction: float = Field(0.02, ge=0, le=1, description="Replacement/control/odd-script characters above this fraction = garbled.")
+    garbled_max_nonword_fraction: float = Field(0.3, ge=0, le=1, description="Tokens that do not look like words above this fraction = garbled.")
+    min_chars_after_trim: int = Field(40, ge=0, description="A cut-off caption trimmed to its last '.' must keep at least this many characters.")
+    min_words: int = Field(8, ge=1, description="Captions shorter than this are dropped.")
+    max_words: int = Field(250, ge=1, description="Captions longer than this are dropped.")
+    min_brand_samples: int = Field(30, ge=1, description="Brands with fewer cleaned captions are dropped (reference study: 100).")
+    test_fraction: float = Field(0.15, gt=0, lt=1, description="Fraction of each brand's products held out for test.")
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        if self.min_words > self.max_words:
+            raise ValueError(f"clean.min_words ({self.min_words}) is above clean.max_words ({self.max_words}); lower min_words or raise max_words")
+        return self
+
+
+# --------------------------------------------------------------------------- model
+class TinyModelParams(Section):
+    image_size: int = Field(56, ge=14, description="Vision input side, pixels (multiple of patch_size).")
+    patch_size: int = Field(14, ge=1, description="ViT patch side.")
+    vision_hidden: int = Field(96, ge=8, description="Vision hidden size.")
+    vision_layers: int = Field(2, ge=1, description="Vision transformer layers.")
+    vision_heads: int = Field(4, ge=1, description="Vision attention heads.")
+    text_hidden: int = Field(128, ge=8, description="Language model hidden size.")
+    text_layers: int = Field(2, ge=1, description="Language model layers.")
+    text_heads: int = Field(4, ge=1, description="Language model attention heads.")
+    vocab_size: int = Field(1200, ge=300, description="Size of the locally trained tokenizer's vocabulary.")
+    pretrain_epochs: int = Field(3, ge=0, description="Epochs of the brief pretraining (text + brand-free captions).")
+    pretrain_samples: int = Field(600, ge=0, description="Images generated for brand-free caption pretraining.")
+    pretrain_learning_rate: float = Field(2e-3, gt=0, description="Pretraining learning rate.")
+
+    @model_validator(mode="after")
+    def _patches(self):
+        if self.image_size % self.patch_size:
+            raise ValueError(f"model.tiny.image_size ({self.image_size}) must be a multiple of model.tiny.patch_size ({self.patch_size})")
+        return self
+
+
+class ModelParams(Section):
+    base: str = Field("tiny", description="'tiny' (built and pretrained locally) or a Hugging Face id / local directory of an HF-native InternVL checkpoint.")
+    trust_remote_code: bool = Field(False, description="Allow custom model code from the checkpoint (needed only for non -hf InternVL2.5).")
+    convert_from: str = Field("", description="Custom-code InternVL checkpoint (e.g. OpenGVLab/InternVL2_5-4B) to convert with transformers' converter before use; empty = none.")
+    tiny: TinyModelParams = TinyModelParams()
+
+
+# --------------------------------------------------------------------------- train
+Strategy = Literal["freeze_llm", "freeze_vision", "projector_only", "lora", "full"]
+
+
+class LoraParams(Section):
+    r: int = Field(16, ge=1, description="LoRA rank.")
+    alpha: int = Field(32, ge=1, description="LoRA alpha.")
+    dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout.")
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], description="Language-model linear layers that get adapters.")
+    train_projector: bool = Field(True, description="Also train the multi-modal projector in full.")
+
+
+class Experiment(Section):
+    strategy: Strategy = Field(description="Which parts of the model train.")
+    learning_rate: float | None = Field(None, gt=0, description="Overrides train.learning_rate for this experiment.")
+    lora: LoraParams | None = Field(None, description="Overrides train.lora for this experiment.")
+
+
+class TrainParams(Section):
+    instruction: str = Field("Describe this product photo.", description="User turn after the image, identical in training and evaluation.")
+    epochs: int = Field(6, ge=1, description="Training epochs (reference study: 20).")
+    save_epochs: list[int] = Field(default_factory=lambda: [2, 4, 6], description="Epochs at which a checkpoint is kept (reference study: 5, 10, 15, 20).")
+    batch_size: int = Field(24, ge=1, description="Effective batch = per_device_batch_size x gradient accumulation x devices (reference study: 24).")
+    per_device_batch_size: int = Field(24, ge=1, description="Micro-batch per device; accumulation makes up the rest.")
+    learning_rate: float = Field(1e-3, gt=0, description="Peak learning rate.")
+    lr_scheduler: str = Field("cosine", description="transformers scheduler name (linear, cosine, constant, ...).")
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Fraction of steps spent warming up.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping.")
+    max_length: int = Field(256, ge=16, description="Training sequences are truncated to this many tokens.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto = bf16 on GPUs that support it, else fp32.")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
+    deepspeed: str = Field("", description="Path to a DeepSpeed config (configs/deepspeed/zero2.json); empty = none.")
+    dataloader_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
+    logging_steps: int = Field(5, ge=1, description="Log loss, lr, grad norm and samples/s every this many optimizer steps.")
+    lora: LoraParams = LoraParams()
+    experiments: dict[str, Experiment] = Field(
+        default_factory=lambda: {
+            "freeze_llm": Experiment(strategy="freeze_llm"),
+            "freeze_vision": Experiment(strategy="freeze_vision"),
+            "lora": Experiment(strategy="lora"),
+        },
+        description="Experiment name -> freezing strategy and overrides; one training run each.",
+    )
+
+    @field_validator("experiments")
+    @classmethod
+    def _experiments(cls, v: dict[str, Experiment]) -> dict[str, Experiment]:
+        if not v:
+            raise ValueError("the experiment list is empty; add at least one, e.g. freeze_llm: {strategy: freeze_llm}")
+        for name in v:
+            if not name.replace("_", "").replace("-", "").isalnum() or name == "base":
+                raise ValueError(f"experiment name {name!r} must be letters, digits, '_' or '-', and not 'base'")
+        return v
+
+    @model_validator(mode="after")
+    def _epochs(self):
+        beyond = [e for e in self.save_epochs if e > self.epochs or e < 1]
+        if beyond:
+            raise ValueError(f"train.save_epochs contains {beyond[0]} but train.epochs is {self.epochs}; use epochs between 1 and {self.epochs}")
+        if not self.save_epochs:
+            raise ValueError("train.save_epochs is empty; list at least the last epoch")
+        if sorted(set(self.save_epochs)) != list(self.save_epochs):
+            raise ValueError(f"train.save_epochs {self.save_epochs} must be increasing without repeats")
+        if self.batch_size % self.per_device_batch_size:
+            raise ValueError(f"train.batch_size ({self.batch_size}) must be a multiple of train.per_device_batch_size ({self.per_device_batch_size})")
+        return self
+
+
+# --------------------------------------------------------------------------- eval
+class EvalParams(Section):
+    max_new_tokens: int = Field(48, ge=1, description="Generation limit for predictions.")
+    batch_size: int = Field(32, ge=1, description="Prompts generated at once (left padding).")
+    max_test_samples: int = Field(0, ge=0, description="Evaluate at most this many test samples; 0 = all.")
+
+
+# --------------------------------------------------------------------------- all
+class Params(Section):
+    seed: int = Field(4, description="Seed of everything: sampling, shop, splits, model init, training.")
+    data: DataParams = DataParams()
+    download: DownloadParams = DownloadParams()
+    caption: CaptionParams = CaptionParams()
+    clean: CleanParams = CleanParams()
+    model: ModelParams = ModelParams()
+    train: TrainParams = TrainParams()
+    eval: EvalParams = EvalParams()
+
+
+class ParamsError(ValueError):
+    """A parameter file is invalid; the message names the file, the key and the fix."""
+
+
+def _format_errors(source: str, err: ValidationError) -> str:
+    lines = [f"{source}: {err.error_count()} invalid parameter(s)"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key; remove it or fix its spelling (see params.yaml for the valid keys)"
+        elif e["type"] == "missing":
+            msg = "missing; add it"
+        else:
+            given = e.get("input")
+            if not isinstance(given, (dict, list)):
+                msg = f"{msg} (got {given!r})"
+        lines.append(f"{source}: {key}: {msg}")
+    return "\n".join(lines)
+
+
+def validate_params(raw: dict[str, Any] | None, source: str = "params") -> Params:
+    """Validate an already-loaded mapping (Snakemake's config, a test's dict)."""
+    try:
+        return Params.model_validate(raw or {})
+    except ValidationError as err:
+        raise ParamsError(_format_errors(source, err)) from None
+
+
+def load_params(path: str | Path) -> Params:
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path}: parameter file not found; pass an existing file such as params.yaml or configs/smoke.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML: {err}") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise ParamsError(f"{path}: top level must be a mapping of sections (data, download, ...)")
+    return validate_params(raw, str(path))
+
+
+def experiment_settings(params: Params, name: str) -> tuple[Strategy, float, LoraParams]:
+    """(strategy, learning rate, LoRA settings) of one experiment, overrides applied."""
+    if name not in params.train.experiments:
+        raise ParamsError(f"unknown experiment {name!r}; params define {sorted(params.train.experiments)}")
+    exp = params.train.experiments[name]
+    return exp.strategy, exp.learning_rate or params.train.learning_rate, exp.lora or params.train.lora
