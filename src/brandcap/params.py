@@ -23,8 +23,8 @@ class Section(BaseModel):
 
 # --------------------------------------------------------------------------- data
 class SyntheticShop(Section):
-    n_brands: int = Field(24, ge=2, description="Number of brands in the synthetic shop.")
-    zipf_exponent: float = Field(1.0, ge=0, description="Brand frequency ~ 1/rank^s; 0 = balanced.")
+    n_brands: int = Field(20, ge=2, description="Number of brands in the synthetic shop.")
+    zipf_exponent: float = Field(0.7, ge=0, description="Brand frequency ~ 1/rank^s; 0 = balanced.")
     signature_visibility: float = Field(0.9, ge=0, le=1, description="Probability that a product image shows its brand's visual signature.")
     noise: float = Field(0.08, ge=0, le=1, description="Std of pixel noise added to every image (0..1 of full scale).")
     image_size: int = Field(64, ge=16, le=1024, description="Side of the generated square product images, pixels.")
@@ -36,7 +36,7 @@ class DataParams(Section):
     source: Literal["synthetic", "hf"] = Field("synthetic", description="synthetic shop, or a Hugging Face dataset id / local parquet or CSV in the DBQ schema.")
     hf_dataset: str = Field("DBQ/My.Theresa.Product.prices.France", description="HF dataset id or local .parquet/.csv path (source: hf).")
     hf_split: str = Field("train", description="Split to read (source: hf).")
-    sample_size: int = Field(1200, ge=1, description="Rows sampled from the product table.")
+    sample_size: int = Field(1500, ge=1, description="Rows sampled from the product table.")
     general_set: str = Field("", description="JSONL of brand-free {image, caption} references for the forgetting probe (source: hf); empty = no probe.")
     synthetic: SyntheticShop = SyntheticShop()
 
