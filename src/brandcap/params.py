@@ -30,6 +30,8 @@ class SyntheticShop(Section):
     image_size: int = Field(64, ge=16, le=1024, description="Side of the generated square product images, pixels.")
     n_general: int = Field(48, ge=0, description="Size of the brand-free general set (forgetting probe).")
     serve_over_http: bool = Field(False, description="Serve shop images over loopback HTTP instead of file:// URLs.")
+    placeholder_rate: float = Field(0.01, ge=0, le=1, description="Fraction of products whose imageurl is the placeholder 'N.A.' (at least one when > 0), so the catalog's placeholder filter always runs.")
+    broken_images: int = Field(2, ge=0, description="Products whose image file is broken (truncated / not an image), so the downloader's failure path always runs.")
 
 
 class DataParams(Section):
@@ -51,6 +53,7 @@ class DownloadParams(Section):
     min_side: int = Field(32, ge=1, description="Images with a shorter side below this are rejected.")
     max_pixels: int = Field(40_000_000, ge=1, description="Decompression-bomb guard: images above this pixel count are rejected.")
     max_failed_fraction: float = Field(0.2, ge=0, le=1, description="The stage fails when more than this fraction of images failed.")
+    max_bytes: int = Field(50_000_000, ge=1, description="Responses larger than this many bytes are rejected (too_large).")
 
 
 # --------------------------------------------------------------------------- caption
