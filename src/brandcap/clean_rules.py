@@ -1,0 +1,217 @@
+"""The clean stage's rules, one named function each, thresholds from `CleanParams`.
+
+    from brandcap.clean_rules import is_repetition_loop, is_garbled
+    is_repetition_loop(text, params.clean)   # True -> drop (or re-ask, in the caption stage)
+
+The caption stage imports the two detectors for its loop-aware retry, so a caption it
+accepts is one the clean stage keeps as far as loops and garbling go.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+import zlib
+from collections import Counter
+
+from brandcap.brands import canonicalize, normalize
+from brandcap.params import CleanParams
+
+# --------------------------------------------------------------------------- 1. loops
+_WORD = re.compile(r"[^\W_]+")
+# A unit of 1..12 characters followed by itself; the count is checked in code.
+_BACK_TO_BACK = re.compile(r"(.{1,12}?)\1+", re.DOTALL)
+
+
+def max_ngram_repeats(text: str, n: int) -> int:
+    """How often the most frequent word n-gram occurs (case-folded, punctuation ignored)."""
+    words = _WORD.findall(text.casefold())
+    if len(words) < n:
+        return 0
+    grams = Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
+    return max(grams.values())
+
+
+def compression_ratio(text: str) -> float:
+    """zlib-compressed size / raw UTF-8 size; repetitive text compresses far below prose."""
+    raw = text.encode("utf-8")
+    return len(zlib.compress(raw, 9)) / len(raw) if raw else 1.0
+
+
+def max_consecutive_repeats(text: str) -> int:
+    """Longest back-to-back run of one short unit, in units ('abab ab' -> 2, 'aaaa' -> 4)."""
+    best = 1 if text else 0
+    for m in _BACK_TO_BACK.finditer(text):
+        best = max(best, len(m.group()) // len(m.group(1)))
+    return best
+
+
+def is_repetition_loop(text: str, clean: CleanParams) -> bool:
+    """A generation stuck in a loop: a repeated word n-gram, a back-to-back repeated
+    unit, or (for long captions) text that compresses like a repeated pattern."""
+    if not text:
+        return False
+    if max_ngram_repeats(text, clean.loop_ngram) > clean.loop_max_ngram_repeats:
+        return True
+    if max_consecutive_repeats(text) > clean.loop_max_consecutive_repeats:
+        return True
+    if len(text) >= clean.loop_compression_min_chars and compression_ratio(text) < clean.loop_min_compression_ratio:
+        return True
+    return False
+
+
+# --------------------------------------------------------------------------- 2. garbled
+# Letters outside Latin that still belong in Western product text.
+_ALLOWED_NON_LATIN_LETTERS = set("µªº")
+
+
+def is_bad_char(c: str) -> bool:
+    """Replacement, control, private-use, unassigned or format characters, box drawing,
+    and letters of non-Latin scripts (a captioner that switched language counts as garbled)."""
+    if c in "\n\t\r":
+        return False
+    if c == "\ufffd" or 0x2500 <= ord(c) <= 0x259F:
+        return True
+    cat = unicodedata.category(c)
+    if cat in ("Cc", "Cf", "Co", "Cs", "Cn"):
+        return True
+    if cat.startswith("L") and c not in _ALLOWED_NON_LATIN_LETTERS:
+        return not unicodedata.name(c, "").startswith("LATIN")
+    return False
+
+
+def bad_char_fraction(text: str) -> float:
+    return sum(map(is_bad_char, text)) / len(text) if text else 0.0
+
+
+def _as_single_byte(c: str) -> int | None:
+    """The byte a Windows-1252 (else Latin-1) decoder would have turned into `c`."""
+    try:
+        return c.encode("cp1252")[0]
+    except UnicodeEncodeError:
+        return ord(c) if ord(c) < 256 else None
+
+
+def count_mojibake(text: str) -> int:
+    """Sequences that are UTF-8 bytes decoded as cp1252/Latin-1 ('Ã©' for 'é', 'â€™' for '’').
+
+    Legitimate accented text never forms them: an accented letter is a lead byte only
+    when the next characters are continuation bytes that, together, decode as UTF-8."""
+    count, i, n = 0, 0, len(text)
+    while i < n:
+        lead = _as_single_byte(text[i])
+        if lead is not None and 0xC2 <= lead <= 0xF4:
+            need = 1 if lead < 0xE0 else 2 if lead < 0xF0 else 3
+            if i + need < n:
+                tail = [_as_single_byte(c) for c in text[i + 1 : i + 1 + need]]
+                if all(b is not None and 0x80 <= b <= 0xBF for b in tail):
+                    try:
+                        bytes([lead, *tail]).decode("utf-8")
+                    except UnicodeDecodeError:
+                        pass
+                    else:
+                        count += 1
+                        i += need + 1
+                        continue
+        i += 1
+    return count
+
+
+_LETTERS = r"[^\W\d_]+"
+_WORD_LIKE = re.compile(rf"{_LETTERS}(?:['’\-]{_LETTERS})*")
+_NUMBER_LIKE = re.compile(r"[\d.,/:×x\-–+%]*\d[\d.,/:×x\-–+%]*[A-Za-z]{0,3}")  # 3.5, 10x20cm, 100%, 1980s
+_MODEL_LIKE = re.compile(r"[A-Za-z]{1,4}-?\d{1,5}")  # A4, No5, RS-200
+_VOWELS = set("aeiouyàáâãäåæèéêëìíîïòóôõöøœùúûüýÿ")
+_LOWER_TO_UPPER = re.compile(r"[a-zà-ÿ][A-ZÀ-Þ]")
+
+
+def looks_like_word(core: str, clean: CleanParams) -> bool:
+    """A token (punctuation already stripped) that could appear in a product caption."""
+    if len(core) > clean.garbled_max_word_length:
+        return False
+    if _NUMBER_LIKE.fullmatch(core) or _MODEL_LIKE.fullmatch(core):
+        return True
+    if not _WORD_LIKE.fullmatch(core) or any(is_bad_char(c) for c in core):
+        return False
+    if len(_LOWER_TO_UPPER.findall(core)) > 1:  # 'McQueen' fine, 'hElLo' not
+        return False
+    letters = core.casefold()
+    if len(core) >= 6 and not core.isupper() and not _VOWELS.intersection(letters):
+        return False
+    return True
+
+
+def _is_punct_or_symbol(c: str) -> bool:
+    return unicodedata.category(c)[0] in "PS"
+
+
+def nonword_fraction(text: str, clean: CleanParams) -> float:
+    """Fraction of whitespace tokens that do not look like words. Punctuation and symbols
+    around a word are ignored ('"bag,"', '€250', 'Brand™'); short punctuation tokens ('-',
+    '&') are skipped; symbol runs ('#$%^') count as non-words."""
+    judged = nonwords = 0
+    for token in text.split():
+        edge = "".join(c for c in token if _is_punct_or_symbol(c))
+        core = token.strip(edge)
+        if not core:
+            if len(token) < 3 or all(unicodedata.category(c)[0] == "P" for c in token):
+                continue
+            judged += 1
+            nonwords += 1
+            continue
+        judged += 1
+        nonwords += not looks_like_word(core, clean)
+    return nonwords / judged if judged else 0.0
+
+
+def is_garbled(text: str, clean: CleanParams) -> bool:
+    """Broken text: too many bad characters, any broken-encoding sequence beyond the
+    tolerance, or too many tokens that do not look like words."""
+    if not text:
+        return False
+    if bad_char_fraction(text) > clean.garbled_max_bad_char_fraction:
+        return True
+    if count_mojibake(text) > clean.garbled_max_mojibake:
+        return True
+    return nonword_fraction(text, clean) > clean.garbled_max_nonword_fraction
+
+
+# --------------------------------------------------------------------------- 3. cut-off
+_SENTENCE_END = re.compile(r"\.(?!\d)")  # a period, not a decimal point ('3.5 cm')
+
+
+def strip_after_last_period(text: str) -> str:
+    """`text` up to and including its last sentence-ending '.', or '' if it has none."""
+    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+    return text[: ends[-1]].rstrip() if ends else ""
+
+
+def trim_cut_off(text: str, finish_reason: str | None, clean: CleanParams) -> str | None:
+    """A caption stopped at max_tokens loses its unfinished last sentence; None when
+    fewer than `min_chars_after_trim` characters remain. Finished captions pass as they are."""
+    if finish_reason != "length":
+        return text
+    trimmed = strip_after_last_period(text)
+    return trimmed if len(trimmed) >= clean.min_chars_after_trim else None
+
+
+# --------------------------------------------------------------------------- 4. brand
+def with_canonical_brand(text: str, brand: str) -> str | None:
+    """`text` with every spelling of `brand` (case, accents, punctuation, '&'/'and')
+    rewritten to the catalog's spelling; None when the caption does not name the brand."""
+    return canonicalize(text, brand)
+
+
+# --------------------------------------------------------------------------- 5. length
+def word_count(text: str) -> int:
+    return len(text.split())
+
+
+def has_plausible_length(text: str, clean: CleanParams) -> bool:
+    return clean.min_words <= word_count(text) <= clean.max_words
+
+
+# --------------------------------------------------------------------------- 6. duplicates
+def duplicate_key(text: str) -> str:
+    """Captions that differ only in case, accents, punctuation or spacing are duplicates."""
+    return normalize(text)

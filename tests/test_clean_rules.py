@@ -1,0 +1,144 @@
+"""Each clean rule on captions it must remove and look-alikes it must keep.
+
+    .venv/bin/python -m pytest tests/test_clean_rules.py -q
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from brandcap.clean_rules import (
+    compression_ratio,
+    count_mojibake,
+    duplicate_key,
+    has_plausible_length,
+    is_garbled,
+    is_repetition_loop,
+    strip_after_last_period,
+    trim_cut_off,
+    with_canonical_brand,
+)
+from brandcap.params import CleanParams
+
+CLEAN = CleanParams()
+
+GOOD = (
+    "This Maison Éclat shoulder bag is made of smooth black calfskin with a gold-tone "
+    "chain strap. The front flap closes with a magnetic snap and carries the Maison Éclat "
+    "emblem, embossed in the centre. Inside, a single compartment is lined in red suede, "
+    "with one slip pocket for a phone and cards. It measures 22 x 14 x 7 cm."
+)
+
+LONG_VARIED = (
+    "The Rossi & Figli trench coat is cut from a water-resistant cotton gabardine in a warm "
+    "camel shade. It has notched lapels, a double-breasted front with horn buttons, storm "
+    "flaps at the shoulders and a belted waist with a tortoiseshell buckle. The sleeves end "
+    "in adjustable straps, and two deep welt pockets sit at the hips. A check lining in "
+    "beige, black and red runs through the body, and a back vent keeps the stride free. "
+    "Topstitching traces every seam with precision, giving the piece a crisp structure that "
+    "suits both city commutes and countryside weekends. Under the collar, a hidden throat "
+    "latch fastens against wind and rain. The model wears size 38 and is 178 cm tall; the "
+    "length from shoulder to hem is about 105 cm. Dry clean only; made in Italy by Rossi & "
+    "Figli, whose tailoring workshop has produced outerwear since 1952."
+)
+
+
+# --------------------------------------------------------------------------- loops
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The bag is black. The bag is black. The bag is black. The bag is black. The bag is black.",
+        "A black Maison Éclat bag with a strap, " + "and a strap, " * 20,
+        "The Maison Éclat dress is red " + "very " * 30 + "red.",
+        "The Maison Éclat sneaker is white lalalalalalalalalalalalalalala",
+        "Maison Éclat boots!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!",
+        # a loop that wanders: no single 4-gram repeats often, but it compresses like one
+        " ".join(f"The Maison Éclat scarf in silk number {i} with fringes and a printed border." for i in range(1, 8)),
+    ],
+)
+def test_repetition_loops_are_found(text):
+    assert is_repetition_loop(text, CLEAN)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        GOOD,
+        LONG_VARIED,
+        # a legitimate list of colours is not a loop
+        "The Maison Éclat sweater comes in red, blue, green, black, white, navy, beige, grey, "
+        "pink, brown, yellow, orange, purple, olive, teal, burgundy, cream and charcoal.",
+        "Striped Maison Éclat shirt: red and white, blue and white, green and white, "
+        "black and white, pink and white stripes alternate down the front.",
+        # the brand named three times is not a loop
+        "Maison Éclat sandals. Maison Éclat straps in leather. Maison Éclat gold buckle. "
+        "Maison Éclat logo on the insole.",
+        "A bag... with an ellipsis... and 1000000 sequins.",
+        "",
+    ],
+)
+def test_look_alikes_are_not_loops(text):
+    assert not is_repetition_loop(text, CLEAN)
+
+
+def test_loop_thresholds_come_from_params():
+    three_times = "The bag is black. The bag is black. The bag is black. Nothing else here."
+    assert not is_repetition_loop(three_times, CLEAN)
+    assert is_repetition_loop(three_times, CleanParams(loop_max_ngram_repeats=2))
+    assert compression_ratio(LONG_VARIED) > 0.45
+    assert is_repetition_loop(LONG_VARIED, CleanParams(loop_min_compression_ratio=0.9))
+
+
+# --------------------------------------------------------------------------- garbled
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The Maison \ufffd\ufffdclat bag is bl\ufffd\ufffdck with a g\ufffdld strap and a fl\ufffdp.",
+        "The Maison Ã‰clat bag is made of smooth calfskin with a gold-tone chain strap.",
+        "The Rossi & Figli coatâ€™s lapels are notched and its buttons are made of horn.",
+        "The bag\x00\x01 is\x02 black\x03 with\x04 a\x05 strap\x06 and\x07 a\x08 flap.",
+        "Maison Éclat xkq#7 zzv@9 qrtpl!8 mm$%2 wq^&3 tt*(4 bag vv)_5 pp+=6 kk{}7 strap.",
+        "Maison Éclat 这是一个黑色的皮革手提包，带有金色链条肩带和磁性按扣。",
+        "Maison Éclat Сумка из гладкой черной телячьей кожи с цепочкой золотого цвета.",
+        "Maison Éclat ╬╬╬ bag ▓▓▓ with ░░ a ▒▒ strap.",
+        "The Maison Éclat hElLoWoRlD bAgGiNg sTrApPeD cLaSpInG bag.",
+    ],
+)
+def test_garbled_captions_are_found(text):
+    assert is_garbled(text, CLEAN)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        GOOD,
+        LONG_VARIED,
+        # French accented words are not garbled
+        "Ce sac Maison Éclat en cuir noir, à la fois élégant et pratique, est doté d'une "
+        "chaîne dorée et d'une fermeture à pression ; idéal pour l'été, c'est-à-dire "
+        "jusqu'à la rentrée. Pièce façonnée à la main, cœur de la collection « Été ».",
+        "Der Rossi & Figli Mantel aus Baumwolle: größer, für Männer, mit Gürtel und Knöpfen.",
+        "The McQueen-style DKNY tee costs €250 (about $270), is 100% cotton, size XL, 70×50 cm, "
+        "model RS-200, No5 print, Brand™ tag, 3.5 cm heel, 1980s look — timeless.",
+        "The µ-thin 2ª edición strap, 3º model, in São Paulo's Ãgua collection.",
+        "",
+    ],
+)
+def test_look_alikes_are_not_garbled(text):
+    assert not is_garbled(text, CLEAN)
+
+
+def test_mojibake_counts_only_broken_sequences():
+    assert count_mojibake("cafÃ© â€™ Ã¨") == 3
+    assert count_mojibake("café « Été » Éclat, SÃO PAULO, Ä°C") == 1  # 'Ä°' is 'İ' mis-decoded
+    assert count_mojibake("café « Été » Éclat, SÃO PAULO") == 0
+
+
+def test_garbled_thresholds_come_from_params():
+    one_bad = GOOD.replace("red suede", "red su\ufffdde")
+    assert not is_garbled(one_bad, CLEAN)
+    assert is_garbled(one_bad, CleanParams(garbled_max_bad_char_fraction=0.0))
+    one_mojibake = GOOD.replace("Inside", "InsidÃ©")
+    assert is_garbled(one_mojibake, CLEAN)
+    assert not is_garbled(one_mojibake, CleanParams(garbled_max_mojibake=1))
+    assert is_garbled(GOOD, CleanParams(garbled_max_word_length=3, garbled_max_nonword_fraction=0.1))
