@@ -1,0 +1,82 @@
+# Data: catalog -> download -> caption -> clean, and the general (brand-free) set.
+
+
+rule catalog:
+    input:
+        script=script("catalog"),
+        code=package("catalog", "shop"),
+    output:
+        catalog="data/raw/catalog.parquet",
+        shop=directory("data/raw/shop"),
+    params:
+        seed=config["seed"],
+        data=config["data"],
+    log:
+        "logs/catalog.log",
+    shell:
+        "python {input.script} --params {PARAMS_FILE} --catalog {output.catalog} --shop {output.shop} --log {log}"
+
+
+rule general_set:
+    input:
+        script=script("general_set"),
+        code=package("general_set", "shop"),
+    output:
+        out=directory("data/raw/general"),
+    params:
+        seed=config["seed"],
+        data=config["data"],
+    log:
+        "logs/general_set.log",
+    shell:
+        "python {input.script} --params {PARAMS_FILE} --out {output.out} --log {log}"
+
+
+rule download:
+    input:
+        script=script("download"),
+        code=package("download"),
+        catalog=rules.catalog.output.catalog,
+        shop=rules.catalog.output.shop,
+    output:
+        images=directory("data/raw/images"),
+        manifest="data/raw/manifest.parquet",
+    params:
+        download=config["download"],
+    log:
+        "logs/download.log",
+    shell:
+        "python {input.script} --params {PARAMS_FILE} --catalog {input.catalog} --images {output.images} --manifest {output.manifest} --resume .resume/download --log {log}"
+
+
+rule caption:
+    input:
+        script=script("caption"),
+        code=package("caption", "simulated_vlm", "clean_rules"),
+        manifest=rules.download.output.manifest,
+        images=rules.download.output.images,
+    output:
+        captions="data/interim/captions.jsonl",
+    params:
+        caption=config["caption"],
+        clean=config["clean"],
+    log:
+        "logs/caption.log",
+    shell:
+        "python {input.script} --params {PARAMS_FILE} --manifest {input.manifest} --captions {output.captions} --resume .resume/caption --log {log}"
+
+
+rule clean:
+    input:
+        script=script("clean"),
+        code=package("clean", "clean_rules", "brands"),
+        captions=rules.caption.output.captions,
+    output:
+        out=directory("data/processed"),
+    params:
+        seed=config["seed"],
+        clean=config["clean"],
+    log:
+        "logs/clean.log",
+    shell:
+        "python {input.script} --params {PARAMS_FILE} --captions {input.captions} --out {output.out} --log {log}"

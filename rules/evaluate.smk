@@ -1,0 +1,68 @@
+# Evaluation of the base model (epoch 0) and of every checkpoint, then the tables.
+
+
+rule evaluate_base:
+    input:
+        script=script("evaluate"),
+        code=package("evaluate", "metrics", "caption_metrics", "checkpoints", "chat", "brands"),
+        base=rules.base_model.output.out,
+        processed=rules.clean.output.out,
+        general=rules.general_set.output.out,
+        images=rules.download.output.images,
+    output:
+        out=directory("results/eval/base/epoch-0"),
+    params:
+        train=config["train"],
+        eval=config["eval"],
+    log:
+        "logs/evaluate/base/epoch-0.log",
+    resources:
+        gpu=1,
+    shell:
+        "python {input.script} --params {PARAMS_FILE} --base {input.base} --test {input.processed}/test.jsonl --general {input.general}/general.jsonl --out {output.out} --resume .resume/eval/base/epoch-0 --log {log}"
+
+
+rule evaluate:
+    input:
+        script=script("evaluate"),
+        code=package("evaluate", "metrics", "caption_metrics", "checkpoints", "chat", "brands"),
+        base=rules.base_model.output.out,
+        checkpoints=rules.train.output.checkpoints,
+        processed=rules.clean.output.out,
+        general=rules.general_set.output.out,
+        images=rules.download.output.images,
+    output:
+        out=directory("results/eval/{exp}/epoch-{epoch}"),
+    params:
+        train=config["train"],
+        eval=config["eval"],
+    log:
+        "logs/evaluate/{exp}/epoch-{epoch}.log",
+    resources:
+        gpu=1,
+    shell:
+        "python {input.script} --params {PARAMS_FILE} --base {input.base} --checkpoint {input.checkpoints}/epoch-{wildcards.epoch} --test {input.processed}/test.jsonl --general {input.general}/general.jsonl --out {output.out} --resume .resume/eval/{wildcards.exp}/epoch-{wildcards.epoch} --log {log}"
+
+
+rule tables:
+    input:
+        script=script("tables"),
+        code=package("tables"),
+        catalog=rules.catalog.output.catalog,
+        manifest=rules.download.output.manifest,
+        captions=rules.caption.output.captions,
+        processed=rules.clean.output.out,
+        train_logs=expand(rules.train.output.train_log, exp=EXPERIMENTS),
+        checkpoints=expand(rules.train.output.checkpoints, exp=EXPERIMENTS),
+        evaluations=[rules.evaluate_base.output.out]
+        + expand(rules.evaluate.output.out, exp=EXPERIMENTS, epoch=SAVE_EPOCHS),
+    output:
+        tables="results/tables.md",
+        metrics="results/metrics.json",
+        plots=directory("results/plots"),
+    params:
+        train=config["train"],
+    log:
+        "logs/tables.log",
+    shell:
+        "python {input.script} --params {PARAMS_FILE} --catalog {input.catalog} --manifest {input.manifest} --captions {input.captions} --clean-report {input.processed}/clean_report.json --train-dir results/train --checkpoints results/checkpoints --eval-dir results/eval --tables {output.tables} --metrics {output.metrics} --plots {output.plots} --log {log}"

@@ -1,0 +1,39 @@
+# Model: the base model and one training run per experiment (freezing strategy).
+
+
+rule base_model:
+    input:
+        script=script("base_model"),
+        code=package("base_model", "tiny_model", "chat"),
+        catalog=rules.catalog.output.catalog,
+    output:
+        out=directory("models/base"),
+    params:
+        seed=config["seed"],
+        model=config["model"],
+        train=config["train"],
+    log:
+        "logs/base_model.log",
+    shell:
+        "python {input.script} --params {PARAMS_FILE} --catalog {input.catalog} --out {output.out} --log {log}"
+
+
+rule train:
+    input:
+        script=script("train"),
+        code=package("train", "strategies", "training_data", "checkpoints", "chat"),
+        base=rules.base_model.output.out,
+        processed=rules.clean.output.out,
+        images=rules.download.output.images,
+    output:
+        checkpoints=directory("results/checkpoints/{exp}"),
+        train_log=directory("results/train/{exp}"),
+    params:
+        seed=config["seed"],
+        train=config["train"],
+    log:
+        "logs/train/{exp}.log",
+    resources:
+        gpu=1,
+    shell:
+        "python {input.script} --params {PARAMS_FILE} --experiment {wildcards.exp} --base {input.base} --train {input.processed}/train.jsonl --checkpoints {output.checkpoints} --train-log {output.train_log} --resume .resume/train/{wildcards.exp} --log {log}"

@@ -1,0 +1,54 @@
+"""What every stage entry script shares: its arguments, logging, params validation, timing.
+
+An entry script in workflow/scripts/ names its path options and the package function to call;
+Snakemake and DVC run the same command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from brandcap.params import Params, ParamsError, load_params
+
+log = logging.getLogger("brandcap")
+
+
+def stage_args(doc: str | None, *path_options: str, extra: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=doc)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="the parameter file (default: params.yaml)")
+    parser.add_argument("--log", type=Path, default=None, help="also write the log to this file")
+    for name in path_options:
+        parser.add_argument(f"--{name}", type=Path, required=True)
+    if extra:
+        extra(parser)
+    return parser.parse_args()
+
+
+def setup_logging(log_file: Path | None) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, mode="w", encoding="utf-8"))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers, force=True)
+    # Third-party chatter (HTTP request lines, hub checks) would drown the summaries.
+    for noisy in ("httpx", "openai", "urllib3", "aiohttp.access", "DeepSpeed", "datasets"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run_stage(name: str, args: argparse.Namespace, body: Callable[[Params], None]) -> None:
+    """Validate params, run the stage body, log its wall time; a bad parameter file exits 2 with its message."""
+    setup_logging(args.log)
+    try:
+        params = load_params(args.params)
+    except ParamsError as err:
+        log.error("%s", err)
+        raise SystemExit(2) from None
+    start = time.perf_counter()
+    log.info("stage %s: start (params %s)", name, args.params)
+    body(params)
+    log.info("stage %s: done in %.1f s", name, time.perf_counter() - start)

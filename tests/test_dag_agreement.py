@@ -1,0 +1,115 @@
+"""Snakemake's rules and dvc.yaml must describe the same DAG: stage names, commands, dependencies,
+outputs and params sections. Any drift between the two orchestrators fails here."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def snakemake_jobs() -> dict[str, dict]:
+    """Every job of a forced dry run: name (DVC-style address) -> cmd, inputs, outputs."""
+    run = subprocess.run(
+        [BIN / "snakemake", "--dry-run", "--forceall", "--cores", "1", "--printshellcmds", "results/tables.md"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    )
+    jobs: dict[str, dict] = {}
+    for block in run.stdout.split("\n\n"):
+        rule = re.search(r"^(?:local)?rule (\w+):", block, re.M)
+        if not rule:
+            continue
+        fields = dict(re.findall(r"^    (\w+): (.*)$", block, re.M))
+        wildcards = dict(kv.split("=", 1) for kv in fields.get("wildcards", "").split(", ") if kv)
+        name = rule.group(1) + ("@" + "-".join(wildcards.values()) if wildcards else "")
+        cmd = re.search(r"^Shell command: (.*)$", block, re.M)
+        if rule.group(1) == "all":
+            continue
+        jobs[name] = {
+            "rule": rule.group(1),
+            "cmd": cmd.group(1).strip() if cmd else None,
+            "deps": set(fields.get("input", "").split(", ")) - {""},
+            "outs": set(fields.get("output", "").split(", ")) - {""},
+        }
+    return jobs
+
+
+def snakemake_params() -> dict[str, list[str]]:
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import OutputSettings, ResourceSettings
+
+    with SnakemakeApi(OutputSettings()) as api:
+        wf = api.workflow(resource_settings=ResourceSettings(cores=1), snakefile=ROOT / "Snakefile", workdir=ROOT)
+        return {rule.name: sorted(rule.params.keys()) for rule in wf._workflow.rules}
+
+
+def dvc_stages() -> dict[str, dict]:
+    from dvc.repo import Repo
+
+    stages = {}
+    with Repo(str(ROOT)) as repo:
+        for stage in repo.index.stages:
+            params = sorted(k for dep in stage.deps if hasattr(dep, "params") for k in dep.params)
+            stages[stage.addressing] = {
+                "cmd": stage.cmd,
+                "deps": {dep.def_path for dep in stage.deps if not hasattr(dep, "params")},
+                "outs": {out.def_path for out in stage.outs},
+                "params": params,
+            }
+    return stages
+
+
+def covered(paths: set[str], by: set[str]) -> set[str]:
+    """Paths not equal to, inside, or containing one of `by` (a dir dependency covers its files)."""
+    def related(a: str, b: str) -> bool:
+        return a == b or a.startswith(b + "/") or b.startswith(a + "/")
+
+    return {p for p in paths if not any(related(p, q) for q in by)}
+
+
+@pytest.fixture(scope="module")
+def both():
+    return snakemake_jobs(), dvc_stages()
+
+
+def test_same_stage_names(both):
+    smk, dvc = both
+    assert sorted(smk) == sorted(dvc)
+
+
+def test_same_commands(both):
+    smk, dvc = both
+    for name, stage in dvc.items():
+        assert smk[name]["cmd"] == stage["cmd"], name
+
+
+def test_same_dependencies_and_outputs(both):
+    smk, dvc = both
+    for name, stage in dvc.items():
+        assert not covered(smk[name]["deps"], stage["deps"]), f"{name}: Snakemake inputs missing from dvc.yaml"
+        assert not covered(stage["deps"], smk[name]["deps"]), f"{name}: dvc.yaml deps missing from Snakemake"
+        assert smk[name]["outs"] == stage["outs"], name
+
+
+def test_same_params_sections(both):
+    smk, dvc = both
+    rule_params = snakemake_params()
+    for name, stage in dvc.items():
+        assert rule_params[smk[name]["rule"]] == stage["params"], name
+
+
+def test_every_stage_script_and_module_exists(both):
+    _, dvc = both
+    produced = {out for stage in dvc.values() for out in stage["outs"]}
+    for name, stage in dvc.items():
+        for dep in stage["deps"]:
+            if dep.startswith(("workflow/", "src/")):
+                assert (ROOT / dep).exists(), f"{name}: {dep} does not exist"
+            else:
+                assert not covered({dep}, produced), f"{name}: {dep} is produced by no stage"

@@ -1,0 +1,11 @@
+"""catalog stage: read the product table (synthetic shop, HF dataset or local parquet/CSV) and sample it.
+
+    python workflow/scripts/catalog.py --params params.yaml --catalog data/raw/catalog.parquet --shop data/raw/shop --log logs/catalog.log
+"""
+
+from brandcap.catalog import run_catalog
+from brandcap.stage import run_stage, stage_args
+
+if __name__ == "__main__":
+    args = stage_args(__doc__, "catalog", "shop")
+    run_stage("catalog", args, lambda params: run_catalog(params, args.catalog, args.shop))

@@ -1,0 +1,11 @@
+"""download stage: fetch, validate and normalise every product image; record each failure's reason.
+
+    python workflow/scripts/download.py --params params.yaml --catalog data/raw/catalog.parquet --images data/raw/images --manifest data/raw/manifest.parquet --resume .resume/download --log logs/download.log
+"""
+
+from brandcap.download import run_download
+from brandcap.stage import run_stage, stage_args
+
+if __name__ == "__main__":
+    args = stage_args(__doc__, "catalog", "images", "manifest", "resume")
+    run_stage("download", args, lambda params: run_download(params, args.catalog, args.images, args.manifest, args.resume))
