@@ -39,10 +39,13 @@ def _lines(model: BaseModel, indent: int) -> list[str]:
     return out
 
 
-def render_params(params: Params) -> str:
+DEFAULT_TITLE = "the default profile (CPU, synthetic shop, simulated VLM, tiny model)"
+
+
+def render_params(params: Params, title: str = DEFAULT_TITLE) -> str:
     header = [
-        "# brandcap parameters: the default profile (CPU, synthetic shop, simulated VLM, tiny model).",
-        "# Validated before any stage runs (brandcap/params.py). Other profiles: configs/.",
-        "# Regenerate this documented file from the schema with: brandcap params > params.yaml",
+        f"# brandcap parameters: {title}.",
+        "# Validated before any stage runs (brandcap/params.py); every key is documented below.",
+        "# Regenerate the default file from the schema with: brandcap params > params.yaml",
     ]
     return "\n".join(header + _lines(params, 0)) + "\n"

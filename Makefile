@@ -1,0 +1,30 @@
+# Set-up and the two commands of the README.
+#   make run    install everything, then run the main job on the default profile
+#   make test   install everything (with test dependencies), then run the whole test suite
+
+VENV ?= .venv
+BIN := $(VENV)/bin
+export PATH := $(abspath $(BIN)):$(PATH)
+# Offline by design: nothing is fetched from the Hugging Face hub at run time.
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: run test install java
+
+run: install java
+	snakemake --cores 1 results/tables.md
+
+test: install java
+	python -m pytest -q
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+# pycocoevalcap's PTB tokenizer and METEOR need a Java runtime.
+java:
+	@command -v java >/dev/null || { apt-get update -q && apt-get install -y -q default-jre-headless; }

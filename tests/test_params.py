@@ -1,0 +1,99 @@
+"""The parameter schema: every class of bad value fails before any work, naming file, key and fix."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from brandcap.params import Params, ParamsError, load_params
+from brandcap.params_file import render_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("name", ["params.yaml", "configs/smoke.yaml", "configs/seed004.yaml"])
+def test_profiles_load(name):
+    params = load_params(ROOT / name)
+    assert params.train.experiments
+
+
+def test_default_params_file_is_the_schema_defaults():
+    """params.yaml is the documented default profile; regenerate it with `brandcap params`."""
+    assert load_params(ROOT / "params.yaml") == Params()
+
+
+def test_rendered_file_round_trips(tmp_path):
+    custom = Params.model_validate({"seed": 7, "train": {"epochs": 3, "save_epochs": [1, 3]}})
+    path = tmp_path / "p.yaml"
+    path.write_text(render_params(custom))
+    assert load_params(path) == custom
+    assert "# Peak learning rate." in path.read_text()
+
+
+@pytest.mark.parametrize(
+    "text, key, hint",
+    [
+        ("train:\n  lerning_rate: 0.1\n", "train.lerning_rate", "unknown key"),
+        ("train:\n  epochs: many\n", "train.epochs", "valid integer"),
+        ("train:\n  epochs: 20\n  save_epochs: [5, 25]\n", "train", "save_epochs contains 25 but train.epochs is 20"),
+        ("clean:\n  test_fraction: 1.5\n", "clean.test_fraction", "less than 1"),
+        ("data:\n  synthetic:\n    signature_visibility: -0.1\n", "data.synthetic.signature_visibility", "greater than or equal to 0"),
+        ("train:\n  experiments: {}\n", "train.experiments", "experiment list is empty"),
+        ("train:\n  experiments:\n    x: {strategy: freeze_everything}\n", "train.experiments.x.strategy", "freeze_llm"),
+        ("caption:\n  prompt: 'Describe {product}'\n", "caption.prompt", "unknown placeholder"),
+        ("train:\n  batch_size: 24\n  per_device_batch_size: 5\n", "train", "multiple of"),
+    ],
+)
+def test_bad_values_name_file_key_and_fix(tmp_path, text, key, hint):
+    path = write(tmp_path, text)
+    with pytest.raises(ParamsError) as err:
+        load_params(path)
+    message = str(err.value)
+    assert str(path) in message
+    assert f"{key}:" in message
+    assert hint in message
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "absent.yaml")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(write(tmp_path, "train: [unclosed\n"))
+    with pytest.raises(ParamsError, match="mapping of sections"):
+        load_params(write(tmp_path, "- a\n- b\n"))
+
+
+def test_stage_refuses_bad_params_before_work(tmp_path):
+    """An entry script exits 2 with the message and writes no output."""
+    bad = write(tmp_path, "train:\n  epochs: 2\n  save_epochs: [3]\n")
+    out = tmp_path / "catalog.parquet"
+    run = subprocess.run(
+        [sys.executable, ROOT / "workflow/scripts/catalog.py", "--params", bad, "--catalog", out, "--shop", tmp_path / "shop"],
+        capture_output=True, text=True,
+    )
+    assert run.returncode == 2
+    assert "save_epochs contains 3 but train.epochs is 2" in run.stderr
+    assert not out.exists()
+
+
+def test_snakemake_validates_through_the_same_schema(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["clean"]["min_brand_samples"] = 0
+    bad.write_text(yaml.safe_dump(raw))
+    run = subprocess.run(
+        [Path(sys.executable).parent / "snakemake", "-n", "--cores", "1", "--configfile", bad, "results/tables.md"],
+        cwd=ROOT, capture_output=True, text=True,
+    )
+    assert run.returncode != 0
+    assert "clean.min_brand_samples" in run.stdout + run.stderr
