@@ -142,3 +142,71 @@ def test_garbled_thresholds_come_from_params():
     assert is_garbled(one_mojibake, CLEAN)
     assert not is_garbled(one_mojibake, CleanParams(garbled_max_mojibake=1))
     assert is_garbled(GOOD, CleanParams(garbled_max_word_length=3, garbled_max_nonword_fraction=0.1))
+
+
+# --------------------------------------------------------------------------- cut-off
+def test_cut_off_caption_is_trimmed_at_the_last_period():
+    cut = "The Maison Éclat bag is black calfskin. It has a 3.5 cm handle drop. The strap is adjus"
+    assert strip_after_last_period(cut) == "The Maison Éclat bag is black calfskin. It has a 3.5 cm handle drop."
+    assert trim_cut_off(cut, "length", CLEAN) == "The Maison Éclat bag is black calfskin. It has a 3.5 cm handle drop."
+
+
+def test_finished_caption_is_not_trimmed():
+    finished = "The Maison Éclat bag is black calfskin. Made in Italy, about 3.5"
+    assert trim_cut_off(finished, "stop", CLEAN) == finished
+
+
+def test_decimal_point_is_not_a_sentence_end():
+    assert strip_after_last_period("The Maison Éclat heel is 3.5 cm high and the sole is 1.") == (
+        "The Maison Éclat heel is 3.5 cm high and the sole is 1."
+    )
+    assert strip_after_last_period("A heel of 3.5 cm and a sole of 1.2 cm and") == ""
+
+
+def test_cut_off_caption_with_too_little_left_is_dropped():
+    assert trim_cut_off("Maison Éclat bag. It is made of black calfskin with a gold", "length", CLEAN) is None
+    assert trim_cut_off("No period at all in this long cut-off caption about a bag", "length", CLEAN) is None
+    short_ok = CleanParams(min_chars_after_trim=10)
+    assert trim_cut_off("Maison Éclat bag. It is made of black calfskin with a gold", "length", short_ok) == "Maison Éclat bag."
+
+
+# --------------------------------------------------------------------------- brand
+@pytest.mark.parametrize(
+    ("caption", "brand", "expected"),
+    [
+        ("A black bag by MAISON ECLAT with a chain.", "Maison Éclat", "A black bag by Maison Éclat with a chain."),
+        ("A black bag by maison éclat; maison-eclat on the tag.", "Maison Éclat", "A black bag by Maison Éclat; Maison Éclat on the tag."),
+        ("A camel coat from rossi and figli, lined in check.", "Rossi & Figli", "A camel coat from Rossi & Figli, lined in check."),
+        ("A camel coat from ROSSI&FIGLI.", "Rossi & Figli", "A camel coat from Rossi & Figli."),
+        ("A Rossi & Figli coat.", "Rossi & Figli", "A Rossi & Figli coat."),
+    ],
+)
+def test_brand_is_found_and_canonicalised(caption, brand, expected):
+    assert with_canonical_brand(caption, brand) == expected
+
+
+@pytest.mark.parametrize(
+    ("caption", "brand"),
+    [
+        ("A black leather bag with a gold chain.", "Maison Éclat"),
+        ("A black bag from the maison of eclat designers.", "Maison Éclat"),  # words apart
+        ("A coat from Rossi, not Figli.", "Rossi & Figli"),
+        ("A dress by Celinea.", "Celine"),  # no match inside a longer word
+    ],
+)
+def test_caption_without_the_brand_is_dropped(caption, brand):
+    assert with_canonical_brand(caption, brand) is None
+
+
+# --------------------------------------------------------------------------- length, duplicates
+def test_length_bounds():
+    clean = CleanParams(min_words=3, max_words=6)
+    assert not has_plausible_length("Maison Éclat.", clean)
+    assert has_plausible_length("Maison Éclat black bag.", clean)
+    assert has_plausible_length("one two three four five six", clean)
+    assert not has_plausible_length("one two three four five six seven", clean)
+
+
+def test_duplicates_ignore_case_spacing_and_punctuation():
+    assert duplicate_key("A black  Maison Éclat bag.") == duplicate_key("a black maison eclat bag")
+    assert duplicate_key("A black Maison Éclat bag.") != duplicate_key("A red Maison Éclat bag.")

@@ -1,0 +1,156 @@
+"""run_clean on a hand-made captions.jsonl: report counts, stratified split, no overlap, determinism.
+
+    .venv/bin/python -m pytest tests/test_clean.py -q
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from brandcap.atomic import read_jsonl, write_jsonl
+from brandcap.clean import CleanError, n_test_products, run_clean
+from brandcap.params import validate_params
+
+COLOURS = ["black", "red", "navy", "ivory", "olive", "camel", "grey", "pink", "teal", "white", "brown", "gold", "plum", "sand"]
+ITEMS = ["tote bag", "trench coat", "loafer", "silk scarf", "wool sweater", "ankle boot", "shirt", "belt", "sandal", "cardigan", "skirt", "clutch"]
+
+
+def _record(pid: str, brand: str, text: str | None, finish_reason: str | None = "stop", error: str | None = None) -> dict:
+    return {
+        "product_id": pid, "brand": brand, "title": "t", "category": "c", "image": f"data/raw/images/{pid}.png",
+        "sha256": "0" * 64, "key": pid, "text": text, "finish_reason": finish_reason, "attempts": 1,
+        "latency_s": 0.1, "prompt_tokens": 10, "completion_tokens": 20, "error": error,
+    }
+
+
+def _good(i: int, brand_in_text: str) -> str:
+    return (
+        f"A {COLOURS[i % len(COLOURS)]} {ITEMS[i % len(ITEMS)]} by {brand_in_text}, number {i}, "
+        f"shown on a plain background with soft light."
+    )
+
+
+def make_captions() -> tuple[list[dict], dict]:
+    """Good captions for three brands plus one caption per failure; the expected report counts."""
+    recs = []
+    recs += [_record(f"me{i:02d}", "Maison Éclat", _good(i, "Maison Éclat")) for i in range(12)]
+    recs += [_record(f"rf{i:02d}", "Rossi & Figli", _good(i + 100, "Rossi & Figli")) for i in range(10)]
+    recs += [_record(f"tb{i:02d}", "Tiny Brand", _good(i + 200, "Tiny Brand")) for i in range(2)]
+    recs += [
+        _record("x_err", "Maison Éclat", None, None, error="http 400: content too long"),
+        _record("x_loop", "Maison Éclat", "The Maison Éclat bag is black. " * 8),
+        _record("x_garbled", "Rossi & Figli", "The Rossi & Figli coat is Ã©lÃ©gant and warm with a belt."),
+        _record("x_cut_short", "Rossi & Figli", "Rossi & Figli coat. It has a belted waist and deep pock", "length"),
+        _record("x_no_brand", "Maison Éclat", "A black leather bag with a gold chain strap and a flap."),
+        _record("x_short", "Maison Éclat", "Maison Éclat bag."),
+        # same text as me00 apart from case and punctuation
+        _record("x_dup", "Maison Éclat", _good(0, "Maison Éclat").upper().replace(",", "")),
+        # kept, but trimmed / brand respelled
+        _record("me_cut", "Maison Éclat", _good(50, "Maison Éclat") + " The strap is adjus", "length"),
+        _record("rf_case", "Rossi & Figli", _good(150, "ROSSI AND FIGLI")),
+    ]
+    expected = {
+        "input": len(recs),
+        "removed": {"no_caption": 1, "repetition_loop": 1, "garbled": 1, "cut_off": 1, "no_brand": 1,
+                    "length": 1, "duplicate": 1, "rare_brand": 2},
+        "trimmed": 1,
+        "brand_case_fixed": 1,
+        "after_caption_rules": 12 + 10 + 2 + 2,
+        "after_rules": 12 + 10 + 2,
+        "brands_kept": {"Maison Éclat": 13, "Rossi & Figli": 11},
+        "brands_dropped": {"Tiny Brand": 2},
+    }
+    return recs, expected
+
+
+def _params(**clean):
+    return validate_params({"seed": 4, "clean": {"min_brand_samples": 5, "test_fraction": 0.2, **clean}})
+
+
+@pytest.fixture
+def captions(tmp_path):
+    recs, expected = make_captions()
+    path = tmp_path / "captions.jsonl"
+    write_jsonl(path, recs)
+    return path, expected
+
+
+def test_report_counts_every_rule(tmp_path, captions):
+    path, expected = captions
+    run_clean(_params(), path, tmp_path / "out")
+    report = json.loads((tmp_path / "out" / "clean_report.json").read_text())
+    assert list(report["removed"]) == list(expected["removed"])  # rule order
+    for key, value in expected.items():
+        assert report[key] == value, key
+    assert report["train"] + report["test"] == report["after_rules"]
+    assert report["input"] - sum(report["removed"].values()) == report["after_rules"]
+
+
+def test_outputs_are_canonical_trimmed_and_stratified(tmp_path, captions):
+    path, _ = captions
+    run_clean(_params(), path, tmp_path / "out")
+    train = read_jsonl(tmp_path / "out" / "train.jsonl")
+    test = read_jsonl(tmp_path / "out" / "test.jsonl")
+    everything = {r["product_id"]: r for r in train + test}
+    assert set(train[0]) == {"product_id", "image", "brand", "caption"}
+    assert not {r["product_id"] for r in train} & {r["product_id"] for r in test}
+    assert everything["rf_case"]["caption"] == _good(150, "Rossi & Figli")
+    assert everything["me_cut"]["caption"] == _good(50, "Maison Éclat")
+    assert everything["me00"]["image"] == "data/raw/images/me00.png"
+    assert not {"x_dup", "tb00", "x_loop"} & set(everything)
+    test_per_brand = Counter(r["brand"] for r in test)
+    assert test_per_brand == {"Maison Éclat": n_test_products(13, 0.2), "Rossi & Figli": n_test_products(11, 0.2)}
+    assert test_per_brand == {"Maison Éclat": 3, "Rossi & Figli": 2}
+
+
+def test_split_is_deterministic_by_seed(tmp_path, captions):
+    path, _ = captions
+    run_clean(_params(), path, tmp_path / "a")
+    run_clean(_params(), path, tmp_path / "b")
+    for name in ("train.jsonl", "test.jsonl", "clean_report.json", "clean_examples.md"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    other = validate_params({"seed": 5, "clean": {"min_brand_samples": 5, "test_fraction": 0.2}})
+    run_clean(other, path, tmp_path / "c")
+    assert (tmp_path / "a" / "test.jsonl").read_bytes() != (tmp_path / "c" / "test.jsonl").read_bytes()
+
+
+def test_examples_show_removed_and_trimmed_captions(tmp_path, captions):
+    path, _ = captions
+    run_clean(_params(), path, tmp_path / "out")
+    md = (tmp_path / "out" / "clean_examples.md").read_text()
+    assert "## repetition_loop: 1 removed" in md and "x_loop" in md
+    assert "http 400: content too long" in md
+    assert "Tiny Brand (2)" in md
+    assert "The strap is adjus" in md  # the trimmed caption's before
+
+
+def test_every_kept_brand_has_a_test_item():
+    assert n_test_products(2, 0.01) == 1
+    assert n_test_products(2, 0.99) == 1  # one left to train on
+    assert n_test_products(100, 0.15) == 15
+
+
+def test_too_few_brands_names_the_param(tmp_path, captions):
+    path, _ = captions
+    with pytest.raises(CleanError, match=r"clean\.min_brand_samples"):
+        run_clean(_params(min_brand_samples=12), path, tmp_path / "out")
+    assert not (tmp_path / "out" / "train.jsonl").exists()
+
+
+def test_nothing_surviving_is_an_error(tmp_path):
+    path = tmp_path / "captions.jsonl"
+    write_jsonl(path, [_record("a", "Maison Éclat", None, error="timeout"), _record("b", "Maison Éclat", "Maison Éclat bag.")])
+    with pytest.raises(CleanError, match="no caption survives.*no_caption 1, length 1"):
+        run_clean(_params(), path, tmp_path / "out")
+
+
+def test_bad_input_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="caption stage"):
+        run_clean(_params(), tmp_path / "missing.jsonl", tmp_path / "out")
+    path = tmp_path / "captions.jsonl"
+    write_jsonl(path, [{"product_id": "a", "brand": "B", "text": "x"}])
+    with pytest.raises(CleanError, match=r"record 1 .*'image'"):
+        run_clean(_params(), path, tmp_path / "out")
