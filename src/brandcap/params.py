@@ -67,6 +67,7 @@ class SimulatorParams(Section):
     slow_rate: float = Field(0.0, ge=0, le=1, description="Fraction of requests answered slowly.")
     slow_s: float = Field(0.5, ge=0, description="Delay of a slow answer, seconds.")
     latency_s: float = Field(0.0, ge=0, description="Fixed latency of every answer, seconds.")
+    retry_after_s: float = Field(1.0, ge=0, description="Retry-After sent with a 429 answer, seconds.")
 
 
 DEFAULT_CAPTION_PROMPT = (
