@@ -1,0 +1,403 @@
+"""download stage: fetch, validate and normalise every catalog image; record every failure.
+
+    from brandcap.download import run_download
+    run_download(params, Path("data/raw/catalog.parquet"), Path("data/raw/images"),
+                 Path("data/raw/manifest.parquet"), Path("data/cache/images"))
+
+- asyncio + aiohttp, at most `download.concurrency` requests in flight, a per-request
+  timeout, retries with exponential backoff and full jitter on timeouts, connection errors,
+  408/429 and 5xx (never on other 4xx), redirects followed; `http(s)://` and `file:` URLs
+  (`file:rel/path` resolves against the cwd, `file:///abs/path` is absolute).
+- Every image is decoded in full, checked (decompression bomb, minimum side, HTML or empty
+  bodies), converted to RGB (CMYK, palette, alpha composited on white), resized so its longer
+  side is at most `download.max_side`, and stored as PNG by an atomic write.
+- Resume: finished images live in `resume_dir`, a cache that the orchestrators never delete
+  (DVC and Snakemake delete a stage's outputs before rerunning it). A rerun, also after
+  kill -9, makes no request for an image already there. At the end `images_dir/<id>.png` is
+  materialised from it (hard link, copy as fallback).
+- `manifest.parquet`: one row per catalog product with status 'ok'/'failed' and a reason.
+- Raises DownloadError (after writing the manifest) when the failed fraction exceeds
+  `download.max_failed_fraction`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import io
+import logging
+import os
+import random
+import shutil
+import socket
+import time
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit
+
+import aiohttp
+import pandas as pd
+from aiohttp import web
+from PIL import Image, ImageOps
+from tqdm import tqdm
+
+from brandcap.atomic import write_bytes, write_parquet
+from brandcap.catalog import is_image_url
+from brandcap.params import DownloadParams, Params
+from brandcap.shop import artifact_path
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_STATUS = {408, 429}  # transient by definition, although 4xx
+MANIFEST_COLUMNS = ["product_id", "brand", "title", "category", "imageurl", "status", "reason",
+                    "image", "sha256", "width", "height", "bytes"]
+
+
+class DownloadError(RuntimeError):
+    """Too many images failed; the manifest was written and names every failure."""
+
+
+class ImageRejected(Exception):
+    """An image failed; `reason` is the manifest's short code."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+class _Retryable(ImageRejected):
+    """A failure worth another attempt (timeout, connection error, 5xx)."""
+
+
+# ----------------------------------------------------------------------------- images
+def normalise_image(data: bytes, dl: DownloadParams) -> tuple[bytes, int, int]:
+    """Validate raw bytes as an image and return (PNG bytes, width, height) in RGB."""
+    if not data:
+        raise ImageRejected("empty")
+    head = data[:512].lstrip().lower()
+    if head.startswith((b"<!doctype", b"<html", b"<?xml", b"<head", b"<body", b"{")):
+        raise ImageRejected("not_an_image", "markup or JSON body")
+    try:
+        img = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageRejected("decompression_bomb", str(err)) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as err:  # UnidentifiedImageError is an OSError
+        raise ImageRejected("not_an_image", str(err)) from None
+    with img:
+        width, height = img.size
+        if width * height > dl.max_pixels:
+            raise ImageRejected("decompression_bomb", f"{width}x{height} exceeds download.max_pixels={dl.max_pixels}")
+        if min(width, height) < dl.min_side:
+            raise ImageRejected("too_small", f"{width}x{height} below download.min_side={dl.min_side}")
+        try:
+            img.load()  # decodes every byte: truncated files fail here, not later in training
+            img = ImageOps.exif_transpose(img)
+            rgb = _to_rgb(img)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+            raise ImageRejected("decompression_bomb", str(err)) from None
+        except OSError as err:
+            reason = "truncated" if "truncat" in str(err).lower() else "corrupt"
+            raise ImageRejected(reason, str(err)) from None
+        except (SyntaxError, ValueError, EOFError, MemoryError) as err:
+            raise ImageRejected("corrupt", str(err)) from None
+    if max(rgb.size) > dl.max_side:
+        rgb.thumbnail((dl.max_side, dl.max_side), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    rgb.save(buf, format="PNG")
+    return buf.getvalue(), rgb.size[0], rgb.size[1]
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, (255, 255, 255))
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        return flat
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit greyscale: scale to 8 bit instead of clipping everything to white
+        img = img.point(lambda v: v / 256).convert("L")
+    return img.convert("RGB")
+
+
+# ----------------------------------------------------------------------------- fetching
+def file_url_path(url: str) -> Path:
+    """`file:rel/path` -> cwd-relative path; `file:/abs`, `file:///abs`, `file://localhost/abs` -> absolute."""
+    parts = urlsplit(url)
+    if parts.netloc not in ("", "localhost"):
+        raise ImageRejected("invalid_url", f"file URL with host {parts.netloc!r}")
+    return Path(unquote(parts.path))
+
+
+@dataclass
+class _Fetcher:
+    dl: DownloadParams
+    session: aiohttp.ClientSession
+    rewrite: dict[str, str] = field(default_factory=dict)  # file: URL -> loopback http URL
+    requests: int = 0
+
+    async def fetch(self, url: str) -> bytes:
+        """Bytes of one URL, with retries; raises ImageRejected with the final reason."""
+        url = self.rewrite.get(url, url)
+        attempt = 0
+        while True:
+            try:
+                return await self._fetch_once(url)
+            except _Retryable as err:
+                if attempt >= self.dl.retries:
+                    raise ImageRejected(err.reason, str(err)) from None
+                # exponential backoff with full jitter: spreads retries of many failures apart
+                await asyncio.sleep(random.uniform(0, self.dl.backoff_s * 2**attempt))
+                attempt += 1
+
+    async def _fetch_once(self, url: str) -> bytes:
+        if url.lower().startswith("file:"):
+            path = file_url_path(url)
+            try:
+                size = path.stat().st_size
+                if size > self.dl.max_bytes:
+                    raise ImageRejected("too_large", f"{size} bytes > download.max_bytes")
+                return await asyncio.to_thread(path.read_bytes)
+            except FileNotFoundError:
+                raise ImageRejected("file_not_found", str(path)) from None
+            except (IsADirectoryError, PermissionError) as err:
+                raise ImageRejected("file_unreadable", str(err)) from None
+        self.requests += 1
+        try:
+            async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=self.dl.timeout_s)) as resp:
+                status = resp.status
+                if status >= 500 or status in RETRYABLE_STATUS:
+                    raise _Retryable("http_5xx" if status >= 500 else f"http_{status}", f"HTTP {status}")
+                if status == 404:
+                    raise ImageRejected("http_404")
+                if status >= 400:
+                    raise ImageRejected("http_4xx", f"HTTP {status}")
+                if status >= 300:
+                    raise ImageRejected("http_3xx", f"unfollowed redirect {status}")
+                if (resp.content_length or 0) > self.dl.max_bytes:
+                    raise ImageRejected("too_large", f"{resp.content_length} bytes > download.max_bytes")
+                body = bytearray()
+                async for chunk in resp.content.iter_chunked(1 << 16):
+                    body += chunk
+                    if len(body) > self.dl.max_bytes:
+                        raise ImageRejected("too_large", f"more than download.max_bytes={self.dl.max_bytes}")
+                return bytes(body)
+        except ImageRejected:
+            raise
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as err:
+            raise _Retryable("timeout", str(err) or "timed out") from None
+        except aiohttp.TooManyRedirects as err:
+            raise ImageRejected("too_many_redirects", str(err)) from None
+        except aiohttp.InvalidURL as err:
+            raise ImageRejected("invalid_url", str(err)) from None
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as err:
+            raise _Retryable("connection_error", str(err) or type(err).__name__) from None
+        except aiohttp.ClientError as err:
+            raise ImageRejected("client_error", str(err) or type(err).__name__) from None
+
+
+# ----------------------------------------------------------------------------- the shop over HTTP
+@contextlib.asynccontextmanager
+async def _serve_files_over_http(paths: list[str]):
+    """A loopback server for the synthetic shop's files; yields {file URL: http URL}."""
+    allowed = {}
+    for url in paths:
+        allowed["/" + quote(str(file_url_path(url)).lstrip("/"))] = file_url_path(url)
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        path = allowed.get(request.raw_path.split("?", 1)[0])
+        if path is None or not path.is_file():
+            raise web.HTTPNotFound()
+        return web.Response(body=await asyncio.to_thread(path.read_bytes), content_type="image/png")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    site = web.SockSite(runner, sock)
+    await site.start()
+    port = sock.getsockname()[1]
+    try:
+        yield {url: f"http://127.0.0.1:{port}/" + quote(str(file_url_path(url)).lstrip("/")) for url in paths}
+    finally:
+        await runner.cleanup()
+
+
+# ----------------------------------------------------------------------------- resume cache
+def cache_key(url: str, dl: DownloadParams) -> str:
+    """Changes whenever the stored image would differ: another URL or other image settings."""
+    text = f"{url}\n{dl.max_side}\n{dl.min_side}\n{dl.max_pixels}"
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _cached_image(path: Path) -> tuple[str, int, int, int] | None:
+    """(sha256, width, height, bytes) of a valid cached PNG, else None (and the file is removed)."""
+    try:
+        data = path.read_bytes()
+        with Image.open(io.BytesIO(data)) as img:
+            img.verify()  # chunk CRCs; cheap, no full decode
+            width, height = img.size
+        return hashlib.sha256(data).hexdigest(), width, height, len(data)
+    except FileNotFoundError:
+        return None
+    except Exception:  # noqa: BLE001 - anything unreadable is refetched
+        path.unlink(missing_ok=True)
+        return None
+
+
+def _remove_stale_temporaries(*dirs: Path) -> None:
+    # temp files of a run killed mid-write (brandcap.atomic names them .<name>.<random>.tmp)
+    for d in dirs:
+        if d.is_dir():
+            for tmp in d.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+
+
+def _materialise(source: Path, target: Path) -> None:
+    """target = source, as a hard link when possible (no copy of the bytes), atomically."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+
+
+def human_category(row: pd.Series) -> str:
+    for col in ("category3_code", "category2_code", "category1_code"):
+        value = row.get(col)
+        if isinstance(value, str) and value.strip():
+            text = value.strip().replace("_", " ")
+            return text.lower() if text.isupper() else text
+    return ""
+
+
+# ----------------------------------------------------------------------------- the stage
+async def _download_all(rows: list[dict], dl: DownloadParams, resume_dir: Path, serve_shop: bool, progress: tqdm) -> dict[str, dict]:
+    results: dict[str, dict] = {}
+    todo = []
+    for row in rows:
+        url = row["imageurl"]
+        if not is_image_url(url):
+            results[row["product_id"]] = {"status": "failed", "reason": "placeholder_url"}
+            progress.update(1)
+            continue
+        cached = resume_dir / f"{row['product_id']}.{cache_key(url, dl)}.png"
+        info = _cached_image(cached)
+        if info is not None:
+            results[row["product_id"]] = {"status": "ok", "reason": "", "cache": cached, "info": info, "resumed": True}
+            progress.update(1)
+            continue
+        todo.append((row, cached))
+
+    rewrite: dict[str, str] = {}
+    file_urls = [row["imageurl"] for row, _ in todo if row["imageurl"].lower().startswith("file:")]
+    server = _serve_files_over_http(file_urls) if serve_shop and file_urls else contextlib.nullcontext({})
+    connector = aiohttp.TCPConnector(limit=dl.concurrency, limit_per_host=dl.concurrency)
+    queue: asyncio.Queue = asyncio.Queue()
+    for item in todo:
+        queue.put_nowait(item)
+
+    async with server as rewrite, aiohttp.ClientSession(connector=connector, headers={"User-Agent": "brandcap/0.1"}) as session:
+        fetcher = _Fetcher(dl, session, rewrite)
+
+        async def worker() -> None:
+            while True:
+                try:
+                    row, cached = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                pid = row["product_id"]
+                try:
+                    data = await fetcher.fetch(row["imageurl"])
+                    png, width, height = await asyncio.to_thread(normalise_image, data, dl)
+                    await asyncio.to_thread(write_bytes, cached, png)
+                    info = (hashlib.sha256(png).hexdigest(), width, height, len(png))
+                    results[pid] = {"status": "ok", "reason": "", "cache": cached, "info": info, "resumed": False}
+                except ImageRejected as err:
+                    results[pid] = {"status": "failed", "reason": err.reason, "detail": str(err)}
+                except Exception as err:  # noqa: BLE001 - one odd image must not end the stage
+                    log.debug("unexpected error for %s", pid, exc_info=True)
+                    results[pid] = {"status": "failed", "reason": "error", "detail": f"{type(err).__name__}: {err}"}
+                progress.update(1)
+
+        await asyncio.gather(*(worker() for _ in range(min(dl.concurrency, max(1, len(todo))))))
+    return results
+
+
+def run_download(params: Params, catalog_path: Path, images_dir: Path, manifest_path: Path, resume_dir: Path) -> None:
+    """Fetch every catalog image into resume_dir, materialise images_dir, write manifest_path."""
+    dl = params.download
+    catalog_path, images_dir, manifest_path, resume_dir = map(Path, (catalog_path, images_dir, manifest_path, resume_dir))
+    if not catalog_path.exists():
+        raise FileNotFoundError(f"{catalog_path}: catalog not found; run the catalog stage first")
+    catalog = pd.read_parquet(catalog_path)
+    missing = [c for c in ("product_id", "brand", "title", "imageurl") if c not in catalog.columns]
+    if missing:
+        raise ValueError(f"{catalog_path}: missing column(s) {missing}; write it with the catalog stage")
+    if catalog["product_id"].duplicated().any():
+        raise ValueError(f"{catalog_path}: product_id values repeat; write it with the catalog stage")
+    resume_dir.mkdir(parents=True, exist_ok=True)
+    images_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(resume_dir, images_dir, manifest_path.parent)
+
+    rows = catalog.to_dict("records")
+    for row in rows:
+        row["imageurl"] = str(row["imageurl"] or "").strip() if row["imageurl"] is not None else ""
+    serve_shop = params.data.source == "synthetic" and params.data.synthetic.serve_over_http
+    started = time.perf_counter()
+    with warnings.catch_warnings(), tqdm(total=len(rows), desc="download", unit="img", dynamic_ncols=True) as progress:
+        # PIL only warns above its own limit; a bomb must fail like any other bad image
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        results = asyncio.run(_download_all(rows, dl, resume_dir, serve_shop, progress))
+    elapsed = time.perf_counter() - started
+
+    keep = set()
+    records = []
+    for _, row in catalog.iterrows():
+        pid = row["product_id"]
+        res = results[pid]
+        rec = {
+            "product_id": pid, "brand": row["brand"], "title": row["title"], "category": human_category(row),
+            "imageurl": row["imageurl"] if isinstance(row["imageurl"], str) else "", "status": res["status"],
+            "reason": res["reason"], "image": "", "sha256": "", "width": 0, "height": 0, "bytes": 0,
+        }
+        if res["status"] == "ok":
+            target = images_dir / f"{pid}.png"
+            _materialise(res["cache"], target)
+            keep.add(target.name)
+            sha, width, height, size = res["info"]
+            rec.update(image=artifact_path(target), sha256=sha, width=width, height=height, bytes=size)
+        records.append(rec)
+    for stale in images_dir.glob("*.png"):  # images of products no longer in the catalog
+        if stale.name not in keep:
+            stale.unlink()
+    manifest = pd.DataFrame(records, columns=MANIFEST_COLUMNS).astype({"width": "int64", "height": "int64", "bytes": "int64"})
+    write_parquet(manifest_path, manifest)
+
+    ok = manifest["status"] == "ok"
+    failures = Counter(manifest.loc[~ok, "reason"])
+    fetched = sum(1 for r in results.values() if r["status"] == "ok" and not r.get("resumed"))
+    resumed = sum(1 for r in results.values() if r.get("resumed"))
+    megabytes = manifest.loc[ok, "bytes"].sum() / 1e6
+    log.info(
+        "download: %d ok (%d fetched, %d resumed), %d failed%s, %.1f MB, %.1f images/s over %.1f s",
+        int(ok.sum()), fetched, resumed, int((~ok).sum()),
+        " (" + ", ".join(f"{k}={v}" for k, v in failures.most_common()) + ")" if failures else "",
+        megabytes, len(rows) / elapsed if elapsed > 0 else 0.0, elapsed,
+    )
+    for pid, res in results.items():
+        if res["status"] == "failed" and res.get("detail"):
+            log.debug("failed %s: %s", pid, res["detail"])
+    failed_fraction = float((~ok).mean()) if len(manifest) else 0.0
+    if failed_fraction > dl.max_failed_fraction:
+        raise DownloadError(
+            f"{failed_fraction:.1%} of {len(manifest)} images failed ({dict(failures)}), more than "
+            f"download.max_failed_fraction={dl.max_failed_fraction}; see {manifest_path} for each failure, "
+            f"fix the source or raise download.max_failed_fraction"
+        )
