@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
+import re
 import signal
 import socket
 import struct
@@ -305,3 +307,23 @@ def test_kill_9_mid_run_then_rerun_fetches_nothing_finished_again(shop, tmp_path
     manifest = pd.read_parquet("manifest.parquet")
     assert (manifest.status == "ok").all() and len(manifest) == n
     assert no_temporaries(tmp_path) == []
+
+
+def test_synthetic_shop_over_loopback_http(tmp_path, monkeypatch, caplog):
+    """The default profile's path: catalog of the synthetic shop, served on 127.0.0.1 by the stage itself."""
+    from brandcap.catalog import run_catalog
+
+    monkeypatch.chdir(tmp_path)
+    params = validate_params({"data": {"sample_size": 60, "synthetic": {"n_brands": 5, "serve_over_http": True}},
+                              "download": {"max_failed_fraction": 0.1}})
+    run_catalog(params, Path("data/raw/catalog.parquet"), Path("data/raw/shop"))
+    with caplog.at_level(logging.INFO, logger="brandcap.download"):
+        run_download(params, Path("data/raw/catalog.parquet"), Path("data/raw/images"), Path("data/raw/manifest.parquet"), Path("data/cache"))
+    assert "57 ok (57 fetched, 0 resumed), 2 failed" in caplog.text
+    assert re.search(r"\b59 HTTP requests", caplog.text)  # every image went through the loopback server
+    manifest = pd.read_parquet("data/raw/manifest.parquet")
+    assert len(manifest) == 59  # one placeholder dropped by the catalog
+    assert sorted(manifest.loc[manifest.status == "failed", "reason"]) == ["not_an_image", "truncated"]  # the injected broken files
+    assert set(manifest.category) <= {"tote bags", "sneakers", "dresses", "jackets", "hats", "watches"}
+    ok = manifest[manifest.status == "ok"]
+    assert all(Path(p).exists() for p in ok.image) and (ok.width == 64).all()

@@ -278,7 +278,8 @@ def human_category(row: pd.Series) -> str:
 
 
 # ----------------------------------------------------------------------------- the stage
-async def _download_all(rows: list[dict], dl: DownloadParams, resume_dir: Path, serve_shop: bool, progress: tqdm) -> dict[str, dict]:
+async def _download_all(rows: list[dict], dl: DownloadParams, resume_dir: Path, serve_shop: bool, progress: tqdm) -> tuple[dict[str, dict], int]:
+    """Per product_id: status, reason, cached file and (sha256, width, height, bytes); and the HTTP request count."""
     results: dict[str, dict] = {}
     todo = []
     for row in rows:
@@ -327,7 +328,7 @@ async def _download_all(rows: list[dict], dl: DownloadParams, resume_dir: Path, 
                 progress.update(1)
 
         await asyncio.gather(*(worker() for _ in range(min(dl.concurrency, max(1, len(todo))))))
-    return results
+    return results, fetcher.requests
 
 
 def run_download(params: Params, catalog_path: Path, images_dir: Path, manifest_path: Path, resume_dir: Path) -> None:
@@ -354,7 +355,7 @@ def run_download(params: Params, catalog_path: Path, images_dir: Path, manifest_
     with warnings.catch_warnings(), tqdm(total=len(rows), desc="download", unit="img", dynamic_ncols=True) as progress:
         # PIL only warns above its own limit; a bomb must fail like any other bad image
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        results = asyncio.run(_download_all(rows, dl, resume_dir, serve_shop, progress))
+        results, n_requests = asyncio.run(_download_all(rows, dl, resume_dir, serve_shop, progress))
     elapsed = time.perf_counter() - started
 
     keep = set()
@@ -386,10 +387,10 @@ def run_download(params: Params, catalog_path: Path, images_dir: Path, manifest_
     resumed = sum(1 for r in results.values() if r.get("resumed"))
     megabytes = manifest.loc[ok, "bytes"].sum() / 1e6
     log.info(
-        "download: %d ok (%d fetched, %d resumed), %d failed%s, %.1f MB, %.1f images/s over %.1f s",
+        "download: %d ok (%d fetched, %d resumed), %d failed%s, %.1f MB, %.1f images/s over %.1f s, %d HTTP requests",
         int(ok.sum()), fetched, resumed, int((~ok).sum()),
         " (" + ", ".join(f"{k}={v}" for k, v in failures.most_common()) + ")" if failures else "",
-        megabytes, len(rows) / elapsed if elapsed > 0 else 0.0, elapsed,
+        megabytes, len(rows) / elapsed if elapsed > 0 else 0.0, elapsed, n_requests,
     )
     for pid, res in results.items():
         if res["status"] == "failed" and res.get("detail"):

@@ -23,6 +23,7 @@ from pathlib import Path
 from PIL import Image
 
 from brandcap.atomic import write_bytes, write_jsonl
+from brandcap.catalog import product_ids
 from brandcap.params import Params
 from brandcap.shop import artifact_path, generic_product_images, png_bytes
 
@@ -92,7 +93,7 @@ def _jsonl_records(params: Params, images_dir: Path) -> list[dict]:
             data = _normalised_png(image, params.download.max_side)
         except (OSError, ValueError, Image.DecompressionBombError) as err:
             raise GeneralSetError(f"{where}: image {image} cannot be read as an image ({err}); fix or remove the line") from None
-        gid = str(rec.get("id") or f"general-{len(records):05d}")
+        gid = product_ids([rec["id"]])[0] if rec.get("id") else f"general-{len(records):05d}"  # a safe file name
         path = images_dir / f"{gid}.png"
         write_bytes(path, data)
         records.append({"id": gid, "image": artifact_path(path), "caption": rec["caption"].strip()})

@@ -97,9 +97,9 @@ def _bag(d, box, body, trim):
 
 def _shoe(d, box, body, trim):
     cx, cy, s = box
-    d.polygon([(cx - s * 0.9, cy + s * 0.4), (cx - s * 0.9, cy - s * 0.5), (cx - s * 0.3, cy - s * 0.5),
-               (cx - s * 0.1, cy), (cx + s * 0.9, cy + s * 0.1), (cx + s * 0.9, cy + s * 0.4)], fill=body)
-    d.rectangle([cx - s * 0.9, cy + s * 0.4, cx + s * 0.9, cy + s * 0.6], fill=trim)
+    d.polygon([(cx - s * 0.9, cy + s * 0.45), (cx - s * 0.9, cy - s * 0.7), (cx - s * 0.25, cy - s * 0.7),
+               (cx, cy - s * 0.15), (cx + s * 0.9, cy - s * 0.05), (cx + s * 0.9, cy + s * 0.45)], fill=body)
+    d.rectangle([cx - s * 0.9, cy + s * 0.45, cx + s * 0.9, cy + s * 0.6], fill=trim)
 
 
 def _dress(d, box, body, trim):
@@ -126,9 +126,9 @@ def _hat(d, box, body, trim):
 
 def _watch(d, box, body, trim):
     cx, cy, s = box
-    d.rectangle([cx - s * 0.28, cy - s * 0.95, cx + s * 0.28, cy + s * 0.95], fill=trim)
-    d.ellipse([cx - s * 0.6, cy - s * 0.6, cx + s * 0.6, cy + s * 0.6], fill=body)
-    d.ellipse([cx - s * 0.35, cy - s * 0.35, cx + s * 0.35, cy + s * 0.35], fill=(235, 235, 230))
+    d.rectangle([cx - s * 0.18, cy - s * 0.95, cx + s * 0.18, cy + s * 0.95], fill=trim)
+    d.ellipse([cx - s * 0.72, cy - s * 0.72, cx + s * 0.72, cy + s * 0.72], fill=body)  # the case dominates
+    d.ellipse([cx - s * 0.3, cy - s * 0.3, cx + s * 0.3, cy + s * 0.3], fill=(235, 235, 230))
 
 
 CATEGORIES = [

@@ -1,0 +1,60 @@
+"""The brand-free general set (forgetting probe): synthetic and from a user's JSONL."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from brandcap.atomic import read_jsonl
+from brandcap.brands import brands_mentioned
+from brandcap.general_set import GeneralSetError, run_general_set
+from brandcap.params import validate_params
+from brandcap.shop import COLOUR_NAMES, brand_names, dominant_colour_name
+
+
+def test_synthetic_general_set_is_brand_free_and_reproducible(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    params = validate_params({"data": {"synthetic": {"n_general": 12}}})
+    run_general_set(params, Path("g1"))
+    run_general_set(params, Path("g2"))
+    recs = read_jsonl("g1/general.jsonl")
+    assert len(recs) == 12 and len({r["id"] for r in recs}) == 12
+    names = brand_names(params.data.synthetic.n_brands, params.seed)
+    for rec in recs:
+        assert rec["image"] == f"g1/images/{rec['id']}.png"
+        assert brands_mentioned(rec["caption"], names) == []
+        with Image.open(rec["image"]) as img:
+            colour = dominant_colour_name(img)
+        assert colour in rec["caption"] and sum(c in rec["caption"].split() for c in COLOUR_NAMES) == 1
+    assert [Path(r["image"]).read_bytes() for r in recs] == [Path(r["image"].replace("g1/", "g2/")).read_bytes() for r in read_jsonl("g2/general.jsonl")]
+
+
+def test_user_jsonl_is_validated_and_copied(tmp_path):
+    src = tmp_path / "probe"
+    (src / "imgs").mkdir(parents=True)
+    Image.new("RGBA", (80, 60), (10, 200, 10, 255)).save(src / "imgs" / "a.png")
+    Image.new("RGB", (900, 300), (200, 10, 10)).save(tmp_path / "b.jpg")
+    lines = [{"image": "imgs/a.png", "caption": "A green square."}, {"image": str(tmp_path / "b.jpg"), "caption": "A red strip."}]
+    (src / "general.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n\n")
+    params = validate_params({"data": {"source": "hf", "general_set": str(src / "general.jsonl")}, "download": {"max_side": 448}})
+    run_general_set(params, tmp_path / "out")
+    recs = read_jsonl(tmp_path / "out" / "general.jsonl")
+    assert [r["caption"] for r in recs] == ["A green square.", "A red strip."]
+    with Image.open(recs[1]["image"]) as img:
+        assert img.mode == "RGB" and img.size == (448, 149)
+
+    (src / "general.jsonl").write_text(json.dumps({"image": "imgs/missing.png", "caption": "x"}) + "\n")
+    with pytest.raises(GeneralSetError, match=r"general.jsonl:1: image .*missing.png cannot be read"):
+        run_general_set(params, tmp_path / "out2")
+    (src / "general.jsonl").write_text(json.dumps({"image": "imgs/a.png"}) + "\n")
+    with pytest.raises(GeneralSetError, match="non-empty string 'caption'"):
+        run_general_set(params, tmp_path / "out2")
+
+
+def test_no_general_set_writes_an_empty_file(tmp_path):
+    params = validate_params({"data": {"source": "hf", "general_set": ""}})
+    run_general_set(params, tmp_path / "g")
+    assert (tmp_path / "g" / "general.jsonl").read_text() == ""
