@@ -1,0 +1,151 @@
+"""Delta checkpoints: save only what a strategy trained; rebuild base + delta for inference.
+
+    model, processor = load_for_inference(Path("models/base"), Path("results/checkpoints/freeze_llm/epoch-2"))
+    model, processor = load_for_inference(Path("models/base"), None)   # the base model itself (epoch 0)
+
+A checkpoint directory holds one of
+- `trainable.safetensors`: the trainable weights (freeze_llm, freeze_vision, projector_only),
+- a peft adapter (`adapter_config.json`, `adapter_model.safetensors`) for lora,
+- a whole `save_pretrained` model for full,
+plus `brandcap_checkpoint.json`: experiment, strategy, epoch, the resolved params, trainable
+and total parameters, the saved size and the full model's size in bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from brandcap.strategies import TRAINED_PARTS, model_parts, part_parameter_names
+
+CHECKPOINT_META = "brandcap_checkpoint.json"
+TRAINABLE_WEIGHTS = "trainable.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+# Parts whose weights a trainable.safetensors checkpoint holds (full saves the whole model instead)
+_SAVED_PARTS = {s: parts for s, parts in TRAINED_PARTS.items() if s != "full"}
+
+
+def checkpoint_format(strategy: str) -> str:
+    return {"lora": "peft_adapter", "full": "full_model"}.get(strategy, "trainable_safetensors")
+
+
+def state_bytes(model: nn.Module) -> int:
+    """Bytes of the model's weights (parameters and persistent buffers, shared tensors once)."""
+    seen: set[int] = set()
+    total = 0
+    for t in list(model.parameters()) + list(model.buffers()):
+        if id(t) not in seen:
+            seen.add(id(t))
+            total += t.numel() * t.element_size()
+    return total
+
+
+def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach().to("cpu").contiguous().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def _directory_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def save_checkpoint(model: nn.Module, out_dir: Path, strategy: str, meta: dict[str, Any]) -> int:
+    """Write the delta of `model` for `strategy` into `out_dir` atomically; returns the saved bytes.
+
+    The directory appears complete or not at all: it is written under a temporary name and renamed.
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        if strategy == "lora":
+            model.save_pretrained(tmp)
+        elif strategy == "full":
+            model.save_pretrained(tmp)
+        else:
+            save_file(trainable_state_dict(model), tmp / TRAINABLE_WEIGHTS, metadata={"strategy": strategy})
+        saved = _directory_bytes(tmp)
+        record = {**meta, "strategy": strategy, "format": checkpoint_format(strategy), "saved_bytes": saved}
+        (tmp / CHECKPOINT_META).write_text(json.dumps(record, indent=2) + "\n")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return saved
+
+
+def read_checkpoint_meta(checkpoint_dir: Path) -> dict[str, Any]:
+    meta_path = Path(checkpoint_dir) / CHECKPOINT_META
+    if not meta_path.exists():
+        raise FileNotFoundError(
+            f"{checkpoint_dir}: not a brandcap checkpoint ({CHECKPOINT_META} missing); "
+            "pass a results/checkpoints/<experiment>/epoch-<N> directory written by the train stage"
+        )
+    return json.loads(meta_path.read_text())
+
+
+def _default_dtype(device: str) -> torch.dtype:
+    if str(device).startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def _load_base(base_dir: Path, dtype: torch.dtype):
+    from transformers import AutoModelForImageTextToText
+
+    return AutoModelForImageTextToText.from_pretrained(base_dir, dtype=dtype)
+
+
+def _load_trainable(model: nn.Module, checkpoint_dir: Path, strategy: str) -> None:
+    if strategy not in _SAVED_PARTS:
+        raise ValueError(f"{checkpoint_dir}: strategy {strategy!r} does not store {TRAINABLE_WEIGHTS}")
+    weights = load_file(checkpoint_dir / TRAINABLE_WEIGHTS)
+    parts = model_parts(model)
+    expected = set().union(*(part_parameter_names(model, parts[p]) for p in _SAVED_PARTS[strategy]))
+    unexpected, missing = sorted(set(weights) - expected), sorted(expected - set(weights))
+    if unexpected or missing:
+        raise ValueError(
+            f"{checkpoint_dir / TRAINABLE_WEIGHTS}: does not match the base model for strategy {strategy!r} "
+            f"(unexpected keys {unexpected[:3]}, missing keys {missing[:3]}); "
+            "was it trained on a different base model? Retrain it on this models/base"
+        )
+    # strict=False because the frozen weights come from the base; shapes are still checked
+    model.load_state_dict(weights, strict=False)
+
+
+def load_for_inference(base_dir: Path, checkpoint_dir: Path | None, device: str = "cpu", dtype: torch.dtype | None = None):
+    """(model, processor): the base model, or the base with a checkpoint's delta applied; in eval mode."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    base_dir = Path(base_dir)
+    dtype = dtype or _default_dtype(device)
+    processor = AutoProcessor.from_pretrained(base_dir)
+    if checkpoint_dir is None:
+        model = _load_base(base_dir, dtype)
+    else:
+        checkpoint_dir = Path(checkpoint_dir)
+        strategy = read_checkpoint_meta(checkpoint_dir)["strategy"]
+        if strategy == "full":
+            model = AutoModelForImageTextToText.from_pretrained(checkpoint_dir, dtype=dtype)
+        elif strategy == "lora":
+            from peft import PeftModel
+
+            if not (checkpoint_dir / ADAPTER_CONFIG).exists():
+                raise FileNotFoundError(f"{checkpoint_dir}: LoRA checkpoint without {ADAPTER_CONFIG}; retrain it")
+            peft_model = PeftModel.from_pretrained(_load_base(base_dir, dtype), checkpoint_dir)
+            model = peft_model.merge_and_unload()
+        else:
+            model = _load_base(base_dir, dtype)
+            _load_trainable(model, checkpoint_dir, strategy)
+    model.to(device)
+    model.eval()
+    return model, processor

@@ -1,0 +1,372 @@
+"""The train stage: one experiment (a freezing strategy) trained with the Hugging Face Trainer.
+
+    from brandcap.params import load_params
+    from brandcap.train import run_train
+    run_train(load_params("params.yaml"), "freeze_llm", base_dir=Path("models/base"),
+              train_jsonl=Path("data/processed/train.jsonl"),
+              checkpoints_dir=Path("results/checkpoints/freeze_llm"),
+              log_dir=Path("results/train/freeze_llm"), resume_dir=Path(".resume/train/freeze_llm"))
+
+Outputs
+- `checkpoints_dir/epoch-{N}/` for N in train.save_epochs: only what was trained (see checkpoints.py).
+- `log_dir/log.jsonl`: one record per logging step {step, epoch, loss, learning_rate, grad_norm,
+  samples_per_second}; `log_dir/summary.json`: parameters, peak memory, wall time, throughput, sizes.
+
+Resume: the Trainer's own checkpoints (optimizer, scheduler, RNG) go to `resume_dir`, outside the
+declared outputs because orchestrators delete outputs before rerunning a job. Epoch checkpoints
+and the log are kept there too, so a rerun after an interruption continues from the last
+finished epoch and restores the epoch checkpoints written before it. `resume_dir` is removed
+after success; a resume state written with other params or data is discarded, not reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import resource
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from brandcap import atomic
+from brandcap.checkpoints import CHECKPOINT_META, read_checkpoint_meta, save_checkpoint, state_bytes
+from brandcap.params import Params, TrainParams, experiment_settings
+from brandcap.strategies import apply_strategy, count_parameters
+from brandcap.training_data import CaptionCollator, CaptionDataset
+
+log = logging.getLogger(__name__)
+
+RESUME_FINGERPRINT = "brandcap_resume.json"
+EPOCHS_SUBDIR = "epochs"
+RESUME_LOG = "log.jsonl"
+
+
+# --------------------------------------------------------------------------- settings
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def gradient_accumulation_steps(train: TrainParams, devices: int) -> int:
+    """Accumulation so that per_device_batch_size x accumulation x devices == batch_size."""
+    per_step = train.per_device_batch_size * devices
+    if train.batch_size % per_step:
+        raise ValueError(
+            f"train.batch_size ({train.batch_size}) is not a multiple of train.per_device_batch_size "
+            f"({train.per_device_batch_size}) x {devices} device(s); change one of them"
+        )
+    return train.batch_size // per_step
+
+
+def resolve_precision(precision: str) -> str:
+    """'auto' -> bf16 on a CUDA device that supports it, else fp32."""
+    if precision == "auto":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    if precision in ("bf16", "fp16") and not torch.cuda.is_available():
+        raise ValueError(f"train.precision is {precision} but no CUDA device is available; use auto or fp32")
+    return precision
+
+
+def peak_memory() -> tuple[int, str]:
+    """(bytes, kind): CUDA max allocated on a GPU, else this process's peak resident set size."""
+    if torch.cuda.is_available():
+        return int(torch.cuda.max_memory_allocated()), "cuda_max_allocated"
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "process_peak_rss"
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def run_fingerprint(params: Params, experiment: str, base_dir: Path, train_jsonl: Path) -> str:
+    """What a resume state depends on: a state from other params, data or base model is not reused."""
+    parts = {
+        "experiment": experiment,
+        "seed": params.seed,
+        "train": params.train.model_dump(mode="json"),
+        "train_jsonl": _file_sha256(train_jsonl),
+        "base_config": _file_sha256(base_dir / "config.json") if (base_dir / "config.json").exists() else "",
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- callbacks
+def _mirror_dir(src: Path, dst: Path) -> None:
+    """Place a copy of `src` at `dst` atomically, with hard links where the filesystem allows."""
+    tmp = dst.parent / f".{dst.name}.mirror.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+
+    def link_or_copy(s: str, d: str) -> None:
+        try:
+            os.link(s, d)
+        except OSError:
+            shutil.copy2(s, d)
+
+    shutil.copytree(src, tmp, copy_function=link_or_copy)
+    if dst.exists():
+        shutil.rmtree(dst)
+    os.replace(tmp, dst)
+
+
+class EpochCheckpointCallback(TrainerCallback):
+    """Saves the trained delta at exactly the listed epochs (kept in resume_dir, mirrored to the outputs)."""
+
+    def __init__(self, save_epochs: Sequence[int], strategy: str, store_dir: Path, checkpoints_dir: Path, meta: dict[str, Any]):
+        self.save_epochs = set(save_epochs)
+        self.strategy = strategy
+        self.store_dir = store_dir
+        self.checkpoints_dir = checkpoints_dir
+        self.meta = meta
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        epoch = int(round(state.epoch))
+        if epoch in self.save_epochs and state.is_world_process_zero:
+            name = f"epoch-{epoch}"
+            save_checkpoint(model, self.store_dir / name, self.strategy, {**self.meta, "epoch": epoch, "global_step": state.global_step})
+            _mirror_dir(self.store_dir / name, self.checkpoints_dir / name)
+            log.info("saved checkpoint %s", self.checkpoints_dir / name)
+        return control
+
+
+class JsonlLogCallback(TrainerCallback):
+    """One record per logging step; kept in resume_dir so a resumed run's log stays complete."""
+
+    def __init__(self, resume_log: Path, out_log: Path, n_samples: int):
+        self.resume_log = resume_log
+        self.out_log = out_log
+        self.n_samples = n_samples
+        self.records: list[dict[str, Any]] = []
+        self.last_time = 0.0
+        self.last_epoch = 0.0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return control
+        # Records logged after the state we resume from will be logged again.
+        previous = atomic.read_jsonl(self.resume_log) if self.resume_log.exists() else []
+        self.records = [r for r in previous if r["step"] <= state.global_step]
+        self._write()
+        self.last_time, self.last_epoch = time.perf_counter(), float(state.epoch or 0.0)
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs or "loss" not in logs:
+            return control
+        now, epoch = time.perf_counter(), float(state.epoch or 0.0)
+        samples = (epoch - self.last_epoch) * self.n_samples
+        self.records.append(
+            {
+                "step": state.global_step,
+                "epoch": round(epoch, 4),
+                "loss": logs["loss"],
+                "learning_rate": logs.get("learning_rate"),
+                "grad_norm": logs.get("grad_norm"),
+                "samples_per_second": round(samples / max(now - self.last_time, 1e-9), 3),
+            }
+        )
+        self.last_time, self.last_epoch = now, epoch
+        self._write()
+        return control
+
+    def _write(self) -> None:
+        atomic.write_jsonl(self.resume_log, self.records)
+        atomic.write_jsonl(self.out_log, self.records)
+
+
+# --------------------------------------------------------------------------- the stage
+def _prepare_resume_dir(resume_dir: Path, fingerprint: str) -> str | None:
+    """The Trainer checkpoint to resume from, or None; discards a state written for another run."""
+    marker = resume_dir / RESUME_FINGERPRINT
+    if resume_dir.exists():
+        stored = json.loads(marker.read_text()).get("fingerprint") if marker.exists() else None
+        if stored != fingerprint:
+            log.warning("%s holds the state of a run with other params or data; starting afresh", resume_dir)
+            shutil.rmtree(resume_dir)
+    resume_dir.mkdir(parents=True, exist_ok=True)
+    atomic.write_json(marker, {"fingerprint": fingerprint})
+    return get_last_checkpoint(str(resume_dir))
+
+
+def _restore_epoch_checkpoints(store_dir: Path, checkpoints_dir: Path, up_to_epoch: int) -> list[int]:
+    """Re-create epoch checkpoints written before the resume point; drop ones past it (they are redone)."""
+    restored = []
+    if not store_dir.exists():
+        return restored
+    for ckpt in sorted(store_dir.glob("epoch-*")):
+        epoch = int(ckpt.name.split("-", 1)[1])
+        if epoch <= up_to_epoch and (ckpt / CHECKPOINT_META).exists():
+            if not (checkpoints_dir / ckpt.name / CHECKPOINT_META).exists():
+                _mirror_dir(ckpt, checkpoints_dir / ckpt.name)
+            restored.append(epoch)
+        else:
+            shutil.rmtree(ckpt)
+    return restored
+
+
+def _trainer_state_epoch(checkpoint: str | None) -> int:
+    if not checkpoint:
+        return 0
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+    return int(round(state.get("epoch") or 0))
+
+
+def _trainer_state_step(checkpoint: str | None) -> int:
+    if not checkpoint:
+        return 0
+    return int(json.loads((Path(checkpoint) / "trainer_state.json").read_text()).get("global_step", 0))
+
+
+def training_arguments(train: TrainParams, learning_rate: float, seed: int, resume_dir: Path, precision: str) -> TrainingArguments:
+    return TrainingArguments(
+        output_dir=str(resume_dir),
+        num_train_epochs=train.epochs,
+        per_device_train_batch_size=train.per_device_batch_size,
+        gradient_accumulation_steps=gradient_accumulation_steps(train, world_size()),
+        learning_rate=learning_rate,
+        lr_scheduler_type=train.lr_scheduler,
+        warmup_steps=train.warmup_ratio,  # transformers 5: a value below 1 is a fraction of all steps
+        weight_decay=train.weight_decay,
+        max_grad_norm=train.max_grad_norm,
+        seed=seed,
+        data_seed=seed,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        # transformers 5 name for gradient checkpointing; non-reentrant works with frozen embeddings
+        activation_checkpointing=train.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if train.gradient_checkpointing else None,
+        deepspeed=train.deepspeed or None,
+        dataloader_num_workers=train.dataloader_workers,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        remove_unused_columns=False,
+        label_names=["labels"],
+        report_to=[],
+        logging_strategy="steps",
+        logging_steps=train.logging_steps,
+        logging_first_step=True,
+        save_strategy="epoch",
+        save_total_limit=1,
+        save_only_model=False,
+    )
+
+
+def run_train(
+    params: Params,
+    experiment: str,
+    base_dir: Path,
+    train_jsonl: Path,
+    checkpoints_dir: Path,
+    log_dir: Path,
+    resume_dir: Path,
+    callbacks: Sequence[TrainerCallback] = (),
+) -> None:
+    """Train one experiment; write its epoch checkpoints, log.jsonl and summary.json.
+
+    `callbacks` are extra Trainer callbacks (tests use one to interrupt a run).
+    """
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    base_dir, train_jsonl = Path(base_dir), Path(train_jsonl)
+    checkpoints_dir, log_dir, resume_dir = Path(checkpoints_dir), Path(log_dir), Path(resume_dir)
+    train = params.train
+    strategy, learning_rate, lora = experiment_settings(params, experiment)
+    if train.deepspeed and not Path(train.deepspeed).exists():
+        raise FileNotFoundError(f"train.deepspeed: {train.deepspeed} not found; give a config such as configs/deepspeed/zero2.json or leave it empty")
+    if not (base_dir / "config.json").exists():
+        raise FileNotFoundError(f"{base_dir}: no base model (config.json missing); run the base_model stage first")
+    precision = resolve_precision(train.precision)
+
+    dataset = CaptionDataset(train_jsonl)
+    resume_from = _prepare_resume_dir(resume_dir, run_fingerprint(params, experiment, base_dir, train_jsonl))
+    resumed_epoch = _trainer_state_epoch(resume_from)
+    restored = _restore_epoch_checkpoints(resume_dir / EPOCHS_SUBDIR, checkpoints_dir, resumed_epoch)
+    if resume_from:
+        log.info("resuming %s from %s (epoch %d; epoch checkpoints restored: %s)", experiment, resume_from, resumed_epoch, restored)
+
+    processor = AutoProcessor.from_pretrained(base_dir)
+    # fp32 master weights; bf16/fp16 run as mixed precision (autocast) through the Trainer
+    model = AutoModelForImageTextToText.from_pretrained(base_dir, dtype=torch.float32)
+    model.config.use_cache = False
+    full_model_bytes = state_bytes(model)
+    model = apply_strategy(model, strategy, lora)
+    trainable, total = count_parameters(model)
+    log.info("%s: strategy %s, %d of %d parameters train (%.2f%%)", experiment, strategy, trainable, total, 100 * trainable / total)
+
+    args = training_arguments(train, learning_rate, params.seed, resume_dir, precision)
+    meta = {
+        "experiment": experiment,
+        "base_model": str(base_dir),
+        "trainable_params": trainable,
+        "total_params": total,
+        "full_model_bytes": full_model_bytes,
+        "params": params.model_dump(mode="json"),
+    }
+    log_callback = JsonlLogCallback(resume_dir / RESUME_LOG, log_dir / "log.jsonl", len(dataset))
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=CaptionCollator(processor, train.instruction, train.max_length),
+        callbacks=[
+            EpochCheckpointCallback(train.save_epochs, strategy, resume_dir / EPOCHS_SUBDIR, checkpoints_dir, meta),
+            log_callback,
+            *callbacks,
+        ],
+    )
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    wall_time = time.perf_counter() - started
+    if not trainer.is_world_process_zero():
+        return
+
+    missing = [e for e in train.save_epochs if not (checkpoints_dir / f"epoch-{e}" / CHECKPOINT_META).exists()]
+    if missing:
+        raise RuntimeError(f"{checkpoints_dir}: epoch checkpoints {missing} were not written; delete {resume_dir} and rerun")
+    peak_bytes, peak_kind = peak_memory()
+    checkpoint_bytes = {str(e): read_checkpoint_meta(checkpoints_dir / f"epoch-{e}")["saved_bytes"] for e in train.save_epochs}
+    summary = {
+        "experiment": experiment,
+        "strategy": strategy,
+        "trainable_params": trainable,
+        "total_params": total,
+        "peak_memory_bytes": peak_bytes,
+        "peak_memory_kind": peak_kind,
+        "wall_time_s": round(wall_time, 3),
+        "samples_per_second": round(result.metrics.get("train_samples_per_second", 0.0), 3),
+        "train_loss": result.metrics.get("train_loss"),
+        "final_loss": log_callback.records[-1]["loss"] if log_callback.records else None,
+        "checkpoint_bytes": checkpoint_bytes,
+        "full_model_bytes": full_model_bytes,
+        "epochs": train.epochs,
+        "save_epochs": list(train.save_epochs),
+        "n_train_samples": len(dataset),
+        "effective_batch_size": train.batch_size,
+        "per_device_batch_size": train.per_device_batch_size,
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "world_size": world_size(),
+        "learning_rate": learning_rate,
+        "precision": precision,
+        "device": str(args.device),
+        "resumed_from_step": _trainer_state_step(resume_from),
+    }
+    atomic.write_json(log_dir / "summary.json", summary)
+    shutil.rmtree(resume_dir, ignore_errors=True)
+    log.info(
+        "%s done: %d epochs, %d samples, %.1f samples/s, %.0f s, final loss %s, peak memory %.0f MB, checkpoints %s",
+        experiment, train.epochs, len(dataset), summary["samples_per_second"], wall_time,
+        summary["final_loss"], peak_bytes / 1e6, {k: f"{v / 1e6:.1f} MB" for k, v in checkpoint_bytes.items()},
+    )

@@ -1,0 +1,107 @@
+"""Training samples: `train.jsonl` records rendered through the same chat template as evaluation.
+
+    dataset = CaptionDataset("data/processed/train.jsonl")
+    collate = CaptionCollator(processor, params.train.instruction, params.train.max_length)
+    batch = collate([dataset[0], dataset[1]])   # input_ids, attention_mask, pixel_values, labels
+
+Each sample is `prompt_text(processor, instruction)` (user turn: image + instruction, then the
+assistant header) followed by `answer_text(processor, caption)` (caption + end-of-turn token).
+The prompt is tokenized by the processor exactly as evaluation tokenizes it (images expanded
+into image tokens) and the answer by the tokenizer; the two are concatenated, so the prompt
+tokens are identical to the evaluation prompt's by construction and the label boundary is exact.
+Labels are -100 on the prompt and on padding; only the answer and its end token are learned.
+Padding is on the right; truncation cuts the answer only, never image tokens.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from brandcap.atomic import read_jsonl
+from brandcap.chat import answer_text, prompt_text
+
+IGNORE_INDEX = -100
+REQUIRED_KEYS = ("product_id", "image", "brand", "caption")
+
+
+class CaptionDataset(Dataset):
+    """Records `{product_id, image, brand, caption}` of a train.jsonl; `image` is relative to the cwd."""
+
+    def __init__(self, jsonl_path: str | Path):
+        self.path = Path(jsonl_path)
+        if not self.path.exists():
+            raise FileNotFoundError(f"{self.path}: training file not found; run the clean stage first")
+        self.records = read_jsonl(self.path)
+        if not self.records:
+            raise ValueError(f"{self.path}: no training records; check the clean stage's report (clean_report.json)")
+        for line, rec in enumerate(self.records, 1):
+            missing = [k for k in REQUIRED_KEYS if not rec.get(k)]
+            if missing:
+                raise ValueError(
+                    f"{self.path}: line {line} lacks {missing}; every record needs {list(REQUIRED_KEYS)} "
+                    "(regenerate it with the clean stage)"
+                )
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rec = self.records[index]
+        try:
+            with Image.open(rec["image"]) as img:
+                image = img.convert("RGB")
+        except (OSError, ValueError) as err:
+            raise ValueError(
+                f"{self.path}: image {rec['image']!r} of product {rec['product_id']} cannot be read ({err}); "
+                "paths are relative to the working directory, run from the repository root"
+            ) from None
+        return {"image": image, "caption": rec["caption"], "product_id": rec["product_id"], "brand": rec["brand"]}
+
+
+class CaptionCollator:
+    """Turns samples `{image, caption}` into a right-padded, label-masked training batch."""
+
+    def __init__(self, processor, instruction: str, max_length: int):
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.prompt = prompt_text(processor, instruction)
+        self.max_length = max_length
+        self.pad_id = self.tokenizer.pad_token_id
+        if self.pad_id is None:
+            raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token before training")
+
+    def prompt_inputs(self, images: list[Image.Image]) -> dict[str, Any]:
+        """The evaluation-identical prompt encoding: token ids per sample and pixel values."""
+        return self.processor(text=[self.prompt] * len(images), images=images)
+
+    def __call__(self, samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        prompts = self.prompt_inputs([s["image"] for s in samples])
+        answers = self.tokenizer(
+            [answer_text(self.processor, s["caption"]) for s in samples], add_special_tokens=False
+        )["input_ids"]
+        rows, row_labels = [], []
+        for prompt_ids, answer_ids in zip(prompts["input_ids"], answers):
+            if len(prompt_ids) >= self.max_length:
+                raise ValueError(
+                    f"train.max_length ({self.max_length}) leaves no room for the answer: the prompt alone is "
+                    f"{len(prompt_ids)} tokens (image tokens cannot be cut); raise train.max_length"
+                )
+            answer_ids = answer_ids[: self.max_length - len(prompt_ids)]
+            rows.append(list(prompt_ids) + list(answer_ids))
+            row_labels.append([IGNORE_INDEX] * len(prompt_ids) + list(answer_ids))
+        width = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+        for i, (ids, lab) in enumerate(zip(rows, row_labels)):
+            input_ids[i, : len(ids)] = torch.tensor(ids)
+            attention_mask[i, : len(ids)] = 1
+            labels[i, : len(lab)] = torch.tensor(lab)
+        pixel_values = torch.from_numpy(np.stack([np.asarray(p) for p in prompts["pixel_values"]]))
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "pixel_values": pixel_values, "labels": labels}
