@@ -87,6 +87,10 @@ def test_loop_thresholds_come_from_params():
     assert is_repetition_loop(three_times, CleanParams(loop_max_ngram_repeats=2))
     assert compression_ratio(LONG_VARIED) > 0.45
     assert is_repetition_loop(LONG_VARIED, CleanParams(loop_min_compression_ratio=0.9))
+    assert not is_repetition_loop(LONG_VARIED, CleanParams(loop_min_compression_ratio=0.9, loop_compression_min_chars=5000))
+    excited = "The Maison Éclat bag is here, finally!!!!! It is black with a gold chain."
+    assert not is_repetition_loop(excited, CLEAN)
+    assert is_repetition_loop(excited, CleanParams(loop_max_consecutive_repeats=4))
 
 
 # --------------------------------------------------------------------------- garbled

@@ -86,7 +86,7 @@ def apply_caption_rules(records: list[dict[str, Any]], clean: CleanParams) -> Cl
     canonical = canonical_brand_names(records)
     seen_texts: set[str] = set()
     seen_products: set[Any] = set()
-    for rec in tqdm(records, desc="clean", unit="caption", leave=False):
+    for rec in tqdm(records, desc="clean", unit="caption", mininterval=2.0, leave=False):
         text = rec.get("text")
         if text is None or not text.strip():
             _remove(result, "no_caption", rec, text)

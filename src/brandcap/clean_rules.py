@@ -13,14 +13,13 @@ import re
 import unicodedata
 import zlib
 from collections import Counter
+from functools import lru_cache
 
 from brandcap.brands import canonicalize, normalize
 from brandcap.params import CleanParams
 
 # --------------------------------------------------------------------------- 1. loops
 _WORD = re.compile(r"[^\W_]+")
-# A unit of 1..12 characters followed by itself; the count is checked in code.
-_BACK_TO_BACK = re.compile(r"(.{1,12}?)\1+", re.DOTALL)
 
 
 def max_ngram_repeats(text: str, n: int) -> int:
@@ -38,12 +37,14 @@ def compression_ratio(text: str) -> float:
     return len(zlib.compress(raw, 9)) / len(raw) if raw else 1.0
 
 
-def max_consecutive_repeats(text: str) -> int:
-    """Longest back-to-back run of one short unit, in units ('abab ab' -> 2, 'aaaa' -> 4)."""
-    best = 1 if text else 0
-    for m in _BACK_TO_BACK.finditer(text):
-        best = max(best, len(m.group()) // len(m.group(1)))
-    return best
+@lru_cache(maxsize=16)
+def _back_to_back(max_repeats: int) -> re.Pattern[str]:
+    return re.compile(r"(.{1,12}?)\1{%d,}" % max_repeats, re.DOTALL)
+
+
+def has_back_to_back_run(text: str, max_repeats: int) -> bool:
+    """Some unit of 1..12 characters occurs more than `max_repeats` times in a row ('lalala', '!!!!')."""
+    return _back_to_back(max_repeats).search(text) is not None
 
 
 def is_repetition_loop(text: str, clean: CleanParams) -> bool:
@@ -53,7 +54,7 @@ def is_repetition_loop(text: str, clean: CleanParams) -> bool:
         return False
     if max_ngram_repeats(text, clean.loop_ngram) > clean.loop_max_ngram_repeats:
         return True
-    if max_consecutive_repeats(text) > clean.loop_max_consecutive_repeats:
+    if has_back_to_back_run(text, clean.loop_max_consecutive_repeats):
         return True
     if len(text) >= clean.loop_compression_min_chars and compression_ratio(text) < clean.loop_min_compression_ratio:
         return True
@@ -80,8 +81,16 @@ def is_bad_char(c: str) -> bool:
     return False
 
 
+_ASCII_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+
+
 def bad_char_fraction(text: str) -> float:
-    return sum(map(is_bad_char, text)) / len(text) if text else 0.0
+    if not text:
+        return 0.0
+    # Only control characters can be bad in ASCII; judge the rest one by one.
+    bad = len(_ASCII_CONTROL.findall(text)) + sum(map(is_bad_char, _NON_ASCII.findall(text)))
+    return bad / len(text)
 
 
 def _as_single_byte(c: str) -> int | None:
@@ -92,28 +101,32 @@ def _as_single_byte(c: str) -> int | None:
         return ord(c) if ord(c) < 256 else None
 
 
+_MOJIBAKE_LEAD = re.compile("[\u00c2-\u00f4]")
+
+
 def count_mojibake(text: str) -> int:
     """Sequences that are UTF-8 bytes decoded as cp1252/Latin-1 ('Ã©' for 'é', 'â€™' for '’').
 
     Legitimate accented text never forms them: an accented letter is a lead byte only
     when the next characters are continuation bytes that, together, decode as UTF-8."""
-    count, i, n = 0, 0, len(text)
-    while i < n:
-        lead = _as_single_byte(text[i])
-        if lead is not None and 0xC2 <= lead <= 0xF4:
-            need = 1 if lead < 0xE0 else 2 if lead < 0xF0 else 3
-            if i + need < n:
-                tail = [_as_single_byte(c) for c in text[i + 1 : i + 1 + need]]
-                if all(b is not None and 0x80 <= b <= 0xBF for b in tail):
-                    try:
-                        bytes([lead, *tail]).decode("utf-8")
-                    except UnicodeDecodeError:
-                        pass
-                    else:
-                        count += 1
-                        i += need + 1
-                        continue
-        i += 1
+    count, n, resume = 0, len(text), 0
+    # Lead bytes 0xC2..0xF4 read as cp1252 or Latin-1 are the characters 'Â'..'ô'.
+    for m in _MOJIBAKE_LEAD.finditer(text):
+        i = m.start()
+        if i < resume:
+            continue
+        lead = ord(text[i])
+        need = 1 if lead < 0xE0 else 2 if lead < 0xF0 else 3
+        if i + need >= n:
+            continue
+        tail = [_as_single_byte(c) for c in text[i + 1 : i + 1 + need]]
+        if all(b is not None and 0x80 <= b <= 0xBF for b in tail):
+            try:
+                bytes([lead, *tail]).decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            count += 1
+            resume = i + need + 1
     return count
 
 
@@ -145,23 +158,24 @@ def _is_punct_or_symbol(c: str) -> bool:
     return unicodedata.category(c)[0] in "PS"
 
 
+@lru_cache(maxsize=1 << 16)
+def _token_verdict(token: str, clean: CleanParams) -> int | None:
+    """1 = not a word, 0 = a word, None = not judged (short punctuation such as '-' or '&')."""
+    edge = "".join(c for c in token if _is_punct_or_symbol(c))
+    core = token.strip(edge)
+    if not core:
+        if len(token) < 3 or all(unicodedata.category(c)[0] == "P" for c in token):
+            return None
+        return 1
+    return 0 if looks_like_word(core, clean) else 1
+
+
 def nonword_fraction(text: str, clean: CleanParams) -> float:
     """Fraction of whitespace tokens that do not look like words. Punctuation and symbols
     around a word are ignored ('"bag,"', '€250', 'Brand™'); short punctuation tokens ('-',
     '&') are skipped; symbol runs ('#$%^') count as non-words."""
-    judged = nonwords = 0
-    for token in text.split():
-        edge = "".join(c for c in token if _is_punct_or_symbol(c))
-        core = token.strip(edge)
-        if not core:
-            if len(token) < 3 or all(unicodedata.category(c)[0] == "P" for c in token):
-                continue
-            judged += 1
-            nonwords += 1
-            continue
-        judged += 1
-        nonwords += not looks_like_word(core, clean)
-    return nonwords / judged if judged else 0.0
+    verdicts = [v for token in text.split() if (v := _token_verdict(token, clean)) is not None]
+    return sum(verdicts) / len(verdicts) if verdicts else 0.0
 
 
 def is_garbled(text: str, clean: CleanParams) -> bool:
