@@ -74,16 +74,58 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def _tokenize(references: Sequence[Sequence[str]], predictions: Sequence[str]) -> tuple[dict, dict]:
-    """One Java call for both sides; returns ({i: [refs]}, {i: [prediction]}) PTB-tokenised."""
+def start_meteor() -> None:
+    """Start the shared METEOR process now, so its slow start-up overlaps other work (generation)."""
+    _require_java()
+    _shared_meteor()
+
+
+def _tokenize(sets: Sequence[tuple[list[list[str]], Sequence[str]]]) -> list[tuple[dict, dict]]:
+    """One Java call for every set and both sides; per set ({i: [refs]}, {i: [prediction]}) PTB-tokenised."""
+    items: dict = {}
+    for s, (_, predictions) in enumerate(sets):
+        items.update({("p", s, i): [{"caption": _one_line(p)}] for i, p in enumerate(predictions)})
     # References go last: a trailing empty prediction could otherwise fall off the output.
-    items = {("p", i): [{"caption": _one_line(p)}] for i, p in enumerate(predictions)}
-    items.update({("r", i): [{"caption": _one_line(r)} for r in refs] for i, refs in enumerate(references)})
+    for s, (references, _) in enumerate(sets):
+        items.update({("r", s, i): [{"caption": _one_line(r)} for r in refs] for i, refs in enumerate(references)})
     with _utf8_java():
         tokenized = PTBTokenizer().tokenize(items)
-    gts = {i: tokenized.get(("r", i), [""] * len(refs)) for i, refs in enumerate(references)}
-    res = {i: tokenized.get(("p", i), [""]) for i in range(len(predictions))}
-    return gts, res
+    out = []
+    for s, (references, predictions) in enumerate(sets):
+        gts = {i: tokenized.get(("r", s, i), [""] * len(refs)) for i, refs in enumerate(references)}
+        res = {i: tokenized.get(("p", s, i), [""]) for i in range(len(predictions))}
+        out.append((gts, res))
+    return out
+
+
+def _as_reference_lists(references: Sequence[str | Sequence[str]], predictions: Sequence[str]) -> list[list[str]]:
+    if len(references) != len(predictions):
+        raise ValueError(f"{len(predictions)} predictions but {len(references)} references; pass one reference (or list) per prediction")
+    refs = [[r] if isinstance(r, str) else list(r) for r in references]
+    if any(not r for r in refs):
+        raise ValueError("a prediction has an empty reference list; give every prediction at least one reference caption")
+    return refs
+
+
+def caption_scores_many(sets: Sequence[tuple[Sequence[str | Sequence[str]], Sequence[str]]]) -> list[dict[str, float | None]]:
+    """`caption_scores` of several (references, predictions) sets with a single tokenizer run."""
+    checked = [(_as_reference_lists(refs, preds), preds) for refs, preds in sets]
+    scored = [(refs, preds) for refs, preds in checked if preds]
+    if scored:
+        _require_java()
+    tokenized = iter(_tokenize(scored) if scored else [])
+    results = []
+    for _, predictions in checked:
+        if not predictions:
+            results.append({name: None for name in METRIC_NAMES})
+            continue
+        gts, res = next(tokenized)
+        bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+        meteor, _ = _shared_meteor().compute_score(gts, res)
+        rouge_l, _ = Rouge().compute_score(gts, res)
+        cider, _ = Cider().compute_score(gts, res)
+        results.append({name: float(v) for name, v in zip(METRIC_NAMES, [*bleu, meteor, rouge_l, cider])})
+    return results
 
 
 def caption_scores(references: Sequence[str | Sequence[str]], predictions: Sequence[str]) -> dict[str, float | None]:
@@ -91,18 +133,4 @@ def caption_scores(references: Sequence[str | Sequence[str]], predictions: Seque
 
     All metric values are None when there are no predictions (e.g. an empty general set).
     """
-    if len(references) != len(predictions):
-        raise ValueError(f"{len(predictions)} predictions but {len(references)} references; pass one reference (or list) per prediction")
-    if not predictions:
-        return {name: None for name in METRIC_NAMES}
-    refs = [[r] if isinstance(r, str) else list(r) for r in references]
-    if any(not r for r in refs):
-        raise ValueError("a prediction has an empty reference list; give every prediction at least one reference caption")
-    _require_java()
-    gts, res = _tokenize(refs, predictions)
-    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
-    meteor, _ = _shared_meteor().compute_score(gts, res)
-    rouge_l, _ = Rouge().compute_score(gts, res)
-    cider, _ = Cider().compute_score(gts, res)
-    scores = [*bleu, meteor, rouge_l, cider]
-    return {name: float(value) for name, value in zip(METRIC_NAMES, scores)}
+    return caption_scores_many([(references, predictions)])[0]

@@ -1,0 +1,148 @@
+"""The evaluate stage on a real tiny InternVL model: outputs, test loss, resumability."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from brandcap.atomic import read_jsonl, write_jsonl
+from brandcap.caption_metrics import METRIC_NAMES
+from brandcap.chat import answer_text, prompt_text
+from brandcap.evaluate import generate_captions, load_model, reference_losses, run_evaluate
+from brandcap.params import Params, TinyModelParams, validate_params
+from brandcap.tiny_model import build_tiny_model
+
+BRANDS = ["Chloé", "Dolce & Gabbana", "Gucci"]
+COLOURS = {"red": (200, 30, 30), "blue": (30, 30, 200), "green": (30, 160, 30)}
+
+
+def caption(colour: str, brand: str) -> str:
+    return f"A {colour} leather bag by {brand} with a gold strap."
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory) -> Path:
+    corpus = [caption(c, b) for c in COLOURS for b in BRANDS] * 20
+    model, processor = build_tiny_model(corpus, TinyModelParams(vocab_size=400), seed=0)
+    out = tmp_path_factory.mktemp("base")
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("data")
+    test, general = [], []
+    for i in range(6):
+        colour = list(COLOURS)[i % 3]
+        brand = BRANDS[i % 3]
+        # One wider image: a different number of image tiles, so prompts differ in length.
+        image = root / f"p{i}.png"
+        Image.new("RGB", (80 if i == 1 else 64, 64), COLOURS[colour]).save(image)
+        test.append({"product_id": f"p{i}", "image": str(image), "brand": brand, "caption": caption(colour, brand)})
+    for i in range(3):
+        image = root / f"g{i}.png"
+        Image.new("RGB", (64, 64), list(COLOURS.values())[i]).save(image)
+        general.append({"id": f"g{i}", "image": str(image), "caption": f"A {list(COLOURS)[i]} object on a white background."})
+    write_jsonl(root / "test.jsonl", test)
+    write_jsonl(root / "general.jsonl", general)
+    write_jsonl(root / "empty.jsonl", [])
+    return {"test": root / "test.jsonl", "general": root / "general.jsonl", "empty": root / "empty.jsonl"}
+
+
+def small_params(**eval_overrides) -> Params:
+    return validate_params({"eval": {"max_new_tokens": 6, "batch_size": 4, **eval_overrides}})
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines(keepends=True)
+
+
+def test_reference_loss_matches_unbatched_training_loss(base_dir, data):
+    """Batched, left-padded per-sample loss = the model's own loss on each sample alone."""
+    params = small_params()
+    model, processor = load_model(params, base_dir, None, "cpu")
+    records = read_jsonl(data["test"])[:3]  # includes the wider image: prompts of different length
+    images = [Image.open(r["image"]).convert("RGB") for r in records]
+    prompt = prompt_text(processor, params.train.instruction)
+    _, prompt_inputs = generate_captions(model, processor, prompt, images, max_new_tokens=1)
+    batched = reference_losses(model, processor, prompt_inputs, [r["caption"] for r in records], max_length=256)
+    for rec, image, (loss_sum, n) in zip(records, images, batched):
+        alone = processor(text=[prompt], images=[image], return_tensors="pt")
+        answer = processor.tokenizer(answer_text(processor, rec["caption"]), add_special_tokens=False, return_tensors="pt")["input_ids"]
+        input_ids = torch.cat([alone["input_ids"], answer], dim=1)
+        labels = torch.full_like(input_ids, -100)
+        labels[:, -answer.shape[1] :] = answer
+        with torch.no_grad():
+            expected = model(input_ids=input_ids, pixel_values=alone["pixel_values"], labels=labels).loss
+        assert n == answer.shape[1]
+        assert loss_sum / n == pytest.approx(float(expected), rel=1e-4)
+
+
+def test_evaluate_writes_outputs_and_resumes(base_dir, data, tmp_path):
+    params = small_params()
+    out, resume = tmp_path / "out", tmp_path / "resume"
+    run_evaluate(params, base_dir, None, data["test"], data["general"], out, resume)
+
+    predictions = read_jsonl(out / "predictions.jsonl")
+    assert [p["product_id"] for p in predictions] == [f"p{i}" for i in range(6)]
+    assert set(predictions[0]) == {"product_id", "brand", "reference", "prediction", "brands_named", "reference_loss"}
+    assert all(isinstance(p["prediction"], str) and p["reference_loss"] > 0 for p in predictions)
+    assert len(read_jsonl(out / "general_predictions.jsonl")) == 3
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_test"] == 6 and metrics["n_general"] == 3
+    for name in ["brand_accuracy", "macro_brand_accuracy", "wrong_brand_rate", "no_brand_rate"]:
+        assert 0 <= metrics[name] <= 1
+    assert metrics["brand_accuracy"] + metrics["wrong_brand_rate"] + metrics["no_brand_rate"] == pytest.approx(1)
+    assert set(metrics["per_brand_accuracy"]) == set(BRANDS)
+    assert metrics["test_loss"] > 0
+    for name in METRIC_NAMES:
+        assert metrics[name] is not None and metrics[f"general_{name}"] is not None
+    assert metrics["generation_seconds"] > 0 and metrics["samples_per_second"] > 0
+
+    # A second run generates nothing: the partial file gains no line and outputs stay the same.
+    partial = resume / "test.partial.jsonl"
+    before = lines(partial)
+    assert len(before) == 6
+    first_predictions = (out / "predictions.jsonl").read_text()
+    run_evaluate(params, base_dir, None, data["test"], data["general"], out, resume)
+    assert lines(partial) == before
+    assert len(lines(resume / "general.partial.jsonl")) == 3
+    assert (out / "predictions.jsonl").read_text() == first_predictions
+    assert json.loads((out / "metrics.json").read_text())["generation_seconds"] == metrics["generation_seconds"]
+
+    # A killed run: two finished records and a torn line. Only the four missing are generated.
+    partial.write_text("".join(before[:2]) + before[2][:20], encoding="utf-8")
+    run_evaluate(params, base_dir, None, data["test"], data["general"], out, resume)
+    after = lines(partial)
+    assert len(after) == 6 and after[:2] == before[:2]
+    assert [json.loads(line)["key"] for line in after[2:]] == [f"p{i}" for i in range(2, 6)]
+
+    # Changed generation settings make the partial results stale: everything is regenerated.
+    run_evaluate(small_params(max_new_tokens=1), base_dir, None, data["test"], data["general"], out, resume)
+    processor_tokenizer = load_model(params, base_dir, None, "cpu")[1].tokenizer
+    for p in read_jsonl(out / "predictions.jsonl"):
+        assert len(processor_tokenizer(p["prediction"], add_special_tokens=False)["input_ids"]) <= 1
+
+
+def test_empty_general_set_and_sample_cap(base_dir, data, tmp_path):
+    out = tmp_path / "out"
+    run_evaluate(small_params(max_test_samples=4), base_dir, None, data["test"], data["empty"], out, tmp_path / "resume")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_test"] == 4 and metrics["n_general"] == 0
+    assert all(metrics[f"general_{name}"] is None for name in METRIC_NAMES)
+    assert len(read_jsonl(out / "predictions.jsonl")) == 4
+    assert (out / "general_predictions.jsonl").read_text() == ""
+
+
+def test_bad_test_file_names_the_problem(base_dir, tmp_path):
+    bad = tmp_path / "test.jsonl"
+    write_jsonl(bad, [{"product_id": "p0", "image": "x.png", "caption": "A bag."}])
+    with pytest.raises(ValueError, match=r"test.jsonl: line 1 lacks \['brand'\]"):
+        run_evaluate(small_params(), base_dir, None, bad, None, tmp_path / "out", tmp_path / "resume")
