@@ -178,7 +178,9 @@ class _Fetcher:
                     raise ImageRejected("http_3xx", f"unfollowed redirect {status}")
                 if (resp.content_length or 0) > self.dl.max_bytes:
                     raise ImageRejected("too_large", f"{resp.content_length} bytes > download.max_bytes")
-                body = bytearray()
+                if resp.content_length is not None:
+                    return await resp.read()
+                body = bytearray()  # no length announced: count as it streams
                 async for chunk in resp.content.iter_chunked(1 << 16):
                     body += chunk
                     if len(body) > self.dl.max_bytes:
@@ -249,6 +251,13 @@ def _cached_image(path: Path) -> tuple[str, int, int, int] | None:
         return None
 
 
+def _store(data: bytes, dl: DownloadParams, path: Path) -> tuple[str, int, int, int]:
+    """Normalise and atomically store one image; (sha256, width, height, bytes) of the PNG."""
+    png, width, height = normalise_image(data, dl)
+    write_bytes(path, png)
+    return hashlib.sha256(png).hexdigest(), width, height, len(png)
+
+
 def _remove_stale_temporaries(*dirs: Path) -> None:
     # temp files of a run killed mid-write (brandcap.atomic names them .<name>.<random>.tmp)
     for d in dirs:
@@ -268,7 +277,7 @@ def _materialise(source: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
-def human_category(row: pd.Series) -> str:
+def human_category(row: dict) -> str:
     for col in ("category3_code", "category2_code", "category1_code"):
         value = row.get(col)
         if isinstance(value, str) and value.strip():
@@ -316,9 +325,7 @@ async def _download_all(rows: list[dict], dl: DownloadParams, resume_dir: Path, 
                 pid = row["product_id"]
                 try:
                     data = await fetcher.fetch(row["imageurl"])
-                    png, width, height = await asyncio.to_thread(normalise_image, data, dl)
-                    await asyncio.to_thread(write_bytes, cached, png)
-                    info = (hashlib.sha256(png).hexdigest(), width, height, len(png))
+                    info = await asyncio.to_thread(_store, data, dl, cached)  # CPU work off the event loop
                     results[pid] = {"status": "ok", "reason": "", "cache": cached, "info": info, "resumed": False}
                 except ImageRejected as err:
                     results[pid] = {"status": "failed", "reason": err.reason, "detail": str(err)}
@@ -360,7 +367,7 @@ def run_download(params: Params, catalog_path: Path, images_dir: Path, manifest_
 
     keep = set()
     records = []
-    for _, row in catalog.iterrows():
+    for row in catalog.to_dict("records"):
         pid = row["product_id"]
         res = results[pid]
         rec = {
