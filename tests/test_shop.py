@@ -106,3 +106,13 @@ def test_dominant_colour_is_read_from_pixels():
         img = shop.draw_product(rng, 64, shop.CATEGORIES[i % len(shop.CATEGORIES)], name, other, "star", "top-left", 0.08)
         hits += shop.dominant_colour_name(img) == name
     assert hits >= 0.9 * 36
+
+
+def test_rerun_keeps_unchanged_files_and_prunes_stale_ones(tmp_path):
+    cfg = SyntheticShop(n_brands=4)
+    shop.generate_shop(cfg, 40, 4, tmp_path)
+    first = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    shop.generate_shop(cfg, 40, 4, tmp_path)
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == first  # identical bytes are not rewritten
+    shop.generate_shop(cfg, 30, 4, tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} < set(first)  # products 30..39 pruned

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
+from brandcap.atomic import write_bytes
 from brandcap.params import SyntheticShop
 
 # Seed streams keep the catalog, the general set and the tiny model's pretraining images apart.
@@ -327,8 +327,11 @@ def generate_shop(shop: SyntheticShop, n_products: int, seed: int, shop_dir: str
     placeholder = set(int(i) for i in chosen[:n_placeholder])
     broken = [int(i) for i in chosen[n_placeholder:]]
 
+    for stale in shop_dir.glob(".*.tmp"):  # left by a killed run
+        stale.unlink(missing_ok=True)
     url_dir = artifact_path(shop_dir)
     rows = []
+    written = set()
     for i in range(n_products):
         b = int(brand_idx[i])
         prng = np.random.default_rng([seed, STREAM_CATALOG, i])
@@ -346,6 +349,7 @@ def generate_shop(shop: SyntheticShop, n_products: int, seed: int, shop_dir: str
             data = _broken_image_bytes(broken.index(i), data)
         if i not in placeholder:
             _write_if_changed(shop_dir / f"{code}.png", data)
+            written.add(f"{code}.png")
         full_price = float(np.round(np.exp(prng.normal(6.0, 0.7)), -1) + 0.0)
         discounted = bool(prng.random() < 0.3)
         price = float(np.round(full_price * (0.7 if discounted else 1.0), 2))
@@ -368,6 +372,9 @@ def generate_shop(shop: SyntheticShop, n_products: int, seed: int, shop_dir: str
             "price_eur": price,
             "flg_discount": int(discounted),
         })
+    for stale in shop_dir.glob("*.png"):  # images of an earlier, larger or other-seeded shop
+        if stale.name not in written:
+            stale.unlink()
     return pd.DataFrame(rows, columns=DBQ_COLUMNS)
 
 
@@ -375,9 +382,7 @@ def _write_if_changed(path: Path, data: bytes) -> None:
     # Rewriting identical bytes would only bump mtimes (and make Snakemake rerun downstream).
     if path.exists() and path.stat().st_size == len(data) and path.read_bytes() == data:
         return
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_bytes(path, data)
 
 
 def generic_product_images(n: int, shop: SyntheticShop, seed: int, stream: int = STREAM_GENERAL):
