@@ -298,10 +298,16 @@ def _read_messages(body: dict[str, Any]) -> tuple[str, bytes]:
         raise BadRequest("this model needs one image_url part")
     try:
         png = decode_data_url(images[0])
-        Image.open(io.BytesIO(png)).verify()
-    except (ValueError, binascii.Error, UnidentifiedImageError, OSError) as err:
+    except (ValueError, binascii.Error) as err:
         raise BadRequest(f"invalid image: {err}") from None
     return "\n".join(texts), png
+
+
+def _check_image(png: bytes) -> None:
+    try:
+        Image.open(io.BytesIO(png)).verify()
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise BadRequest(f"invalid image: {err}") from None
 
 
 @dataclass
@@ -350,13 +356,15 @@ class SimulatedVLM:
             if not isinstance(body, dict):
                 raise BadRequest("the body must be a JSON object")
             prompt, png = _read_messages(body)
+            entry["image_sha256"] = hashlib.sha256(png).hexdigest()
+            _check_image(png)
             temperature = float(body.get("temperature") if body.get("temperature") is not None else 1.0)
             max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or 512
             if not isinstance(max_tokens, int) or max_tokens < 1:
                 raise BadRequest("max_tokens must be a positive integer")
         except (json.JSONDecodeError, BadRequest, TypeError, ValueError) as err:
             return _error(400, str(err), "invalid_request_error")
-        entry.update(prompt=prompt, temperature=temperature, image_sha256=hashlib.sha256(png).hexdigest())
+        entry.update(prompt=prompt, temperature=temperature)
         prompt_tokens = word_count(prompt) + IMAGE_TOKENS
         if prompt_tokens + max_tokens > MAX_CONTEXT_TOKENS:
             return _error(400, f"This model's maximum context length is {MAX_CONTEXT_TOKENS} tokens; the request asks for {prompt_tokens + max_tokens}.", "invalid_request_error")
