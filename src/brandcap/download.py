@@ -268,6 +268,14 @@ def _remove_stale_temporaries(*dirs: Path) -> None:
 
 def _materialise(source: Path, target: Path) -> None:
     """target = source, as a hard link when possible (no copy of the bytes), atomically."""
+    try:
+        os.link(source, target)  # the usual case: the orchestrator emptied images_dir
+        return
+    except FileExistsError:
+        if os.path.samefile(source, target):
+            return
+    except OSError:
+        pass  # another file system: copy below
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
     try:
@@ -316,6 +324,29 @@ async def _download_all(rows: list[dict], dl: DownloadParams, resume_dir: Path, 
     async with server as rewrite, aiohttp.ClientSession(connector=connector, headers={"User-Agent": "brandcap/0.1"}) as session:
         fetcher = _Fetcher(dl, session, rewrite)
 
+        # Decoding and writing run beside the fetches, so a slot is free for the next request as
+        # soon as its bytes arrived; the bound keeps memory flat when the CPU is the bottleneck.
+        processing_slots = asyncio.Semaphore(2 * dl.concurrency)
+        processing: set[asyncio.Task] = set()
+
+        def record_failure(pid: str, err: Exception) -> None:
+            if isinstance(err, ImageRejected):
+                results[pid] = {"status": "failed", "reason": err.reason, "detail": str(err)}
+            else:  # one odd image must not end the stage
+                log.debug("unexpected error for %s", pid, exc_info=err)
+                results[pid] = {"status": "failed", "reason": "error", "detail": f"{type(err).__name__}: {err}"}
+            progress.update(1)
+
+        async def process(pid: str, data: bytes, cached: Path) -> None:
+            try:
+                info = await asyncio.to_thread(_store, data, dl, cached)  # CPU work off the event loop
+                results[pid] = {"status": "ok", "reason": "", "cache": cached, "info": info, "resumed": False}
+                progress.update(1)
+            except Exception as err:  # noqa: BLE001
+                record_failure(pid, err)
+            finally:
+                processing_slots.release()
+
         async def worker() -> None:
             while True:
                 try:
@@ -325,16 +356,17 @@ async def _download_all(rows: list[dict], dl: DownloadParams, resume_dir: Path, 
                 pid = row["product_id"]
                 try:
                     data = await fetcher.fetch(row["imageurl"])
-                    info = await asyncio.to_thread(_store, data, dl, cached)  # CPU work off the event loop
-                    results[pid] = {"status": "ok", "reason": "", "cache": cached, "info": info, "resumed": False}
-                except ImageRejected as err:
-                    results[pid] = {"status": "failed", "reason": err.reason, "detail": str(err)}
-                except Exception as err:  # noqa: BLE001 - one odd image must not end the stage
-                    log.debug("unexpected error for %s", pid, exc_info=True)
-                    results[pid] = {"status": "failed", "reason": "error", "detail": f"{type(err).__name__}: {err}"}
-                progress.update(1)
+                except Exception as err:  # noqa: BLE001
+                    record_failure(pid, err)
+                    continue
+                await processing_slots.acquire()
+                task = asyncio.create_task(process(pid, data, cached))
+                processing.add(task)
+                task.add_done_callback(processing.discard)
 
         await asyncio.gather(*(worker() for _ in range(min(dl.concurrency, max(1, len(todo))))))
+        while processing:
+            await asyncio.gather(*list(processing))
     return results, fetcher.requests
 
 
@@ -367,6 +399,7 @@ def run_download(params: Params, catalog_path: Path, images_dir: Path, manifest_
 
     keep = set()
     records = []
+    images_prefix = artifact_path(images_dir)
     for row in catalog.to_dict("records"):
         pid = row["product_id"]
         res = results[pid]
@@ -380,7 +413,7 @@ def run_download(params: Params, catalog_path: Path, images_dir: Path, manifest_
             _materialise(res["cache"], target)
             keep.add(target.name)
             sha, width, height, size = res["info"]
-            rec.update(image=artifact_path(target), sha256=sha, width=width, height=height, bytes=size)
+            rec.update(image=f"{images_prefix}/{target.name}", sha256=sha, width=width, height=height, bytes=size)
         records.append(rec)
     for stale in images_dir.glob("*.png"):  # images of products no longer in the catalog
         if stale.name not in keep:
