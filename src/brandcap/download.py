@@ -18,9 +18,9 @@
 - `manifest.parquet`: one row per catalog product: product_id, brand, title, category,
   imageurl, status ('ok'/'failed'), reason, image (`images_dir/<id>.png` or ''), sha256,
   width, height, bytes. Reasons: placeholder_url, invalid_url, http_404, http_4xx, http_5xx,
-  http_408, http_429, timeout, connection_error, too_many_redirects, file_not_found,
-  file_unreadable, too_large, empty, not_an_image, truncated, corrupt, too_small,
-  decompression_bomb, error (anything unexpected; logged at DEBUG).
+  http_3xx, http_408, http_429, timeout, connection_error, too_many_redirects, client_error,
+  file_not_found, file_unreadable, too_large, empty, not_an_image, truncated, corrupt,
+  too_small, decompression_bomb, error (anything unexpected; logged at DEBUG).
 - Raises DownloadError (after writing the manifest) when the failed fraction exceeds
   `download.max_failed_fraction`.
 """
