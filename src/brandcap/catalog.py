@@ -86,7 +86,7 @@ def read_hf_table(source: str, split: str) -> pd.DataFrame:
     return frame
 
 
-def filter_and_sample(frame: pd.DataFrame, sample_size: int, seed: int, source: str) -> pd.DataFrame:
+def filter_and_sample(frame: pd.DataFrame, sample_size: int, seed: int, source: str, warn_if_short: bool = True) -> pd.DataFrame:
     """Drop placeholder URLs, empty brands and repeated products; sample; add product_id."""
     n_read = len(frame)
     frame = frame.copy()
@@ -106,7 +106,8 @@ def filter_and_sample(frame: pd.DataFrame, sample_size: int, seed: int, source: 
     if len(usable) == 0:
         raise CatalogError(f"{source}: no usable rows ({n_read} read, dropped {dropped}); check the imageurl and brand columns")
     if len(usable) < sample_size:
-        log.warning("%s: only %d usable rows, fewer than data.sample_size=%d; taking all of them", source, len(usable), sample_size)
+        log.log(logging.WARNING if warn_if_short else logging.INFO,
+                "%s: only %d usable rows, fewer than data.sample_size=%d; taking all of them", source, len(usable), sample_size)
         sampled = usable
     else:
         sampled = usable.sample(n=sample_size, random_state=seed).sort_index()
@@ -130,7 +131,8 @@ def run_catalog(params: Params, catalog_path: Path, shop_dir: Path) -> None:
     else:
         frame = read_hf_table(data.hf_dataset, data.hf_split)
         source = data.hf_dataset
-    catalog = filter_and_sample(frame, data.sample_size, params.seed, source)
+    # the shop's injected placeholders are meant to be dropped: no warning for those
+    catalog = filter_and_sample(frame, data.sample_size, params.seed, source, warn_if_short=data.source != "synthetic")
     ordered = ["product_id"] + [c for c in DBQ_COLUMNS if c in catalog.columns]
     catalog = catalog[ordered + [c for c in catalog.columns if c not in ordered]]
     write_parquet(catalog_path, catalog)
