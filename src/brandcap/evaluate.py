@@ -30,6 +30,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+import os
 import random
 import time
 from collections.abc import Iterator, Sequence
@@ -287,8 +288,10 @@ def run_evaluate(
     general = _read_records(Path(general_jsonl), GENERAL_KEYS, "general set") if general_jsonl else []
     general = _cap(general, params.eval.max_test_samples, params.seed)
 
-    if test:
-        start_meteor()  # its Java start-up (seconds) overlaps model loading and generation
+    if test and (os.cpu_count() or 1) >= 4:
+        # METEOR's Java start-up (seconds of CPU) then overlaps model loading and generation; on
+        # fewer cores it would only take cycles from generation and distort samples_per_second.
+        start_meteor()
     device = default_device()
     model, processor = load_model(params, base_dir, checkpoint_dir, device)
     _prepare_resume_dir(resume_dir, _fingerprint(params, base_dir, checkpoint_dir))
