@@ -33,11 +33,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from safetensors.torch import load_file, save_file
+from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from brandcap import atomic
-from brandcap.checkpoints import CHECKPOINT_META, read_checkpoint_meta, save_checkpoint, state_bytes
+from brandcap.checkpoints import (
+    CHECKPOINT_META,
+    TRAINABLE_WEIGHTS,
+    read_checkpoint_meta,
+    save_checkpoint,
+    state_bytes,
+    trainable_state_dict,
+)
 from brandcap.params import Params, TrainParams, experiment_settings
 from brandcap.strategies import apply_strategy, count_parameters
 from brandcap.training_data import CaptionCollator, CaptionDataset
@@ -186,6 +194,42 @@ class JsonlLogCallback(TrainerCallback):
         atomic.write_jsonl(self.out_log, self.records)
 
 
+# --------------------------------------------------------------------------- trainer
+class DeltaTrainer(Trainer):
+    """A Trainer whose resume checkpoints hold only the trainable weights, under their module names.
+
+    Why: in transformers 5, `save_pretrained` writes InternVL weights under the original checkpoint
+    names (`language_model.model.*`) while `Trainer._load_from_checkpoint` loads them with a plain
+    `load_state_dict`, so a resumed run silently kept the base weights. Saving `named_parameters`
+    names and loading them back strictly avoids the renaming, and the frozen weights (which come from
+    the base model) are not copied into every resume checkpoint. Peft adapters use the default path.
+    """
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        from peft import PeftModel
+
+        if isinstance(self.model, PeftModel):
+            return super()._save(output_dir, state_dict)
+        output_dir = Path(output_dir or self.args.output_dir)
+        if self.args.should_save:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            save_file(trainable_state_dict(self.model), output_dir / TRAINABLE_WEIGHTS)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        weights_path = Path(resume_from_checkpoint) / TRAINABLE_WEIGHTS
+        if not weights_path.exists():
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        model = model or self.model
+        weights = load_file(weights_path)
+        expected = {name for name, p in model.named_parameters() if p.requires_grad}
+        if set(weights) != expected:
+            raise RuntimeError(
+                f"{weights_path}: holds other weights than this run trains "
+                f"({sorted(set(weights) ^ expected)[:3]}...); delete {Path(resume_from_checkpoint).parent} and rerun"
+            )
+        model.load_state_dict(weights, strict=False)
+
+
 # --------------------------------------------------------------------------- the stage
 def _prepare_resume_dir(resume_dir: Path, fingerprint: str) -> str | None:
     """The Trainer checkpoint to resume from, or None; discards a state written for another run."""
@@ -290,7 +334,7 @@ def run_train(
 
     dataset = CaptionDataset(train_jsonl)
     resume_from = _prepare_resume_dir(resume_dir, run_fingerprint(params, experiment, base_dir, train_jsonl))
-    resumed_epoch = _trainer_state_epoch(resume_from)
+    resumed_epoch, resumed_step = _trainer_state_epoch(resume_from), _trainer_state_step(resume_from)
     restored = _restore_epoch_checkpoints(resume_dir / EPOCHS_SUBDIR, checkpoints_dir, resumed_epoch)
     if resume_from:
         log.info("resuming %s from %s (epoch %d; epoch checkpoints restored: %s)", experiment, resume_from, resumed_epoch, restored)
@@ -300,6 +344,7 @@ def run_train(
     model = AutoModelForImageTextToText.from_pretrained(base_dir, dtype=torch.float32)
     model.config.use_cache = False
     full_model_bytes = state_bytes(model)
+    set_seed(params.seed)  # LoRA adapters are initialised randomly: the same seed, the same run
     model = apply_strategy(model, strategy, lora)
     trainable, total = count_parameters(model)
     log.info("%s: strategy %s, %d of %d parameters train (%.2f%%)", experiment, strategy, trainable, total, 100 * trainable / total)
@@ -314,7 +359,7 @@ def run_train(
         "params": params.model_dump(mode="json"),
     }
     log_callback = JsonlLogCallback(resume_dir / RESUME_LOG, log_dir / "log.jsonl", len(dataset))
-    trainer = Trainer(
+    trainer = DeltaTrainer(
         model=model,
         args=args,
         train_dataset=dataset,
@@ -361,7 +406,7 @@ def run_train(
         "learning_rate": learning_rate,
         "precision": precision,
         "device": str(args.device),
-        "resumed_from_step": _trainer_state_step(resume_from),
+        "resumed_from_step": resumed_step,
     }
     atomic.write_json(log_dir / "summary.json", summary)
     shutil.rmtree(resume_dir, ignore_errors=True)

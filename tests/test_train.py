@@ -1,0 +1,274 @@
+"""The train stage on a tiny InternVL: loss goes down, delta checkpoints rebuild the trained model,
+an interrupted run resumes, logs and summary are complete.
+
+    .venv/bin/python -m pytest tests/test_train.py -q
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from transformers import AutoModelForImageTextToText, TrainerCallback
+
+from brandcap.checkpoints import CHECKPOINT_META, TRAINABLE_WEIGHTS, load_for_inference, save_checkpoint, state_bytes
+from brandcap.params import LoraParams, TinyModelParams, validate_params
+from brandcap.strategies import apply_strategy
+from brandcap.tiny_model import build_tiny_model
+from brandcap.train import gradient_accumulation_steps, resolve_precision, run_train
+from brandcap.training_data import CaptionCollator, CaptionDataset
+
+TINY = TinyModelParams(vision_hidden=32, vision_layers=1, vision_heads=2, text_hidden=64, text_layers=2, text_heads=2, vocab_size=400)
+BRANDS = {"Gucci": (200, 30, 30), "Prada": (30, 200, 30), "Celine": (30, 30, 200), "Loewe": (200, 200, 30)}
+CORPUS = [f"A {c} {k} by {b}." for b in BRANDS for c in ("red", "blue") for k in ("bag", "shoe")] * 10
+N_SAMPLES = 8  # batch 4 -> 2 optimizer steps per epoch
+
+
+def train_params(**train):
+    settings = {
+        "epochs": 2,
+        "save_epochs": [1, 2],
+        "batch_size": 4,
+        "per_device_batch_size": 2,
+        "learning_rate": 5e-3,
+        "warmup_ratio": 0.0,
+        "logging_steps": 1,
+        "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+        "experiments": {s: {"strategy": s} for s in ("freeze_llm", "freeze_vision", "projector_only", "lora", "full")},
+    }
+    return validate_params({"seed": 3, "train": {**settings, **train}})
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A base model dir and a train.jsonl whose image paths are relative to this directory."""
+    root = tmp_path_factory.mktemp("train")
+    model, processor = build_tiny_model(CORPUS, TINY, seed=0)
+    model.save_pretrained(root / "base")
+    processor.save_pretrained(root / "base")
+    (root / "images").mkdir()
+    records = []
+    for i in range(N_SAMPLES):
+        brand = list(BRANDS)[i % len(BRANDS)]
+        Image.fromarray(np.full((48, 48, 3), BRANDS[brand], np.uint8)).save(root / "images" / f"p{i}.png")
+        records.append({"product_id": f"p{i}", "image": f"images/p{i}.png", "brand": brand, "caption": f"A bag by {brand}."})
+    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return root
+
+
+@pytest.fixture(scope="module")
+def probe_batch(workdir):
+    """A fixed batch to compare logits on."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(workdir)
+        dataset = CaptionDataset("train.jsonl")
+        processor = load_for_inference(workdir / "base", None)[1]
+        batch = CaptionCollator(processor, train_params().train.instruction, 256)([dataset[i] for i in range(3)])
+    batch.pop("labels")
+    return batch
+
+
+class CaptureLogits(TrainerCallback):
+    """Logits of the live trained model on the probe batch, when training ends."""
+
+    def __init__(self, batch):
+        self.batch, self.logits = batch, None
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        model.eval()
+        with torch.no_grad():
+            self.logits = model(**self.batch).logits.clone()
+
+
+class InterruptAfterEpoch(TrainerCallback):
+    """Fails right after the Trainer saved its state at the end of `epoch` (a crash or a kill)."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.epoch >= self.epoch:
+            raise KeyboardInterrupt(f"interrupted after epoch {self.epoch}")
+
+
+def _logits(model, batch):
+    with torch.no_grad():
+        return model(**batch).logits
+
+
+def _run(workdir, experiment, params=None, callbacks=(), tag=""):
+    out = workdir / f"run-{experiment}{tag}"
+    paths = {
+        "checkpoints_dir": out / "checkpoints",
+        "log_dir": out / "train",
+        "resume_dir": out / "resume",
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(workdir)
+        run_train(params or train_params(), experiment, workdir / "base", Path("train.jsonl"), callbacks=callbacks, **paths)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def straight_runs(workdir, probe_batch):
+    """Uninterrupted 2-epoch runs, one per strategy asked for, with the trained model's logits."""
+    runs = {}
+
+    def run(experiment):
+        if experiment not in runs:
+            capture = CaptureLogits(probe_batch)
+            runs[experiment] = (_run(workdir, experiment, callbacks=[capture]), capture.logits)
+        return runs[experiment]
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def freeze_llm_run(workdir, straight_runs):
+    # a stale resume state from other params must be discarded, not resumed
+    stale = workdir / "run-freeze_llm" / "resume"
+    (stale / "checkpoint-999").mkdir(parents=True)
+    (stale / "brandcap_resume.json").write_text(json.dumps({"fingerprint": "other params"}))
+    return straight_runs("freeze_llm")
+
+
+def test_freeze_llm_run_writes_deltas_logs_and_summary(workdir, freeze_llm_run):
+    paths, _ = freeze_llm_run
+    summary = json.loads((paths["log_dir"] / "summary.json").read_text())
+    assert summary["strategy"] == "freeze_llm" and summary["resumed_from_step"] == 0
+    assert summary["gradient_accumulation_steps"] == 2 and summary["precision"] == "fp32"
+    assert 0 < summary["trainable_params"] < summary["total_params"]
+    assert summary["peak_memory_bytes"] > 0 and summary["wall_time_s"] > 0 and summary["samples_per_second"] > 0
+    assert set(summary["checkpoint_bytes"]) == {"1", "2"}
+    assert 0 < summary["checkpoint_bytes"]["2"] < summary["full_model_bytes"]
+
+    records = [json.loads(line) for line in (paths["log_dir"] / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    assert set(records[0]) == {"step", "epoch", "loss", "learning_rate", "grad_norm", "samples_per_second"}
+    assert records[-1]["epoch"] == pytest.approx(2.0)
+
+    for epoch in (1, 2):
+        ckpt = paths["checkpoints_dir"] / f"epoch-{epoch}"
+        assert sorted(p.name for p in ckpt.iterdir()) == [CHECKPOINT_META, TRAINABLE_WEIGHTS]
+        meta = json.loads((ckpt / CHECKPOINT_META).read_text())
+        assert meta["epoch"] == epoch and meta["experiment"] == "freeze_llm" and meta["strategy"] == "freeze_llm"
+        assert meta["params"]["train"]["epochs"] == 2 and meta["saved_bytes"] == (ckpt / TRAINABLE_WEIGHTS).stat().st_size
+        keys = load_file(ckpt / TRAINABLE_WEIGHTS).keys()
+        assert keys and all(".vision_tower." in k or ".multi_modal_projector." in k for k in keys)
+    # epochs 1 and 2 hold different weights
+    first, last = (load_file(paths["checkpoints_dir"] / f"epoch-{e}" / TRAINABLE_WEIGHTS) for e in (1, 2))
+    assert any(not torch.equal(first[k], last[k]) for k in first)
+    assert not paths["resume_dir"].exists()
+
+
+def test_delta_checkpoint_reproduces_the_trained_model(workdir, freeze_llm_run, probe_batch):
+    paths, trained_logits = freeze_llm_run
+    model, _ = load_for_inference(workdir / "base", paths["checkpoints_dir"] / "epoch-2")
+    assert not model.training
+    assert torch.allclose(_logits(model, probe_batch), trained_logits, atol=1e-5)
+    base, _ = load_for_inference(workdir / "base", None)
+    assert not torch.allclose(_logits(base, probe_batch), trained_logits, atol=1e-3)
+
+
+def test_training_lowers_the_loss(workdir):
+    paths = _run(workdir, "freeze_vision", train_params(epochs=3, save_epochs=[3]))
+    losses = [json.loads(line)["loss"] for line in (paths["log_dir"] / "log.jsonl").read_text().splitlines()]
+    assert len(losses) == 6
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_lora_adapter_checkpoint_reproduces_the_trained_model(workdir, probe_batch, straight_runs):
+    paths, trained_logits = straight_runs("lora")
+    ckpt = paths["checkpoints_dir"] / "epoch-2"
+    assert {"adapter_config.json", "adapter_model.safetensors", CHECKPOINT_META} <= {p.name for p in ckpt.iterdir()}
+    summary = json.loads((paths["log_dir"] / "summary.json").read_text())
+    assert summary["checkpoint_bytes"]["2"] < summary["full_model_bytes"] / 2
+    model, _ = load_for_inference(workdir / "base", ckpt)
+    assert type(model).__name__ == "InternVLForConditionalGeneration"  # merged, no peft wrapper
+    assert torch.allclose(_logits(model, probe_batch), trained_logits, atol=1e-5)
+
+
+def _delta_weights(checkpoint_dir):
+    name = TRAINABLE_WEIGHTS if (checkpoint_dir / TRAINABLE_WEIGHTS).exists() else "adapter_model.safetensors"
+    return load_file(checkpoint_dir / name)
+
+
+@pytest.mark.parametrize("experiment", ["freeze_llm", "lora"])
+def test_interrupted_run_resumes_and_restores_epoch_checkpoints(workdir, freeze_llm_run, straight_runs, experiment):
+    with pytest.raises(KeyboardInterrupt):
+        _run(workdir, experiment, callbacks=[InterruptAfterEpoch(1)], tag="-interrupted")
+    out = workdir / f"run-{experiment}-interrupted"
+    assert (out / "checkpoints" / "epoch-1" / CHECKPOINT_META).exists()
+    assert not (out / "checkpoints" / "epoch-2").exists()
+    assert list((out / "resume").glob("checkpoint-*"))
+    # orchestrators delete a failed job's outputs before rerunning it
+    shutil.rmtree(out / "checkpoints")
+    shutil.rmtree(out / "train")
+
+    paths = _run(workdir, experiment, tag="-interrupted")
+    summary = json.loads((paths["log_dir"] / "summary.json").read_text())
+    assert summary["resumed_from_step"] == 2  # the end of epoch 1
+    steps = [json.loads(line)["step"] for line in (paths["log_dir"] / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+    assert not paths["resume_dir"].exists()
+    # the same weights as the uninterrupted run, epoch by epoch
+    straight_paths = straight_runs(experiment)[0]
+    for epoch in (1, 2):
+        resumed = _delta_weights(paths["checkpoints_dir"] / f"epoch-{epoch}")
+        straight = _delta_weights(straight_paths["checkpoints_dir"] / f"epoch-{epoch}")
+        assert resumed.keys() == straight.keys()
+        assert all(torch.allclose(resumed[k], straight[k], atol=1e-6) for k in resumed)
+
+
+@pytest.mark.parametrize("strategy", ["projector_only", "freeze_vision", "full"])
+def test_every_checkpoint_format_round_trips(workdir, probe_batch, tmp_path, strategy):
+    model = AutoModelForImageTextToText.from_pretrained(workdir / "base", dtype=torch.float32)
+    full_bytes = state_bytes(model)
+    apply_strategy(model, strategy, LoraParams())
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn_like(p))
+    model.eval()
+    expected = _logits(model, probe_batch)
+    saved = save_checkpoint(model, tmp_path / "epoch-1", strategy, {"epoch": 1})
+    loaded, _ = load_for_inference(workdir / "base", tmp_path / "epoch-1")
+    assert torch.allclose(_logits(loaded, probe_batch), expected, atol=1e-5)
+    if strategy == "full":
+        assert (tmp_path / "epoch-1" / "model.safetensors").exists()
+    else:
+        assert saved < full_bytes
+
+
+def test_loader_refuses_weights_that_do_not_match_the_strategy(workdir, freeze_llm_run, tmp_path):
+    ckpt = tmp_path / "epoch-2"
+    shutil.copytree(freeze_llm_run[0]["checkpoints_dir"] / "epoch-2", ckpt)
+    meta = json.loads((ckpt / CHECKPOINT_META).read_text())
+    (ckpt / CHECKPOINT_META).write_text(json.dumps({**meta, "strategy": "projector_only"}))
+    with pytest.raises(ValueError, match="unexpected keys.*vision_tower"):
+        load_for_inference(workdir / "base", ckpt)
+    with pytest.raises(FileNotFoundError, match="not a brandcap checkpoint"):
+        load_for_inference(workdir / "base", tmp_path)
+
+
+def test_effective_batch_and_precision_settings():
+    train = train_params(batch_size=24, per_device_batch_size=4).train
+    assert gradient_accumulation_steps(train, 1) == 6
+    assert gradient_accumulation_steps(train, 2) == 3
+    with pytest.raises(ValueError, match="not a multiple"):
+        gradient_accumulation_steps(train, 4)
+    expected = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    assert resolve_precision("auto") == expected
+    assert resolve_precision("fp32") == "fp32"
+
+
+def test_missing_base_model_fails_clearly(workdir, tmp_path):
+    with pytest.raises(FileNotFoundError, match="base_model stage"):
+        run_train(train_params(), "freeze_llm", tmp_path / "nowhere", workdir / "train.jsonl", tmp_path / "c", tmp_path / "l", tmp_path / "r")
