@@ -20,12 +20,13 @@ rule catalog:
 rule general_set:
     input:
         script=script("general_set"),
-        code=package("general_set", "shop"),
+        code=package("general_set", "catalog", "shop"),
     output:
         out=directory("data/raw/general"),
     params:
         seed=config["seed"],
         data=config["data"],
+        download=config["download"],
     log:
         "logs/general_set.log",
     shell:
@@ -35,13 +36,14 @@ rule general_set:
 rule download:
     input:
         script=script("download"),
-        code=package("download"),
+        code=package("download", "catalog", "shop"),
         catalog=rules.catalog.output.catalog,
         shop=rules.catalog.output.shop,
     output:
         images=directory("data/raw/images"),
         manifest="data/raw/manifest.parquet",
     params:
+        data=config["data"],
         download=config["download"],
     log:
         "logs/download.log",
