@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -127,6 +128,20 @@ def test_retry_after_is_honoured(workdir):
                 gaps[before["status"]].append(after["time"] - before["time"])
     assert gaps[429] and min(gaps[429]) >= 0.38
     assert gaps[500] and max(gaps[500]) < 0.3  # no Retry-After: the (zero) backoff applies
+
+
+def test_timeouts_are_retried_then_recorded(workdir):
+    make_manifest(workdir, 6)
+    sim = SimulatorParams(**{**NO_FAILURES, "slow_rate": 0.5, "slow_s": 1.5})
+    with start_simulated_vlm(sim, seed=4) as server:
+        records = run(params_for(server.base_url, timeout_s=0.3, retries=6, backoff_s=0, concurrency=6))
+        assert all(r["error"] is None for r in records) and sum(r["retries"] for r in records) > 0
+    shutil.rmtree(RESUME)  # another server at the same base_url setting: the cache cannot tell
+    sim = SimulatorParams(**{**NO_FAILURES, "slow_rate": 1.0, "slow_s": 1.5})
+    with start_simulated_vlm(sim, seed=4) as server:
+        with pytest.raises(CaptionError):
+            run(params_for(server.base_url, timeout_s=0.3, retries=1, backoff_s=0, concurrency=6))
+    assert all(r["error"].startswith("timeout") for r in read_jsonl(CAPTIONS))
 
 
 def test_kill_9_mid_run_then_rerun_asks_only_unfinished(workdir):

@@ -203,3 +203,4 @@ def test_serve_vlm_command(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+        proc.stdout.close()

@@ -47,6 +47,7 @@ from tqdm import tqdm
 from brandcap.atomic import read_jsonl, write_jsonl
 from brandcap.clean_rules import is_garbled, is_repetition_loop
 from brandcap.params import CaptionParams, CleanParams, Params
+from brandcap.simulated_vlm import start_simulated_vlm
 
 log = logging.getLogger(__name__)
 
@@ -288,7 +289,9 @@ async def ask_all(items: list[Item], base_url: str, params: Params, cache: TextI
     """Ask for every item with at most `caption.concurrency` in flight; each answer is appended to the cache."""
     cp = params.caption
     secret = os.environ.get(cp.api_key_env, "")
-    client = openai.AsyncOpenAI(base_url=base_url, api_key=secret or PLACEHOLDER_API_KEY, max_retries=0, timeout=cp.timeout_s)
+    # openai's aiohttp transport: the same client API at about two thirds of httpx2's CPU per request.
+    client = openai.AsyncOpenAI(base_url=base_url, api_key=secret or PLACEHOLDER_API_KEY, max_retries=0,
+                                timeout=cp.timeout_s, http_client=openai.DefaultAioHttpClient())
     asker = Asker(client, cp, params.clean, secret)
     results: dict[str, dict[str, Any]] = {}
     pending = iter(items)
@@ -324,8 +327,6 @@ def run_caption(params: Params, manifest_path: str | Path, captions_path: str | 
     cached = load_cache(cache_path)
     todo = [it for it in items if it.key not in cached]
     n_cached = len(items) - len(todo)
-
-    from brandcap.simulated_vlm import start_simulated_vlm
 
     server = start_simulated_vlm(cp.simulator, params.seed, cp.prompt) if (todo and not cp.base_url) else None
     base_url = server.base_url if server else cp.base_url
