@@ -207,6 +207,9 @@ def test_interrupted_run_resumes_and_restores_epoch_checkpoints(workdir, freeze_
     assert (out / "checkpoints" / "epoch-1" / CHECKPOINT_META).exists()
     assert not (out / "checkpoints" / "epoch-2").exists()
     assert list((out / "resume").glob("checkpoint-*"))
+    # a Trainer checkpoint torn by a kill while it was being written is skipped
+    (out / "resume" / "checkpoint-99").mkdir()
+    (out / "resume" / "checkpoint-99" / "optimizer.pt").write_bytes(b"torn")
     # orchestrators delete a failed job's outputs before rerunning it
     shutil.rmtree(out / "checkpoints")
     shutil.rmtree(out / "train")
@@ -272,3 +275,16 @@ def test_effective_batch_and_precision_settings():
 def test_missing_base_model_fails_clearly(workdir, tmp_path):
     with pytest.raises(FileNotFoundError, match="base_model stage"):
         run_train(train_params(), "freeze_llm", tmp_path / "nowhere", workdir / "train.jsonl", tmp_path / "c", tmp_path / "l", tmp_path / "r")
+
+
+def test_deepspeed_config_is_checked(tmp_path):
+    from brandcap.train import check_deepspeed_config
+
+    check_deepspeed_config("")
+    with pytest.raises(FileNotFoundError, match="zero2.json"):
+        check_deepspeed_config(str(tmp_path / "missing.json"))
+    (tmp_path / "zero2.json").write_text(json.dumps({"zero_optimization": {"stage": 2}}))
+    check_deepspeed_config(str(tmp_path / "zero2.json"))
+    (tmp_path / "zero3.json").write_text(json.dumps({"zero_optimization": {"stage": 3}}))
+    with pytest.raises(ValueError, match="ZeRO stage 3"):
+        check_deepspeed_config(str(tmp_path / "zero3.json"))

@@ -82,6 +82,20 @@ def resolve_precision(precision: str) -> str:
     return precision
 
 
+def check_deepspeed_config(path: str) -> None:
+    """The config exists and does not partition parameters (ZeRO-3), which the delta checkpoints cannot gather."""
+    if not path:
+        return
+    if not Path(path).exists():
+        raise FileNotFoundError(f"train.deepspeed: {path} not found; give a config such as configs/deepspeed/zero2.json or leave it empty")
+    stage = json.loads(Path(path).read_text()).get("zero_optimization", {}).get("stage", 0)
+    if stage == 3:
+        raise ValueError(
+            f"train.deepspeed: {path} uses ZeRO stage 3, which shards the weights across GPUs; the epoch "
+            "checkpoints save unsharded trainable weights, so use ZeRO-2 (configs/deepspeed/zero2.json)"
+        )
+
+
 def peak_memory() -> tuple[int, str]:
     """(bytes, kind): CUDA max allocated on a GPU, else this process's peak resident set size."""
     if torch.cuda.is_available():
@@ -241,7 +255,17 @@ def _prepare_resume_dir(resume_dir: Path, fingerprint: str) -> str | None:
             shutil.rmtree(resume_dir)
     resume_dir.mkdir(parents=True, exist_ok=True)
     atomic.write_json(marker, {"fingerprint": fingerprint})
-    return get_last_checkpoint(str(resume_dir))
+    return _last_complete_checkpoint(resume_dir)
+
+
+def _last_complete_checkpoint(resume_dir: Path) -> str | None:
+    """The newest Trainer checkpoint whose trainer_state.json (written last) exists; torn ones are removed."""
+    while (last := get_last_checkpoint(str(resume_dir))) is not None:
+        if (Path(last) / "trainer_state.json").exists():
+            return last
+        log.warning("removing %s: a checkpoint torn by an interruption", last)
+        shutil.rmtree(last)
+    return None
 
 
 def _restore_epoch_checkpoints(store_dir: Path, checkpoints_dir: Path, up_to_epoch: int) -> list[int]:
@@ -326,8 +350,7 @@ def run_train(
     checkpoints_dir, log_dir, resume_dir = Path(checkpoints_dir), Path(log_dir), Path(resume_dir)
     train = params.train
     strategy, learning_rate, lora = experiment_settings(params, experiment)
-    if train.deepspeed and not Path(train.deepspeed).exists():
-        raise FileNotFoundError(f"train.deepspeed: {train.deepspeed} not found; give a config such as configs/deepspeed/zero2.json or leave it empty")
+    check_deepspeed_config(train.deepspeed)
     if not (base_dir / "config.json").exists():
         raise FileNotFoundError(f"{base_dir}: no base model (config.json missing); run the base_model stage first")
     precision = resolve_precision(train.precision)
