@@ -36,7 +36,7 @@ def setup_logging(log_file: Path | None) -> None:
         handlers.append(logging.FileHandler(log_file, mode="w", encoding="utf-8"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers, force=True)
     # Third-party chatter (HTTP request lines, hub checks) would drown the summaries.
-    for noisy in ("httpx", "openai", "urllib3", "aiohttp.access", "DeepSpeed", "datasets"):
+    for noisy in ("httpx", "httpx2", "openai", "urllib3", "aiohttp.access", "DeepSpeed", "datasets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
