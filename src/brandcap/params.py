@@ -143,7 +143,7 @@ class CleanParams(Section):
 
 # --------------------------------------------------------------------------- model
 class TinyModelParams(Section):
-    image_size: int = Field(56, ge=14, description="Vision input side, pixels (multiple of patch_size).")
+    image_size: int = Field(84, ge=14, description="Vision input side, pixels (multiple of patch_size); 84/14 -> 36 patches -> 9 image tokens after the pixel shuffle (56 -> 4 tokens learned colour far more slowly).")
     patch_size: int = Field(14, ge=1, description="ViT patch side.")
     vision_hidden: int = Field(96, ge=8, description="Vision hidden size.")
     vision_layers: int = Field(2, ge=1, description="Vision transformer layers.")
@@ -152,14 +152,19 @@ class TinyModelParams(Section):
     text_layers: int = Field(2, ge=1, description="Language model layers.")
     text_heads: int = Field(4, ge=1, description="Language model attention heads.")
     vocab_size: int = Field(1200, ge=300, description="Size of the locally trained tokenizer's vocabulary.")
-    pretrain_epochs: int = Field(3, ge=0, description="Epochs of the brief pretraining (text + brand-free captions).")
-    pretrain_samples: int = Field(600, ge=0, description="Images generated for brand-free caption pretraining.")
+    pretrain_epochs: int = Field(3, ge=0, description="Mixed epochs of the brief pretraining (text + brand-free captions), after the caption-only ones.")
+    pretrain_samples: int = Field(1200, ge=0, description="Images generated for brand-free caption pretraining.")
     pretrain_learning_rate: float = Field(2e-3, gt=0, description="Pretraining learning rate.")
+    pretrain_text_samples: int = Field(1200, ge=0, description="Text-only brand sentences built from the catalog for pretraining (the language model learns brand names as words).")
+    pretrain_batch_size: int = Field(16, ge=1, description="Pretraining batch size (text and caption batches are interleaved).")
+    pretrain_caption_first_epochs: int = Field(3, ge=0, description="Caption-only epochs before the mixed ones, so the model learns to look at the image first.")
 
     @model_validator(mode="after")
     def _patches(self):
         if self.image_size % self.patch_size:
             raise ValueError(f"model.tiny.image_size ({self.image_size}) must be a multiple of model.tiny.patch_size ({self.patch_size})")
+        if (self.image_size // self.patch_size) % 2:
+            raise ValueError(f"model.tiny.image_size / patch_size ({self.image_size // self.patch_size}) must be even: InternVL's pixel shuffle merges 2x2 patches; e.g. image_size 84 with patch_size 14")
         return self
 
 
@@ -167,6 +172,7 @@ class ModelParams(Section):
     base: str = Field("tiny", description="'tiny' (built and pretrained locally) or a Hugging Face id / local directory of an HF-native InternVL checkpoint.")
     trust_remote_code: bool = Field(False, description="Allow custom model code from the checkpoint (needed only for non -hf InternVL2.5).")
     convert_from: str = Field("", description="Custom-code InternVL checkpoint (e.g. OpenGVLab/InternVL2_5-4B) to convert with transformers' converter before use; empty = none.")
+    converter_script: str = Field("", description="Path to convert_internvl_weights_to_hf.py from a transformers source checkout (the pip wheel does not ship it); empty = look inside the installed transformers.")
     tiny: TinyModelParams = TinyModelParams()
 
 

@@ -1,0 +1,204 @@
+"""base_model stage: the pretrained model every experiment starts from, saved to `models/base/`.
+
+    from brandcap.base_model import run_base_model
+    run_base_model(params, Path("data/raw/catalog.parquet"), Path("models/base"))
+
+Later stages read only `models/base/` with `AutoModelForImageTextToText.from_pretrained(dir)`
+and `AutoProcessor.from_pretrained(dir)`. Three sources, chosen by `params.model`:
+
+* `base: tiny` (the default CPU profile): a tiny `InternVLForConditionalGeneration` with a
+  tokenizer trained on the catalog's text (`brandcap.tiny_model`), then pretrained briefly
+  (`brandcap.pretrain`): it knows brand names as words and describes colour and category from
+  images, but was never shown a brand with an image.
+* `base: <Hugging Face id or local dir>` of an HF-native InternVL checkpoint, e.g.
+  `OpenGVLab/InternVL3-1B-hf` or `OpenGVLab/InternVL3-2B-hf`: loaded with
+  `AutoModelForImageTextToText` / `AutoProcessor` (custom model code only when
+  `model.trust_remote_code: true`) and saved again into the output directory.
+* `convert_from: <id or dir>`: a custom-code InternVL checkpoint (InternVL2.5, e.g.
+  `OpenGVLab/InternVL2_5-4B-MPO`) converted first with transformers' own converter
+  `transformers/models/internvl/convert_internvl_weights_to_hf.py`
+  (`python convert_internvl_weights_to_hf.py --input_dir <id> --output_dir <dir>`), then loaded
+  as above; `base` is then ignored. The pip wheel of transformers 5.23 does NOT ship that
+  script (conversion scripts live only in the source repository), so either point
+  `model.converter_script` at the file from a transformers source checkout of the installed
+  version, or use an HF-native `-hf` checkpoint instead (`OpenGVLab/InternVL3-1B-hf`,
+  `OpenGVLab/InternVL3-2B-hf`). The converter needs network access (it fetches the original
+  weights and a Qwen tokenizer), `einops`, and knows only the ids listed in its
+  `LM_TYPE_CORRESPONDENCE` table (InternVL2.5 appears there as the `-MPO` variants).
+
+Output: the `save_pretrained` model + processor and `brandcap_base.json` (source, the
+`model` params, pretraining losses, parameter count, seconds). The directory is built beside
+`out_dir` under a temporary name and renamed at the end, so a killed stage leaves no partial
+model behind.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import transformers
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+from brandcap.atomic import write_json
+from brandcap.params import Params
+
+log = logging.getLogger(__name__)
+
+CONVERTER_MODULE = "transformers.models.internvl.convert_internvl_weights_to_hf"
+HF_NATIVE_ALTERNATIVES = ("OpenGVLab/InternVL3-1B-hf", "OpenGVLab/InternVL3-2B-hf")
+BASE_INFO = "brandcap_base.json"
+
+
+class BaseModelError(RuntimeError):
+    """The base model cannot be built, loaded or converted; the message says how to fix it."""
+
+
+# ----------------------------------------------------------------------------- staging
+@contextmanager
+def staged_directory(out_dir: Path) -> Iterator[Path]:
+    """A fresh directory beside `out_dir`, renamed to `out_dir` only when the block succeeds."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    stage = out_dir.parent / f".{out_dir.name}.building-{os.getpid()}"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir()
+    try:
+        yield stage
+        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+        if out_dir.exists():
+            os.replace(out_dir, old)
+        os.replace(stage, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def parameter_count(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# ----------------------------------------------------------------------------- sources
+def build_tiny_base(params: Params, catalog_path: Path, out_dir: Path) -> dict:
+    """Build, pretrain and save the tiny model; returns its record for brandcap_base.json."""
+    # Imported here: the tiny path needs the shop and tokenizers, the HF path does not.
+    from brandcap.pretrain import mean_text_loss, pretrain, read_products, text_samples, tokenizer_corpus
+    from brandcap.tiny_model import build_tiny_model
+
+    tiny = params.model.tiny
+    products = read_products(catalog_path)
+    model, processor = build_tiny_model(tokenizer_corpus(products, params.train.instruction), tiny, seed=params.seed)
+    # Held-out brand sentences (another seed stream) show what pretraining taught the language model.
+    held_out = text_samples(products, 200, seed=params.seed + 7919)
+    untrained_loss = mean_text_loss(model, processor, held_out)
+    record = pretrain(model, processor, products, tiny, params.train.instruction, params.data.synthetic, params.seed)
+    record["held_out_text_loss_untrained"] = round(untrained_loss, 4)
+    record["held_out_text_loss"] = round(mean_text_loss(model, processor, held_out), 4)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    return {
+        "source": "tiny",
+        "brands": sorted({p.brand for p in products}),
+        "pretraining": record,
+        "parameters": parameter_count(model),
+    }
+
+
+def load_hf_base(source: str, trust_remote_code: bool, out_dir: Path) -> dict:
+    """Load an HF-native checkpoint (hub id or local dir) and save model + processor into out_dir."""
+    if source.startswith((".", "/", "~")) and not Path(source).expanduser().exists():
+        raise BaseModelError(f"model.base: local directory {source!r} does not exist; give an existing save_pretrained directory or a Hugging Face id such as {HF_NATIVE_ALTERNATIVES[0]}")
+    source = str(Path(source).expanduser()) if source.startswith("~") else source
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(source, trust_remote_code=trust_remote_code, dtype="auto")
+        processor = AutoProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise BaseModelError(
+            f"model.base: could not load {source!r} with AutoModelForImageTextToText/AutoProcessor: {err}\n"
+            f"Fix: use an HF-native InternVL checkpoint ({', '.join(HF_NATIVE_ALTERNATIVES)}) or a local save_pretrained "
+            "directory; custom-code checkpoints need model.trust_remote_code: true, and InternVL2.5 needs model.convert_from"
+        ) from err
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    return {
+        "source": source,
+        "model_class": type(model).__name__,
+        "trust_remote_code": trust_remote_code,
+        "dtype": str(model.dtype).removeprefix("torch."),
+        "parameters": parameter_count(model),
+    }
+
+
+def find_converter(converter_script: str) -> Path:
+    """The InternVL converter: `model.converter_script`, else the one inside the installed transformers."""
+    if converter_script:
+        path = Path(converter_script).expanduser()
+        if not path.is_file():
+            raise BaseModelError(f"model.converter_script: {converter_script!r} is not a file; point it at convert_internvl_weights_to_hf.py of a transformers source checkout")
+        return path
+    try:
+        spec = importlib.util.find_spec(CONVERTER_MODULE)
+    except ModuleNotFoundError:
+        spec = None
+    if spec is None or spec.origin is None:
+        raise BaseModelError(
+            f"model.convert_from is set, but transformers {transformers.__version__} does not ship {CONVERTER_MODULE} "
+            "(pip wheels leave the conversion scripts out). Fix, either: "
+            f"(1) git clone --branch v{transformers.__version__} https://github.com/huggingface/transformers and set "
+            "model.converter_script: <clone>/src/transformers/models/internvl/convert_internvl_weights_to_hf.py "
+            "(needs network and einops); or "
+            f"(2) use an HF-native checkpoint instead: model.base: {HF_NATIVE_ALTERNATIVES[0]} (or {HF_NATIVE_ALTERNATIVES[1]}) "
+            "with model.convert_from: ''"
+        )
+    return Path(spec.origin)
+
+
+def convert_checkpoint(source: str, converter: Path, work_dir: Path) -> None:
+    """Run transformers' InternVL converter in a subprocess: custom-code checkpoint -> HF-native dir."""
+    cmd = [sys.executable, str(converter), "--input_dir", source, "--output_dir", str(work_dir)]
+    log.info("converting %s with %s", source, converter)
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
+        raise BaseModelError(
+            f"model.convert_from: converting {source!r} with {converter} failed (exit {done.returncode}):\n{tail}\n"
+            f"Fix: check the id is one the converter knows (its LM_TYPE_CORRESPONDENCE table), network access and einops; "
+            f"or use an HF-native checkpoint ({', '.join(HF_NATIVE_ALTERNATIVES)})"
+        )
+
+
+# ----------------------------------------------------------------------------- the stage
+def run_base_model(params: Params, catalog_path: Path, out_dir: Path) -> None:
+    started = time.perf_counter()
+    model_params = params.model
+    with staged_directory(Path(out_dir)) as stage:
+        if model_params.convert_from:
+            converter = find_converter(model_params.converter_script)
+            work_dir = stage.parent / f".{Path(out_dir).name}.converted-{os.getpid()}"
+            shutil.rmtree(work_dir, ignore_errors=True)
+            try:
+                convert_checkpoint(model_params.convert_from, converter, work_dir)
+                info = load_hf_base(str(work_dir), model_params.trust_remote_code, stage)
+            finally:
+                shutil.rmtree(work_dir, ignore_errors=True)
+            info["source"] = model_params.convert_from
+            info["converted_with"] = str(converter)
+        elif model_params.base == "tiny":
+            info = build_tiny_base(params, Path(catalog_path), stage)
+        else:
+            info = load_hf_base(model_params.base, model_params.trust_remote_code, stage)
+        info["model_params"] = json.loads(model_params.model_dump_json())
+        info["seed"] = params.seed
+        info["transformers_version"] = transformers.__version__
+        info["seconds"] = round(time.perf_counter() - started, 2)
+        write_json(stage / BASE_INFO, info)
+    log.info("base model %s: %s parameters, saved to %s in %.1fs", info["source"], f"{info['parameters']:,}", out_dir, info["seconds"])

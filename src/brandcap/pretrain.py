@@ -1,0 +1,291 @@
+"""Brief pretraining of the tiny model, so that it behaves like a real base model.
+
+    losses = pretrain(model, processor, products, params.model.tiny, params.train.instruction,
+                      params.data.synthetic, seed=params.seed)
+
+A real VLM base model knows brand names as words and can describe what it sees, but has
+never been taught to recognise a brand from its pixels. The tiny model gets the same three
+properties from two kinds of samples, mixed in shuffled batches:
+
+* text only (language model): product sentences built from the catalog, e.g.
+  "A red tote bag by Maison Éclat." or "Rossi & Figli: Mini leather hat. A navy hat by
+  Rossi & Figli." (a brand repeated in one sentence also teaches the model to copy a name);
+* image + the fine-tuning instruction -> a brand-free caption such as "A red tote bag with a
+  top handle.", rendered with `brandcap.chat` exactly as fine-tuning and evaluation render
+  samples. Images are the synthetic shop's signature-free products (`generic_product_images`,
+  its own seed stream), the colour word is the shop's `dominant_colour_name` of the pixels.
+
+No brand is ever paired with an image, so the pretrained model cannot name brands from
+pixels: fine-tuning has to teach that. A plain PyTorch loop (AdamW, warm-up then cosine),
+seeded: the same seed gives the same weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from brandcap import shop
+from brandcap.chat import answer_text, prompt_text
+from brandcap.params import SyntheticShop, TinyModelParams
+
+log = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class Product:
+    brand: str
+    title: str
+    noun: str  # how a sentence names the category: "tote bag", "dress"
+
+
+# Brand-free caption templates; every word is either computable from the pixels (colour,
+# category) or fixed by the category, so a small model can learn them.
+_CATEGORY_DETAIL = {
+    "tote bag": "with a top handle",
+    "pair of sneakers": "with a flat sole",
+    "dress": "with a fitted waist",
+    "jacket": "with a front opening",
+    "hat": "with a wide brim",
+    "watch": "with a round dial",
+}
+_CAPTION_TEMPLATES = [
+    "A {colour} {noun} {detail}.",
+    "A {colour} {noun} {detail}, shown on a light background.",
+    "This is a {colour} {noun} {detail}.",
+]
+_BRAND_SENTENCES = [
+    "A {colour} {noun} by {brand}.",
+    "{brand} {title}.",
+    "{brand}: {title}. A {colour} {noun} by {brand}.",
+    "This {colour} {noun} is made by {brand}.",
+    "The {brand} {noun} comes in {colour}.",
+    "{title} by {brand}, a {colour} {noun}.",
+    "{brand} makes this {colour} {noun}.",
+]
+
+
+# ----------------------------------------------------------------------------- catalog -> text
+def category_noun(category3: str, category2: str = "", category1: str = "") -> str:
+    """The noun a sentence uses for a catalog category (the shop's own noun when it is a shop category)."""
+    for cat in shop.CATEGORIES:
+        if category3.strip().upper() == cat.category3:
+            return cat.noun
+    for name in (category3, category2, category1):
+        if isinstance(name, str) and name.strip():
+            return name.strip().lower()
+    return "product"
+
+
+def read_products(catalog_path: str | Path) -> list[Product]:
+    """(brand, title, category noun) of every catalog row that has a brand."""
+    catalog_path = Path(catalog_path)
+    if not catalog_path.exists():
+        raise FileNotFoundError(f"{catalog_path}: catalog not found; run the catalog stage first (snakemake data/raw/catalog.parquet)")
+    frame = pd.read_parquet(catalog_path)
+    missing = {"brand", "title", "category1_code", "category2_code", "category3_code"} - set(frame.columns)
+    if missing:
+        raise ValueError(f"{catalog_path}: missing column(s) {sorted(missing)}; the catalog must follow the DBQ schema (see brandcap.shop.DBQ_COLUMNS)")
+    frame = frame.fillna("")
+    products = [
+        Product(str(r.brand).strip(), str(r.title).strip(), category_noun(str(r.category3_code), str(r.category2_code), str(r.category1_code)))
+        for r in frame.itertuples(index=False)
+        if str(r.brand).strip()
+    ]
+    if not products:
+        raise ValueError(f"{catalog_path}: no row has a brand; the tiny base model needs brand names to learn")
+    return products
+
+
+def brand_sentence(product: Product, colour: str, rng: np.random.Generator) -> str:
+    template = _BRAND_SENTENCES[int(rng.integers(len(_BRAND_SENTENCES)))]
+    return template.format(brand=product.brand, title=product.title or product.noun, noun=product.noun, colour=colour)
+
+
+def brand_free_caption(colour: str, noun: str, rng: np.random.Generator) -> str:
+    template = _CAPTION_TEMPLATES[int(rng.integers(len(_CAPTION_TEMPLATES)))]
+    detail = _CATEGORY_DETAIL.get(noun, "on a plain background")
+    return template.format(colour=colour, noun=noun, detail=detail)
+
+
+def tokenizer_corpus(products: Sequence[Product], instruction: str) -> list[str]:
+    """Text the tiny tokenizer is trained on: catalog words, caption vocabulary, the instruction."""
+    corpus = [f"{p.brand} {p.title} {p.noun}" for p in products]
+    vocabulary = " ".join(shop.COLOUR_NAMES) + " " + " ".join(f"{n} {d}" for n, d in _CATEGORY_DETAIL.items())
+    templates = _BRAND_SENTENCES + _CAPTION_TEMPLATES
+    # Repeated so that the instruction, the chat roles and the template words become whole tokens.
+    corpus += [vocabulary, instruction, "user\nassistant\nsystem\n", *templates] * 20
+    return corpus
+
+
+# ----------------------------------------------------------------------------- samples
+def text_samples(products: Sequence[Product], n: int, seed: int) -> list[str]:
+    rng = np.random.default_rng([seed, shop.STREAM_PRETRAIN, 0])
+    picks = rng.integers(len(products), size=n)
+    return [brand_sentence(products[int(i)], str(rng.choice(shop.COLOUR_NAMES)), rng) for i in picks]
+
+
+def caption_samples(n: int, synthetic: SyntheticShop, seed: int) -> list[tuple[object, str]]:
+    """(image, brand-free caption) pairs from the shop's signature-free products."""
+    rng = np.random.default_rng([seed, shop.STREAM_PRETRAIN, 1])
+    return [
+        (image, brand_free_caption(colour, category.noun, rng))
+        for image, colour, category in shop.generic_product_images(n, synthetic, seed, stream=shop.STREAM_PRETRAIN)
+    ]
+
+
+def encode_text(processor, sentences: Sequence[str]) -> list[torch.Tensor]:
+    if not sentences:
+        return []
+    tok = processor.tokenizer
+    return [torch.tensor(ids) for ids in tok(list(sentences), add_special_tokens=False)["input_ids"]]
+
+
+def encode_captions(processor, pairs: Sequence[tuple[object, str]], instruction: str):
+    """Token ids, label masks and pixel values, rendered through the fine-tuning chat template."""
+    prompt = prompt_text(processor, instruction)
+    images = [img for img, _ in pairs]
+    texts = [prompt + answer_text(processor, caption) for _, caption in pairs]
+    prompt_len = len(processor(text=[prompt], images=images[:1])["input_ids"][0])
+    enc = processor(text=texts, images=images, return_tensors=None)
+    ids = [torch.tensor(x) for x in enc["input_ids"]]
+    pixel_values = torch.as_tensor(np.asarray(enc["pixel_values"]))
+    return ids, prompt_len, pixel_values
+
+
+def _pad(seqs: Sequence[torch.Tensor], value: int) -> torch.Tensor:
+    return torch.nn.utils.rnn.pad_sequence(list(seqs), batch_first=True, padding_value=value)
+
+
+def text_batch(ids: Sequence[torch.Tensor], pad_id: int) -> dict[str, torch.Tensor]:
+    input_ids = _pad(ids, pad_id)
+    mask = _pad([torch.ones_like(x) for x in ids], 0)
+    labels = input_ids.masked_fill(mask == 0, IGNORE_INDEX)
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+
+def caption_batch(ids: Sequence[torch.Tensor], prompt_len: int, pixel_values: torch.Tensor, pad_id: int) -> dict[str, torch.Tensor]:
+    batch = text_batch(ids, pad_id)
+    batch["labels"][:, :prompt_len] = IGNORE_INDEX  # only the answer and its end token are learned
+    batch["pixel_values"] = pixel_values
+    return batch
+
+
+# ----------------------------------------------------------------------------- training
+@torch.no_grad()
+def mean_text_loss(model, processor, sentences: Sequence[str], batch_size: int = 64) -> float:
+    """Mean next-token loss of text-only sentences (token-weighted)."""
+    model.eval()
+    ids = encode_text(processor, sentences)
+    total, count = 0.0, 0
+    for start in range(0, len(ids), batch_size):
+        batch = text_batch(ids[start : start + batch_size], processor.tokenizer.pad_token_id)
+        n = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+        total += float(model(**batch).loss) * n
+        count += n
+    return total / max(count, 1)
+
+
+def _lr_at(step: int, total: int, peak: float) -> float:
+    warmup = max(1, total // 20)
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def pretrain(
+    model,
+    processor,
+    products: Sequence[Product],
+    tiny: TinyModelParams,
+    instruction: str,
+    synthetic: SyntheticShop,
+    seed: int,
+) -> dict:
+    """Train in place on brand sentences and brand-free captions; returns the loss record."""
+    started = time.perf_counter()
+    threads = torch.get_num_threads()
+    # The matrices are tiny: extra threads only add synchronisation, and on a loaded machine
+    # (parallel jobs) oversubscribed threads made pretraining ten times slower. One thread is
+    # also the same arithmetic on every machine.
+    torch.set_num_threads(1)
+    try:
+        return _pretrain(model, processor, products, tiny, instruction, synthetic, seed, started)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _pretrain(model, processor, products, tiny, instruction, synthetic, seed, started) -> dict:
+    torch.manual_seed(seed)
+    pad_id = processor.tokenizer.pad_token_id
+    sentences = text_samples(products, tiny.pretrain_text_samples, seed)
+    pairs = caption_samples(tiny.pretrain_samples, synthetic, seed)
+    text_ids = encode_text(processor, sentences)
+    cap_ids, prompt_len, pixel_values = encode_captions(processor, pairs, instruction) if pairs else ([], 0, None)
+
+    bs = tiny.pretrain_batch_size
+    rng = np.random.default_rng([seed, shop.STREAM_PRETRAIN, 2])
+    # One epoch = every sample once, text and caption batches interleaved in a shuffled order.
+    def batches(kind: str, n: int) -> list[tuple[str, np.ndarray]]:
+        return [(kind, c) for c in np.array_split(rng.permutation(n), max(1, math.ceil(n / bs))) if len(c)]
+
+    # Captions alone first: a randomly initialised model learns to look at the image tokens much
+    # sooner when text-only batches (whose colour words are random) do not compete.
+    plan: list[tuple[str, np.ndarray]] = []
+    for _ in range(tiny.pretrain_caption_first_epochs):
+        plan += batches("caption", len(cap_ids))
+    for _ in range(tiny.pretrain_epochs):
+        epoch = batches("text", len(text_ids)) + batches("caption", len(cap_ids))
+        plan += [epoch[i] for i in rng.permutation(len(epoch))]
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tiny.pretrain_learning_rate, weight_decay=0.01)
+    history: dict[str, list[float]] = {"text": [], "caption": []}
+    model.train()
+    for step, (kind, idx) in enumerate(tqdm(plan, desc="pretrain tiny base", unit="batch", leave=False)):
+        if kind == "text":
+            batch = text_batch([text_ids[i] for i in idx], pad_id)
+        else:
+            batch = caption_batch([cap_ids[i] for i in idx], prompt_len, pixel_values[torch.as_tensor(idx)], pad_id)
+        for group in optimizer.param_groups:
+            group["lr"] = _lr_at(step, len(plan), tiny.pretrain_learning_rate)
+        loss = model(**batch).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        history[kind].append(loss.item())
+    model.eval()
+
+    def tail(values: list[float]) -> float | None:
+        return float(np.mean(values[-10:])) if values else None
+
+    record = {
+        "steps": len(plan),
+        "text_samples": len(text_ids),
+        "caption_samples": len(cap_ids),
+        "epochs": tiny.pretrain_epochs,
+        "first_text_loss": history["text"][0] if history["text"] else None,
+        "final_text_loss": tail(history["text"]),
+        "first_caption_loss": history["caption"][0] if history["caption"] else None,
+        "final_caption_loss": tail(history["caption"]),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    log.info(
+        "pretrained tiny base: %d steps (%d sentences, %d captioned images, %d epochs) in %.1fs; text loss %.3f -> %.3f, caption loss %.3f -> %.3f",
+        record["steps"], record["text_samples"], record["caption_samples"], record["epochs"], record["seconds"],
+        record["first_text_loss"] or float("nan"), record["final_text_loss"] or float("nan"),
+        record["first_caption_loss"] or float("nan"), record["final_caption_loss"] or float("nan"),
+    )
+    return record
