@@ -195,8 +195,8 @@ def main() -> None:
             peak = torch.cuda.max_memory_allocated() / 1e9 if torch.cuda.is_available() else math.nan
             bare_after = bare_run(model, batches, params, steps, accumulation)
             bare = (bare_before + bare_after) / 2
-            print(f"{strategy:<15}{trainable:>14,}{total:>14,}{stage:>17.2f}{bare:>16.2f}{stage / bare:>7.2f}{peak:>9.2f}"
-                  f"   (bare before/after: {bare_before:.2f}/{bare_after:.2f})")
+            print(f"{strategy:<15}{trainable:>14,}{total:>14,}{stage:>17.3g}{bare:>16.3g}{stage / bare:>7.2f}{peak:>9.2f}"
+                  f"   (bare before/after: {bare_before:.3g}/{bare_after:.3g})")
             if strategy == "lora":
                 base = model.unload()  # back to the plain model for the next strategy
             model = None
