@@ -26,8 +26,9 @@ from brandcap.tiny_model import build_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 # Small enough for the test budget, large enough that the model learns the templates.
-TEST_TINY = {"pretrain_samples": 320, "pretrain_text_samples": 320, "pretrain_epochs": 4, "pretrain_batch_size": 16}
-QUICK_TINY = {"pretrain_samples": 24, "pretrain_text_samples": 24, "pretrain_epochs": 1, "pretrain_batch_size": 8}
+# One thread: the suite may share the machine with other jobs.
+TEST_TINY = {"pretrain_samples": 320, "pretrain_text_samples": 320, "pretrain_epochs": 4, "pretrain_batch_size": 16, "pretrain_threads": 1}
+QUICK_TINY = {"pretrain_samples": 24, "pretrain_text_samples": 24, "pretrain_epochs": 1, "pretrain_batch_size": 8, "pretrain_threads": 1}
 
 
 def tiny_params(tiny: dict, seed: int = 4, **model):

@@ -130,10 +130,30 @@ def tokenizer_corpus(products: Sequence[Product], instruction: str) -> list[str]
 
 
 # ----------------------------------------------------------------------------- samples
-def text_samples(products: Sequence[Product], n: int, seed: int) -> list[str]:
+def chat_sample(processor, product: Product, colour: str, instruction: str) -> str:
+    """A text-only chat turn: the brand is *written* in the user turn and the answer repeats it.
+
+    This teaches the language model, inside the fine-tuning chat template, to put a brand it has
+    been given into its answer; the image never carries the brand, so the base model still cannot
+    name one from pixels, but a frozen language model (freeze_llm) can be steered to it.
+    """
+    messages = [{"role": "user", "content": [{"type": "text", "text": f"{product.brand}, {product.title}. {instruction}"}]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return prompt + answer_text(processor, f"A {colour} {product.noun} by {product.brand}.")
+
+
+def text_samples(products: Sequence[Product], n: int, seed: int, processor=None, instruction: str = "") -> list[str]:
+    """Brand sentences; with a processor, every third one is a text-only chat turn (`chat_sample`)."""
     rng = np.random.default_rng([seed, shop.STREAM_PRETRAIN, 0])
     picks = rng.integers(len(products), size=n)
-    return [brand_sentence(products[int(i)], str(rng.choice(shop.COLOUR_NAMES)), rng) for i in picks]
+    out = []
+    for k, i in enumerate(picks):
+        colour = str(rng.choice(shop.COLOUR_NAMES))
+        if processor is not None and k % 3 == 2:
+            out.append(chat_sample(processor, products[int(i)], colour, instruction))
+        else:
+            out.append(brand_sentence(products[int(i)], colour, rng))
+    return out
 
 
 def caption_samples(n: int, synthetic: SyntheticShop, seed: int) -> list[tuple[object, str]]:
@@ -217,10 +237,9 @@ def pretrain(
     """Train in place on brand sentences and brand-free captions; returns the loss record."""
     started = time.perf_counter()
     threads = torch.get_num_threads()
-    # The matrices are tiny: extra threads only add synchronisation, and on a loaded machine
-    # (parallel jobs) oversubscribed threads made pretraining ten times slower. One thread is
-    # also the same arithmetic on every machine.
-    torch.set_num_threads(1)
+    # The matrices are tiny: a second thread gains ~1.3x on an idle 2-core machine, but on a
+    # loaded one (parallel jobs) oversubscribed threads made pretraining ten times slower.
+    torch.set_num_threads(max(1, min(tiny.pretrain_threads, threads)))
     try:
         return _pretrain(model, processor, products, tiny, instruction, synthetic, seed, started)
     finally:
@@ -230,7 +249,7 @@ def pretrain(
 def _pretrain(model, processor, products, tiny, instruction, synthetic, seed, started) -> dict:
     torch.manual_seed(seed)
     pad_id = processor.tokenizer.pad_token_id
-    sentences = text_samples(products, tiny.pretrain_text_samples, seed)
+    sentences = text_samples(products, tiny.pretrain_text_samples, seed, processor, instruction)
     pairs = caption_samples(tiny.pretrain_samples, synthetic, seed)
     text_ids = encode_text(processor, sentences)
     cap_ids, prompt_len, pixel_values = encode_captions(processor, pairs, instruction) if pairs else ([], 0, None)
