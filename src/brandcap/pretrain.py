@@ -9,7 +9,8 @@ properties from two kinds of samples, mixed in shuffled batches:
 
 * text only (language model): product sentences built from the catalog, e.g.
   "A red tote bag by Maison Éclat." or "Rossi & Figli: Mini leather hat. A navy hat by
-  Rossi & Figli." (a brand repeated in one sentence also teaches the model to copy a name);
+  Rossi & Figli." (a brand repeated in one sentence also teaches the model to copy a name),
+  and text-only chat turns whose user turn *writes* the brand and whose answer repeats it;
 * image + the fine-tuning instruction -> a brand-free caption such as "A red tote bag with a
   top handle.", rendered with `brandcap.chat` exactly as fine-tuning and evaluation render
   samples. Images are the synthetic shop's signature-free products (`generic_product_images`,
