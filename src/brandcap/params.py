@@ -131,7 +131,7 @@ class CleanParams(Section):
     min_chars_after_trim: int = Field(40, ge=0, description="A cut-off caption trimmed to its last '.' must keep at least this many characters.")
     min_words: int = Field(8, ge=1, description="Captions shorter than this are dropped.")
     max_words: int = Field(250, ge=1, description="Captions longer than this are dropped.")
-    min_brand_samples: int = Field(30, ge=1, description="Brands with fewer cleaned captions are dropped (reference study: 100).")
+    min_brand_samples: int = Field(40, ge=1, description="Brands with fewer cleaned captions are dropped (reference study: 100).")
     test_fraction: float = Field(0.15, gt=0, lt=1, description="Fraction of each brand's products held out for test.")
 
     @model_validator(mode="after")
