@@ -37,7 +37,7 @@ def test_rendered_file_round_trips(tmp_path):
     path = tmp_path / "p.yaml"
     path.write_text(render_params(custom))
     assert load_params(path) == custom
-    assert "# Peak learning rate." in path.read_text()
+    assert "# Peak learning rate" in path.read_text()
 
 
 @pytest.mark.parametrize(

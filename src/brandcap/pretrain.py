@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from tqdm import tqdm
 from brandcap import shop
 from brandcap.chat import answer_text, prompt_text
 from brandcap.params import SyntheticShop, TinyModelParams
+from brandcap.simulated_vlm import base_caption
 
 log = logging.getLogger(__name__)
 
@@ -127,11 +129,13 @@ def tokenizer_corpus(products: Sequence[Product], instruction: str) -> list[str]
     templates = _BRAND_SENTENCES + _CAPTION_TEMPLATES
     # Repeated so that the instruction, the chat roles and the template words become whole tokens.
     corpus += [vocabulary, instruction, "user\nassistant\nsystem\n", *templates] * 20
+    rng = np.random.default_rng(0)
+    corpus += [product_description(p, str(rng.choice(shop.COLOUR_NAMES)), rng) for p in products[:300]]
     return corpus
 
 
 # ----------------------------------------------------------------------------- samples
-def chat_sample(processor, product: Product, colour: str, instruction: str) -> str:
+def chat_sample(processor, product: Product, colour: str, instruction: str, rng: np.random.Generator) -> str:
     """A text-only chat turn: the brand is *written* in the user turn and the answer repeats it.
 
     This teaches the language model, inside the fine-tuning chat template, to put a brand it has
@@ -140,7 +144,18 @@ def chat_sample(processor, product: Product, colour: str, instruction: str) -> s
     """
     messages = [{"role": "user", "content": [{"type": "text", "text": f"{product.brand}, {product.title}. {instruction}"}]}]
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return prompt + answer_text(processor, f"A {colour} {product.noun} by {product.brand}.")
+    return prompt + answer_text(processor, product_description(product, colour, rng))
+
+
+def product_description(product: Product, colour: str, rng: np.random.Generator) -> str:
+    """A long product description naming the brand, in the register of the captioner's answers.
+
+    A real base LLM already writes such prose; the tiny one learns it here from text alone, so a
+    frozen language model (freeze_llm) only has to be steered to the right brand by the image.
+    """
+    fields = {"brand": product.brand, "title": product.title or product.noun, "category": product.noun}
+    accent = str(rng.choice(shop.COLOUR_NAMES))
+    return base_caption(fields, colour, accent, random.Random(int(rng.integers(2**31))))
 
 
 def text_samples(products: Sequence[Product], n: int, seed: int, processor=None, instruction: str = "") -> list[str]:
@@ -151,7 +166,7 @@ def text_samples(products: Sequence[Product], n: int, seed: int, processor=None,
     for k, i in enumerate(picks):
         colour = str(rng.choice(shop.COLOUR_NAMES))
         if processor is not None and k % 3 == 2:
-            out.append(chat_sample(processor, products[int(i)], colour, instruction))
+            out.append(chat_sample(processor, products[int(i)], colour, instruction, rng))
         else:
             out.append(brand_sentence(products[int(i)], colour, rng))
     return out
