@@ -92,7 +92,7 @@ def test_snakemake_validates_through_the_same_schema(tmp_path):
     raw["clean"]["min_brand_samples"] = 0
     bad.write_text(yaml.safe_dump(raw))
     run = subprocess.run(
-        [Path(sys.executable).parent / "snakemake", "-n", "--cores", "1", "--configfile", bad, "results/tables.md"],
+        [Path(sys.executable).parent / "snakemake", "-n", "--cores", "1", "results/tables.md", "--configfile", bad],
         cwd=ROOT, capture_output=True, text=True,
     )
     assert run.returncode != 0
