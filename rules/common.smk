@@ -20,6 +20,11 @@ wildcard_constraints:
     epoch=r"\d+",
 
 
+# Artifact inputs are marked ancient(): DVC does not keep modification times on checkout, and
+# Snakemake cannot checksum directories, so a change reaches downstream jobs through the upstream
+# job that reran (and through params and code), never through a timestamp.
+
+
 def script(name):
     return f"workflow/scripts/{name}.py"
 

@@ -37,8 +37,8 @@ rule download:
     input:
         script=script("download"),
         code=package("download", "catalog", "shop"),
-        catalog=rules.catalog.output.catalog,
-        shop=rules.catalog.output.shop,
+        catalog=ancient(rules.catalog.output.catalog),
+        shop=ancient(rules.catalog.output.shop),
     output:
         images=directory("data/raw/images"),
         manifest="data/raw/manifest.parquet",
@@ -55,8 +55,8 @@ rule caption:
     input:
         script=script("caption"),
         code=package("caption", "simulated_vlm", "clean_rules"),
-        manifest=rules.download.output.manifest,
-        images=rules.download.output.images,
+        manifest=ancient(rules.download.output.manifest),
+        images=ancient(rules.download.output.images),
     output:
         captions="data/interim/captions.jsonl",
     params:
@@ -72,7 +72,7 @@ rule clean:
     input:
         script=script("clean"),
         code=package("clean", "clean_rules", "brands"),
-        captions=rules.caption.output.captions,
+        captions=ancient(rules.caption.output.captions),
     output:
         out=directory("data/processed"),
     params:

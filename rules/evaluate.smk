@@ -5,14 +5,15 @@ rule evaluate_base:
     input:
         script=script("evaluate"),
         code=package("evaluate", "metrics", "caption_metrics", "checkpoints", "chat", "brands"),
-        base=rules.base_model.output.out,
-        processed=rules.clean.output.out,
-        general=rules.general_set.output.out,
-        images=rules.download.output.images,
+        base=ancient(rules.base_model.output.out),
+        processed=ancient(rules.clean.output.out),
+        general=ancient(rules.general_set.output.out),
+        images=ancient(rules.download.output.images),
     output:
         out=directory("results/eval/base/epoch-0"),
     params:
-        train=config["train"],
+        train__instruction=config["train"]["instruction"],
+        train__max_length=config["train"]["max_length"],
         eval=config["eval"],
     log:
         "logs/evaluate/base/epoch-0.log",
@@ -26,15 +27,16 @@ rule evaluate:
     input:
         script=script("evaluate"),
         code=package("evaluate", "metrics", "caption_metrics", "checkpoints", "chat", "brands"),
-        base=rules.base_model.output.out,
-        checkpoints=rules.train.output.checkpoints,
-        processed=rules.clean.output.out,
-        general=rules.general_set.output.out,
-        images=rules.download.output.images,
+        base=ancient(rules.base_model.output.out),
+        checkpoints=ancient(rules.train.output.checkpoints),
+        processed=ancient(rules.clean.output.out),
+        general=ancient(rules.general_set.output.out),
+        images=ancient(rules.download.output.images),
     output:
         out=directory("results/eval/{exp}/epoch-{epoch}"),
     params:
-        train=config["train"],
+        train__instruction=config["train"]["instruction"],
+        train__max_length=config["train"]["max_length"],
         eval=config["eval"],
     log:
         "logs/evaluate/{exp}/epoch-{epoch}.log",
@@ -48,14 +50,16 @@ rule tables:
     input:
         script=script("tables"),
         code=package("tables"),
-        catalog=rules.catalog.output.catalog,
-        manifest=rules.download.output.manifest,
-        captions=rules.caption.output.captions,
-        processed=rules.clean.output.out,
-        train_logs=expand(rules.train.output.train_log, exp=EXPERIMENTS),
-        checkpoints=expand(rules.train.output.checkpoints, exp=EXPERIMENTS),
-        evaluations=[rules.evaluate_base.output.out]
-        + expand(rules.evaluate.output.out, exp=EXPERIMENTS, epoch=SAVE_EPOCHS),
+        catalog=ancient(rules.catalog.output.catalog),
+        manifest=ancient(rules.download.output.manifest),
+        captions=ancient(rules.caption.output.captions),
+        processed=ancient(rules.clean.output.out),
+        train_logs=ancient(expand(str(rules.train.output.train_log), exp=EXPERIMENTS)),
+        checkpoints=ancient(expand(str(rules.train.output.checkpoints), exp=EXPERIMENTS)),
+        evaluations=ancient(
+            [rules.evaluate_base.output.out]
+            + expand(str(rules.evaluate.output.out), exp=EXPERIMENTS, epoch=SAVE_EPOCHS)
+        ),
     output:
         tables="results/tables.md",
         metrics="results/metrics.json",

@@ -5,13 +5,13 @@ rule base_model:
     input:
         script=script("base_model"),
         code=package("base_model", "tiny_model", "chat"),
-        catalog=rules.catalog.output.catalog,
+        catalog=ancient(rules.catalog.output.catalog),
     output:
         out=directory("models/base"),
     params:
         seed=config["seed"],
         model=config["model"],
-        train=config["train"],
+        train__instruction=config["train"]["instruction"],
     log:
         "logs/base_model.log",
     shell:
@@ -22,9 +22,9 @@ rule train:
     input:
         script=script("train"),
         code=package("train", "strategies", "training_data", "checkpoints", "chat"),
-        base=rules.base_model.output.out,
-        processed=rules.clean.output.out,
-        images=rules.download.output.images,
+        base=ancient(rules.base_model.output.out),
+        processed=ancient(rules.clean.output.out),
+        images=ancient(rules.download.output.images),
     output:
         checkpoints=directory("results/checkpoints/{exp}"),
         train_log=directory("results/train/{exp}"),

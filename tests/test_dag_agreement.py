@@ -46,7 +46,8 @@ def snakemake_params() -> dict[str, list[str]]:
 
     with SnakemakeApi(OutputSettings()) as api:
         wf = api.workflow(resource_settings=ResourceSettings(cores=1), snakefile=ROOT / "Snakefile", workdir=ROOT)
-        return {rule.name: sorted(rule.params.keys()) for rule in wf._workflow.rules}
+        # A rule param named `train__instruction` stands for DVC's `train.instruction`.
+        return {rule.name: sorted(k.replace("__", ".") for k in rule.params.keys()) for rule in wf._workflow.rules}
 
 
 def dvc_stages() -> dict[str, dict]:

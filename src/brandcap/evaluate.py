@@ -27,7 +27,6 @@ model, the instruction or the generation settings changed (`resume_dir/fingerpri
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import logging
 import os
@@ -45,6 +44,7 @@ from brandcap.atomic import read_jsonl, write_json, write_jsonl
 from brandcap.brands import brands_mentioned
 from brandcap.caption_metrics import METRIC_NAMES, caption_scores_many, start_meteor
 from brandcap.chat import answer_text, prompt_text
+from brandcap.checkpoints import load_for_inference
 from brandcap.metrics import brand_metrics, mean_token_loss
 from brandcap.params import Params
 
@@ -94,19 +94,7 @@ def default_device() -> str:
 
 def load_model(params: Params, base_dir: Path, checkpoint_dir: Path | None, device: str):
     """(model, processor) in eval mode: the base model, or the base with a checkpoint applied."""
-    if importlib.util.find_spec("brandcap.checkpoints") is not None:
-        from brandcap.checkpoints import load_for_inference
-
-        return load_for_inference(Path(base_dir), Path(checkpoint_dir) if checkpoint_dir else None, device)
-    # Fallback until the training stage's loader is present: the base model only.
-    if checkpoint_dir is not None:
-        raise RuntimeError(f"{checkpoint_dir}: cannot load a checkpoint without brandcap.checkpoints; evaluate the base model only")
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    trust = params.model.trust_remote_code
-    model = AutoModelForImageTextToText.from_pretrained(base_dir, trust_remote_code=trust)
-    processor = AutoProcessor.from_pretrained(base_dir, trust_remote_code=trust)
-    return model.to(device).eval(), processor
+    return load_for_inference(Path(base_dir), Path(checkpoint_dir) if checkpoint_dir else None, device)
 
 
 def _model_dtype(model) -> torch.dtype:
