@@ -34,7 +34,6 @@ import io
 import logging
 import os
 import random
-import shutil
 import socket
 import time
 import warnings
@@ -49,7 +48,7 @@ from aiohttp import web
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
-from brandcap.atomic import write_bytes, write_parquet
+from brandcap.atomic import link_or_copy, write_bytes, write_parquet
 from brandcap.catalog import is_image_url
 from brandcap.params import DownloadParams, Params
 from brandcap.shop import artifact_path
@@ -283,10 +282,7 @@ def _materialise(source: Path, target: Path) -> None:
         pass  # another file system: copy below
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
-    try:
-        os.link(source, tmp)
-    except OSError:
-        shutil.copyfile(source, tmp)
+    link_or_copy(source, tmp)
     os.replace(tmp, target)
 
 

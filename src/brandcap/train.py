@@ -131,13 +131,7 @@ def _mirror_dir(src: Path, dst: Path) -> None:
         shutil.rmtree(tmp)
     dst.parent.mkdir(parents=True, exist_ok=True)
 
-    def link_or_copy(s: str, d: str) -> None:
-        try:
-            os.link(s, d)
-        except OSError:
-            shutil.copy2(s, d)
-
-    shutil.copytree(src, tmp, copy_function=link_or_copy)
+    shutil.copytree(src, tmp, copy_function=atomic.link_or_copy)
     if dst.exists():
         shutil.rmtree(dst)
     os.replace(tmp, dst)
