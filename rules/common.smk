@@ -1,15 +1,51 @@
-# Glue shared by all rules: params validation, the params file passed to every command,
+# Glue shared by all rules: the resolved parameters, the params arguments of every command,
 # the experiment matrix and the final targets.
 
-from brandcap.params import ParamsError, validate_params
+import os
+import socket
+from pathlib import Path
 
-# The last --configfile given (a profile is a whole parameter file), else params.yaml.
-PARAMS_FILE = workflow.overwrite_configfiles[-1] if workflow.overwrite_configfiles else "params.yaml"
+from brandcap.params import ParamsError
+from brandcap.profiles import resolve_params
+from brandcap.project_lock import Orchestrator, busy_reason, claim, release
 
+# Profiles are overlays of params.yaml (`--configfile configs/smoke.yaml`). Snakemake's own deep
+# merge would add a profile's experiments to the default ones, so the configuration is resolved
+# by brandcap's rules instead; every command gets the same files and resolves them the same way.
+# Snakemake makes --configfile paths absolute; commands name them as the user did, relative to here.
+OVERLAYS = [os.path.relpath(path) if Path(path).is_relative_to(Path.cwd()) else str(path) for path in workflow.overwrite_configfiles]
+if workflow.config_settings.config:
+    raise WorkflowError(
+        "snakemake --config is not passed on to the stages, so they would run with other parameters "
+        "than Snakemake records; put the values in a profile file and pass it with --configfile "
+        "(e.g. configs/smoke.yaml), or edit params.yaml"
+    )
 try:
-    PARAMS = validate_params(config, str(PARAMS_FILE))
+    PARAMS = resolve_params("params.yaml", OVERLAYS)
 except ParamsError as err:
     raise WorkflowError(str(err)) from None
+config.clear()
+config.update(PARAMS.model_dump(mode="json"))
+
+# Snakemake and DVC must not run stages of this project at the same time (brandcap.project_lock).
+SNAKEMAKE_RUN = Orchestrator("snakemake", os.getpid(), socket.gethostname())
+if busy := busy_reason(SNAKEMAKE_RUN):
+    raise WorkflowError(busy)
+
+
+onstart:
+    claim(None, SNAKEMAKE_RUN)
+
+
+onsuccess:
+    release(SNAKEMAKE_RUN, stage=False)
+
+
+onerror:
+    release(SNAKEMAKE_RUN, stage=False)
+
+
+PARAMS_ARGS = " ".join(["--params params.yaml", *(f"--overlay {path}" for path in OVERLAYS)])
 
 EXPERIMENTS = list(PARAMS.train.experiments)
 SAVE_EPOCHS = list(PARAMS.train.save_epochs)
@@ -18,11 +54,6 @@ SAVE_EPOCHS = list(PARAMS.train.save_epochs)
 wildcard_constraints:
     exp="|".join(EXPERIMENTS),
     epoch=r"\d+",
-
-
-# Artifact inputs are marked ancient(): DVC does not keep modification times on checkout, and
-# Snakemake cannot checksum directories, so a change reaches downstream jobs through the upstream
-# job that reran (and through params and code), never through a timestamp.
 
 
 def script(name):

@@ -14,7 +14,7 @@ rule catalog:
     log:
         "logs/catalog.log",
     shell:
-        "python {input.script} --params {PARAMS_FILE} --catalog {output.catalog} --shop {output.shop} --log {log}"
+        "python {input.script} {PARAMS_ARGS} --catalog {output.catalog} --shop {output.shop} --log {log}"
 
 
 rule general_set:
@@ -30,15 +30,15 @@ rule general_set:
     log:
         "logs/general_set.log",
     shell:
-        "python {input.script} --params {PARAMS_FILE} --out {output.out} --log {log}"
+        "python {input.script} {PARAMS_ARGS} --out {output.out} --log {log}"
 
 
 rule download:
     input:
         script=script("download"),
         code=package("download", "catalog", "shop"),
-        catalog=ancient(rules.catalog.output.catalog),
-        shop=ancient(rules.catalog.output.shop),
+        catalog=rules.catalog.output.catalog,
+        shop=rules.catalog.output.shop,
     output:
         images=directory("data/raw/images"),
         manifest="data/raw/manifest.parquet",
@@ -48,15 +48,15 @@ rule download:
     log:
         "logs/download.log",
     shell:
-        "python {input.script} --params {PARAMS_FILE} --catalog {input.catalog} --images {output.images} --manifest {output.manifest} --resume .resume/download --log {log}"
+        "python {input.script} {PARAMS_ARGS} --catalog {input.catalog} --images {output.images} --manifest {output.manifest} --resume .resume/download --log {log}"
 
 
 rule caption:
     input:
         script=script("caption"),
         code=package("caption", "simulated_vlm", "clean_rules"),
-        manifest=ancient(rules.download.output.manifest),
-        images=ancient(rules.download.output.images),
+        manifest=rules.download.output.manifest,
+        images=rules.download.output.images,
     output:
         captions="data/interim/captions.jsonl",
     params:
@@ -65,14 +65,14 @@ rule caption:
     log:
         "logs/caption.log",
     shell:
-        "python {input.script} --params {PARAMS_FILE} --manifest {input.manifest} --captions {output.captions} --resume .resume/caption --log {log}"
+        "python {input.script} {PARAMS_ARGS} --manifest {input.manifest} --captions {output.captions} --resume .resume/caption --log {log}"
 
 
 rule clean:
     input:
         script=script("clean"),
         code=package("clean", "clean_rules", "brands"),
-        captions=ancient(rules.caption.output.captions),
+        captions=rules.caption.output.captions,
     output:
         out=directory("data/processed"),
     params:
@@ -81,4 +81,4 @@ rule clean:
     log:
         "logs/clean.log",
     shell:
-        "python {input.script} --params {PARAMS_FILE} --captions {input.captions} --out {output.out} --log {log}"
+        "python {input.script} {PARAMS_ARGS} --captions {input.captions} --out {output.out} --log {log}"

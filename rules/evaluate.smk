@@ -5,10 +5,10 @@ rule evaluate_base:
     input:
         script=script("evaluate"),
         code=package("evaluate", "metrics", "caption_metrics", "checkpoints", "chat", "brands"),
-        base=ancient(rules.base_model.output.out),
-        processed=ancient(rules.clean.output.out),
-        general=ancient(rules.general_set.output.out),
-        images=ancient(rules.download.output.images),
+        base=rules.base_model.output.out,
+        processed=rules.clean.output.out,
+        general=rules.general_set.output.out,
+        images=rules.download.output.images,
     output:
         out=directory("results/eval/base/epoch-0"),
     params:
@@ -20,18 +20,18 @@ rule evaluate_base:
     resources:
         gpu=1,
     shell:
-        "python {input.script} --params {PARAMS_FILE} --base {input.base} --test {input.processed}/test.jsonl --general {input.general}/general.jsonl --out {output.out} --resume .resume/eval/base/epoch-0 --log {log}"
+        "python {input.script} {PARAMS_ARGS} --base {input.base} --test {input.processed}/test.jsonl --general {input.general}/general.jsonl --out {output.out} --resume .resume/eval/base/epoch-0 --log {log}"
 
 
 rule evaluate:
     input:
         script=script("evaluate"),
         code=package("evaluate", "metrics", "caption_metrics", "checkpoints", "chat", "brands"),
-        base=ancient(rules.base_model.output.out),
-        checkpoints=ancient(rules.train.output.checkpoints),
-        processed=ancient(rules.clean.output.out),
-        general=ancient(rules.general_set.output.out),
-        images=ancient(rules.download.output.images),
+        base=rules.base_model.output.out,
+        checkpoints=rules.train.output.checkpoints,
+        processed=rules.clean.output.out,
+        general=rules.general_set.output.out,
+        images=rules.download.output.images,
     output:
         out=directory("results/eval/{exp}/epoch-{epoch}"),
     params:
@@ -43,23 +43,21 @@ rule evaluate:
     resources:
         gpu=1,
     shell:
-        "python {input.script} --params {PARAMS_FILE} --base {input.base} --checkpoint {input.checkpoints}/epoch-{wildcards.epoch} --test {input.processed}/test.jsonl --general {input.general}/general.jsonl --out {output.out} --resume .resume/eval/{wildcards.exp}/epoch-{wildcards.epoch} --log {log}"
+        "python {input.script} {PARAMS_ARGS} --base {input.base} --checkpoint {input.checkpoints}/epoch-{wildcards.epoch} --test {input.processed}/test.jsonl --general {input.general}/general.jsonl --out {output.out} --resume .resume/eval/{wildcards.exp}/epoch-{wildcards.epoch} --log {log}"
 
 
 rule tables:
     input:
         script=script("tables"),
         code=package("tables"),
-        catalog=ancient(rules.catalog.output.catalog),
-        manifest=ancient(rules.download.output.manifest),
-        captions=ancient(rules.caption.output.captions),
-        processed=ancient(rules.clean.output.out),
-        train_logs=ancient(expand(str(rules.train.output.train_log), exp=EXPERIMENTS)),
-        checkpoints=ancient(expand(str(rules.train.output.checkpoints), exp=EXPERIMENTS)),
-        evaluations=ancient(
-            [rules.evaluate_base.output.out]
-            + expand(str(rules.evaluate.output.out), exp=EXPERIMENTS, epoch=SAVE_EPOCHS)
-        ),
+        catalog=rules.catalog.output.catalog,
+        manifest=rules.download.output.manifest,
+        captions=rules.caption.output.captions,
+        processed=rules.clean.output.out,
+        train_logs=expand(str(rules.train.output.train_log), exp=EXPERIMENTS),
+        checkpoints=expand(str(rules.train.output.checkpoints), exp=EXPERIMENTS),
+        evaluations=[rules.evaluate_base.output.out]
+        + expand(str(rules.evaluate.output.out), exp=EXPERIMENTS, epoch=SAVE_EPOCHS),
     output:
         tables="results/tables.md",
         metrics="results/metrics.json",
@@ -69,4 +67,4 @@ rule tables:
     log:
         "logs/tables.log",
     shell:
-        "python {input.script} --params {PARAMS_FILE} --catalog {input.catalog} --manifest {input.manifest} --captions {input.captions} --clean-report {input.processed}/clean_report.json --train-dir results/train --checkpoints results/checkpoints --eval-dir results/eval --tables {output.tables} --metrics {output.metrics} --plots {output.plots} --log {log}"
+        "python {input.script} {PARAMS_ARGS} --catalog {input.catalog} --manifest {input.manifest} --captions {input.captions} --clean-report {input.processed}/clean_report.json --train-dir results/train --checkpoints results/checkpoints --eval-dir results/eval --tables {output.tables} --metrics {output.metrics} --plots {output.plots} --log {log}"

@@ -5,7 +5,7 @@ rule base_model:
     input:
         script=script("base_model"),
         code=package("base_model", "tiny_model", "chat"),
-        catalog=ancient(rules.catalog.output.catalog),
+        catalog=rules.catalog.output.catalog,
     output:
         out=directory("models/base"),
     params:
@@ -15,16 +15,16 @@ rule base_model:
     log:
         "logs/base_model.log",
     shell:
-        "python {input.script} --params {PARAMS_FILE} --catalog {input.catalog} --out {output.out} --log {log}"
+        "python {input.script} {PARAMS_ARGS} --catalog {input.catalog} --out {output.out} --log {log}"
 
 
 rule train:
     input:
         script=script("train"),
         code=package("train", "strategies", "training_data", "checkpoints", "chat"),
-        base=ancient(rules.base_model.output.out),
-        processed=ancient(rules.clean.output.out),
-        images=ancient(rules.download.output.images),
+        base=rules.base_model.output.out,
+        processed=rules.clean.output.out,
+        images=rules.download.output.images,
     output:
         checkpoints=directory("results/checkpoints/{exp}"),
         train_log=directory("results/train/{exp}"),
@@ -36,4 +36,4 @@ rule train:
     resources:
         gpu=1,
     shell:
-        "python {input.script} --params {PARAMS_FILE} --experiment {wildcards.exp} --base {input.base} --train {input.processed}/train.jsonl --checkpoints {output.checkpoints} --train-log {output.train_log} --resume .resume/train/{wildcards.exp} --log {log}"
+        "python {input.script} {PARAMS_ARGS} --experiment {wildcards.exp} --base {input.base} --train {input.processed}/train.jsonl --checkpoints {output.checkpoints} --train-log {output.train_log} --resume .resume/train/{wildcards.exp} --log {log}"

@@ -21,6 +21,7 @@ from brandcap.base_model import BASE_INFO, CONVERTER_MODULE, BaseModelError, run
 from brandcap.brands import brands_mentioned
 from brandcap.chat import prompt_text
 from brandcap.params import SyntheticShop, load_params, validate_params
+from brandcap.profiles import resolve_params
 from brandcap.pretrain import mean_text_loss, read_products, text_samples, tokenizer_corpus
 from brandcap.tiny_model import build_tiny_model
 
@@ -225,7 +226,7 @@ def test_convert_from_runs_the_converter_then_loads_its_output(tiny_base, tmp_pa
 
 # ----------------------------------------------------------------------------- profiles
 def test_seed004_is_the_reference_study():
-    p = load_params(REPO / "configs" / "seed004.yaml")
+    p = resolve_params(REPO / "params.yaml", [REPO / "configs" / "seed004.yaml"])
     assert (p.data.source, p.data.hf_dataset, p.data.sample_size) == ("hf", "DBQ/My.Theresa.Product.prices.France", 20000)
     c = p.caption
     assert (c.base_url, c.model) == ("http://localhost:8000/v1", "Qwen/Qwen2.5-VL-72B-Instruct")

@@ -2,6 +2,8 @@
 
     brandcap params [FILE]          print a documented parameter file (defaults, or FILE validated)
     brandcap validate FILE...       validate parameter files; exit 2 with the reasons if one is bad
+    brandcap profile OVERLAY...     write params.yaml = the defaults with the profile(s) laid over them
+                                    (for DVC: `brandcap profile configs/smoke.yaml && dvc repro`)
     brandcap serve-vlm --port 8000  run the simulated OpenAI-compatible VLM endpoint
 """
 
@@ -11,6 +13,7 @@ import sys
 
 from brandcap.params import Params, ParamsError, load_params
 from brandcap.params_file import render_params
+from brandcap.profiles import write_profile
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,6 +26,13 @@ def main(argv: list[str] | None = None) -> int:
         if command == "params":
             params = load_params(rest[0]) if rest else Params()
             sys.stdout.write(render_params(params))
+            return 0
+        if command == "profile":
+            if not rest:
+                print("brandcap profile: name a profile file, e.g. configs/smoke.yaml", file=sys.stderr)
+                return 2
+            write_profile(rest, "params.yaml")
+            print(f"params.yaml: the defaults overlaid by {', '.join(rest)}")
             return 0
         if command == "validate":
             for path in rest:

@@ -294,7 +294,8 @@ def validate_params(raw: dict[str, Any] | None, source: str = "params") -> Param
         raise ParamsError(_format_errors(source, err)) from None
 
 
-def load_params(path: str | Path) -> Params:
+def read_params_mapping(path: str | Path) -> dict[str, Any]:
+    """The raw mapping of one parameter file (a whole profile or an overlay), not yet validated."""
     path = Path(path)
     if not path.exists():
         raise ParamsError(f"{path}: parameter file not found; pass an existing file such as params.yaml or configs/smoke.yaml")
@@ -304,7 +305,11 @@ def load_params(path: str | Path) -> Params:
         raise ParamsError(f"{path}: not valid YAML: {err}") from None
     if raw is not None and not isinstance(raw, dict):
         raise ParamsError(f"{path}: top level must be a mapping of sections (data, download, ...)")
-    return validate_params(raw, str(path))
+    return raw or {}
+
+
+def load_params(path: str | Path) -> Params:
+    return validate_params(read_params_mapping(path), str(path))
 
 
 def experiment_settings(params: Params, name: str) -> tuple[Strategy, float, LoraParams]:

@@ -13,7 +13,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from brandcap.params import Params, ParamsError, load_params
+from brandcap.params import Params, ParamsError
+from brandcap.profiles import resolve_params
+from brandcap.project_lock import ProjectBusy, stage_lock
 
 log = logging.getLogger("brandcap")
 
@@ -21,6 +23,7 @@ log = logging.getLogger("brandcap")
 def stage_args(doc: str | None, *path_options: str, extra: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=doc)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="the parameter file (default: params.yaml)")
+    parser.add_argument("--overlay", type=Path, action="append", default=[], help="a profile laid over --params (repeatable; Snakemake passes its --configfile files)")
     parser.add_argument("--log", type=Path, default=None, help="also write the log to this file")
     for name in path_options:
         parser.add_argument(f"--{name}", type=Path, required=True)
@@ -41,14 +44,20 @@ def setup_logging(log_file: Path | None) -> None:
 
 
 def run_stage(name: str, args: argparse.Namespace, body: Callable[[Params], None]) -> None:
-    """Validate params, run the stage body, log its wall time; a bad parameter file exits 2 with its message."""
+    """Validate params, run the stage body under the project lock, log its wall time; a bad parameter
+    file exits 2 with its message, a project busy with another orchestrator exits 3."""
     setup_logging(args.log)
     try:
-        params = load_params(args.params)
+        params = resolve_params(args.params, args.overlay)
     except ParamsError as err:
         log.error("%s", err)
         raise SystemExit(2) from None
-    start = time.perf_counter()
-    log.info("stage %s: start (params %s)", name, args.params)
-    body(params)
-    log.info("stage %s: done in %.1f s", name, time.perf_counter() - start)
+    try:
+        with stage_lock(name):
+            start = time.perf_counter()
+            log.info("stage %s: start (params %s)", name, " + ".join(map(str, [args.params, *args.overlay])))
+            body(params)
+            log.info("stage %s: done in %.1f s", name, time.perf_counter() - start)
+    except ProjectBusy as err:
+        log.error("stage %s refused: %s", name, err)
+        raise SystemExit(3) from None
