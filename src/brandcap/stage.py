@@ -50,5 +50,10 @@ def run_stage(name: str, args: argparse.Namespace, body: Callable[[Params], None
         raise SystemExit(2) from None
     start = time.perf_counter()
     log.info("stage %s: start (params %s)", name, args.params)
-    body(params)
+    try:
+        body(params)
+    except Exception as err:
+        # into the log file too: a failed job's log is what Snakemake keeps and points to
+        log.error("stage %s failed: %s: %s", name, type(err).__name__, err)
+        raise
     log.info("stage %s: done in %.1f s", name, time.perf_counter() - start)
