@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import os
@@ -416,3 +417,25 @@ def test_download_entry_script_keeps_the_failure_report_beside_its_log(tmp_path)
     assert "see logs/download.failures.csv for each failure" in run.stderr
     assert "see logs/download.failures.csv" in (tmp_path / "logs/download.log").read_text()
     assert pd.read_csv(tmp_path / "logs/download.failures.csv").product_id.tolist() == ["a"]
+
+
+def test_a_full_disk_stops_the_stage_naming_the_file(tmp_path, monkeypatch):
+    """ENOSPC is not the image's fault: no per-image failures, no manifest, the path in the message."""
+    from brandcap.atomic import DiskFullError
+
+    monkeypatch.chdir(tmp_path)
+    Path("shop").mkdir()
+    urls = {}
+    for i in range(6):
+        Path(f"shop/{i}.png").write_bytes(png(colour=(i * 30, 80, 80)))
+        urls[f"p{i}"] = f"file:shop/{i}.png"
+    write_catalog(Path("catalog.parquet"), urls)
+
+    def disk_full(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Path, "write_bytes", disk_full)
+    with pytest.raises(DiskFullError, match=r"cache/p\d-[0-9a-f]{12}\.[0-9a-f]{12}\.png: cannot write it, the disk is full"):
+        run_download(validate_params({"download": DOWNLOAD}), Path("catalog.parquet"), Path("images"), Path("manifest.parquet"), Path("cache"))
+    assert not Path("manifest.parquet").exists()
+    assert no_temporaries(tmp_path) == []

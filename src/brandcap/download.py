@@ -55,7 +55,7 @@ from aiohttp import web
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
-from brandcap.atomic import atomic_path, link_or_copy, write_bytes, write_parquet
+from brandcap.atomic import DiskFullError, atomic_path, link_or_copy, write_bytes, write_parquet
 from brandcap.catalog import is_image_url
 from brandcap.params import DownloadParams, Params
 from brandcap.shop import artifact_path
@@ -354,6 +354,7 @@ async def _download_all(rows: list[dict], dl: DownloadParams, resume_dir: Path, 
         # soon as its bytes arrived; the bound keeps memory flat when the CPU is the bottleneck.
         processing_slots = asyncio.Semaphore(2 * dl.concurrency)
         processing: set[asyncio.Task] = set()
+        disk_full: list[DiskFullError] = []
 
         def record_failure(pid: str, err: Exception) -> None:
             if isinstance(err, ImageRejected):
@@ -368,13 +369,15 @@ async def _download_all(rows: list[dict], dl: DownloadParams, resume_dir: Path, 
                 info = await asyncio.to_thread(_store, data, dl, cached)  # CPU work off the event loop
                 results[pid] = {"status": "ok", "reason": "", "cache": cached, "info": info, "resumed": False}
                 progress.update(1)
+            except DiskFullError as err:  # not the image's fault: stop the stage
+                disk_full.append(err)
             except Exception as err:  # noqa: BLE001
                 record_failure(pid, err)
             finally:
                 processing_slots.release()
 
         async def worker() -> None:
-            while True:
+            while not disk_full:
                 try:
                     row, cached = queue.get_nowait()
                 except asyncio.QueueEmpty:
@@ -393,6 +396,8 @@ async def _download_all(rows: list[dict], dl: DownloadParams, resume_dir: Path, 
         await asyncio.gather(*(worker() for _ in range(min(dl.concurrency, max(1, len(todo))))))
         while processing:
             await asyncio.gather(*list(processing))
+    if disk_full:
+        raise disk_full[0]
     return results, fetcher.requests
 
 
