@@ -1,8 +1,13 @@
 """Atomic writes leave either the old file or the new one, never a partial file."""
 
+import errno
+import os
+import stat
+from pathlib import Path
+
 import pytest
 
-from brandcap.atomic import atomic_path, read_jsonl, write_jsonl, write_text
+from brandcap.atomic import atomic_path, read_jsonl, write_bytes, write_jsonl, write_text
 
 
 def test_failed_write_leaves_old_file_and_no_temp(tmp_path):
@@ -22,3 +27,39 @@ def test_read_jsonl_ignores_a_torn_last_line(tmp_path):
     with open(path, "a") as f:
         f.write('{"a": 3, "b"')
     assert read_jsonl(path) == [{"a": 1}, {"a": 2}]
+
+
+def test_disk_full_names_the_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    target = tmp_path / "data" / "images" / "p1.png"
+    write_bytes(target, b"old")
+
+    def disk_full(self, data):  # what a full file system does to the writer
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Path, "write_bytes", disk_full)
+    with pytest.raises(OSError) as err:
+        write_bytes(target, b"new")
+    assert err.value.errno == errno.ENOSPC
+    assert f"{target}: cannot write it, the disk is full" in str(err.value)
+    assert "df -h" in str(err.value)
+    monkeypatch.undo()
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in target.parent.iterdir()] == ["p1.png"]
+
+
+def test_other_os_errors_pass_unchanged(tmp_path):
+    with pytest.raises(PermissionError):
+        with atomic_path(tmp_path / "out.txt"):
+            raise PermissionError(errno.EACCES, "denied")
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640)])
+def test_written_files_are_readable_as_the_umask_allows(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        for name, write in [("a.txt", lambda p: write_text(p, "x")), ("b.jsonl", lambda p: write_jsonl(p, [{"a": 1}])),
+                            ("c.png", lambda p: write_bytes(p, b"x"))]:
+            write(tmp_path / name)
+            assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
+    finally:
+        os.umask(old)

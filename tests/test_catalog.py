@@ -101,6 +101,21 @@ def test_bad_tables_fail_clearly(tmp_path):
     assert not (tmp_path / "c.parquet").exists()
 
 
+@pytest.mark.parametrize("name", ["empty.parquet", "header_only.csv", "zero_bytes.csv"])
+def test_an_empty_table_fails_before_datasets_reads_it(tmp_path, name):
+    path = tmp_path / name
+    if name.endswith(".parquet"):
+        dbq_table().iloc[:0].to_parquet(path, index=False)
+    elif name == "header_only.csv":
+        dbq_table().iloc[:0].to_csv(path, index=False)
+    else:
+        path.write_text("")
+    params = validate_params({"data": {"source": "hf", "hf_dataset": str(path)}})
+    with pytest.raises(CatalogError, match=rf"data\.hf_dataset: local file {re.escape(str(path))} has no rows; point data\.hf_dataset at"):
+        run_catalog(params, tmp_path / "c.parquet", tmp_path / "shop")
+    assert not (tmp_path / "c.parquet").exists()
+
+
 def test_product_ids_are_safe_and_unique():
     ids = product_ids(pd.Series(["A/1", "a_1", "../etc", "", "x" * 200, "A_1"]))
     assert ids[0] == "A_1" and ids[1] == "a_1-2" and ids[5] == "A_1-3"

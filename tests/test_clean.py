@@ -140,6 +140,18 @@ def test_too_few_brands_names_the_param(tmp_path, captions):
     assert not (tmp_path / "out" / "train.jsonl").exists()
 
 
+def test_a_split_without_training_records_fails_clean(tmp_path):
+    """One product per brand: every product goes to test; clean says so instead of writing an empty train.jsonl."""
+    path = tmp_path / "captions.jsonl"
+    write_jsonl(path, [_record(f"p{i}", brand, _good(i, brand)) for i, brand in enumerate(["Maison Éclat", "Rossi & Figli", "Tiny Brand"])])
+    with pytest.raises(CleanError) as err:
+        run_clean(_params(min_brand_samples=1), path, tmp_path / "out")
+    message = str(err.value)
+    assert f"{path}: the split has 0 training and 3 test records" in message
+    assert "Maison Éclat 1" in message and "clean.min_brand_samples (now 1) to at least 2" in message
+    assert not (tmp_path / "out" / "train.jsonl").exists()
+
+
 def test_nothing_surviving_is_an_error(tmp_path):
     path = tmp_path / "captions.jsonl"
     write_jsonl(path, [_record("a", "Maison Éclat", None, error="timeout"), _record("b", "Maison Éclat", "Maison Éclat bag.")])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import os
@@ -22,7 +23,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from brandcap.download import DownloadError, ImageRejected, normalise_image, run_download
+from brandcap.download import DownloadError, ImageRejected, image_file_stem, normalise_image, run_download
 from brandcap.params import validate_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -212,7 +213,7 @@ def test_every_failure_mode_ends_in_the_manifest_with_its_reason(shop, tmp_path,
 
     ok = manifest[manifest.status == "ok"]
     for pid, row in ok.iterrows():
-        assert row.image == f"data/images/{pid}.png"
+        assert row.image == f"data/images/{image_file_stem(pid)}.png"
         with Image.open(row.image) as img:
             assert img.mode == "RGB" and img.size == (row.width, row.height)
             assert max(img.size) <= 256
@@ -225,7 +226,7 @@ def test_every_failure_mode_ends_in_the_manifest_with_its_reason(shop, tmp_path,
         assert r > 200 and g < 60 and bl < 60  # CMYK (0, 255, 255, 0) is red
     failed = manifest[manifest.status == "failed"]
     assert (failed.image == "").all() and (failed.width == 0).all()
-    assert sorted(p.name for p in Path("data/images").iterdir()) == sorted(f"{pid}.png" for pid in ok.index)
+    assert sorted(p.name for p in Path("data/images").iterdir()) == sorted(f"{image_file_stem(pid)}.png" for pid in ok.index)
     assert no_temporaries(tmp_path) == []
 
     # rerun: finished images are not requested again
@@ -292,7 +293,7 @@ def test_kill_9_mid_run_then_rerun_fetches_nothing_finished_again(shop, tmp_path
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    finished = {p.name.split(".")[0] for p in Path("cache").glob("*.png")}
+    finished = {p.name.split(".")[0].rsplit("-", 1)[0] for p in Path("cache").glob("*.png")}  # <slug>-<hash>.<key>.png
     assert 6 <= len(finished) < n, "the run should be killed part-way"
     assert not Path("manifest.parquet").exists()
     killed_at = len(shop.log)
@@ -327,3 +328,114 @@ def test_synthetic_shop_over_loopback_http(tmp_path, monkeypatch, caplog):
     assert set(manifest.category) <= {"tote bags", "sneakers", "dresses", "jackets", "hats", "watches"}
     ok = manifest[manifest.status == "ok"]
     assert all(Path(p).exists() for p in ok.image) and (ok.width == 64).all()
+
+
+# ----------------------------------------------------------------------------- hostile product ids
+def hostile_ids(outside: Path) -> list[str]:
+    return [
+        "../../escape", "../escape", "..", ".", "./.hidden", str(outside / "absolute"),  # paths
+        "a/b", "a\\b", "a_b", "A_B", "a b", "a:b",  # equal once slugged, and case-insensitively
+        "nul\x00byte", "x" * 300, "é" * 200, "Été ☃ 名前", "名前", "e", "é", "-rf", " padded ",
+    ]
+
+
+def test_hostile_product_ids_stay_inside_the_images_folder(tmp_path, monkeypatch):
+    """Ids come from external tables: none may name a path, and each keeps a file of its own."""
+    work = tmp_path / "work"
+    (work / "shop").mkdir(parents=True)
+    monkeypatch.chdir(work)
+    ids = hostile_ids(tmp_path / "outside")
+    colours = {pid: (i * 11 % 256, 255 - i * 7, (i * 37) % 256) for i, pid in enumerate(ids)}
+    urls = {}
+    for i, pid in enumerate(ids):
+        Path(f"shop/{i}.png").write_bytes(png(colour=colours[pid]))
+        urls[pid] = f"file:shop/{i}.png"
+    write_catalog(Path("catalog.parquet"), urls)
+    before = {p for p in tmp_path.rglob("*")}
+    params = validate_params({"download": DOWNLOAD})
+
+    run_download(params, Path("catalog.parquet"), Path("data/images"), Path("data/manifest.parquet"), Path("cache"))
+
+    written = {p for p in tmp_path.rglob("*") if p.is_file()} - before
+    allowed = (work / "data" / "images", work / "cache")
+    strays = [p for p in written if not p.is_relative_to(allowed[0]) and not p.is_relative_to(allowed[1])
+              and p.name not in ("manifest.parquet", "failures.csv")]
+    assert strays == []
+    assert not (tmp_path / "outside").exists()
+    manifest = pd.read_parquet("data/manifest.parquet")
+    assert list(manifest.product_id) == ids and (manifest.status == "ok").all()
+    assert manifest.image.is_unique
+    assert sorted(p.name for p in Path("data/images").iterdir()) == sorted(Path(p).name for p in manifest.image)
+    for pid, image in zip(manifest.product_id, manifest.image):
+        path = Path(image)
+        assert path.parent == Path("data/images") and len(path.name.encode()) <= 64, image
+        assert path.name.isascii() and not path.name.startswith(("-", "."))
+        with Image.open(path) as img:
+            assert img.getpixel((5, 5)) == colours[pid]  # its own image, not another id's
+
+
+def test_empty_catalog_and_missing_ids_fail_before_any_work(tmp_path):
+    params = validate_params({"download": DOWNLOAD})
+    args = (tmp_path / "images", tmp_path / "manifest.parquet", tmp_path / "cache")
+    write_catalog(tmp_path / "empty.parquet", {})
+    with pytest.raises(ValueError, match=r"empty\.parquet: the catalog has no rows; rerun the catalog stage"):
+        run_download(params, tmp_path / "empty.parquet", *args)
+    pd.DataFrame({"product_id": ["a", None], "brand": ["B", "B"], "title": ["t", "t"], "imageurl": ["N.A.", "N.A."]}).to_parquet(tmp_path / "noid.parquet")
+    with pytest.raises(ValueError, match=r"noid\.parquet: 1 row\(s\) without a product_id"):
+        run_download(params, tmp_path / "noid.parquet", *args)
+    assert not (tmp_path / "manifest.parquet").exists()
+
+
+def test_failure_report_survives_the_deleted_manifest(shop, tmp_path):
+    """Snakemake deletes the outputs of a failed job: the message points to a report beside the log."""
+    write_catalog(tmp_path / "catalog.parquet", {"a": f"{shop.base}/ok.png", "b": f"{shop.base}/missing.png", "c": "N.A."})
+    params = validate_params({"download": {**DOWNLOAD, "max_failed_fraction": 0.5}})
+    report = tmp_path / "logs" / "download.failures.csv"
+    with pytest.raises(DownloadError) as err:
+        run_download(params, tmp_path / "catalog.parquet", tmp_path / "images", tmp_path / "manifest.parquet",
+                     tmp_path / "cache", failure_report=report)
+    assert f"see {report} for each failure" in str(err.value)
+    assert "manifest" not in str(err.value)
+    (tmp_path / "manifest.parquet").unlink()  # what Snakemake does to a failed job's outputs
+    failures = pd.read_csv(report, keep_default_na=False)
+    assert failures.to_dict("records") == [
+        {"product_id": "b", "imageurl": f"{shop.base}/missing.png", "reason": "http_404", "detail": "http_404"},
+        {"product_id": "c", "imageurl": "N.A.", "reason": "placeholder_url", "detail": ""},
+    ]
+
+
+def test_download_entry_script_keeps_the_failure_report_beside_its_log(tmp_path):
+    write_catalog(tmp_path / "catalog.parquet", {"a": "N.A."})
+    params = tmp_path / "params.yaml"
+    params.write_text("download:\n  max_failed_fraction: 0.5\n")
+    run = subprocess.run(
+        [sys.executable, REPO / "workflow/scripts/download.py", "--params", params, "--catalog", "catalog.parquet",
+         "--images", "images", "--manifest", "manifest.parquet", "--resume", "cache", "--log", "logs/download.log"],
+        cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+    )
+    assert run.returncode != 0
+    assert "see logs/download.failures.csv for each failure" in run.stderr
+    assert "see logs/download.failures.csv" in (tmp_path / "logs/download.log").read_text()
+    assert pd.read_csv(tmp_path / "logs/download.failures.csv").product_id.tolist() == ["a"]
+
+
+def test_a_full_disk_stops_the_stage_naming_the_file(tmp_path, monkeypatch):
+    """ENOSPC is not the image's fault: no per-image failures, no manifest, the path in the message."""
+    from brandcap.atomic import DiskFullError
+
+    monkeypatch.chdir(tmp_path)
+    Path("shop").mkdir()
+    urls = {}
+    for i in range(6):
+        Path(f"shop/{i}.png").write_bytes(png(colour=(i * 30, 80, 80)))
+        urls[f"p{i}"] = f"file:shop/{i}.png"
+    write_catalog(Path("catalog.parquet"), urls)
+
+    def disk_full(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Path, "write_bytes", disk_full)
+    with pytest.raises(DiskFullError, match=r"cache/p\d-[0-9a-f]{12}\.[0-9a-f]{12}\.png: cannot write it, the disk is full"):
+        run_download(validate_params({"download": DOWNLOAD}), Path("catalog.parquet"), Path("images"), Path("manifest.parquet"), Path("cache"))
+    assert not Path("manifest.parquet").exists()
+    assert no_temporaries(tmp_path) == []

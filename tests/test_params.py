@@ -5,11 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import get_args
 
 import pytest
 import yaml
 
-from brandcap.params import Params, ParamsError, load_params
+from brandcap.params import LrScheduler, Params, ParamsError, load_params, validate_params
 from brandcap.params_file import render_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +47,14 @@ def test_rendered_file_round_trips(tmp_path):
         ("train:\n  experiments:\n    x: {strategy: freeze_everything}\n", "train.experiments.x.strategy", "freeze_llm"),
         ("caption:\n  prompt: 'Describe {product}'\n", "caption.prompt", "unknown placeholder"),
         ("train:\n  batch_size: 24\n  per_device_batch_size: 5\n", "train", "multiple of"),
+        # strict types: no silent conversions
+        ("train:\n  epochs: '2'\n", "train.epochs", "a quoted value is text: write it without quotes"),
+        ("download:\n  retries: true\n", "download.retries", "true/false is not a number"),
+        ("data:\n  synthetic:\n    serve_over_http: 'no'\n", "data.synthetic.serve_over_http", "without quotes as true or false"),
+        ("train:\n  learning_rate: '0.1'\n", "train.learning_rate", "without quotes"),
+        ("caption:\n  model: 7\n", "caption.model", "put the value in quotes"),
+        ("train:\n", "train", "the section is empty"),
+        ("train:\n  lr_scheduler: cosine_with_warmup\n", "train.lr_scheduler", "'constant_with_warmup'"),
     ],
 )
 def test_bad_values_name_file_key_and_fix(tmp_path, text, key, hint):
@@ -91,3 +100,30 @@ def test_snakemake_validates_through_the_same_schema(tmp_path):
     )
     assert run.returncode != 0
     assert "clean.min_brand_samples" in run.stdout + run.stderr
+
+
+def test_ints_are_floats_and_exponents_are_numbers(tmp_path):
+    """Strict types keep what a reader means: 1 is a float, 1e-5 (text to YAML 1.1) a number."""
+    params = load_params(write(tmp_path, "train:\n  learning_rate: 1e-5\n  weight_decay: 1\ncaption:\n  timeout_s: 3\n"))
+    assert params.train.learning_rate == 1e-5 and params.train.weight_decay == 1.0 and params.caption.timeout_s == 3.0
+    assert validate_params({"train": {"learning_rate": "4e-5"}}).train.learning_rate == 4e-5  # Snakemake's config
+
+
+def test_duplicate_keys_and_empty_files_are_refused(tmp_path):
+    with pytest.raises(ParamsError) as err:
+        load_params(write(tmp_path, "train:\n  epochs: 2\n  save_epochs: [2]\n  epochs: 20\n"))
+    assert f"{tmp_path / 'bad.yaml'}:4: key 'epochs' is given twice in the same section (first at line 2)" in str(err.value)
+    assert "delete one of them" in str(err.value)
+    with pytest.raises(ParamsError, match=r"line 1\)"):
+        load_params(write(tmp_path, "train: {epochs: 2}\neval: {}\ntrain: {epochs: 3}\n"))
+    merged = load_params(write(tmp_path, "train:\n  <<: {epochs: 4, save_epochs: [4]}\n  epochs: 6\n  save_epochs: [6]\n"))
+    assert merged.train.epochs == 6  # a merge key may be overridden
+    for text in ("", "# only a comment\n"):
+        with pytest.raises(ParamsError, match=r"bad\.yaml: the file is empty; .*brandcap params > FILE"):
+            load_params(write(tmp_path, text))
+
+
+def test_scheduler_names_are_transformers_names():
+    from transformers.trainer_utils import SchedulerType
+
+    assert set(get_args(LrScheduler)) == {s.value for s in SchedulerType}

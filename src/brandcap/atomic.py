@@ -1,33 +1,58 @@
 """Atomic file writes: write to a temporary name beside the target, then rename.
 
-A killed stage never leaves a partial file under the final name.
+A killed stage never leaves a partial file under the final name. Files are created readable
+by others (0o666 minus the umask, as `open` would; tempfile.mkstemp makes them 0600), and a
+full disk is reported with the path being written.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+class DiskFullError(OSError):
+    """No space (or quota) left while writing a file; the message names the file."""
+
+
+def _new_temporary(path: Path) -> Path:
+    """A new empty file beside `path`, named .<name>.<random>.tmp, mode 0o666 minus the umask."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
 
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path in the target's directory; rename it over `path` on success."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp_path = _new_temporary(path)
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as err:
+        if err.errno not in DISK_FULL or isinstance(err, DiskFullError):
+            raise
+        raise DiskFullError(err.errno, f"{path}: cannot write it, the disk is full ({err.strerror}); free space on its "
+                            f"file system (df -h {path.parent}) or move the project, then rerun the stage") from err
     finally:
-        tmp_path.unlink(missing_ok=True)
+        if tmp_path is not None:
+            tmp_path.unlink(missing_ok=True)
 
 
 def link_or_copy(source: str | Path, target: str | Path) -> None:

@@ -62,6 +62,17 @@ def product_ids(codes: pd.Series) -> list[str]:
     return out
 
 
+def _has_no_rows(path: Path) -> bool:
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_metadata(path).num_rows == 0
+    try:
+        return pd.read_csv(path, nrows=1).empty
+    except pd.errors.EmptyDataError:  # not even a header
+        return True
+
+
 def read_hf_table(source: str, split: str) -> pd.DataFrame:
     """A DBQ-schema table from a local .parquet/.csv file or a Hugging Face dataset id."""
     from datasets import load_dataset  # heavy import, only for this source
@@ -71,6 +82,8 @@ def read_hf_table(source: str, split: str) -> pd.DataFrame:
     if suffix in (".parquet", ".csv"):
         if not path.exists():
             raise CatalogError(f"data.hf_dataset: local file {source} does not exist; fix the path or use a dataset id")
+        if _has_no_rows(path):  # `datasets` would fail with ArrowInvalid / "corresponds to no data"
+            raise CatalogError(f"data.hf_dataset: local file {source} has no rows; point data.hf_dataset at a table of products")
         # A throw-away cache: local files need no persistent Arrow copy in ~/.cache.
         with tempfile.TemporaryDirectory(prefix="brandcap-datasets-") as cache:
             ds = load_dataset(suffix[1:], data_files=str(path), split="train", cache_dir=cache)

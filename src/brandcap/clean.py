@@ -164,6 +164,20 @@ def split_by_brand(records: list[dict[str, Any]], seed: int, test_fraction: floa
     return train, test
 
 
+def require_both_splits(captions_path: Path, train: list[dict[str, Any]], test: list[dict[str, Any]], clean: CleanParams) -> None:
+    """A split with no training (or no test) record cannot feed the study: fail here, not in training."""
+    if train and test:
+        return
+    counts = Counter(r["brand"] for r in train + test)
+    brands = ", ".join(f"{b} {n}" for b, n in counts.most_common(5))
+    cause = "a brand with a single product puts it in test and none in train" if not train else "clean.test_fraction holds out nothing"
+    raise CleanError(
+        f"{captions_path}: the split has {len(train)} training and {len(test)} test records; {cause} (products per "
+        f"kept brand: {brands}). Set clean.min_brand_samples (now {clean.min_brand_samples}) to at least 2 so every "
+        "kept brand has products on both sides, or caption more products (data.sample_size)"
+    )
+
+
 def read_captions(captions_path: Path) -> list[dict[str, Any]]:
     if not captions_path.exists():
         raise FileNotFoundError(f"{captions_path}: captions file not found; run the caption stage first (snakemake data/interim/captions.jsonl)")
@@ -227,6 +241,7 @@ def run_clean(params: Params, captions_path: str | Path, out_dir: str | Path) ->
             "Lower clean.min_brand_samples in the params file, or caption more products (data.sample_size)"
         )
     train, test = split_by_brand(result.kept, params.seed, clean.test_fraction)
+    require_both_splits(captions_path, train, test, clean)
     report = {
         "input": len(records),
         "removed": {rule: result.removed[rule] for rule in RULES},

@@ -13,16 +13,21 @@
   side is at most `download.max_side`, and stored as PNG by an atomic write.
 - Resume: finished images live in `resume_dir`, a cache that the orchestrators never delete
   (DVC and Snakemake delete a stage's outputs before rerunning it). A rerun, also after
-  kill -9, makes no request for an image already there. At the end `images_dir/<id>.png` is
+  kill -9, makes no request for an image already there. At the end `images_dir/<stem>.png` is
   materialised from it (hard link, copy as fallback).
+- File names never come from a product id as given (ids come from external tables and may be
+  `../x`, absolute, very long or odd Unicode): `image_file_stem` makes a readable ASCII slug of
+  the id plus a hash of the exact id, so distinct ids never share a file.
 - `manifest.parquet`: one row per catalog product: product_id, brand, title, category,
-  imageurl, status ('ok'/'failed'), reason, image (`images_dir/<id>.png` or ''), sha256,
+  imageurl, status ('ok'/'failed'), reason, image (`images_dir/<stem>.png` or ''), sha256,
   width, height, bytes. Reasons: placeholder_url, invalid_url, http_404, http_4xx, http_5xx,
   http_3xx, http_408, http_429, timeout, connection_error, too_many_redirects, client_error,
   file_not_found, file_unreadable, too_large, empty, not_an_image, truncated, corrupt,
   too_small, decompression_bomb, error (anything unexpected; logged at DEBUG).
-- Raises DownloadError (after writing the manifest) when the failed fraction exceeds
-  `download.max_failed_fraction`.
+- The failure report (product_id, imageurl, reason, detail of every failed image) is written as
+  CSV to `failure_report` (the entry script puts it beside the stage log, logs/download.failures.csv:
+  orchestrators delete a failed job's outputs, never its logs). Raises DownloadError, naming that
+  report, when the failed fraction exceeds `download.max_failed_fraction`.
 """
 
 from __future__ import annotations
@@ -34,8 +39,10 @@ import io
 import logging
 import os
 import random
+import re
 import socket
 import time
+import unicodedata
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -48,7 +55,7 @@ from aiohttp import web
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
-from brandcap.atomic import link_or_copy, write_bytes, write_parquet
+from brandcap.atomic import DiskFullError, atomic_path, link_or_copy, write_bytes, write_parquet
 from brandcap.catalog import is_image_url
 from brandcap.params import DownloadParams, Params
 from brandcap.shop import artifact_path
@@ -74,6 +81,24 @@ class ImageRejected(Exception):
 
 class _Retryable(ImageRejected):
     """A failure worth another attempt (timeout, connection error, 5xx)."""
+
+
+# ----------------------------------------------------------------------------- file names
+_NOT_SLUG = re.compile(r"[^A-Za-z0-9._-]+")
+SLUG_CHARS = 40  # keeps every name far below the 255-byte file-name limit
+
+
+def image_file_stem(product_id: str) -> str:
+    """A file name stem for any product id, never a path: a readable ASCII slug plus a hash of the exact id.
+
+    `../../escape` -> `escape-efbf103bcec5`, `Sac "Été"/2` -> `Sac_Ete_2-776603eca56c`, `名前` -> `product-...`.
+    Ids equal after slugging keep distinct stems, also on case-insensitive file systems (the hash
+    is of the id as given).
+    """
+    ascii_text = unicodedata.normalize("NFKD", product_id).encode("ascii", "ignore").decode()
+    slug = _NOT_SLUG.sub("_", ascii_text).strip("._-")[:SLUG_CHARS].rstrip("._-") or "product"
+    digest = hashlib.sha256(product_id.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{slug}-{digest}"
 
 
 # ----------------------------------------------------------------------------- images
@@ -306,7 +331,7 @@ async def _download_all(rows: list[dict], dl: DownloadParams, resume_dir: Path, 
             results[row["product_id"]] = {"status": "failed", "reason": "placeholder_url"}
             progress.update(1)
             continue
-        cached = resume_dir / f"{row['product_id']}.{cache_key(url, dl)}.png"
+        cached = resume_dir / f"{image_file_stem(row['product_id'])}.{cache_key(url, dl)}.png"
         info = _cached_image(cached)
         if info is not None:
             results[row["product_id"]] = {"status": "ok", "reason": "", "cache": cached, "info": info, "resumed": True}
@@ -329,6 +354,7 @@ async def _download_all(rows: list[dict], dl: DownloadParams, resume_dir: Path, 
         # soon as its bytes arrived; the bound keeps memory flat when the CPU is the bottleneck.
         processing_slots = asyncio.Semaphore(2 * dl.concurrency)
         processing: set[asyncio.Task] = set()
+        disk_full: list[DiskFullError] = []
 
         def record_failure(pid: str, err: Exception) -> None:
             if isinstance(err, ImageRejected):
@@ -343,13 +369,15 @@ async def _download_all(rows: list[dict], dl: DownloadParams, resume_dir: Path, 
                 info = await asyncio.to_thread(_store, data, dl, cached)  # CPU work off the event loop
                 results[pid] = {"status": "ok", "reason": "", "cache": cached, "info": info, "resumed": False}
                 progress.update(1)
+            except DiskFullError as err:  # not the image's fault: stop the stage
+                disk_full.append(err)
             except Exception as err:  # noqa: BLE001
                 record_failure(pid, err)
             finally:
                 processing_slots.release()
 
         async def worker() -> None:
-            while True:
+            while not disk_full:
                 try:
                     row, cached = queue.get_nowait()
                 except asyncio.QueueEmpty:
@@ -368,24 +396,51 @@ async def _download_all(rows: list[dict], dl: DownloadParams, resume_dir: Path, 
         await asyncio.gather(*(worker() for _ in range(min(dl.concurrency, max(1, len(todo))))))
         while processing:
             await asyncio.gather(*list(processing))
+    if disk_full:
+        raise disk_full[0]
     return results, fetcher.requests
 
 
-def run_download(params: Params, catalog_path: Path, images_dir: Path, manifest_path: Path, resume_dir: Path) -> None:
-    """Fetch every catalog image into resume_dir, materialise images_dir, write manifest_path."""
-    dl = params.download
-    catalog_path, images_dir, manifest_path, resume_dir = map(Path, (catalog_path, images_dir, manifest_path, resume_dir))
+def read_catalog(catalog_path: Path) -> pd.DataFrame:
+    """The catalog table, refused early (naming the file) when it cannot feed the stage."""
     if not catalog_path.exists():
         raise FileNotFoundError(f"{catalog_path}: catalog not found; run the catalog stage first")
     catalog = pd.read_parquet(catalog_path)
     missing = [c for c in ("product_id", "brand", "title", "imageurl") if c not in catalog.columns]
     if missing:
         raise ValueError(f"{catalog_path}: missing column(s) {missing}; write it with the catalog stage")
-    if catalog["product_id"].duplicated().any():
+    if catalog.empty:
+        raise ValueError(f"{catalog_path}: the catalog has no rows; rerun the catalog stage and check its log for what it dropped")
+    ids = catalog["product_id"]
+    no_id = ids.isna() | (ids.astype(str).str.strip() == "")
+    if no_id.any():
+        raise ValueError(f"{catalog_path}: {int(no_id.sum())} row(s) without a product_id; write it with the catalog stage")
+    if ids.duplicated().any():
         raise ValueError(f"{catalog_path}: product_id values repeat; write it with the catalog stage")
+    catalog["product_id"] = ids.astype(str)
+    return catalog
+
+
+def write_failure_report(path: Path, results: dict[str, dict], catalog: pd.DataFrame) -> None:
+    """One CSV row per failed image, in catalog order: product_id, imageurl, reason, detail."""
+    failed = [{"product_id": pid, "imageurl": url, "reason": results[pid]["reason"], "detail": results[pid].get("detail", "")}
+              for pid, url in zip(catalog["product_id"], catalog["imageurl"]) if results[pid]["status"] == "failed"]
+    frame = pd.DataFrame(failed, columns=["product_id", "imageurl", "reason", "detail"])
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+def run_download(params: Params, catalog_path: Path, images_dir: Path, manifest_path: Path, resume_dir: Path,
+                 failure_report: Path | None = None) -> None:
+    """Fetch every catalog image into resume_dir, materialise images_dir, write manifest_path and the
+    failure report (default: resume_dir/failures.csv; both survive an orchestrator's cleanup)."""
+    dl = params.download
+    catalog_path, images_dir, manifest_path, resume_dir = map(Path, (catalog_path, images_dir, manifest_path, resume_dir))
+    failure_report = Path(failure_report) if failure_report is not None else resume_dir / "failures.csv"
+    catalog = read_catalog(catalog_path)
     resume_dir.mkdir(parents=True, exist_ok=True)
     images_dir.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(resume_dir, images_dir, manifest_path.parent)
+    _remove_stale_temporaries(resume_dir, images_dir, manifest_path.parent, failure_report.parent)
 
     rows = catalog.to_dict("records")
     for row in rows:
@@ -410,7 +465,7 @@ def run_download(params: Params, catalog_path: Path, images_dir: Path, manifest_
             "reason": res["reason"], "image": "", "sha256": "", "width": 0, "height": 0, "bytes": 0,
         }
         if res["status"] == "ok":
-            target = images_dir / f"{pid}.png"
+            target = images_dir / f"{image_file_stem(pid)}.png"
             _materialise(res["cache"], target)
             keep.add(target.name)
             sha, width, height, size = res["info"]
@@ -436,10 +491,11 @@ def run_download(params: Params, catalog_path: Path, images_dir: Path, manifest_
     for pid, res in results.items():
         if res["status"] == "failed" and res.get("detail"):
             log.debug("failed %s: %s", pid, res["detail"])
+    write_failure_report(failure_report, results, catalog)
     failed_fraction = float((~ok).mean()) if len(manifest) else 0.0
     if failed_fraction > dl.max_failed_fraction:
         raise DownloadError(
             f"{failed_fraction:.1%} of {len(manifest)} images failed ({dict(failures)}), more than "
-            f"download.max_failed_fraction={dl.max_failed_fraction}; see {manifest_path} for each failure, "
-            f"fix the source or raise download.max_failed_fraction"
+            f"download.max_failed_fraction={dl.max_failed_fraction}; see {failure_report} for each failure "
+            f"(product_id, imageurl, reason), fix the source or raise download.max_failed_fraction"
         )

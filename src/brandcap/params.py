@@ -3,22 +3,39 @@
     python -c "from brandcap.params import load_params; print(load_params('params.yaml'))"
 
 Every key has a default and a description; unknown keys, wrong types and impossible
-values fail with a message that names the file, the key and the fix.
+values fail with a message that names the file, the key and the fix. Types are strict: "2",
+`true` or "no" are not numbers or booleans (an int is a valid float); a key given twice in
+one mapping and an empty file are refused.
 """
 
 from __future__ import annotations
 
+import re
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 Fraction = float  # documented as 0..1 and checked with ge/le below
 
+# PyYAML (YAML 1.1, also what Snakemake reads configs with) loads 1e-5 without a dot as a string.
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _exponent_floats(cls, value: Any, info: ValidationInfo) -> Any:
+        """`learning_rate: 1e-5` is a number to a reader; YAML 1.1 makes it text."""
+        annotation = cls.model_fields[info.field_name].annotation
+        takes_float = annotation is float or float in typing.get_args(annotation)
+        if takes_float and isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
+            return float(value)
+        return value
 
 
 # --------------------------------------------------------------------------- data
@@ -179,6 +196,11 @@ class ModelParams(Section):
 
 # --------------------------------------------------------------------------- train
 Strategy = Literal["freeze_llm", "freeze_vision", "projector_only", "lora", "full"]
+# transformers.trainer_utils.SchedulerType's values (a test keeps them equal; importing
+# transformers here would add seconds to every validation).
+LrScheduler = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                      "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
+                      "warmup_stable_decay", "greedy"]
 
 
 class LoraParams(Section):
@@ -202,7 +224,7 @@ class TrainParams(Section):
     batch_size: int = Field(24, ge=1, description="Effective batch = per_device_batch_size x gradient accumulation x devices (reference study: 24).")
     per_device_batch_size: int = Field(24, ge=1, description="Micro-batch per device; accumulation makes up the rest.")
     learning_rate: float = Field(3e-3, gt=0, description="Peak learning rate (the tiny default model needs a high one; real models ~1e-5..1e-4).")
-    lr_scheduler: str = Field("cosine", description="transformers scheduler name (linear, cosine, constant, ...).")
+    lr_scheduler: LrScheduler = Field("cosine", description="transformers scheduler name (transformers.SchedulerType: linear, cosine, constant, ...).")
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Fraction of steps spent warming up.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping.")
@@ -269,6 +291,19 @@ class ParamsError(ValueError):
     """A parameter file is invalid; the message names the file, the key and the fix."""
 
 
+def _type_hint(kind: str, given: Any) -> str:
+    """The fix for a value of the wrong type (strict mode: no silent conversions)."""
+    if isinstance(given, str) and kind in ("int_type", "float_type", "bool_type"):
+        return "; a quoted value is text: write it without quotes" + ("" if kind != "bool_type" else " as true or false")
+    if isinstance(given, bool) and kind in ("int_type", "float_type"):
+        return "; true/false is not a number: write a number"
+    if kind == "string_type" and given is not None:
+        return "; put the value in quotes"
+    if kind == "model_type" and given is None:
+        return "; the section is empty: remove it or give it keys"
+    return ""
+
+
 def _format_errors(source: str, err: ValidationError) -> str:
     lines = [f"{source}: {err.error_count()} invalid parameter(s)"]
     for e in err.errors():
@@ -281,7 +316,7 @@ def _format_errors(source: str, err: ValidationError) -> str:
         else:
             given = e.get("input")
             if not isinstance(given, (dict, list)):
-                msg = f"{msg} (got {given!r})"
+                msg = f"{msg} (got {given!r}){_type_hint(e['type'], given)}"
         lines.append(f"{source}: {key}: {msg}")
     return "\n".join(lines)
 
@@ -294,21 +329,55 @@ def validate_params(raw: dict[str, Any] | None, source: str = "params") -> Param
         raise ParamsError(_format_errors(source, err)) from None
 
 
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A key given twice in one mapping (plain YAML keeps the last one silently)."""
+
+    def __init__(self, key: Any, first_line: int, node: yaml.Node):
+        super().__init__(problem=f"key {key!r} given twice (lines {first_line} and {node.start_mark.line + 1})",
+                         problem_mark=node.start_mark)
+        self.key, self.first_line, self.line = key, first_line, node.start_mark.line + 1
+
+
+class StrictKeysLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in the same mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first_lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults` may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, typing.Hashable):
+                continue  # SafeLoader reports unhashable keys itself
+            if key in first_lines:
+                raise DuplicateKeyError(key, first_lines[key], key_node)
+            first_lines[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
 def read_params_mapping(path: str | Path) -> dict[str, Any]:
-    """The raw mapping of one parameter file (a whole profile or an overlay), not yet validated."""
+    """The mapping in a parameter file (a whole profile or an overlay), not yet validated;
+    ParamsError (file, line, fix) for anything else."""
     path = Path(path)
     if not path.exists():
         raise ParamsError(f"{path}: parameter file not found; pass an existing file such as params.yaml or configs/smoke.yaml")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=StrictKeysLoader)
+    except DuplicateKeyError as err:
+        raise ParamsError(f"{path}:{err.line}: key {err.key!r} is given twice in the same section (first at line "
+                          f"{err.first_line}); YAML would silently keep the last one: delete one of them") from None
     except yaml.YAMLError as err:
         raise ParamsError(f"{path}: not valid YAML: {err}") from None
-    if raw is not None and not isinstance(raw, dict):
+    if raw is None:
+        raise ParamsError(f"{path}: the file is empty; an empty file would run every default silently: write the keys "
+                          "you mean to set (`brandcap params > FILE` writes them all), or pass params.yaml")
+    if not isinstance(raw, dict):
         raise ParamsError(f"{path}: top level must be a mapping of sections (data, download, ...)")
-    return raw or {}
+    return raw
 
 
 def load_params(path: str | Path) -> Params:
+    path = Path(path)
     return validate_params(read_params_mapping(path), str(path))
 
 

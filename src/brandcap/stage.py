@@ -61,3 +61,7 @@ def run_stage(name: str, args: argparse.Namespace, body: Callable[[Params], None
     except ProjectBusy as err:
         log.error("stage %s refused: %s", name, err)
         raise SystemExit(3) from None
+    except Exception as err:
+        # into the log file too: a failed job's log is what Snakemake keeps and points to
+        log.error("stage %s failed: %s: %s", name, type(err).__name__, err)
+        raise
