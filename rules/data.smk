@@ -1,10 +1,19 @@
 # Data: catalog -> download -> caption -> clean, and the general (brand-free) set.
 
+from brandcap.params import EXTERNAL_DATA_DIR
+
+
+def external_tables():
+    """The files under data/external/ (local product tables live there): DVC depends on the
+    folder, Snakemake on its files, so a changed table reruns the catalog under both."""
+    return sorted(str(p) for p in EXTERNAL_DATA_DIR.rglob("*") if p.is_file())
+
 
 rule catalog:
     input:
         script=script("catalog"),
         code=package("catalog", "shop"),
+        external=external_tables(),
     output:
         catalog="data/raw/catalog.parquet",
         shop=directory("data/raw/shop"),

@@ -11,7 +11,7 @@ from collections import Counter
 import pytest
 
 from brandcap.atomic import read_jsonl, write_jsonl
-from brandcap.clean import CleanError, n_test_products, run_clean
+from brandcap.clean import CleanError, apply_caption_rules, n_test_products, run_clean
 from brandcap.params import validate_params
 
 COLOURS = ["black", "red", "navy", "ivory", "olive", "camel", "grey", "pink", "teal", "white", "brown", "gold", "plum", "sand"]
@@ -166,3 +166,15 @@ def test_bad_input_is_named(tmp_path):
     write_jsonl(path, [{"product_id": "a", "brand": "B", "text": "x"}])
     with pytest.raises(CleanError, match=r"record 1 .*'image'"):
         run_clean(_params(), path, tmp_path / "out")
+
+
+@pytest.mark.timeout(30)
+def test_real_catalogue_brand_names_are_found_and_respelled():
+    """Punctuated names used to hang the stage (A.P.C., (di)vision) or never match (Off-White™);
+    a caption naming only a longer known brand ('See by Chloé') does not name 'Chloé'."""
+    brands = {"A.P.C.": "a.p.c.", "Off-White™": "OFF-WHITE", "(di)vision": "(DI)VISION", "Chloé": "CHLOE", "See by Chloé": "See By Chloe"}
+    recs = [_record(f"p{i}", brand, _good(i, spelling)) for i, (brand, spelling) in enumerate(brands.items())]
+    recs.append(_record("chloe_named_other", "Chloé", _good(9, "See by Chloé")))
+    result = apply_caption_rules(recs, _params().clean)
+    assert {r["product_id"]: r["caption"] for r in result.kept} == {f"p{i}": _good(i, b) for i, b in enumerate(brands)}
+    assert result.removed["no_brand"] == 1 and result.examples["no_brand"][0]["product_id"] == "chloe_named_other"

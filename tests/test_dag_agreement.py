@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from brandcap.params import EXTERNAL_DATA_DIR
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -110,7 +112,14 @@ def test_every_stage_script_and_module_exists(both):
     produced = {out for stage in dvc.values() for out in stage["outs"]}
     for name, stage in dvc.items():
         for dep in stage["deps"]:
-            if dep.startswith(("workflow/", "src/")):
+            if dep.startswith(("workflow/", "src/")) or dep == str(EXTERNAL_DATA_DIR):  # code and local tables
                 assert (ROOT / dep).exists(), f"{name}: {dep} does not exist"
             else:
                 assert not covered({dep}, produced), f"{name}: {dep} is produced by no stage"
+
+
+def test_local_tables_are_a_dependency_of_the_catalog_in_both(both):
+    """A local product table lives under data/external/; changing it must rerun the catalog."""
+    smk, dvc = both
+    assert str(EXTERNAL_DATA_DIR) in dvc["catalog"]["deps"]
+    assert f"{EXTERNAL_DATA_DIR}/.gitkeep" in smk["catalog"]["deps"]  # the folder exists in a fresh clone

@@ -107,6 +107,15 @@ def _text(value: Any) -> str:
     return "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
 
 
+# What the prompt says for a field the catalog has no value for (it made 'N.A.' and the like empty).
+MISSING_FIELD_TEXT = {"title": "an untitled product", "category": "category not given"}
+
+
+def prompt_fields(fields: dict[str, str]) -> dict[str, str]:
+    """The prompt's {brand}, {title}, {category}; an empty title or category reads as not given."""
+    return {k: v.strip() or MISSING_FIELD_TEXT.get(k, "") for k, v in fields.items()}
+
+
 def load_items(params: Params, manifest_path: str | Path) -> tuple[list[Item], int]:
     """Items to caption (status ok, manifest order, first of duplicate product ids) and the number of duplicates."""
     manifest_path = Path(manifest_path)
@@ -133,7 +142,7 @@ def load_items(params: Params, manifest_path: str | Path) -> tuple[list[Item], i
             except OSError:
                 sha = "unreadable"
         fields = {"brand": _text(row["brand"]), "title": _text(row["title"]), "category": _text(row["category"])}
-        prompt = cp.prompt.format(**fields)
+        prompt = cp.prompt.format(**prompt_fields(fields))
         items.append(Item(product_id=product_id, image=image, sha256=sha, prompt=prompt,
                           key=cache_key(sha, prompt, identity, sampling), **fields))
     return items, duplicates

@@ -7,37 +7,50 @@ Sources (`params.data.source`):
 - `synthetic`: the built-in shop (`brandcap.shop`) writes its product images into `shop_dir`
   and a table in the DBQ schema whose image URLs are `file:` URLs into it.
 - `hf`: `params.data.hf_dataset` is a Hugging Face dataset id (read with `datasets`, split
-  `params.data.hf_split`) or a local `.parquet` / `.csv` file in the DBQ schema.
+  `params.data.hf_split`, pinned with `params.data.revision`) or a local `.parquet`, `.csv`,
+  `.csv.gz` or `.jsonl` table in the DBQ schema under data/external/ (which the stage depends on).
 
-Rows whose `imageurl` is a placeholder ('N.A.', empty, not an http(s)/file URL), whose brand
-is empty, or that repeat an earlier `product_code` (the same product on another date: kept
-once, so a product never lands in both train and test) are dropped; then `sample_size` rows
-are sampled with the seed. A `product_id` column (unique, filesystem-safe, from
-`product_code`) is added.
+Placeholders ('N.A.', 'N/A', 'nan', '-', blank: `MISSING_MARKERS`) count as missing in every
+text column. Rows without an image URL (or with one that is not http(s)/file) or without a brand,
+and rows that repeat an earlier product (the same product on another date: kept once, so a
+product never lands in both train and test) are dropped and counted; then `sample_size` rows are
+sampled with the seed. A `product_id` column (unique, filesystem-safe) is added: from
+`product_code`, or, where that is missing, from a hash of the image URL and title.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
 from brandcap.atomic import write_parquet
-from brandcap.params import Params
+from brandcap.params import EXTERNAL_DATA_DIR, DataParams, Params, local_table_path
 from brandcap.shop import DBQ_COLUMNS, generate_shop
 
 log = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ["brand", "product_code", "title", "imageurl"]
+TEXT_COLUMNS = REQUIRED_COLUMNS + ["category1_code", "category2_code", "category3_code"]
+# Values that mean "missing", compared stripped and case-folded.
+MISSING_MARKERS = frozenset({"", "n.a.", "n.a", "na", "n/a", "nan", "none", "null", "-", "--"})
 _URL_PREFIXES = ("http://", "https://", "file:")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class CatalogError(ValueError):
     """The product table is unusable; the message names the input and the fix."""
+
+
+def is_missing(value: object) -> bool:
+    """True for None/NaN and the placeholders product tables use for a missing value
+    (DBQ writes 'N.A.'): the one list of them, applied to every text column of the catalog."""
+    if isinstance(value, str):
+        return value.strip().casefold() in MISSING_MARKERS
+    return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
 
 
 def is_image_url(url: object) -> bool:
@@ -62,58 +75,93 @@ def product_ids(codes: pd.Series) -> list[str]:
     return out
 
 
-def _has_no_rows(path: Path) -> bool:
-    if path.suffix.lower() == ".parquet":
-        import pyarrow.parquet as pq
-
-        return pq.read_metadata(path).num_rows == 0
+def read_local_table(path: Path) -> pd.DataFrame:
+    """A .parquet, .csv, .csv.gz or .jsonl table; text columns stay text ('00123' is no number)."""
+    if not path.exists():
+        raise CatalogError(f"data.hf_dataset: local file {path} does not exist; put the table there or fix the path")
+    name = path.name.lower()
     try:
-        return pd.read_csv(path, nrows=1).empty
+        if name.endswith(".parquet"):
+            frame = pd.read_parquet(path)
+        elif name.endswith(".jsonl"):
+            frame = pd.read_json(path, lines=True, dtype=False)
+        else:
+            frame = pd.read_csv(path, dtype={c: str for c in TEXT_COLUMNS})  # .csv and .csv.gz
     except pd.errors.EmptyDataError:  # not even a header
-        return True
+        frame = pd.DataFrame()
+    if frame.empty:
+        raise CatalogError(f"data.hf_dataset: local file {path} has no rows; point data.hf_dataset at a table of products")
+    return frame
 
 
-def read_hf_table(source: str, split: str) -> pd.DataFrame:
-    """A DBQ-schema table from a local .parquet/.csv file or a Hugging Face dataset id."""
+def read_hub_dataset(dataset_id: str, split: str, revision: str) -> pd.DataFrame:
+    """A dataset from the Hugging Face Hub (or its local cache); offline, an error that says what to do."""
     from datasets import load_dataset  # heavy import, only for this source
 
-    path = Path(source)
-    suffix = path.suffix.lower()
-    if suffix in (".parquet", ".csv"):
-        if not path.exists():
-            raise CatalogError(f"data.hf_dataset: local file {source} does not exist; fix the path or use a dataset id")
-        if _has_no_rows(path):  # `datasets` would fail with ArrowInvalid / "corresponds to no data"
-            raise CatalogError(f"data.hf_dataset: local file {source} has no rows; point data.hf_dataset at a table of products")
-        # A throw-away cache: local files need no persistent Arrow copy in ~/.cache.
-        with tempfile.TemporaryDirectory(prefix="brandcap-datasets-") as cache:
-            ds = load_dataset(suffix[1:], data_files=str(path), split="train", cache_dir=cache)
-            frame = ds.to_pandas()
+    try:
+        return load_dataset(dataset_id, split=split, revision=revision or None).to_pandas()
+    except ConnectionError as err:  # no network, or HF_HUB_OFFLINE=1, and the dataset is not cached
+        at = f" at revision {revision}" if revision else ""
+        raise CatalogError(
+            f"data.hf_dataset {dataset_id}{at}: cannot reach the Hugging Face Hub and the dataset is not in the "
+            f"local cache ({err}). Go online (and unset HF_HUB_OFFLINE) to download it once, or save the table "
+            f"under {EXTERNAL_DATA_DIR}/ (e.g. {EXTERNAL_DATA_DIR}/dbq.parquet) and set data.hf_dataset to that path"
+        ) from None
+
+
+def read_hf_table(data: DataParams) -> pd.DataFrame:
+    """The DBQ-schema table of `data.hf_dataset`: a local file under data/external/ or a Hub dataset id."""
+    try:
+        path = local_table_path(data.hf_dataset)
+    except ValueError as err:
+        raise CatalogError(f"data.hf_dataset: {err}") from None
+    if path is None:
+        frame = read_hub_dataset(data.hf_dataset, data.hf_split, data.revision)
     else:
-        frame = load_dataset(source, split=split).to_pandas()
+        if data.revision:
+            log.warning("data.revision=%s is ignored for the local table %s (git or DVC versions it)", data.revision, path)
+        frame = read_local_table(path)
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise CatalogError(
-            f"data.hf_dataset {source}: missing column(s) {missing}; the table must follow the DBQ schema "
+            f"data.hf_dataset {data.hf_dataset}: missing column(s) {missing}; the table must follow the DBQ schema "
             f"(at least {REQUIRED_COLUMNS})"
         )
     return frame
 
 
-def filter_and_sample(frame: pd.DataFrame, sample_size: int, seed: int, source: str, warn_if_short: bool = True) -> pd.DataFrame:
-    """Drop placeholder URLs, empty brands and repeated products; sample; add product_id."""
-    n_read = len(frame)
+def blank_placeholders(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every placeholder ('N.A.', 'N/A', 'nan', '-', blank, ...) in a text column becomes missing (None)."""
     frame = frame.copy()
-    for col in ("product_code", "title"):
-        frame[col] = frame[col].fillna("").astype(str)
-    frame["brand"] = frame["brand"].fillna("").astype(str).str.strip()
-    frame["imageurl"] = frame["imageurl"].where(frame["imageurl"].notna(), "").astype(str).str.strip()
+    for col in frame.columns:
+        if pd.api.types.is_object_dtype(frame[col]) or pd.api.types.is_string_dtype(frame[col]):
+            frame[col] = frame[col].astype(object).mask(frame[col].map(is_missing), None)
+    return frame
+
+
+def product_keys(frame: pd.DataFrame) -> pd.Series:
+    """The product code, or for rows without one an id derived from their content (image URL and
+    title), so products without a code stay apart and the same one on another date stays one."""
+    content = frame["imageurl"] + "\n" + frame["title"]
+    derived = content.map(lambda text: "nocode-" + hashlib.sha256(text.encode()).hexdigest()[:16])
+    return frame["product_code"].where(frame["product_code"] != "", derived)
+
+
+def filter_and_sample(frame: pd.DataFrame, sample_size: int, seed: int, source: str, warn_if_short: bool = True) -> pd.DataFrame:
+    """Placeholders made missing; rows without an image URL or brand and repeated products dropped;
+    a seeded sample; a product_id added."""
+    n_read = len(frame)
+    frame = blank_placeholders(frame)
+    for col in ("product_code", "title", "brand", "imageurl"):
+        frame[col] = frame[col].fillna("").astype(str).str.strip()
 
     placeholder = ~frame["imageurl"].map(is_image_url)
-    empty_brand = ~placeholder & (frame["brand"] == "")
-    keep = ~placeholder & ~empty_brand
-    duplicate = keep & frame.loc[:, "product_code"].where(keep).duplicated(keep="first") & (frame["product_code"] != "")
+    missing_brand = ~placeholder & (frame["brand"] == "")
+    keep = ~placeholder & ~missing_brand
+    frame["product_key"] = product_keys(frame)
+    duplicate = keep & frame["product_key"].where(keep).duplicated(keep="first")
     keep &= ~duplicate
-    dropped = {"placeholder_url": int(placeholder.sum()), "empty_brand": int(empty_brand.sum()), "duplicate_product": int(duplicate.sum())}
+    dropped = {"placeholder_url": int(placeholder.sum()), "missing_brand": int(missing_brand.sum()), "duplicate_product": int(duplicate.sum())}
     usable = frame[keep]
 
     if len(usable) == 0:
@@ -125,10 +173,11 @@ def filter_and_sample(frame: pd.DataFrame, sample_size: int, seed: int, source: 
     else:
         sampled = usable.sample(n=sample_size, random_state=seed).sort_index()
     sampled = sampled.reset_index(drop=True)
-    sampled.insert(0, "product_id", product_ids(sampled["product_code"]))
+    sampled.insert(0, "product_id", product_ids(sampled.pop("product_key")))
     log.info(
-        "catalog: %d rows read from %s, dropped %s, sampled %d, %d brands",
+        "catalog: %d rows read from %s, dropped %s, sampled %d, %d brands; without product_code %d, without title %d",
         n_read, source, ", ".join(f"{k}={v}" for k, v in dropped.items()), len(sampled), sampled["brand"].nunique(),
+        int((sampled["product_code"] == "").sum()), int((sampled["title"] == "").sum()),
     )
     return sampled
 
@@ -142,7 +191,7 @@ def run_catalog(params: Params, catalog_path: Path, shop_dir: Path) -> None:
         frame = generate_shop(data.synthetic, data.sample_size, params.seed, shop_dir)
         source = "the synthetic shop"
     else:
-        frame = read_hf_table(data.hf_dataset, data.hf_split)
+        frame = read_hf_table(data)
         source = data.hf_dataset
     # the shop's injected placeholders are meant to be dropped: no warning for those
     catalog = filter_and_sample(frame, data.sample_size, params.seed, source, warn_if_short=data.source != "synthetic")

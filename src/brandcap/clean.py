@@ -84,6 +84,7 @@ def apply_caption_rules(records: list[dict[str, Any]], clean: CleanParams) -> Cl
     """Rules 1-6 on each caption, in input order; the survivors in `kept`."""
     result = CleanResult()
     canonical = canonical_brand_names(records)
+    known_brands = sorted(set(canonical.values()))
     seen_texts: set[str] = set()
     seen_products: set[Any] = set()
     for rec in tqdm(records, desc="clean", unit="caption", mininterval=2.0, leave=False):
@@ -103,7 +104,7 @@ def apply_caption_rules(records: list[dict[str, Any]], clean: CleanParams) -> Cl
             _remove(result, "cut_off", rec, text)
             continue
         brand = canonical.get(rec["brand"] or "", rec["brand"] or "")
-        caption = with_canonical_brand(trimmed, brand)
+        caption = with_canonical_brand(trimmed, brand, known_brands)
         if caption is None:
             _remove(result, "no_brand", rec, trimmed)
             continue

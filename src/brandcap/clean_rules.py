@@ -13,6 +13,7 @@ import re
 import unicodedata
 import zlib
 from collections import Counter
+from collections.abc import Iterable
 from functools import lru_cache
 
 from brandcap.brands import canonicalize, normalize
@@ -210,10 +211,11 @@ def trim_cut_off(text: str, finish_reason: str | None, clean: CleanParams) -> st
 
 
 # --------------------------------------------------------------------------- 4. brand
-def with_canonical_brand(text: str, brand: str) -> str | None:
-    """`text` with every spelling of `brand` (case, accents, punctuation, '&'/'and')
-    rewritten to the catalog's spelling; None when the caption does not name the brand."""
-    return canonicalize(text, brand)
+def with_canonical_brand(text: str, brand: str, other_brands: Iterable[str] = ()) -> str | None:
+    """`text` with every spelling of `brand` (case, accents, punctuation, ™/®, '&'/'and')
+    rewritten to the catalog's spelling; None when the caption does not name the brand.
+    A mention inside a longer name of `other_brands` ('Chloé' in 'See by Chloé') does not count."""
+    return canonicalize(text, brand, other_brands)
 
 
 # --------------------------------------------------------------------------- 5. length

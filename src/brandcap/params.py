@@ -10,6 +10,7 @@ one mapping and an empty file are refused.
 
 from __future__ import annotations
 
+import os
 import re
 import typing
 from pathlib import Path
@@ -39,6 +40,31 @@ class Section(BaseModel):
 
 
 # --------------------------------------------------------------------------- data
+# Local product tables live here: the catalog stage depends on this folder under both Snakemake
+# and DVC, so a changed table reruns the study from the catalog on.
+EXTERNAL_DATA_DIR = Path("data/external")
+LOCAL_TABLE_SUFFIXES = (".parquet", ".csv", ".csv.gz", ".jsonl")
+
+
+def local_table_path(hf_dataset: str) -> Path | None:
+    """The local table that `hf_dataset` names (`~` expanded), or None for a Hugging Face dataset id.
+    A local table must lie under data/external/ and have a supported format (ValueError otherwise)."""
+    name = hf_dataset.strip()
+    looks_local = name.lower().endswith(LOCAL_TABLE_SUFFIXES) or name.startswith(("~", "/", ".")) or name.count("/") > 1
+    if not looks_local:
+        return None
+    path = Path(name).expanduser()
+    if not name.lower().endswith(LOCAL_TABLE_SUFFIXES):
+        raise ValueError(f"local table {name}: unsupported format; write it as one of {', '.join(LOCAL_TABLE_SUFFIXES)}")
+    folder = Path.cwd() / EXTERNAL_DATA_DIR
+    if not Path(os.path.normpath(path.absolute())).is_relative_to(folder):
+        raise ValueError(
+            f"local table {name} lies outside {EXTERNAL_DATA_DIR}/, which the catalog stage depends on under "
+            f"Snakemake and DVC; move it there and set data.hf_dataset: {EXTERNAL_DATA_DIR / path.name}"
+        )
+    return path
+
+
 class SyntheticShop(Section):
     n_brands: int = Field(20, ge=2, description="Number of brands in the synthetic shop.")
     zipf_exponent: float = Field(0.7, ge=0, description="Brand frequency ~ 1/rank^s; 0 = balanced.")
@@ -53,11 +79,19 @@ class SyntheticShop(Section):
 
 class DataParams(Section):
     source: Literal["synthetic", "hf"] = Field("synthetic", description="synthetic shop, or a Hugging Face dataset id / local parquet or CSV in the DBQ schema.")
-    hf_dataset: str = Field("DBQ/My.Theresa.Product.prices.France", description="HF dataset id or local .parquet/.csv path (source: hf).")
+    hf_dataset: str = Field("DBQ/My.Theresa.Product.prices.France", description="HF dataset id, or a local table (.parquet, .csv, .csv.gz, .jsonl) under data/external/ (source: hf).")
     hf_split: str = Field("train", description="Split to read (source: hf).")
+    revision: str = Field("", description="Revision (commit sha, tag or branch) of the HF dataset to read (source: hf); empty = the latest. Pin a commit sha to reproduce a study.")
     sample_size: int = Field(1500, ge=1, description="Rows sampled from the product table.")
     general_set: str = Field("", description="JSONL of brand-free {image, caption} references for the forgetting probe (source: hf); empty = no probe.")
     synthetic: SyntheticShop = SyntheticShop()
+
+    @field_validator("hf_dataset")
+    @classmethod
+    def _local_table(cls, v: str, info: ValidationInfo) -> str:
+        if info.data.get("source") == "hf":
+            local_table_path(v)
+        return v
 
 
 # --------------------------------------------------------------------------- download
