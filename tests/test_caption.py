@@ -235,6 +235,9 @@ def test_builtin_simulator_when_base_url_is_empty(workdir):
     # The simulator's params define the simulated model, so changing them changes the keys.
     again = run(params_for("", simulator={"http_error_rate": 0.3, "retry_after_s": 0, "loop_rate": 0.5}))
     assert not {r["key"] for r in records} & {r["key"] for r in again}
+    # The pre-flight runs against the simulator too: it lists whatever caption.model names.
+    named = run(params_for("", model="Qwen/Qwen2.5-VL-72B-Instruct", simulator={"http_error_rate": 0}))
+    assert all(r["text"] and r["error"] is None for r in named)
 
 
 def test_too_many_failures_raise_after_writing(workdir):
