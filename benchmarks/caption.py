@@ -42,17 +42,18 @@ from PIL import Image
 from brandcap.caption import run_caption
 from brandcap.params import validate_params
 
+MODEL = "bench-vlm"  # the model both endpoints list at /v1/models (the stage's pre-flight checks it)
 CANNED = ("The photo shows the Bag by Gucci, a green piece from its Bags range. The lighting is soft and even, "
           "so the shape and texture are easy to read. Its main colour is green, which covers most of the visible "
           "surface. The edges are neatly finished, and the seams appear straight and even.")
 
 
 def serve_fixed(latency_s: float) -> None:
-    """A minimal chat-completions endpoint: reads the request, waits, answers CANNED."""
+    """A minimal chat-completions endpoint: reads the request, waits, answers CANNED; lists MODEL at /v1/models."""
     from aiohttp import web
 
     answer = json.dumps({
-        "id": "chatcmpl-bench", "object": "chat.completion", "created": 0, "model": "bench",
+        "id": "chatcmpl-bench", "object": "chat.completion", "created": 0, "model": MODEL,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": CANNED}, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": 300, "completion_tokens": len(CANNED.split()), "total_tokens": 300 + len(CANNED.split())},
     })
@@ -62,9 +63,13 @@ def serve_fixed(latency_s: float) -> None:
         await asyncio.sleep(latency_s)
         return web.Response(text=answer, content_type="application/json")
 
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": MODEL, "object": "model", "created": 0, "owned_by": "bench"}]})
+
     async def main() -> None:
         app = web.Application(client_max_size=64 * 1024**2)
         app.router.add_post("/v1/chat/completions", chat)
+        app.router.add_get("/v1/models", models)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
@@ -99,7 +104,7 @@ def start_endpoint(root: Path, kind: str, latency_s: float) -> tuple[subprocess.
     else:
         rates = dict(loop_rate=0, garbled_rate=0, case_change_rate=0, missing_brand_rate=0, cutoff_rate=0, http_error_rate=0, slow_rate=0)
         params_file = root / f"server-{latency_s}.yaml"
-        params_file.write_text(yaml.safe_dump({"caption": {"simulator": {**rates, "latency_s": latency_s}}}))
+        params_file.write_text(yaml.safe_dump({"caption": {"model": MODEL, "simulator": {**rates, "latency_s": latency_s}}}))
         command = [sys.executable, "-m", "brandcap.simulated_vlm", "--port", "0", "--params", str(params_file)]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline()
@@ -147,7 +152,7 @@ def measure(root: Path, kind: str, concurrency: int, latency_s: float, rounds: i
     ideal = concurrency / latency_s
     proc, base_url = start_endpoint(root, kind, latency_s)
     try:
-        params = validate_params({"caption": {"base_url": base_url, "concurrency": concurrency, "timeout_s": 30}})
+        params = validate_params({"caption": {"base_url": base_url, "model": MODEL, "concurrency": concurrency, "timeout_s": 30}})
         wall, cpu, server_cpu = time.perf_counter(), time.process_time(), cpu_seconds_of(proc.pid)
         run_caption(params, work / "manifest.parquet", work / "captions.jsonl", work / "resume")
         wall, cpu, server_cpu = time.perf_counter() - wall, time.process_time() - cpu, cpu_seconds_of(proc.pid) - server_cpu

@@ -235,6 +235,9 @@ def test_builtin_simulator_when_base_url_is_empty(workdir):
     # The simulator's params define the simulated model, so changing them changes the keys.
     again = run(params_for("", simulator={"http_error_rate": 0.3, "retry_after_s": 0, "loop_rate": 0.5}))
     assert not {r["key"] for r in records} & {r["key"] for r in again}
+    # The pre-flight runs against the simulator too: it lists whatever caption.model names.
+    named = run(params_for("", model="Qwen/Qwen2.5-VL-72B-Instruct", simulator={"http_error_rate": 0}))
+    assert all(r["text"] and r["error"] is None for r in named)
 
 
 def test_too_many_failures_raise_after_writing(workdir):
@@ -252,3 +255,31 @@ def test_manifest_without_required_columns_is_a_clear_error(workdir):
     pd.DataFrame({"product_id": ["a"], "status": ["ok"]}).to_parquet(workdir / "data/raw/manifest.parquet")
     with pytest.raises(ValueError, match=r"manifest.parquet: missing column\(s\).*download stage"):
         run(params_for("http://127.0.0.1:9/v1"))
+
+
+def test_corrupt_cache_lines_are_skipped_reported_and_re_asked(workdir, caplog):
+    rows = make_manifest(workdir, 6)
+    cache = workdir / RESUME / "cache.jsonl"
+    with start_simulated_vlm(SimulatorParams(**NO_FAILURES), seed=4) as server:
+        first = run(params_for(server.base_url))
+        records = [json.loads(line) for line in cache.read_text().splitlines()]
+        by_sha = {r["sha256"]: r for r in records}
+        kept, emptied, key_only, torn = (by_sha[row["sha256"]] for row in rows[:4])  # rows[4:] lose their records
+        torn_line = json.dumps({**torn, "text": "Un sac en cuir noir signé Gucci."}, ensure_ascii=False).encode()
+        cache.write_bytes(
+            json.dumps(kept).encode() + b"\n"
+            + b"}{ garbage\n"
+            + b"\xff\xfe\x00 not UTF-8\n"
+            + b'["a", "JSON", "array"]\n'
+            + json.dumps({**emptied, "text": ""}).encode() + b"\n"  # content null stored as '' by older versions
+            + json.dumps({"key": key_only["key"]}).encode() + b"\n"
+            + torn_line[: torn_line.index("é".encode()) + 1]  # torn inside a two-byte character
+        )
+        before = len(server.requests)
+        with caplog.at_level(logging.INFO):
+            again = run(params_for(server.base_url))
+        rerun = asked(server, before)
+    assert set(rerun) == {row["sha256"] for row in rows[1:]}  # everything but the one valid record
+    assert [r["text"] for r in again] == [r["text"] for r in first]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and warnings[0].startswith(f"{RESUME}/cache.jsonl: skipped 5 invalid line(s)")

@@ -12,9 +12,20 @@ or from Python: `run_caption(params, manifest_path, captions_path, resume_dir)`.
 - Retries are ours (the client's are off): a concurrency limit, a per-request timeout, exponential
   backoff with full jitter, `Retry-After` honoured on 429/503; a non-retryable answer (400, other
   4xx) is recorded for the item and the run goes on.
+- Pre-flight: before the first request, `GET {base_url}/models` must answer JSON within seconds and
+  list `caption.model` (the simulator too); otherwise EndpointError names the URL, what went wrong
+  (refused, timeout, HTTP status, HTML, model not served: with the served list) and the fix.
+- Every answer ends as a caption or as a failure with a named reason, counted in the failure
+  fraction: `timeout`, `connection_refused`, `connection`, `http_NNN`, `html_body`, `non_json`,
+  `not_a_completion` (the last three retried), `empty_answer` (content null or blank), `oversize`
+  (beyond `caption.max_answer_chars`; the body is not read past the bound), `image_unreadable`.
+  Each attempt has a wall-clock bound of `caption.timeout_s`, so a trickling server cannot stall it.
+- Circuit breaker: when every answer has failed for `caption.breaker_s` seconds in a row the
+  stage stops with EndpointDown naming the base_url and the last reasons; what finished stays cached.
 - Loop-aware retry: an answer that is a repetition loop or garbled (the clean stage's own
   detectors) is asked again at the next temperature of `caption.retry_temperatures`.
-- Cache and resume: `resume_dir/cache.jsonl` holds one appended, flushed record per answered item,
+- Cache and resume: `resume_dir/cache.jsonl` holds one appended, flushed record per answered item
+  (read by `brandcap.append_only`: torn and invalid lines are skipped and reported, records validated),
   keyed by a hash of (image sha256, rendered prompt, model, sampling params). A rerun asks only for
   items without a successful record under the current key, so a killed run loses at most the
   requests in flight and a changed prompt or sampling param re-asks exactly the affected items.
@@ -42,9 +53,11 @@ from typing import Any, TextIO
 
 import openai
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from tqdm import tqdm
 
-from brandcap.atomic import read_jsonl, write_jsonl
+from brandcap.append_only import open_append_only, read_append_only
+from brandcap.atomic import write_jsonl
 from brandcap.clean_rules import is_garbled, is_repetition_loop
 from brandcap.params import CaptionParams, CleanParams, Params
 from brandcap.simulated_vlm import start_simulated_vlm
@@ -55,6 +68,7 @@ MANIFEST_COLUMNS = ("product_id", "brand", "title", "category", "status", "image
 CACHE_NAME = "cache.jsonl"
 MAX_RETRY_AFTER_S = 120.0
 PLACEHOLDER_API_KEY = "EMPTY"  # vLLM and the simulator accept any key; the client insists on one
+PREFLIGHT_TIMEOUT_S = 10.0  # GET /models of a running server answers in milliseconds
 
 
 class CaptionError(RuntimeError):
@@ -151,34 +165,111 @@ def load_items(params: Params, manifest_path: str | Path) -> tuple[list[Item], i
 # --------------------------------------------------------------------------- the cache
 
 
+class CacheRecord(BaseModel):
+    """One asked item in the cache: a caption, or a failure with its reason."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    key: str = Field(min_length=1)
+    product_id: str
+    sha256: str
+    model: str
+    text: str | None
+    finish_reason: str | None
+    attempts: int = Field(ge=0)
+    retries: int = Field(ge=0)
+    prompt_tokens: int = Field(ge=0)
+    completion_tokens: int = Field(ge=0)
+    latency_s: float = Field(ge=0)
+    error: str | None
+
+    @model_validator(mode="after")
+    def _caption_or_error(self) -> CacheRecord:
+        if self.error is None and not self.text:
+            raise ValueError("a record without an error must hold a caption")
+        return self
+
+
 def load_cache(path: Path) -> dict[str, dict[str, Any]]:
-    """Successful records by key (the last one wins); a torn last line is ignored."""
+    """Successful records by key (the last one wins); torn and invalid lines are left to the reader."""
     if not path.exists():
         return {}
-    return {rec["key"]: rec for rec in read_jsonl(path) if rec.get("error") is None and rec.get("key")}
+    return {rec["key"]: rec for rec in read_append_only(path, CacheRecord) if rec["error"] is None}
 
 
-def open_cache_for_append(path: Path) -> TextIO:
-    """Append handle; a torn last line left by a killed run is cut off first so records never merge."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        with open(path, "rb+") as f:
-            data = f.read()
-            if data and not data.endswith(b"\n"):
-                f.truncate(data.rfind(b"\n") + 1)
-    return open(path, "a", encoding="utf-8")
+# --------------------------------------------------------------------------- reading an answer
 
 
-# --------------------------------------------------------------------------- asking
+class AnswerRejected(Exception):
+    """An answer that is not a usable caption: `reason` names it, `retry` says whether asking again may help."""
+
+    def __init__(self, reason: str, detail: str, retry: bool):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail, self.retry = reason, detail, retry
+
+
+class _Message(BaseModel):
+    content: str | None = None
+
+
+class _Choice(BaseModel):
+    message: _Message
+    finish_reason: str | None = None
+
+
+class _Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class CompletionBody(BaseModel):
+    """The part of a chat-completions answer the stage reads."""
+
+    choices: list[_Choice]
+    usage: _Usage | None = None
 
 
 @dataclass
 class Reply:
-    text: str | None = None
-    finish_reason: str | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    error: str | None = None
+    text: str
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+
+
+def _snippet(body: bytes) -> str:
+    return repr(body[:80].decode("utf-8", "replace"))
+
+
+def looks_like_html(body: bytes, content_type: str) -> bool:
+    return "html" in content_type.lower() or body.lstrip()[:1] == b"<"
+
+
+def read_completion(body: bytes, content_type: str, max_chars: int) -> Reply:
+    """The caption in an HTTP 200 answer's body, or AnswerRejected naming why there is none."""
+    try:
+        data = json.loads(body)
+    except ValueError:  # not JSON, or not UTF-8
+        if looks_like_html(body, content_type):
+            raise AnswerRejected("html_body", f"an HTML page ({content_type or 'no content type'}) instead of JSON: {_snippet(body)}", retry=True) from None
+        raise AnswerRejected("non_json", f"the body is not JSON: {_snippet(body)}", retry=True) from None
+    try:
+        completion = CompletionBody.model_validate(data)
+    except ValidationError:
+        raise AnswerRejected("not_a_completion", f"JSON without choices[].message: {_snippet(body)}", retry=True) from None
+    if not completion.choices:
+        raise AnswerRejected("empty_answer", "the endpoint returned no choices", retry=False)
+    choice = completion.choices[0]
+    text = choice.message.content
+    if not text or not text.strip():
+        raise AnswerRejected("empty_answer", f"message content is {text!r} (finish_reason {choice.finish_reason!r})", retry=False)
+    if len(text) > max_chars:
+        raise AnswerRejected("oversize", f"{len(text)} characters, above caption.max_answer_chars ({max_chars})", retry=False)
+    usage = completion.usage or _Usage()
+    return Reply(text, choice.finish_reason, usage.prompt_tokens, usage.completion_tokens)
+
+
+# --------------------------------------------------------------------------- asking
 
 
 def retry_after_seconds(headers: Any) -> float | None:
@@ -205,17 +296,70 @@ def retry_after_seconds(headers: Any) -> float | None:
     return min(max(when.timestamp() - time.time(), 0.0), MAX_RETRY_AFTER_S)
 
 
-def _retryable(err: Exception) -> tuple[bool, str, float | None]:
-    """(retry?, short reason, server-requested delay) for an exception from the client."""
-    if isinstance(err, openai.APITimeoutError):
-        return True, "timeout", None
+def _caused_by(err: BaseException, kind: type[BaseException]) -> bool:
+    """Whether `kind` is anywhere in the chain of causes (the client wraps transport errors twice)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, kind):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
+
+
+@dataclass
+class Failure:
+    reason: str  # a short name: timeout, connection_refused, http_503, non_json, oversize, ...
+    detail: str
+    retry: bool
+    delay: float | None = None  # asked for by the server (Retry-After)
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.detail}"
+
+
+def classify(err: Exception, timeout_s: float) -> Failure:
+    """What went wrong with one request, and whether asking again may help."""
+    if isinstance(err, AnswerRejected):
+        return Failure(err.reason, err.detail, err.retry)
+    if _caused_by(err, ConnectionRefusedError):  # the aiohttp transport reports it as a connect timeout
+        return Failure("connection_refused", "nothing listens at that host and port", True)
+    if isinstance(err, (TimeoutError, openai.APITimeoutError)):
+        return Failure("timeout", f"no complete answer within {timeout_s:g} s (caption.timeout_s)", True)
     if isinstance(err, openai.APIConnectionError):
-        return True, "connection", None
+        return Failure("connection", str(getattr(err, "__cause__", None) or err), True)
     if isinstance(err, openai.APIStatusError):
         status = err.status_code
         delay = retry_after_seconds(err.response.headers) if status in (429, 503) else None
-        return status in (408, 409, 429) or status >= 500, f"http_{status}", delay
-    return False, type(err).__name__, None
+        return Failure(f"http_{status}", (err.message or "")[:300], status in (408, 409, 429) or status >= 500, delay)
+    return Failure(type(err).__name__, str(err)[:300], False)
+
+
+class CircuitBreaker:
+    """Trips when every endpoint answer has failed for `after_s` seconds in a row."""
+
+    def __init__(self, after_s: float):
+        self.after_s = after_s
+        self.failing_since: float | None = None
+        self.reasons: Counter[str] = Counter()  # of the current streak of failures
+        self.last = ""
+
+    def success(self) -> None:
+        self.failing_since = None
+        self.reasons.clear()
+
+    def failure(self, failure: str) -> bool:
+        """Count a failure ("reason: detail"); True when the streak has lasted `after_s`."""
+        now = time.monotonic()
+        if self.failing_since is None:
+            self.failing_since = now
+        self.reasons[failure.split(":", 1)[0]] += 1
+        self.last = failure[:300]
+        return now - self.failing_since >= self.after_s
+
+
+class EndpointDown(CaptionError):
+    """The circuit breaker tripped; the stage stops (finished items stay cached)."""
 
 
 class Asker:
@@ -224,12 +368,26 @@ class Asker:
     def __init__(self, client: openai.AsyncOpenAI, cp: CaptionParams, clean: CleanParams, secret: str):
         self.client, self.cp, self.clean, self.secret = client, cp, clean, secret
         self.jitter = random.Random()
+        self.breaker = CircuitBreaker(cp.breaker_s)
+        # JSON escapes a character in at most 12 bytes; the rest of a completion is small.
+        self.max_body_bytes = 12 * cp.answer_char_limit + 64 * 1024
 
     def _redact(self, message: str) -> str:
         return message.replace(self.secret, "***") if self.secret else message
 
-    async def _request(self, item: Item, image_url: str, temperature: float) -> tuple[Reply, int]:
-        """One answer at one temperature; returns it and the number of transport retries spent."""
+    async def _post(self, kwargs: dict[str, Any]) -> Reply:
+        """One HTTP request, its body read up to the size bound and checked; raises on any failure."""
+        async with asyncio.timeout(self.cp.timeout_s):  # the client's timeouts are per read: a trickle never ends
+            async with self.client.chat.completions.with_streaming_response.create(**kwargs) as response:
+                body = bytearray()
+                async for chunk in response.iter_bytes():
+                    body += chunk
+                    if len(body) > self.max_body_bytes:
+                        raise AnswerRejected("oversize", f"the answer body exceeds {self.max_body_bytes} bytes, far beyond caption.max_answer_chars ({self.cp.answer_char_limit} characters)", retry=False)
+                return read_completion(bytes(body), response.headers.get("content-type", ""), self.cp.answer_char_limit)
+
+    async def _request(self, item: Item, image_url: str, temperature: float) -> tuple[Reply | None, str | None, int]:
+        """(answer, None) or (None, "reason: detail") at one temperature, and the transport retries spent."""
         cp = self.cp
         messages = [{"role": "user", "content": [
             {"type": "text", "text": item.prompt},
@@ -245,26 +403,19 @@ class Asker:
             kwargs["extra_body"] = dict(cp.extra_body)
         for retry in range(cp.retries + 1):
             try:
-                completion = await self.client.chat.completions.create(**kwargs)
+                reply = await self._post(kwargs)
             except Exception as err:  # noqa: BLE001 - every failure is classified and recorded
-                again, reason, delay = _retryable(err)
-                if not again or retry == cp.retries:
-                    message = getattr(err, "message", None) or str(err)
-                    return Reply(error=f"{reason}: {self._redact(message)}"), retry
-                if delay is None:
-                    delay = self.jitter.uniform(0, cp.backoff_s * 2**retry)
+                failure = classify(err, cp.timeout_s)
+                message = self._redact(str(failure))
+                if self.breaker.failure(message):
+                    raise EndpointDown(message) from None
+                if not failure.retry or retry == cp.retries:
+                    return None, message, retry
+                delay = failure.delay if failure.delay is not None else self.jitter.uniform(0, cp.backoff_s * 2**retry)
                 await asyncio.sleep(delay)
                 continue
-            if not completion.choices:
-                return Reply(error="empty_answer: the endpoint returned no choices"), retry
-            choice = completion.choices[0]
-            usage = completion.usage
-            return Reply(
-                text=choice.message.content or "",
-                finish_reason=choice.finish_reason,
-                prompt_tokens=usage.prompt_tokens if usage else 0,
-                completion_tokens=usage.completion_tokens if usage else 0,
-            ), retry
+            self.breaker.success()
+            return reply, None, retry
         raise AssertionError("unreachable")
 
     async def ask(self, item: Item) -> dict[str, Any]:
@@ -280,22 +431,74 @@ class Asker:
         mime = mimetypes.guess_type(item.image)[0] or "image/png"
         image_url = f"data:{mime};base64,{base64.b64encode(image_bytes).decode('ascii')}"
         for temperature in [self.cp.temperature, *self.cp.retry_temperatures]:
-            reply, retries = await self._request(item, image_url, temperature)
+            reply, error, retries = await self._request(item, image_url, temperature)
             result["attempts"] += 1
             result["retries"] += retries
+            if reply is None:
+                result.update(text=None, finish_reason=None, error=error)
+                break
             result["prompt_tokens"] += reply.prompt_tokens
             result["completion_tokens"] += reply.completion_tokens
-            result.update(text=reply.text, finish_reason=reply.finish_reason, error=reply.error)
-            if reply.error is not None:
-                break
+            result.update(text=reply.text, finish_reason=reply.finish_reason, error=None)
             if not (is_repetition_loop(reply.text, self.clean) or is_garbled(reply.text, self.clean)):
                 break
         result["latency_s"] = round(time.monotonic() - started, 4)
         return result
 
 
+# --------------------------------------------------------------------------- the endpoint pre-flight
+
+
+class EndpointError(CaptionError):
+    """The endpoint failed the pre-flight check; the message names the URL, the problem and the fix."""
+
+
+def _preflight_problem(err: Exception, cp: CaptionParams, timeout_s: float) -> str:
+    failure = classify(err, timeout_s)
+    status = getattr(err, "status_code", None)
+    if failure.reason == "connection_refused":
+        return f"connection refused: nothing listens there; start the server (e.g. `vllm serve {cp.model}`) or correct caption.base_url"
+    if failure.reason == "timeout":
+        return (f"no answer to GET /models within {timeout_s:g} s; check that host and port are right and reachable "
+                "(firewall, VPN, SSH tunnel) and that the server has finished loading the model")
+    if status in (401, 403):
+        return f"HTTP {status}: the API key was refused; put a valid key in the environment variable ${cp.api_key_env} (caption.api_key_env)"
+    if status == 404:
+        return "HTTP 404: no /models there; caption.base_url must be the API root, usually ending in /v1 (http://host:8000/v1)"
+    if status is not None:
+        return f"HTTP {status}: {failure.detail[:200]}; check the server's log"
+    return f"cannot connect ({failure.detail[:200]}); check the host name and port in caption.base_url"
+
+
+async def check_endpoint(client: openai.AsyncOpenAI, base_url: str, cp: CaptionParams, secret: str) -> None:
+    """GET {base_url}/models must answer JSON within seconds and list caption.model; else EndpointError with the fix."""
+    timeout_s = min(cp.timeout_s, PREFLIGHT_TIMEOUT_S)
+    problem = None
+    try:
+        async with asyncio.timeout(timeout_s):
+            async with client.models.with_streaming_response.list(timeout=timeout_s) as response:
+                body, content_type = await response.read(), response.headers.get("content-type", "")
+    except Exception as err:  # noqa: BLE001 - every failure becomes one clear message
+        problem = _preflight_problem(err, cp, timeout_s)
+    else:
+        try:
+            served = [m["id"] for m in json.loads(body)["data"]]
+        except (ValueError, KeyError, TypeError):
+            kind = "an HTML page" if looks_like_html(body, content_type) else f"something that is not a model list ({_snippet(body)})"
+            problem = (f"GET /models answered {kind}; caption.base_url must be the OpenAI-compatible API root, "
+                       "usually ending in /v1, not a web page or a proxy")
+        else:
+            if cp.model not in served:
+                problem = f"the model {cp.model!r} (caption.model) is not served; it serves {served}; set caption.model to one of them"
+    if problem is not None:
+        message = f"caption.base_url {base_url}: {problem}"
+        raise EndpointError(message.replace(secret, "***") if secret else message)
+
+
 async def ask_all(items: list[Item], base_url: str, params: Params, cache: TextIO, bar: tqdm) -> dict[str, dict[str, Any]]:
-    """Ask for every item with at most `caption.concurrency` in flight; each answer is appended to the cache."""
+    """Check the endpoint, then ask for every item with at most `caption.concurrency` in flight.
+
+    Each answer is appended to the cache as it comes; EndpointDown when the circuit breaker trips."""
     cp = params.caption
     secret = os.environ.get(cp.api_key_env, "")
     # openai's aiohttp transport: the same client API at about two thirds of httpx2's CPU per request.
@@ -314,8 +517,23 @@ async def ask_all(items: list[Item], base_url: str, params: Params, cache: TextI
             results[item.key] = record
             bar.update(1)
 
+    async def ask_every_item() -> None:
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(min(cp.concurrency, max(len(items), 1))):
+                    group.create_task(worker())
+        except* EndpointDown:
+            breaker = asker.breaker
+            captioned = sum(1 for r in results.values() if r["error"] is None)
+            raise EndpointDown(
+                f"caption.base_url {base_url}: every answer failed for {cp.breaker_s:g} s in a row (caption.breaker_s), "
+                f"so the stage stopped; failures by reason: {dict(breaker.reasons)}, the last: {breaker.last}. {captioned} "
+                f"item(s) captioned in this run are cached; check the endpoint (curl {base_url}/models), then rerun to ask only the rest"
+            ) from None
+
     try:
-        await asyncio.gather(*(worker() for _ in range(min(cp.concurrency, max(len(items), 1)))))
+        await check_endpoint(client, base_url, cp, secret)
+        await ask_every_item()
     finally:
         await client.close()
     return results
@@ -337,12 +555,12 @@ def run_caption(params: Params, manifest_path: str | Path, captions_path: str | 
     todo = [it for it in items if it.key not in cached]
     n_cached = len(items) - len(todo)
 
-    server = start_simulated_vlm(cp.simulator, params.seed, cp.prompt) if (todo and not cp.base_url) else None
+    server = start_simulated_vlm(cp.simulator, params.seed, cp.prompt, model_name=cp.model) if (todo and not cp.base_url) else None
     base_url = server.base_url if server else cp.base_url
     if server:
         log.info("caption.base_url is empty: started the simulated VLM at %s", base_url)
     started = time.monotonic()
-    with server or nullcontext(), open_cache_for_append(cache_path) as cache, \
+    with server or nullcontext(), open_append_only(cache_path) as cache, \
             tqdm(total=len(items), initial=n_cached, desc="caption", unit="item", file=sys.stderr, dynamic_ncols=True) as bar:
         fresh = asyncio.run(ask_all(todo, base_url, params, cache, bar)) if todo else {}
     elapsed = time.monotonic() - started

@@ -40,6 +40,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from brandcap.append_only import read_append_only
 from brandcap.atomic import read_jsonl, write_json, write_jsonl
 from brandcap.brands import brands_mentioned
 from brandcap.caption_metrics import METRIC_NAMES, caption_scores_many, start_meteor
@@ -205,7 +206,7 @@ def _resumed_records(partial: Path, items: list[dict[str, Any]], key: str) -> di
     """Finished records in `partial` that still match their item (same image and reference)."""
     if not partial.exists():
         return {}
-    records = read_jsonl(partial)
+    records = read_append_only(partial)
     # Rewrite without a torn last line, so appending starts on a fresh line.
     write_jsonl(partial, records)
     wanted = {item[key]: item for item in items}

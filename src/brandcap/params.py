@@ -146,6 +146,8 @@ class CaptionParams(Section):
     backoff_s: float = Field(0.2, ge=0, description="Base of the exponential backoff, seconds (full jitter); Retry-After wins.")
     retry_temperatures: list[float] = Field(default_factory=lambda: [0.5, 0.8], description="Temperature ladder for re-asking loops and garbled answers.")
     max_failed_fraction: float = Field(0.2, ge=0, le=1, description="The stage fails when more than this fraction of items got no caption.")
+    max_answer_chars: int | None = Field(None, ge=1, description="Answers longer than this many characters are rejected (failure reason 'oversize'); null = 20 x max_tokens.")
+    breaker_s: float = Field(60.0, gt=0, description="Circuit breaker: the stage stops when every answer has failed for this many seconds in a row (finished items stay cached).")
     simulator: SimulatorParams = SimulatorParams()
 
     @field_validator("prompt")
@@ -159,6 +161,11 @@ class CaptionParams(Section):
         if unknown:
             raise ValueError(f"unknown placeholder(s) {sorted(unknown)}; use only {{brand}}, {{title}}, {{category}}")
         return v
+
+    @property
+    def answer_char_limit(self) -> int:
+        """Longest accepted answer: max_answer_chars, or 20 characters per max_tokens token."""
+        return self.max_answer_chars or 20 * self.max_tokens
 
     @field_validator("retry_temperatures")
     @classmethod

@@ -317,6 +317,7 @@ class SimulatedVLM:
     sim: SimulatorParams
     seed: int
     prompt_template: str = DEFAULT_CAPTION_PROMPT
+    model_name: str = MODEL_NAME
     requests: list[dict[str, Any]] = field(default_factory=list)
     _repeats: Counter = field(default_factory=Counter)
 
@@ -334,7 +335,7 @@ class SimulatedVLM:
         return web.Response(text="ok")
 
     async def models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": MODEL_NAME, "object": "model", "created": 0, "owned_by": "brandcap"}]})
+        return web.json_response({"object": "list", "data": [{"id": self.model_name, "object": "model", "created": 0, "owned_by": "brandcap"}]})
 
     def _rng(self, *parts: Any) -> random.Random:
         digest = hashlib.sha256(json.dumps([self.seed, *parts], default=str).encode()).digest()
@@ -389,14 +390,15 @@ class SimulatedVLM:
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "object": "chat.completion",
             "created": int(time.time()),
-            "model": body.get("model") or MODEL_NAME,
+            "model": body.get("model") or self.model_name,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text}, "finish_reason": answer.finish_reason, "logprobs": None}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens},
         })
 
 
 class SimulatedVLMServer:
-    """A SimulatedVLM served on a loopback port by a background thread; `.base_url`, `.stop()`, context manager."""
+    """A SimulatedVLM (or any handler with `.app()` and `.requests`) served on a loopback port by a background
+    thread; `.base_url`, `.stop()`, context manager."""
 
     def __init__(self, handler: SimulatedVLM, host: str = "127.0.0.1", port: int = 0):
         self.handler = handler
@@ -424,7 +426,8 @@ class SimulatedVLMServer:
         asyncio.set_event_loop(self._loop)
 
         async def start() -> None:
-            self._runner = web.AppRunner(self.handler.app(), access_log=None)
+            # A client that gave up (timeout) cancels its handler, so stopping never waits on abandoned work.
+            self._runner = web.AppRunner(self.handler.app(), access_log=None, handler_cancellation=True)
             await self._runner.setup()
             await web.SockSite(self._runner, self._sock).start()
 
@@ -453,9 +456,11 @@ class SimulatedVLMServer:
 
 
 def start_simulated_vlm(sim: SimulatorParams, seed: int, prompt_template: str = DEFAULT_CAPTION_PROMPT,
-                        host: str = "127.0.0.1", port: int = 0) -> SimulatedVLMServer:
-    """Serve the simulated VLM in a background thread (port 0 = an ephemeral port); returns the running server."""
-    return SimulatedVLMServer(SimulatedVLM(sim, seed, prompt_template), host, port)
+                        host: str = "127.0.0.1", port: int = 0, model_name: str = MODEL_NAME) -> SimulatedVLMServer:
+    """Serve the simulated VLM in a background thread (port 0 = an ephemeral port); returns the running server.
+
+    `model_name` is the one model it lists at /v1/models (the caption stage passes caption.model)."""
+    return SimulatedVLMServer(SimulatedVLM(sim, seed, prompt_template, model_name), host, port)
 
 
 def serve_vlm_main(argv: list[str] | None = None) -> None:
@@ -467,7 +472,8 @@ def serve_vlm_main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     params = load_params(args.params)
-    server = start_simulated_vlm(params.caption.simulator, params.seed, params.caption.prompt, args.host, args.port)
+    server = start_simulated_vlm(params.caption.simulator, params.seed, params.caption.prompt, args.host, args.port,
+                                 model_name=params.caption.model)
     print(f"simulated VLM serving on {server.base_url}", flush=True)
     try:
         while True:

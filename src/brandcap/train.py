@@ -38,6 +38,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from brandcap import atomic
+from brandcap.append_only import read_append_only
 from brandcap.checkpoints import (
     CHECKPOINT_META,
     TRAINABLE_WEIGHTS,
@@ -172,7 +173,7 @@ class JsonlLogCallback(TrainerCallback):
         if not state.is_world_process_zero:
             return control
         # Records logged after the state we resume from will be logged again.
-        previous = atomic.read_jsonl(self.resume_log) if self.resume_log.exists() else []
+        previous = read_append_only(self.resume_log) if self.resume_log.exists() else []
         self.records = [r for r in previous if r["step"] <= state.global_step]
         self._write()
         self.last_time, self.last_epoch = time.perf_counter(), float(state.epoch or 0.0)
