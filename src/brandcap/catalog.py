@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from brandcap.atomic import write_parquet
+from brandcap.atomic import atomic_path, write_parquet
 from brandcap.params import EXTERNAL_DATA_DIR, DataParams, Params, local_table_path
 from brandcap.shop import DBQ_COLUMNS, generate_shop
 
@@ -182,6 +182,17 @@ def filter_and_sample(frame: pd.DataFrame, sample_size: int, seed: int, source: 
     return sampled
 
 
+def dressed_table(frame: pd.DataFrame, shop_dir: Path, params: Params) -> pd.DataFrame:
+    """The shop dressed as a real catalogue, written as a DBQ-schema CSV.gz and read back like a user's table."""
+    from brandcap.realshape import dress_as_real_catalogue
+
+    dressed = dress_as_real_catalogue(frame, shop_dir, params.seed, params.data.synthetic.placeholder_rate)
+    table = shop_dir / "catalog.csv.gz"
+    with atomic_path(table) as tmp:
+        dressed.to_csv(tmp, index=False, compression="gzip")
+    return read_local_table(table)
+
+
 def run_catalog(params: Params, catalog_path: Path, shop_dir: Path) -> None:
     """Write catalog_path (the sampled product table with product_id); shop_dir holds synthetic images."""
     data = params.data
@@ -190,6 +201,9 @@ def run_catalog(params: Params, catalog_path: Path, shop_dir: Path) -> None:
     if data.source == "synthetic":
         frame = generate_shop(data.synthetic, data.sample_size, params.seed, shop_dir)
         source = "the synthetic shop"
+        if data.synthetic.real_shapes:
+            frame = dressed_table(frame, shop_dir, params)
+            source = "the real-shaped synthetic shop"
     else:
         frame = read_hf_table(data)
         source = data.hf_dataset
