@@ -13,6 +13,7 @@ from brandcap.atomic import read_jsonl, write_jsonl
 from brandcap.caption_metrics import METRIC_NAMES
 from brandcap.chat import answer_text, prompt_text
 from brandcap.evaluate import generate_captions, load_model, reference_losses, run_evaluate
+from brandcap.metrics import brand_outcome, named_brands
 from brandcap.params import Params, TinyModelParams, validate_params
 from brandcap.tiny_model import build_tiny_model
 
@@ -92,15 +93,24 @@ def test_evaluate_writes_outputs_and_resumes(base_dir, data, tmp_path):
 
     predictions = read_jsonl(out / "predictions.jsonl")
     assert [p["product_id"] for p in predictions] == [f"p{i}" for i in range(6)]
-    assert set(predictions[0]) == {"product_id", "brand", "reference", "prediction", "brands_named", "reference_loss"}
+    assert set(predictions[0]) == {"product_id", "brand", "reference", "prediction", "brands_named", "outcome", "reference_loss"}
+    for p in predictions:  # the per-item outcome is the metric's own, so metrics.json can be recomputed from it
+        assert p["outcome"] == brand_outcome(p["prediction"], p["brand"], BRANDS)
+        assert p["brands_named"] == named_brands(p["prediction"], BRANDS)
     assert all(isinstance(p["prediction"], str) and p["reference_loss"] > 0 for p in predictions)
     assert len(read_jsonl(out / "general_predictions.jsonl")) == 3
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_test"] == 6 and metrics["n_general"] == 3
-    for name in ["brand_accuracy", "macro_brand_accuracy", "wrong_brand_rate", "no_brand_rate"]:
+    rates = ["brand_accuracy", "hedged_rate", "wrong_brand_rate", "no_brand_rate"]
+    for name in [*rates, "macro_brand_accuracy", "brand_accuracy_lenient"]:
         assert 0 <= metrics[name] <= 1
-    assert metrics["brand_accuracy"] + metrics["wrong_brand_rate"] + metrics["no_brand_rate"] == pytest.approx(1)
+    assert sum(metrics[name] for name in rates) == pytest.approx(1)
+    assert metrics["brand_accuracy"] == sum(p["outcome"] == "correct" for p in predictions) / 6
+    for name in ["brand_accuracy", "macro_brand_accuracy"]:
+        lo, hi = metrics[f"{name}_ci"]
+        assert 0 <= lo <= metrics[name] <= hi <= 1
+    assert metrics["n_brands"] == 3
     assert set(metrics["per_brand_accuracy"]) == set(BRANDS)
     assert metrics["test_loss"] > 0
     for name in METRIC_NAMES:

@@ -9,19 +9,23 @@ import pytest
 from brandcap.caption_metrics import METRIC_NAMES, caption_scores
 from brandcap.metrics import (
     CORRECT,
+    HEDGED,
     NONE,
     WRONG,
-    brand_accuracy,
+    bootstrap_intervals,
     brand_metrics,
     brand_outcome,
+    brand_outcomes,
+    lenient_brand_accuracy,
     macro_brand_accuracy,
     mean_token_loss,
-    no_brand_rate,
+    named_brands,
+    outcome_rate,
+    paired_difference,
     per_brand_accuracy,
-    wrong_brand_rate,
 )
 
-KNOWN = ["Chloé", "Dolce & Gabbana", "Gucci", "Miu Miu"]
+KNOWN = ["Chloé", "Dolce & Gabbana", "Gucci", "Miu Miu", "Celine", "Laurent", "Saint Laurent", "A.P.C."]
 
 
 @pytest.mark.parametrize(
@@ -30,15 +34,59 @@ KNOWN = ["Chloé", "Dolce & Gabbana", "Gucci", "Miu Miu"]
         ("A cream CHLOE leather bag.", "Chloé", CORRECT),  # accents and case folded
         ("Black dolce and gabbana sandals", "Dolce & Gabbana", CORRECT),  # '&' = 'and'
         ("DOLCE&GABBANA sunglasses", "Dolce & Gabbana", CORRECT),
+        ("A navy a.p.c. coat", "A.P.C.", CORRECT),
         ("A Gucci belt in black leather", "Chloé", WRONG),  # another known brand, own absent
-        ("A Gucci belt like Chloé makes", "Chloé", CORRECT),  # own brand present wins
         ("A black leather belt", "Chloé", NONE),
         ("A Chloéx bag from Guccio", "Chloé", NONE),  # word boundaries: no partial words
         ("A Miu bag", "Miu Miu", NONE),  # half of a two-word brand is not the brand
+        # The table of issue 10: answers that the old rule counted correct.
+        ("A Gucci belt like Chloé makes", "Chloé", HEDGED),
+        ("Gucci or maybe Celine", "Celine", HEDGED),
+        ("Definitely not Gucci.", "Gucci", NONE),
+        ("A Saint Laurent bag.", "Laurent", WRONG),  # one name inside another: the longest wins
+        ("A Saint Laurent bag.", "Saint Laurent", CORRECT),
     ],
 )
 def test_brand_outcome(prediction, brand, outcome):
     assert brand_outcome(prediction, brand, KNOWN) == outcome
+
+
+def test_gold_brand_counts_even_when_missing_from_known_brands():
+    assert brand_outcome("A Prada bag", "Prada", KNOWN) == CORRECT
+    assert brand_outcome("A Prada or Gucci bag", "Prada", KNOWN) == HEDGED
+
+
+@pytest.mark.parametrize(
+    ("answer", "named"),
+    [
+        ("Definitely not Gucci.", []),
+        ("It isn't Gucci.", []),
+        ("It isn’t a Gucci bag.", []),  # typographic apostrophe
+        ("This is not made by Gucci.", []),  # 'not' three words before
+        ("No Gucci logo on it.", []),
+        ("Never Gucci, always Celine.", ["Celine"]),
+        ("Neither Gucci nor Celine.", []),
+        ("Not Gucci but Celine.", ["Celine"]),  # 'but' ends the negated clause
+        ("Not Gucci, Celine.", ["Celine"]),  # so does a comma
+        ("No, it is Gucci.", ["Gucci"]),
+        ("Not sure it is Gucci.", ["Gucci"]),  # 'not' four words before: too far
+        ("Not Gucci or Celine.", ["Celine"]),  # negation reaches back to the previous brand only
+        ("Gucci, not Celine.", ["Gucci"]),
+        ("A Nothing bag by Gucci.", ["Gucci"]),  # 'Nothing' is not 'not'
+    ],
+)
+def test_negated_brands_are_not_named(answer, named):
+    assert named_brands(answer, KNOWN) == named
+
+
+def test_listing_every_brand_scores_nothing():
+    brands = ["Chloé", "Gucci", "Celine", "Laurent", "A.P.C."]
+    every_brand = " ".join(KNOWN)
+    summary = brand_metrics([every_brand] * len(brands), brands, KNOWN)
+    assert summary["brand_accuracy"] == 0.0 and summary["macro_brand_accuracy"] == 0.0
+    assert summary["hedged_rate"] == 1.0 and summary["wrong_brand_rate"] == 0.0
+    # The older figure is fooled by the list: kept for comparison, never the headline.
+    assert summary["brand_accuracy_lenient"] == 1.0
 
 
 def test_rates_on_hand_made_set():
@@ -49,35 +97,89 @@ def test_rates_on_hand_made_set():
         "Dolce and Gabbana heels",  # D&G correct
         "GUCCI loafers",  # Gucci correct
         "Miu Miu skirt",  # Gucci wrong
+        "Gucci or Celine shoes",  # Gucci hedged
+        "Not Gucci.",  # Gucci none
     ]
-    brands = ["Chloé", "Chloé", "Chloé", "Dolce & Gabbana", "Gucci", "Gucci"]
-    assert brand_accuracy(predictions, brands) == pytest.approx(3 / 6)
-    assert per_brand_accuracy(predictions, brands) == {
-        "Chloé": {"accuracy": pytest.approx(1 / 3), "n": 3},
-        "Dolce & Gabbana": {"accuracy": 1.0, "n": 1},
-        "Gucci": {"accuracy": 0.5, "n": 2},
+    brands = ["Chloé", "Chloé", "Chloé", "Dolce & Gabbana", "Gucci", "Gucci", "Gucci", "Gucci"]
+    outcomes = brand_outcomes(predictions, brands, KNOWN)
+    assert outcomes == [CORRECT, WRONG, NONE, CORRECT, CORRECT, WRONG, HEDGED, NONE]
+    assert per_brand_accuracy(outcomes, brands) == {
+        "Chloé": {"accuracy": pytest.approx(1 / 3), "hedged_rate": 0.0, "n": 3},
+        "Dolce & Gabbana": {"accuracy": 1.0, "hedged_rate": 0.0, "n": 1},
+        "Gucci": {"accuracy": 0.25, "hedged_rate": 0.25, "n": 4},
     }
-    # Macro weighs each brand the same: (1/3 + 1 + 1/2) / 3, unlike the micro 1/2.
-    assert macro_brand_accuracy(predictions, brands) == pytest.approx((1 / 3 + 1 + 0.5) / 3)
-    assert wrong_brand_rate(predictions, brands, KNOWN) == pytest.approx(2 / 6)
-    assert no_brand_rate(predictions, brands, KNOWN) == pytest.approx(1 / 6)
+    # Macro weighs each brand the same: (1/3 + 1 + 1/4) / 3, unlike the micro 3/8.
+    assert macro_brand_accuracy(outcomes, brands) == pytest.approx((1 / 3 + 1 + 0.25) / 3)
+    assert lenient_brand_accuracy(predictions, brands) == pytest.approx(5 / 8)  # hedged and negated count there
     summary = brand_metrics(predictions, brands, KNOWN)
-    assert summary["brand_accuracy"] + summary["wrong_brand_rate"] + summary["no_brand_rate"] == pytest.approx(1.0)
+    assert summary["brand_accuracy"] == pytest.approx(3 / 8)
+    assert summary["hedged_rate"] == pytest.approx(1 / 8)
+    assert summary["wrong_brand_rate"] == pytest.approx(2 / 8)
+    assert summary["no_brand_rate"] == pytest.approx(2 / 8)
+    assert sum(summary[k] for k in ["brand_accuracy", "hedged_rate", "wrong_brand_rate", "no_brand_rate"]) == pytest.approx(1.0)
+    assert summary["n_brands"] == 3
+    lo, hi = summary["brand_accuracy_ci"]
+    assert 0 <= lo <= 3 / 8 <= hi <= 1
+    lo, hi = summary["macro_brand_accuracy_ci"]
+    assert 0 <= lo <= summary["macro_brand_accuracy"] <= hi <= 1
 
 
 def test_unknown_brand_is_not_wrong():
     # "Prada" is not a brand of the test set, so naming it counts as naming no known brand.
-    assert wrong_brand_rate(["A Prada bag"], ["Gucci"], KNOWN) == 0.0
-    assert no_brand_rate(["A Prada bag"], ["Gucci"], KNOWN) == 1.0
+    assert outcome_rate(brand_outcomes(["A Prada bag"], ["Gucci"], KNOWN), WRONG) == 0.0
+    assert outcome_rate(brand_outcomes(["A Prada bag"], ["Gucci"], KNOWN), NONE) == 1.0
 
 
 def test_empty_and_mismatched_inputs():
-    assert brand_accuracy([], []) is None
+    assert outcome_rate([], CORRECT) is None
     assert macro_brand_accuracy([], []) is None
-    assert wrong_brand_rate([], [], KNOWN) is None
+    assert lenient_brand_accuracy([], []) is None
     assert per_brand_accuracy([], []) == {}
+    assert bootstrap_intervals([], []) == {"brand_accuracy_ci": None, "macro_brand_accuracy_ci": None}
     with pytest.raises(ValueError, match="2 predictions but 1 brands"):
-        brand_accuracy(["a", "b"], ["Gucci"])
+        brand_outcomes(["a", "b"], ["Gucci"], KNOWN)
+    with pytest.raises(ValueError, match="unknown outcome 'right'"):
+        outcome_rate([CORRECT], "right")
+
+
+# ----------------------------------------------------------------------------- bootstrap
+def test_bootstrap_interval_matches_the_normal_approximation_and_is_seeded():
+    # 100 items, half correct: the 95% interval is about 0.5 +- 1.96 * sqrt(0.25 / 100) = [0.40, 0.60].
+    outcomes, brands = [CORRECT, WRONG] * 50, ["Gucci"] * 100
+    ci = bootstrap_intervals(outcomes, brands)
+    lo, hi = ci["brand_accuracy_ci"]
+    assert lo == pytest.approx(0.40, abs=0.02) and hi == pytest.approx(0.60, abs=0.02)
+    assert ci["macro_brand_accuracy_ci"] == ci["brand_accuracy_ci"]  # one brand: macro = micro
+    assert bootstrap_intervals(outcomes, brands) == ci  # seeded: the same outcomes, the same interval
+    mixed, mixed_brands = [CORRECT, WRONG, WRONG] * 7, ["Gucci", "Chloé", "Celine", "Laurent"] * 5 + ["Gucci"]
+    assert bootstrap_intervals(mixed, mixed_brands, seed=1) != bootstrap_intervals(mixed, mixed_brands)
+
+
+def test_bootstrap_resamples_within_each_brand():
+    # A brand with one (correct) item and one with 50 wrong ones: every resample keeps one item of
+    # each brand's size, so macro accuracy is always (1 + 0) / 2 and micro always 1 / 51.
+    outcomes, brands = [CORRECT] + [WRONG] * 50, ["Chloé"] + ["Gucci"] * 50
+    ci = bootstrap_intervals(outcomes, brands)
+    assert ci["macro_brand_accuracy_ci"] == pytest.approx([0.5, 0.5])
+    assert ci["brand_accuracy_ci"] == pytest.approx([1 / 51, 1 / 51])
+
+
+def test_paired_difference_resamples_the_same_items():
+    # The model gets right every item the baseline gets right, plus 10 more of 200: +0.05. Unpaired,
+    # two accuracies near 0.5 on 200 items each have a standard error of 0.035 and the difference's
+    # interval would include 0; paired, only the 10 changed items vary.
+    brands = ["Gucci", "Chloé"] * 100
+    baseline = [CORRECT] * 100 + [WRONG] * 100
+    model = [CORRECT] * 110 + [WRONG] * 90
+    diff = paired_difference(model, baseline, brands)
+    assert diff["brand_accuracy"]["difference"] == pytest.approx(0.05)
+    lo, hi = diff["brand_accuracy"]["ci"]
+    assert 0 < lo < 0.05 < hi < 0.1
+    assert diff["macro_brand_accuracy"]["difference"] == pytest.approx(0.05)
+    same = paired_difference(model, model, brands)
+    assert same["brand_accuracy"] == {"difference": 0.0, "ci": [0.0, 0.0]}
+    with pytest.raises(ValueError, match="200 outcomes but 199 baseline outcomes; compare two evaluations of the same test items"):
+        paired_difference(model, baseline[:-1], brands)
 
 
 def test_mean_token_loss_weights_by_tokens():

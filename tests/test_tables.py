@@ -12,7 +12,7 @@ from PIL import Image
 
 from brandcap.atomic import write_json, write_jsonl
 from brandcap.params import validate_params
-from brandcap.tables import best_epoch, run_tables
+from brandcap.tables import best_epoch, run_tables, scalar_metrics
 
 BRANDS = {"Gucci": 60, "Chloé": 35}
 
@@ -21,12 +21,14 @@ def eval_metrics(accuracy: float, test_loss: float, general_cider: float, per_br
     return {
         "n_test": 20, "n_general": 8,
         "brand_accuracy": accuracy, "macro_brand_accuracy": accuracy - 0.05,
-        "wrong_brand_rate": 0.1, "no_brand_rate": 0.9 - accuracy, "test_loss": test_loss,
+        "brand_accuracy_ci": [accuracy - 0.1, accuracy + 0.1], "macro_brand_accuracy_ci": [max(accuracy - 0.15, 0.0), accuracy],
+        "hedged_rate": 0.05, "wrong_brand_rate": 0.1, "no_brand_rate": 0.85 - accuracy,
+        "brand_accuracy_lenient": accuracy + 0.05, "n_brands": 2, "test_loss": test_loss,
         "bleu1": 0.5, "bleu2": 0.4, "bleu3": 0.3, "bleu4": 0.2, "meteor": 0.25, "rouge_l": 0.45, "cider": 0.8,
         **{f"general_{k}": 0.1 for k in ["bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l"]},
         "general_cider": general_cider,
         "generation_seconds": 2.0, "samples_per_second": 14.0,
-        "per_brand_accuracy": {b: {"accuracy": a, "n": 10} for b, a in per_brand.items()},
+        "per_brand_accuracy": {b: {"accuracy": a, "hedged_rate": 0.1, "n": 10} for b, a in per_brand.items()},
     }
 
 
@@ -107,7 +109,10 @@ def test_tables_markdown(study):
     assert row_of(md, "train / test") == "| train / test | 3 / 1 |"
     # Results: epoch 0 is the base model; best = highest accuracy (freeze_llm 4, lora 2, not lora's lower loss)
     base_row = row_of(md, "freeze_llm", "freeze_llm", "0")
-    assert "| 0.100 | 0.050 | 0.100 | 3.000 |" in base_row and base_row.endswith("| +0.000 |")
+    # brand acc. [CI], macro acc. [CI], hedged, wrong brand, lenient acc., test loss
+    assert "| 0.100 [0.00, 0.20] | 0.050 [0.00, 0.10] | 0.050 | 0.100 | 0.150 | 3.000 |" in base_row
+    assert base_row.endswith("| +0.000 |")
+    assert "| 0.700 [0.60, 0.80] | 0.650 [0.55, 0.70] |" in row_of(md, "freeze_llm", "freeze_llm", "4 **best**")
     assert row_of(md, "freeze_llm", "freeze_llm", "4 **best**").endswith("| -0.100 |")
     assert row_of(md, "lora", "lora", "2 **best**")
     assert "**best**" not in row_of(md, "lora", "lora", "4")
@@ -116,8 +121,9 @@ def test_tables_markdown(study):
     resources = row_of(md, "lora", "lora", "40.0 k (4.0%)")
     assert "| 1.00 M | 160.0 KB (4% of the full model) | 512.0 MB | 42.5 | 12.3 |" in resources
     # Per-brand accuracy of the best checkpoint (freeze_llm epoch 4), most captions first
-    assert "Best checkpoint: `freeze_llm` epoch 4" in md
-    assert row_of(md, "Gucci") == "| Gucci | 60 | 10 | 0.100 | 0.900 |"
+    assert "Best checkpoint: `freeze_llm` epoch 4 (brand accuracy 0.700 [0.60, 0.80], macro 0.650 [0.55, 0.70])" in md
+    assert "| brand | cleaned captions | test items (n) | base accuracy | best accuracy | best hedged |" in md
+    assert row_of(md, "Gucci") == "| Gucci | 60 | 10 | 0.100 | 0.900 | 0.100 |"
     assert md.index("| Gucci |") < md.index("| Chloé |")
 
 
@@ -127,6 +133,11 @@ def test_metrics_json_is_flat_scalars(study):
     assert set(metrics["base"]) == {"epoch-0"} and set(metrics["lora"]) == {"epoch-2", "epoch-4"}
     epoch = metrics["freeze_llm"]["epoch-4"]
     assert epoch["brand_accuracy"] == 0.70
+    # Intervals are flattened for `dvc exp show`: freeze_llm.epoch-4.brand_accuracy_ci_low, ...
+    assert epoch["brand_accuracy_ci_low"] == pytest.approx(0.60) and epoch["brand_accuracy_ci_high"] == pytest.approx(0.80)
+    assert epoch["macro_brand_accuracy_ci_low"] == pytest.approx(0.55) and epoch["macro_brand_accuracy_ci_high"] == pytest.approx(0.70)
+    assert "brand_accuracy_ci" not in epoch
+    assert epoch["hedged_rate"] == 0.05 and epoch["brand_accuracy_lenient"] == pytest.approx(0.75)
     assert epoch["forgetting_cider_change"] == pytest.approx(-0.10)
     assert "per_brand_accuracy" not in epoch
     assert all(isinstance(v, (int, float)) or v is None for runs in metrics.values() for m in runs.values() for v in m.values())
@@ -144,6 +155,8 @@ def test_plots_are_images_with_csvs(study):
         ("freeze_llm", "0"), ("freeze_llm", "2"), ("freeze_llm", "4"), ("lora", "0"), ("lora", "2"), ("lora", "4")
     ]
     assert float(rows[0]["brand_accuracy"]) == 0.10 and float(rows[2]["macro_brand_accuracy"]) == pytest.approx(0.65)
+    assert float(rows[2]["brand_accuracy_ci_low"]) == pytest.approx(0.60) and float(rows[2]["brand_accuracy_ci_high"]) == pytest.approx(0.80)
+    assert float(rows[2]["hedged_rate"]) == 0.05 and float(rows[2]["brand_accuracy_lenient"]) == pytest.approx(0.75)
     with open(plots / "train_loss.csv") as f:
         loss_rows = list(csv.DictReader(f))
     assert len(loss_rows) == 40 and list(loss_rows[0]) == ["experiment", "step", "epoch", "loss"]
@@ -165,3 +178,13 @@ def test_best_epoch_ties_prefer_lower_loss_then_earlier():
     assert best_epoch(runs) == 4  # epoch 0 (the base model) is never the best checkpoint
     runs[4]["test_loss"] = 1.0
     assert best_epoch(runs) == 2
+
+
+def test_scalar_metrics_flattens_intervals_and_tolerates_older_files():
+    evaluations = {"lora": {2: {"brand_accuracy": None, "brand_accuracy_ci": None, "per_brand_accuracy": {}}, 4: {"brand_accuracy": 0.5}}}
+    assert scalar_metrics(evaluations) == {
+        "lora": {
+            "epoch-2": {"brand_accuracy": None, "brand_accuracy_ci_low": None, "brand_accuracy_ci_high": None},
+            "epoch-4": {"brand_accuracy": 0.5},  # written before intervals existed: no interval keys
+        }
+    }

@@ -6,13 +6,15 @@
                  Path("results/eval/freeze_llm/epoch-2"), Path(".resume/eval/freeze_llm/epoch-2"))
 
 (`checkpoint_dir=None` evaluates the base model: epoch 0.) Writes to `out_dir`:
-- `predictions.jsonl`: `{product_id, brand, reference, prediction, brands_named, reference_loss}`
-  per test sample (`reference_loss`: mean next-token loss of the reference caption);
+- `predictions.jsonl`: `{product_id, brand, reference, prediction, brands_named, outcome, reference_loss}`
+  per test sample (`brands_named` and `outcome` as `brandcap.metrics` decides them: correct,
+  hedged, wrong or none; `reference_loss`: mean next-token loss of the reference caption);
 - `general_predictions.jsonl`: `{id, reference, prediction}` per general (brand-free) sample;
-- `metrics.json`: brand metrics (`brandcap.metrics`), `test_loss`, caption metrics
-  (`bleu1..4, meteor, rouge_l, cider`), the same caption metrics on the general set prefixed
-  `general_` (null without a general set), `n_test`, `n_general`, `generation_seconds`,
-  `samples_per_second`, `per_brand_accuracy`.
+- `metrics.json`: brand metrics (`brandcap.metrics.brand_metrics`: strict and lenient brand
+  accuracy, macro accuracy, their 95% bootstrap intervals, hedged/wrong/no-brand rates),
+  `test_loss`, caption metrics (`bleu1..4, meteor, rouge_l, cider`), the same caption metrics
+  on the general set prefixed `general_` (null without a general set), `n_test`, `n_general`,
+  `generation_seconds`, `samples_per_second`, `per_brand_accuracy` (accuracy, hedged rate, n).
 
 Generation is batched and greedy with left padding; prompts are rendered by
 `brandcap.chat.prompt_text` with `train.instruction`, exactly as in training. The test loss
@@ -42,11 +44,10 @@ from tqdm import tqdm
 
 from brandcap.append_only import read_append_only
 from brandcap.atomic import read_jsonl, write_json, write_jsonl
-from brandcap.brands import brands_mentioned
 from brandcap.caption_metrics import METRIC_NAMES, caption_scores_many, start_meteor
 from brandcap.chat import answer_text, prompt_text
 from brandcap.checkpoints import load_for_inference
-from brandcap.metrics import brand_metrics, mean_token_loss
+from brandcap.metrics import brand_metrics, brand_outcomes, mean_token_loss, named_brands
 from brandcap.params import Params
 
 log = logging.getLogger(__name__)
@@ -313,10 +314,11 @@ def run_evaluate(
                 "brand": t["brand"],
                 "reference": t["caption"],
                 "prediction": p["prediction"],
-                "brands_named": brands_mentioned(p["prediction"], known_brands),
+                "brands_named": named_brands(p["prediction"], known_brands),
+                "outcome": outcome,
                 "reference_loss": p["loss_sum"] / p["loss_tokens"] if p["loss_tokens"] else None,
             }
-            for t, p in zip(test, test_preds)
+            for t, p, outcome in zip(test, test_preds, brand_outcomes(predictions, brands, known_brands))
         ),
     )
     write_jsonl(

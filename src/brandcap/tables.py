@@ -11,9 +11,11 @@ Reads `eval_dir/base/epoch-0/metrics.json` (the base model, shared by all experi
 `checkpoints_dir/{exp}/epoch-{N}/brandcap_checkpoint.json` for the experiments and epochs in
 params, plus the data stages' outputs for the funnel. Writes (all atomically):
 - `tables.md`: (1) data funnel, (2) metrics per experiment and epoch with the best epoch marked,
-  (3) resources per experiment, (4) per-brand accuracy of the best checkpoint;
+  brand and macro accuracy shown with their 95% bootstrap intervals (`0.812 [0.75, 0.87]`),
+  (3) resources per experiment, (4) per-brand accuracy and n of the best checkpoint;
 - `metrics.json`: `{exp: {"epoch-N": {metric: value}}}` with `"base": {"epoch-0": ...}`,
-  scalar metrics only (the DVC metrics file: `dvc exp show` lists it per experiment);
+  scalar metrics only, an interval `[lo, hi]` as `{name}_low` and `{name}_high` (the DVC
+  metrics file: `dvc exp show` lists it per experiment);
 - `plots_dir/brand_accuracy.{png,csv}` (accuracy vs epoch, epoch 0 = the base model) and
   `plots_dir/train_loss.{png,csv}` (training loss vs step), the CSVs for `dvc plots show`.
 """
@@ -42,11 +44,14 @@ log = logging.getLogger(__name__)
 
 BASE = "base"
 CHECKPOINT_META = "brandcap_checkpoint.json"  # written by brandcap.checkpoints
-# (metrics.json key, column title) of the per-epoch table, in order.
+# (metrics.json key, column title) of the per-epoch table, in order; a key with a `{key}_ci`
+# interval in metrics.json is shown with it.
 RESULT_COLUMNS = [
-    ("brand_accuracy", "brand acc."),
-    ("macro_brand_accuracy", "macro acc."),
+    ("brand_accuracy", "brand acc. [95% CI]"),
+    ("macro_brand_accuracy", "macro acc. [95% CI]"),
+    ("hedged_rate", "hedged"),
     ("wrong_brand_rate", "wrong brand"),
+    ("brand_accuracy_lenient", "lenient acc."),
     ("test_loss", "test loss"),
     ("bleu4", "BLEU-4"),
     ("meteor", "METEOR"),
@@ -151,6 +156,13 @@ def _num(value: Any, digits: int = 3, signed: bool = False) -> str:
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
+def _with_ci(metrics: dict[str, Any], key: str, signed: bool = False) -> str:
+    """`0.812 [0.75, 0.87]` when metrics has an interval `{key}_ci`, else the number alone."""
+    ci = metrics.get(f"{key}_ci")
+    value = _num(metrics.get(key), signed=signed)
+    return f"{value} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci and metrics.get(key) is not None else value
+
+
 def _bytes(n: Any) -> str:
     if n is None:
         return "n/a"
@@ -211,9 +223,13 @@ def render_markdown(
         "## 2. Results per experiment and epoch",
         "",
         "Epoch 0 is the base model before fine-tuning (shared by all experiments). **best** marks each "
-        "experiment's epoch with the highest brand accuracy. Wrong brand: another known brand named and "
-        "the right one absent. General CIDEr change: CIDEr on the general brand-free set minus the base "
-        "model's (negative = forgetting).",
+        "experiment's epoch with the highest brand accuracy. Brand accuracy: the answer names the right "
+        "brand and no other (a brand after 'not', 'no', 'never'... is not named); macro: the mean over "
+        "brands. In brackets: 95% bootstrap interval over the test items, resampled within each brand. "
+        "Hedged: the right brand named among others (not counted correct). Wrong brand: another known "
+        "brand named and the right one absent. Lenient acc.: the right brand appears anywhere, the "
+        "gameable figure of the reference study. General CIDEr change: CIDEr on the general brand-free "
+        "set minus the base model's (negative = forgetting).",
         "",
     ]
     rows = []
@@ -222,7 +238,7 @@ def render_markdown(
         for epoch in [0, *params.train.save_epochs]:
             m = evaluations[BASE][0] if epoch == 0 else evaluations[exp][epoch]
             mark = " **best**" if epoch == best[exp] else ""
-            cells = [_num(m.get(key), signed=key == "forgetting_cider_change") for key, _ in RESULT_COLUMNS]
+            cells = [_with_ci(m, key, signed=key == "forgetting_cider_change") for key, _ in RESULT_COLUMNS]
             rows.append([exp, strategy, f"{epoch}{mark}", *cells])
     lines += _table(["experiment", "strategy", "epoch", *(title for _, title in RESULT_COLUMNS)], rows, align_left=3)
 
@@ -257,32 +273,46 @@ def render_markdown(
         "",
         "## 4. Per-brand accuracy of the best checkpoint",
         "",
-        f"Best checkpoint: `{best_exp}` epoch {best[best_exp]} (brand accuracy {_num(best_metrics.get('brand_accuracy'))}, "
-        f"macro {_num(best_metrics.get('macro_brand_accuracy'))}). Brands by number of cleaned captions: "
-        "rare brands are where imbalance shows.",
+        f"Best checkpoint: `{best_exp}` epoch {best[best_exp]} (brand accuracy {_with_ci(best_metrics, 'brand_accuracy')}, "
+        f"macro {_with_ci(best_metrics, 'macro_brand_accuracy')}). Brands by number of cleaned captions: "
+        "rare brands are where imbalance shows; n is the brand's test items, so a brand with a small n "
+        "moves in steps of 1/n.",
         "",
     ]
     per_brand = best_metrics.get("per_brand_accuracy") or {}
     base_per_brand = base.get("per_brand_accuracy") or {}
     order = sorted(per_brand, key=lambda b: (-brands_kept.get(b, 0), b))
     rows = [
-        [b, str(brands_kept.get(b, "n/a")), str(per_brand[b]["n"]), _num(base_per_brand.get(b, {}).get("accuracy")), _num(per_brand[b]["accuracy"])]
+        [
+            b, str(brands_kept.get(b, "n/a")), str(per_brand[b]["n"]), _num(base_per_brand.get(b, {}).get("accuracy")),
+            _num(per_brand[b]["accuracy"]), _num(per_brand[b].get("hedged_rate")),
+        ]
         for b in order
     ]
-    lines += _table(["brand", "cleaned captions", "test samples", "base accuracy", "best accuracy"], rows)
+    lines += _table(["brand", "cleaned captions", "test items (n)", "base accuracy", "best accuracy", "best hedged"], rows)
     return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------- metrics and plots
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _flat_scalars(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Numbers and nulls as they are, an interval `name_ci: [lo, hi]` (or null) as `name_ci_low`,
+    `name_ci_high`; nested dicts such as per-brand accuracy left out."""
+    flat = {}
+    for k, v in metrics.items():
+        if k.endswith("_ci") and (v is None or isinstance(v, list) and len(v) == 2):
+            flat[f"{k}_low"], flat[f"{k}_high"] = v or (None, None)
+        elif v is None or _is_number(v):
+            flat[k] = v
+    return flat
+
+
 def scalar_metrics(evaluations: dict[str, dict[int, dict[str, Any]]]) -> dict[str, dict[str, dict[str, Any]]]:
-    """{exp: {"epoch-N": {metric: number}}}: nested dicts such as per-brand accuracy left out."""
-    return {
-        exp: {
-            epoch_key(epoch): {k: v for k, v in m.items() if v is None or isinstance(v, (int, float)) and not isinstance(v, bool)}
-            for epoch, m in sorted(runs.items())
-        }
-        for exp, runs in evaluations.items()
-    }
+    """{exp: {"epoch-N": {metric: number}}}, flat for `dvc exp show` (see `_flat_scalars`)."""
+    return {exp: {epoch_key(epoch): _flat_scalars(m) for epoch, m in sorted(runs.items())} for exp, runs in evaluations.items()}
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
@@ -299,6 +329,16 @@ def _save_figure(fig, path: Path) -> None:
     plt.close(fig)
 
 
+ACCURACY_CSV_COLUMNS = [
+    "experiment", "epoch", "brand_accuracy", "macro_brand_accuracy",
+    "brand_accuracy_ci_low", "brand_accuracy_ci_high", "hedged_rate", "brand_accuracy_lenient",
+]
+
+
+def _nan(value: Any) -> float:
+    return float("nan") if value is None else value
+
+
 def write_plots(params: Params, evaluations, training, plots_dir: Path) -> None:
     plots_dir = Path(plots_dir)
     plots_dir.mkdir(parents=True, exist_ok=True)
@@ -309,15 +349,17 @@ def write_plots(params: Params, evaluations, training, plots_dir: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for exp in experiments:
         runs = [evaluations[BASE][0] if e == 0 else evaluations[exp][e] for e in epochs]
-        accuracy = [m.get("brand_accuracy") for m in runs]
-        rows += [[exp, e, m.get("brand_accuracy"), m.get("macro_brand_accuracy")] for e, m in zip(epochs, runs)]
-        ax.plot(epochs, [a if a is not None else float("nan") for a in accuracy], marker="o", label=exp)
-    ax.set(xlabel="epoch (0 = base model)", ylabel="brand accuracy", title="Brand accuracy on the test set", ylim=(0, 1.02))
+        flat = [_flat_scalars(m) for m in runs]
+        rows += [[exp, e, *(f.get(column) for column in ACCURACY_CSV_COLUMNS[2:])] for e, f in zip(epochs, flat)]
+        accuracy, low, high = ([_nan(f.get(k)) for f in flat] for k in ("brand_accuracy", "brand_accuracy_ci_low", "brand_accuracy_ci_high"))
+        (line,) = ax.plot(epochs, accuracy, marker="o", label=exp)
+        ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.15, linewidth=0)
+    ax.set(xlabel="epoch (0 = base model)", ylabel="brand accuracy (band: 95% CI)", title="Brand accuracy on the test set", ylim=(0, 1.02))
     ax.set_xticks(epochs)
     ax.grid(alpha=0.3)
     ax.legend()
     _save_figure(fig, plots_dir / "brand_accuracy.png")
-    _write_csv(plots_dir / "brand_accuracy.csv", ["experiment", "epoch", "brand_accuracy", "macro_brand_accuracy"], rows)
+    _write_csv(plots_dir / "brand_accuracy.csv", ACCURACY_CSV_COLUMNS, rows)
 
     rows = []
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
@@ -356,7 +398,7 @@ def run_tables(
     write_json(out_metrics, scalar_metrics(evaluations))
     write_plots(params, evaluations, training, Path(plots_dir))
 
-    base_acc = evaluations[BASE][0].get("brand_accuracy")
+    base_acc = _with_ci(evaluations[BASE][0], "brand_accuracy")
     best = {exp: best_epoch(evaluations[exp]) for exp in params.train.experiments}
-    summary = ", ".join(f"{exp} {_num(evaluations[exp][e].get('brand_accuracy'))} (epoch {e})" for exp, e in best.items())
-    log.info("tables: base brand accuracy %s; best per experiment: %s; wrote %s, %s, %s", _num(base_acc), summary, out_md, out_metrics, plots_dir)
+    summary = ", ".join(f"{exp} {_with_ci(evaluations[exp][e], 'brand_accuracy')} (epoch {e})" for exp, e in best.items())
+    log.info("tables: base brand accuracy %s; best per experiment: %s; wrote %s, %s, %s", base_acc, summary, out_md, out_metrics, plots_dir)
