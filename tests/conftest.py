@@ -56,7 +56,7 @@ def profile_commands() -> dict[str, dict[str, str]]:
     return readme_profile_commands()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def run():
     return run_in
 
