@@ -8,7 +8,8 @@
               log_dir=Path("results/train/freeze_llm"), resume_dir=Path(".resume/train/freeze_llm"))
 
 Outputs
-- `checkpoints_dir/epoch-{N}/` for N in train.save_epochs: only what was trained (see checkpoints.py).
+- `checkpoints_dir/epoch-{N}/` for N in train.save_epochs: only what was trained (see checkpoints.py),
+  in the training precision (a bf16 run saves bf16 weights).
 - `log_dir/log.jsonl`: one record per logging step {step, epoch, loss, learning_rate, grad_norm,
   samples_per_second}; `log_dir/summary.json`: parameters, peak memory, wall time, throughput, sizes.
 
@@ -56,6 +57,9 @@ RESUME_FINGERPRINT = "brandcap_resume.json"
 EPOCHS_SUBDIR = "epochs"
 RESUME_LOG = "log.jsonl"
 
+# Epoch checkpoints are stored in the training precision (the fp32 master weights are rounded, as
+# the forward passes were); resume checkpoints keep fp32 so a resumed run continues exactly.
+CHECKPOINT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 # --------------------------------------------------------------------------- settings
 def world_size() -> int:
@@ -140,10 +144,11 @@ def _mirror_dir(src: Path, dst: Path) -> None:
 class EpochCheckpointCallback(TrainerCallback):
     """Saves the trained delta at exactly the listed epochs (kept in resume_dir, mirrored to the outputs)."""
 
-    def __init__(self, save_epochs: Sequence[int], strategy: str, store_dir: Path, checkpoints_dir: Path, meta: dict[str, Any]):
+    def __init__(self, save_epochs: Sequence[int], strategy: str, store_dir: Path, checkpoints_dir: Path, meta: dict[str, Any], dtype: torch.dtype):
         self.save_epochs = set(save_epochs)
         self.strategy = strategy
         self.store_dir = store_dir
+        self.dtype = dtype
         self.checkpoints_dir = checkpoints_dir
         self.meta = meta
 
@@ -151,7 +156,7 @@ class EpochCheckpointCallback(TrainerCallback):
         epoch = int(round(state.epoch))
         if epoch in self.save_epochs and state.is_world_process_zero:
             name = f"epoch-{epoch}"
-            save_checkpoint(model, self.store_dir / name, self.strategy, {**self.meta, "epoch": epoch, "global_step": state.global_step})
+            save_checkpoint(model, self.store_dir / name, self.strategy, {**self.meta, "epoch": epoch, "global_step": state.global_step}, self.dtype)
             _mirror_dir(self.store_dir / name, self.checkpoints_dir / name)
             log.info("saved checkpoint %s", self.checkpoints_dir / name)
         return control
@@ -382,7 +387,7 @@ def run_train(
         train_dataset=dataset,
         data_collator=CaptionCollator(processor, train.instruction, train.max_length),
         callbacks=[
-            EpochCheckpointCallback(train.save_epochs, strategy, resume_dir / EPOCHS_SUBDIR, checkpoints_dir, meta),
+            EpochCheckpointCallback(train.save_epochs, strategy, resume_dir / EPOCHS_SUBDIR, checkpoints_dir, meta, CHECKPOINT_DTYPES[precision]),
             log_callback,
             *callbacks,
         ],
