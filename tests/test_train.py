@@ -321,6 +321,18 @@ def test_missing_base_model_fails_clearly(workdir, tmp_path):
         run_train(train_params(), "freeze_llm", tmp_path / "nowhere", workdir / "train.jsonl", tmp_path / "c", tmp_path / "l", tmp_path / "r")
 
 
+def test_prompt_settings_are_checked_before_any_work(workdir, tmp_path):
+    def run(params):
+        run_train(params, "freeze_llm", workdir / "base", workdir / "train.jsonl", tmp_path / "c", tmp_path / "l", tmp_path / "r")
+
+    with pytest.raises(ValueError, match=r"train.max_length \(16\) leaves no room for the answer: .* 1 tile x 9 = 9 image tokens"):
+        run(train_params(max_length=16))
+    tiled = validate_params({**train_params().model_dump(), "model": {"image_tiling": {"enabled": True}}})
+    with pytest.raises(ValueError, match=r"base: its processor tiles images with \(enabled: false\).*rerun the base_model stage"):
+        run(tiled)
+    assert not any(tmp_path.iterdir())  # nothing written, no resume state
+
+
 def test_deepspeed_config_is_checked(tmp_path):
     from brandcap.train import check_deepspeed_config
 

@@ -39,6 +39,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from brandcap import atomic
+from brandcap.chat import check_prompt_settings
 from brandcap.checkpoints import (
     CHECKPOINT_META,
     TRAINABLE_WEIGHTS,
@@ -56,10 +57,10 @@ log = logging.getLogger(__name__)
 RESUME_FINGERPRINT = "brandcap_resume.json"
 EPOCHS_SUBDIR = "epochs"
 RESUME_LOG = "log.jsonl"
-
 # Epoch checkpoints are stored in the training precision (the fp32 master weights are rounded, as
 # the forward passes were); resume checkpoints keep fp32 so a resumed run continues exactly.
 CHECKPOINT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
 
 # --------------------------------------------------------------------------- settings
 def world_size() -> int:
@@ -121,6 +122,7 @@ def run_fingerprint(params: Params, experiment: str, base_dir: Path, train_jsonl
         "experiment": experiment,
         "seed": params.seed,
         "train": params.train.model_dump(mode="json"),
+        "image_tiling": params.model.image_tiling.model_dump(mode="json"),
         "train_jsonl": _file_sha256(train_jsonl),
         "base_config": _file_sha256(base_dir / "config.json") if (base_dir / "config.json").exists() else "",
     }
@@ -146,9 +148,9 @@ class EpochCheckpointCallback(TrainerCallback):
 
     def __init__(self, save_epochs: Sequence[int], strategy: str, store_dir: Path, checkpoints_dir: Path, meta: dict[str, Any], dtype: torch.dtype):
         self.save_epochs = set(save_epochs)
+        self.dtype = dtype
         self.strategy = strategy
         self.store_dir = store_dir
-        self.dtype = dtype
         self.checkpoints_dir = checkpoints_dir
         self.meta = meta
 
@@ -353,6 +355,8 @@ def run_train(
     if not (base_dir / "config.json").exists():
         raise FileNotFoundError(f"{base_dir}: no base model (config.json missing); run the base_model stage first")
     precision = resolve_precision(train.precision)
+    processor = AutoProcessor.from_pretrained(base_dir)
+    check_prompt_settings(processor, params, str(base_dir))
 
     dataset = CaptionDataset(train_jsonl)
     resume_from = _prepare_resume_dir(resume_dir, run_fingerprint(params, experiment, base_dir, train_jsonl))
@@ -361,7 +365,6 @@ def run_train(
     if resume_from:
         log.info("resuming %s from %s (epoch %d; epoch checkpoints restored: %s)", experiment, resume_from, resumed_epoch, restored)
 
-    processor = AutoProcessor.from_pretrained(base_dir)
     # fp32 master weights; bf16/fp16 run as mixed precision (autocast) through the Trainer
     model = AutoModelForImageTextToText.from_pretrained(base_dir, dtype=torch.float32)
     model.config.use_cache = False
