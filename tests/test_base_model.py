@@ -220,7 +220,7 @@ def test_offline_with_an_uncached_hub_id_names_the_id_and_the_download_command(t
         run_base_model(params, tmp_path / "unused.parquet", tmp_path / "base")
     message = str(err.value)
     assert "model.base: 'brandcap-test/no-such-model' at revision" in message and "HF_HUB_OFFLINE=1" in message
-    assert f"huggingface-cli download brandcap-test/no-such-model --revision {revision}" in message
+    assert f"hf download brandcap-test/no-such-model --revision {revision}" in message
     assert err.value.__cause__ is None and err.value.__suppress_context__  # no chain of hub errors
     assert not (tmp_path / "base").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
@@ -230,7 +230,7 @@ def test_revision_needs_a_hub_id(tiny_base, tmp_path):
         run_base_model(tiny_params(QUICK_TINY, base=str(tiny_base), revision="main"), tmp_path / "unused.parquet", tmp_path / "base")
     with pytest.raises(ParamsError, match="model.base is 'tiny'"):
         tiny_params(QUICK_TINY, revision="main")
-    with pytest.raises(ParamsError, match="huggingface-cli download OpenGVLab/InternVL2_5-4B-MPO --revision abc"):
+    with pytest.raises(ParamsError, match="hf download OpenGVLab/InternVL2_5-4B-MPO --revision abc"):
         tiny_params(QUICK_TINY, convert_from="OpenGVLab/InternVL2_5-4B-MPO", revision="abc")
     assert not (tmp_path / "base").exists()
 

@@ -15,7 +15,8 @@ and `AutoProcessor.from_pretrained(dir)`. Three sources, chosen by `params.model
   pins it; the resolved commit is recorded): loaded with `AutoModelForImageTextToText` /
   `AutoProcessor` (custom model code only when `model.trust_remote_code: true`) and saved again
   into the output directory. Offline (`HF_HUB_OFFLINE=1`), an id missing from the local cache
-  fails at once with the `huggingface-cli download` command that fixes it.
+  fails at once with the `hf download` command that fixes it (huggingface_hub >= 1.0
+  ships `hf`; older versions call it `huggingface-cli download`).
 
 Every source's processor is saved with `model.image_tiling` (`brandcap.chat.set_image_tiling`),
 so every later stage tiles images as the params say.
@@ -130,8 +131,8 @@ def offline_error(source: str, revision: str) -> BaseModelError:
     return BaseModelError(
         f"model.base: {source!r}{f' at revision {revision!r}' if revision else ''} is not in the local Hugging Face cache "
         "and the hub is offline (HF_HUB_OFFLINE=1 or TRANSFORMERS_OFFLINE=1). Fix: download it first where there is "
-        f"network, `huggingface-cli download {source}{pinned}` (same HF_HOME as this run), or "
-        f"`huggingface-cli download {source}{pinned} --local-dir <dir>` and set model.base: <dir>; or unset HF_HUB_OFFLINE"
+        f"network, `hf download {source}{pinned}` (same HF_HOME as this run), or "
+        f"`hf download {source}{pinned} --local-dir <dir>` and set model.base: <dir>; or unset HF_HUB_OFFLINE"
     )
 
 

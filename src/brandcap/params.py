@@ -195,7 +195,7 @@ class ModelParams(Section):
         if self.revision and self.convert_from:
             raise ValueError(
                 f"model.revision ({self.revision!r}) cannot be passed to the converter of model.convert_from; download that "
-                f"revision first (huggingface-cli download {self.convert_from} --revision {self.revision} --local-dir <dir>) "
+                f"revision first (hf download {self.convert_from} --revision {self.revision} --local-dir <dir>) "
                 "and set model.convert_from: <dir>, model.revision: ''"
             )
         if self.revision and self.base == "tiny":
