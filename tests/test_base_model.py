@@ -20,7 +20,7 @@ from brandcap import shop
 from brandcap.base_model import BASE_INFO, CONVERTER_MODULE, BaseModelError, run_base_model
 from brandcap.brands import brands_mentioned
 from brandcap.chat import prompt_text
-from brandcap.params import SyntheticShop, load_params, validate_params
+from brandcap.params import ParamsError, SyntheticShop, load_params, validate_params
 from brandcap.profiles import resolve_params
 from brandcap.pretrain import mean_text_loss, read_products, text_samples, tokenizer_corpus
 from brandcap.tiny_model import build_tiny_model
@@ -170,6 +170,70 @@ def test_trust_remote_code_is_passed_through(tiny_base, tmp_path):
     run_base_model(tiny_params(QUICK_TINY, base=str(custom), trust_remote_code=True), tmp_path / "unused.parquet", tmp_path / "remote")
     info = json.loads((tmp_path / "remote" / BASE_INFO).read_text())
     assert info["model_class"] == "MarkedInternVL" and info["trust_remote_code"] is True
+
+
+def _hub_cache_with_two_commits(tiny_base: Path, cache: Path, repo_id: str) -> tuple[str, str]:
+    """A local Hugging Face cache holding `repo_id` at two commits (main = the second), as a download leaves it."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    first, second = "1" * 40, "2" * 40
+    shutil.copytree(tiny_base, repo / "snapshots" / first)
+    model = AutoModelForImageTextToText.from_pretrained(tiny_base)
+    with torch.no_grad():
+        model.lm_head.weight.add_(1.0)
+    model.save_pretrained(repo / "snapshots" / second)
+    AutoProcessor.from_pretrained(tiny_base).save_pretrained(repo / "snapshots" / second)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(second)
+    return first, second
+
+
+def test_hub_id_is_loaded_at_the_pinned_revision_with_the_params_tiling(tiny_base, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    repo_id = "brandcap-test/tiny-internvl-hf"
+    first, second = _hub_cache_with_two_commits(tiny_base, tmp_path / "cache", repo_id)
+    tiling = {"enabled": True, "min_tiles": 1, "max_tiles": 6}
+    run_base_model(tiny_params(QUICK_TINY, base=repo_id, revision=first, image_tiling=tiling), tmp_path / "unused.parquet", tmp_path / "pinned")
+    run_base_model(tiny_params(QUICK_TINY, base=repo_id), tmp_path / "unused.parquet", tmp_path / "main")
+
+    pinned = json.loads((tmp_path / "pinned" / BASE_INFO).read_text())
+    assert (pinned["source"], pinned["revision"], pinned["commit"]) == (repo_id, first, first)
+    assert json.loads((tmp_path / "main" / BASE_INFO).read_text())["commit"] == second
+    original = AutoModelForImageTextToText.from_pretrained(tiny_base).lm_head.weight
+    assert torch.equal(AutoModelForImageTextToText.from_pretrained(tmp_path / "pinned").lm_head.weight, original)
+    assert not torch.equal(AutoModelForImageTextToText.from_pretrained(tmp_path / "main").lm_head.weight, original)
+    # model.image_tiling is written into the saved processor, whatever the checkpoint said
+    processor = AutoProcessor.from_pretrained(tmp_path / "pinned").image_processor
+    assert (processor.crop_to_patches, processor.min_patches, processor.max_patches) == (True, 1, 6)
+    assert AutoProcessor.from_pretrained(tmp_path / "main").image_processor.crop_to_patches is False
+
+
+def test_offline_with_an_uncached_hub_id_names_the_id_and_the_download_command(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    params = tiny_params(QUICK_TINY, base="brandcap-test/no-such-model", revision=revision)
+    with pytest.raises(BaseModelError) as err:
+        run_base_model(params, tmp_path / "unused.parquet", tmp_path / "base")
+    message = str(err.value)
+    assert "model.base: 'brandcap-test/no-such-model' at revision" in message and "HF_HUB_OFFLINE=1" in message
+    assert f"hf download brandcap-test/no-such-model --revision {revision}" in message
+    assert err.value.__cause__ is None and err.value.__suppress_context__  # no chain of hub errors
+    assert not (tmp_path / "base").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_revision_needs_a_hub_id(tiny_base, tmp_path):
+    with pytest.raises(BaseModelError, match="model.revision .* applies to a Hugging Face id"):
+        run_base_model(tiny_params(QUICK_TINY, base=str(tiny_base), revision="main"), tmp_path / "unused.parquet", tmp_path / "base")
+    with pytest.raises(ParamsError, match="model.base is 'tiny'"):
+        tiny_params(QUICK_TINY, revision="main")
+    with pytest.raises(ParamsError, match="hf download OpenGVLab/InternVL2_5-4B-MPO --revision abc"):
+        tiny_params(QUICK_TINY, convert_from="OpenGVLab/InternVL2_5-4B-MPO", revision="abc")
+    assert not (tmp_path / "base").exists()
 
 
 def test_missing_local_dir_is_a_clear_error(tmp_path):

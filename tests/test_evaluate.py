@@ -11,11 +11,14 @@ from PIL import Image
 
 from brandcap.atomic import read_jsonl, write_jsonl
 from brandcap.caption_metrics import METRIC_NAMES
-from brandcap.chat import answer_text, prompt_text
+from brandcap.chat import prompt_text, set_image_tiling
 from brandcap.evaluate import generate_captions, load_model, reference_losses, run_evaluate
 from brandcap.metrics import brand_outcome, named_brands
-from brandcap.params import Params, TinyModelParams, validate_params
+from brandcap.params import ImageTilingParams, Params, TinyModelParams, validate_params
 from brandcap.tiny_model import build_tiny_model
+from brandcap.training_data import CaptionCollator
+
+TILED = {"enabled": True}  # InternVL's tiling: up to 12 tiles + a thumbnail; 9 tokens per 84 px tile here
 
 BRANDS = ["Chloé", "Dolce & Gabbana", "Gucci"]
 COLOURS = {"red": (200, 30, 30), "blue": (30, 30, 200), "green": (30, 160, 30)}
@@ -28,7 +31,7 @@ def caption(colour: str, brand: str) -> str:
 @pytest.fixture(scope="module")
 def base_dir(tmp_path_factory) -> Path:
     corpus = [caption(c, b) for c in COLOURS for b in BRANDS] * 20
-    model, processor = build_tiny_model(corpus, TinyModelParams(vocab_size=400), seed=0)
+    model, processor = build_tiny_model(corpus, TinyModelParams(vocab_size=400), seed=0, tiling=ImageTilingParams(**TILED))
     out = tmp_path_factory.mktemp("base")
     model.save_pretrained(out)
     processor.save_pretrained(out)
@@ -56,34 +59,57 @@ def data(tmp_path_factory) -> dict[str, Path]:
     return {"test": root / "test.jsonl", "general": root / "general.jsonl", "empty": root / "empty.jsonl"}
 
 
-def small_params(**eval_overrides) -> Params:
+def small_params(max_length: int = 256, tiling: dict = TILED, **eval_overrides) -> Params:
     # Room for the whole reference after the prompt (the tiny test tokenizer spends many tokens on it).
-    return validate_params({"train": {"max_length": 256}, "eval": {"max_new_tokens": 6, "batch_size": 4, **eval_overrides}})
+    return validate_params(
+        {
+            "model": {"image_tiling": tiling},
+            "train": {"max_length": max_length},
+            "eval": {"max_new_tokens": 6, "batch_size": 4, **eval_overrides},
+        }
+    )
 
 
 def lines(path: Path) -> list[str]:
     return path.read_text(encoding="utf-8").splitlines(keepends=True)
 
 
-def test_reference_loss_matches_unbatched_training_loss(base_dir, data):
-    """Batched, left-padded per-sample loss = the model's own loss on each sample alone."""
-    params = small_params()
+@pytest.mark.parametrize("tiling, tiles", [(TILED, [1, 13, 13]), ({"enabled": False}, [1, 1, 1])])
+def test_training_generation_and_test_loss_see_the_same_inputs(base_dir, data, tmp_path, tiling, tiles):
+    """Same pixel values and image tokens in training and generation; test loss = training loss, per sample."""
+    params = small_params(tiling=tiling)
     model, processor = load_model(params, base_dir, None, "cpu")
-    records = read_jsonl(data["test"])[:3]  # includes the wider image: prompts of different length
+    set_image_tiling(processor, params.model.image_tiling)
+    portrait = tmp_path / "portrait.png"
+    Image.new("RGB", (63, 84), (200, 30, 30)).save(portrait)  # 3:4, as a downloaded product photo
+    records = read_jsonl(data["test"])[:2] + [{"image": str(portrait), "caption": caption("red", "Gucci")}]
     images = [Image.open(r["image"]).convert("RGB") for r in records]
+    captions = [r["caption"] for r in records]
     prompt = prompt_text(processor, params.train.instruction)
     _, prompt_inputs = generate_captions(model, processor, prompt, images, max_new_tokens=1)
-    batched = reference_losses(model, processor, prompt_inputs, [r["caption"] for r in records], max_length=256)
-    for rec, image, (loss_sum, n) in zip(records, images, batched):
-        alone = processor(text=[prompt], images=[image], return_tensors="pt")
-        answer = processor.tokenizer(answer_text(processor, rec["caption"]), add_special_tokens=False, return_tensors="pt")["input_ids"]
-        input_ids = torch.cat([alone["input_ids"], answer], dim=1)
-        labels = torch.full_like(input_ids, -100)
-        labels[:, -answer.shape[1] :] = answer
+    batched = reference_losses(model, processor, prompt_inputs, captions, max_length=256)
+
+    collate = CaptionCollator(processor, params.train.instruction, max_length=256)
+    training = collate([{"image": i, "caption": c} for i, c in zip(images, captions)])
+    assert torch.equal(training["pixel_values"], prompt_inputs["pixel_values"])
+    for ids in (training["input_ids"], prompt_inputs["input_ids"]):  # a square, a 5:4 and a 3:4 image
+        assert (ids == processor.image_token_id).sum(dim=1).tolist() == [9 * n for n in tiles]
+    for image, caption_text, (loss_sum, n) in zip(images, captions, batched):
+        alone = collate([{"image": image, "caption": caption_text}])
         with torch.no_grad():
-            expected = model(input_ids=input_ids, pixel_values=alone["pixel_values"], labels=labels).loss
-        assert n == answer.shape[1]
+            expected = model(**alone).loss
+        assert n == (alone["labels"] != -100).sum().item()
         assert loss_sum / n == pytest.approx(float(expected), rel=1e-4)
+
+
+def test_prompt_settings_are_checked_before_any_work(base_dir, data, tmp_path):
+    out, resume = tmp_path / "out", tmp_path / "resume"
+    # 13 tiles x 9 tokens = 117 image tokens do not fit in 100
+    with pytest.raises(ValueError, match=r"train.max_length \(100\) leaves no room.*13 tiles \(12 \+ a thumbnail\) x 9 = 117 image tokens"):
+        run_evaluate(small_params(max_length=100), base_dir, None, data["test"], data["general"], out, resume)
+    with pytest.raises(ValueError, match=r"its processor tiles images with \(enabled: true.*rerun the base_model stage"):
+        run_evaluate(small_params(tiling={"enabled": False}), base_dir, None, data["test"], data["general"], out, resume)
+    assert not out.exists() and not resume.exists()
 
 
 def test_evaluate_writes_outputs_and_resumes(base_dir, data, tmp_path):

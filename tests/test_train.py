@@ -21,7 +21,7 @@ from brandcap.checkpoints import CHECKPOINT_META, TRAINABLE_WEIGHTS, load_for_in
 from brandcap.params import LoraParams, TinyModelParams, validate_params
 from brandcap.strategies import apply_strategy
 from brandcap.tiny_model import build_tiny_model
-from brandcap.train import gradient_accumulation_steps, resolve_precision, run_train
+from brandcap.train import CHECKPOINT_DTYPES, gradient_accumulation_steps, resolve_precision, run_train
 from brandcap.training_data import CaptionCollator, CaptionDataset
 
 TINY = TinyModelParams(vision_hidden=32, vision_layers=1, vision_heads=2, text_hidden=64, text_layers=2, text_heads=2, vocab_size=400)
@@ -159,6 +159,7 @@ def test_freeze_llm_run_writes_deltas_logs_and_summary(workdir, freeze_llm_run):
         meta = json.loads((ckpt / CHECKPOINT_META).read_text())
         assert meta["epoch"] == epoch and meta["experiment"] == "freeze_llm" and meta["strategy"] == "freeze_llm"
         assert meta["params"]["train"]["epochs"] == 2 and meta["saved_bytes"] == (ckpt / TRAINABLE_WEIGHTS).stat().st_size
+        assert meta["weights_dtype"] == "float32"  # an fp32 run saves fp32
         keys = load_file(ckpt / TRAINABLE_WEIGHTS).keys()
         assert keys and all(".vision_tower." in k or ".multi_modal_projector." in k for k in keys)
     # epochs 1 and 2 hold different weights
@@ -250,6 +251,49 @@ def test_every_checkpoint_format_round_trips(workdir, probe_batch, tmp_path, str
         assert saved < full_bytes
 
 
+def _train_steps_in_bf16(model, batch, steps=2):
+    """A few optimizer steps under CPU bf16 autocast: fp32 master weights, bf16 compute (the Trainer's bf16)."""
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    for _ in range(steps):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+
+
+@pytest.mark.parametrize("strategy", ["freeze_llm", "lora", "full"])
+def test_bf16_run_saves_bf16_weights_that_load_for_inference(workdir, probe_batch, tmp_path, strategy):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(workdir)
+        processor = load_for_inference(workdir / "base", None)[1]
+        dataset = CaptionDataset("train.jsonl")
+        batch = CaptionCollator(processor, train_params().train.instruction, 256)([dataset[i] for i in range(4)])
+    model = AutoModelForImageTextToText.from_pretrained(workdir / "base", dtype=torch.float32)
+    model = apply_strategy(model, strategy, LoraParams(r=4, alpha=8, target_modules=["q_proj", "v_proj"]))
+    _train_steps_in_bf16(model, batch)
+
+    for precision in ("fp32", "bf16"):
+        save_checkpoint(model, tmp_path / precision, strategy, {"epoch": 1}, CHECKPOINT_DTYPES[precision])
+    fp32_bytes, bf16_bytes = (sum(f.stat().st_size for f in (tmp_path / d).glob("*.safetensors")) for d in ("fp32", "bf16"))
+    saved = _delta_weights(tmp_path / "bf16") if strategy != "full" else load_file(tmp_path / "bf16" / "model.safetensors")
+    assert saved and {t.dtype for t in saved.values()} == {torch.bfloat16}
+    assert json.loads((tmp_path / "bf16" / CHECKPOINT_META).read_text())["weights_dtype"] == "bfloat16"
+    assert bf16_bytes < 0.55 * fp32_bytes  # half the bytes (plus the safetensors header)
+    # the model in training is untouched: its master weights stay fp32
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+    loaded, _ = load_for_inference(workdir / "base", tmp_path / "bf16")
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}  # cast to the inference dtype
+    with torch.no_grad():  # what bf16 storage keeps of the trained weights
+        for p in model.parameters():
+            if p.requires_grad:
+                p.copy_(p.to(torch.bfloat16).float())
+    assert torch.allclose(_logits(loaded, probe_batch), _logits(model, probe_batch), atol=1e-5)
+
+
 def test_loader_refuses_weights_that_do_not_match_the_strategy(workdir, freeze_llm_run, tmp_path):
     ckpt = tmp_path / "epoch-2"
     shutil.copytree(freeze_llm_run[0]["checkpoints_dir"] / "epoch-2", ckpt)
@@ -275,6 +319,18 @@ def test_effective_batch_and_precision_settings():
 def test_missing_base_model_fails_clearly(workdir, tmp_path):
     with pytest.raises(FileNotFoundError, match="base_model stage"):
         run_train(train_params(), "freeze_llm", tmp_path / "nowhere", workdir / "train.jsonl", tmp_path / "c", tmp_path / "l", tmp_path / "r")
+
+
+def test_prompt_settings_are_checked_before_any_work(workdir, tmp_path):
+    def run(params):
+        run_train(params, "freeze_llm", workdir / "base", workdir / "train.jsonl", tmp_path / "c", tmp_path / "l", tmp_path / "r")
+
+    with pytest.raises(ValueError, match=r"train.max_length \(16\) leaves no room for the answer: .* 1 tile x 9 = 9 image tokens"):
+        run(train_params(max_length=16))
+    tiled = validate_params({**train_params().model_dump(), "model": {"image_tiling": {"enabled": True}}})
+    with pytest.raises(ValueError, match=r"base: its processor tiles images with \(enabled: false\).*rerun the base_model stage"):
+        run(tiled)
+    assert not any(tmp_path.iterdir())  # nothing written, no resume state
 
 
 def test_deepspeed_config_is_checked(tmp_path):

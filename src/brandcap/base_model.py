@@ -11,9 +11,15 @@ and `AutoProcessor.from_pretrained(dir)`. Three sources, chosen by `params.model
   (`brandcap.pretrain`): it knows brand names as words and describes colour and category from
   images, but was never shown a brand with an image.
 * `base: <Hugging Face id or local dir>` of an HF-native InternVL checkpoint, e.g.
-  `OpenGVLab/InternVL3-1B-hf` or `OpenGVLab/InternVL3-2B-hf`: loaded with
-  `AutoModelForImageTextToText` / `AutoProcessor` (custom model code only when
-  `model.trust_remote_code: true`) and saved again into the output directory.
+  `OpenGVLab/InternVL3-1B-hf` or `OpenGVLab/InternVL3-2B-hf`, at `model.revision` (a commit hash
+  pins it; the resolved commit is recorded): loaded with `AutoModelForImageTextToText` /
+  `AutoProcessor` (custom model code only when `model.trust_remote_code: true`) and saved again
+  into the output directory. Offline (`HF_HUB_OFFLINE=1`), an id missing from the local cache
+  fails at once with the `hf download` command that fixes it (huggingface_hub >= 1.0
+  ships `hf`; older versions call it `huggingface-cli download`).
+
+Every source's processor is saved with `model.image_tiling` (`brandcap.chat.set_image_tiling`),
+so every later stage tiles images as the params say.
 * `convert_from: <id or dir>`: a custom-code InternVL checkpoint (InternVL2.5, e.g.
   `OpenGVLab/InternVL2_5-4B-MPO`) converted first with transformers' own converter
   `transformers/models/internvl/convert_internvl_weights_to_hf.py`
@@ -47,10 +53,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import transformers
+from huggingface_hub import is_offline_mode, try_to_load_from_cache
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from brandcap.atomic import write_json
-from brandcap.params import Params
+from brandcap.chat import set_image_tiling
+from brandcap.params import ModelParams, Params
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +104,8 @@ def build_tiny_base(params: Params, catalog_path: Path, out_dir: Path) -> dict:
 
     tiny = params.model.tiny
     products = read_products(catalog_path)
-    model, processor = build_tiny_model(tokenizer_corpus(products, params.train.instruction), tiny, seed=params.seed)
+    corpus = tokenizer_corpus(products, params.train.instruction)
+    model, processor = build_tiny_model(corpus, tiny, seed=params.seed, tiling=params.model.image_tiling)
     # Held-out brand sentences (another seed stream) show what pretraining taught the language model.
     held_out = text_samples(products, 200, seed=params.seed + 7919)
     untrained_loss = mean_text_loss(model, processor, held_out)
@@ -113,24 +122,56 @@ def build_tiny_base(params: Params, catalog_path: Path, out_dir: Path) -> dict:
     }
 
 
-def load_hf_base(source: str, trust_remote_code: bool, out_dir: Path) -> dict:
-    """Load an HF-native checkpoint (hub id or local dir) and save model + processor into out_dir."""
-    if source.startswith((".", "/", "~")) and not Path(source).expanduser().exists():
+def is_local_source(source: str) -> bool:
+    return source.startswith((".", "/", "~")) or Path(source).expanduser().is_dir()
+
+
+def offline_error(source: str, revision: str) -> BaseModelError:
+    pinned = f" --revision {revision}" if revision else ""
+    return BaseModelError(
+        f"model.base: {source!r}{f' at revision {revision!r}' if revision else ''} is not in the local Hugging Face cache "
+        "and the hub is offline (HF_HUB_OFFLINE=1 or TRANSFORMERS_OFFLINE=1). Fix: download it first where there is "
+        f"network, `hf download {source}{pinned}` (same HF_HOME as this run), or "
+        f"`hf download {source}{pinned} --local-dir <dir>` and set model.base: <dir>; or unset HF_HUB_OFFLINE"
+    )
+
+
+def cached_commit(repo_id: str, revision: str | None) -> str | None:
+    """The commit `revision` resolved to, read from the cache that loading just used (snapshots/<commit>/)."""
+    config = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+    return Path(config).parent.name if isinstance(config, str) else None
+
+
+def load_hf_base(model_params: ModelParams, source: str, out_dir: Path) -> dict:
+    """Load an HF-native checkpoint (hub id or local dir) at `model.revision`, apply `model.image_tiling`
+    to its processor, and save model + processor into out_dir."""
+    trust_remote_code, revision = model_params.trust_remote_code, model_params.revision or None
+    local = is_local_source(source)
+    if local and not Path(source).expanduser().exists():
         raise BaseModelError(f"model.base: local directory {source!r} does not exist; give an existing save_pretrained directory or a Hugging Face id such as {HF_NATIVE_ALTERNATIVES[0]}")
+    if local and revision:
+        raise BaseModelError(f"model.revision ({revision!r}) applies to a Hugging Face id, but model.base {source!r} is a local directory; clear model.revision")
     source = str(Path(source).expanduser()) if source.startswith("~") else source
     try:
-        model = AutoModelForImageTextToText.from_pretrained(source, trust_remote_code=trust_remote_code, dtype="auto")
-        processor = AutoProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
+        model = AutoModelForImageTextToText.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code, dtype="auto")
+        processor = AutoProcessor.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
+        if not local and is_offline_mode():
+            raise offline_error(source, model_params.revision) from None
         raise BaseModelError(
-            f"model.base: could not load {source!r} with AutoModelForImageTextToText/AutoProcessor: {err}\n"
+            f"model.base: could not load {source!r}{f' at revision {revision!r}' if revision else ''} with "
+            f"AutoModelForImageTextToText/AutoProcessor: {err}\n"
             f"Fix: use an HF-native InternVL checkpoint ({', '.join(HF_NATIVE_ALTERNATIVES)}) or a local save_pretrained "
-            "directory; custom-code checkpoints need model.trust_remote_code: true, and InternVL2.5 needs model.convert_from"
+            "directory, and a revision that exists; custom-code checkpoints need model.trust_remote_code: true, "
+            "and InternVL2.5 needs model.convert_from"
         ) from err
+    set_image_tiling(processor, model_params.image_tiling)
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
     return {
         "source": source,
+        "revision": model_params.revision,
+        "commit": None if local else cached_commit(source, revision),
         "model_class": type(model).__name__,
         "trust_remote_code": trust_remote_code,
         "dtype": str(model.dtype).removeprefix("torch."),
@@ -187,7 +228,7 @@ def run_base_model(params: Params, catalog_path: Path, out_dir: Path) -> None:
             shutil.rmtree(work_dir, ignore_errors=True)
             try:
                 convert_checkpoint(model_params.convert_from, converter, work_dir)
-                info = load_hf_base(str(work_dir), model_params.trust_remote_code, stage)
+                info = load_hf_base(model_params, str(work_dir), stage)
             finally:
                 shutil.rmtree(work_dir, ignore_errors=True)
             info["source"] = model_params.convert_from
@@ -195,7 +236,7 @@ def run_base_model(params: Params, catalog_path: Path, out_dir: Path) -> None:
         elif model_params.base == "tiny":
             info = build_tiny_base(params, Path(catalog_path), stage)
         else:
-            info = load_hf_base(model_params.base, model_params.trust_remote_code, stage)
+            info = load_hf_base(model_params, model_params.base, stage)
         info["model_params"] = json.loads(model_params.model_dump_json())
         info["seed"] = params.seed
         info["transformers_version"] = transformers.__version__

@@ -8,7 +8,8 @@ A checkpoint directory holds one of
 - a peft adapter (`adapter_config.json`, `adapter_model.safetensors`) for lora,
 - a whole `save_pretrained` model for full,
 plus `brandcap_checkpoint.json`: experiment, strategy, epoch, the resolved params, trainable
-and total parameters, the saved size and the full model's size in bytes.
+and total parameters, the weights' dtype (the training precision), the saved size and the full
+model's size in bytes. Loading casts the weights to the inference dtype.
 """
 
 from __future__ import annotations
@@ -48,31 +49,57 @@ def state_bytes(model: nn.Module) -> int:
     return total
 
 
-def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {name: p.detach().to("cpu").contiguous().clone() for name, p in model.named_parameters() if p.requires_grad}
+def cast_floats(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """`tensor` in `dtype` when it holds floating-point values (integer buffers stay as they are)."""
+    return tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
+
+
+def trainable_state_dict(model: nn.Module, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """The trainable parameters on the CPU, in `dtype` (None = as they are)."""
+    return {
+        name: cast_floats(p.detach().to("cpu"), dtype).contiguous().clone()
+        for name, p in model.named_parameters()
+        if p.requires_grad
+    }
+
+
+def _state_with_trainable_cast(model: nn.Module, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    """The state dict for `save_pretrained`, trainable weights cast to `dtype` on the CPU; frozen ones
+    (which a peft adapter does not save) stay where they are, uncopied."""
+    # By storage, not name: tied weights (lm_head and the input embeddings) appear once among the
+    # parameters but twice in the state dict, and must stay one tensor.
+    trainable = {p.data_ptr() for p in model.parameters() if p.requires_grad}
+    cast: dict[int, torch.Tensor] = {}
+    state = {}
+    for name, t in model.state_dict().items():
+        if t.data_ptr() in trainable:
+            t = cast.setdefault(t.data_ptr(), cast_floats(t.detach().to("cpu"), dtype))
+        state[name] = t
+    return state
 
 
 def _directory_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def save_checkpoint(model: nn.Module, out_dir: Path, strategy: str, meta: dict[str, Any]) -> int:
+def save_checkpoint(model: nn.Module, out_dir: Path, strategy: str, meta: dict[str, Any], dtype: torch.dtype | None = None) -> int:
     """Write the delta of `model` for `strategy` into `out_dir` atomically; returns the saved bytes.
 
-    The directory appears complete or not at all: it is written under a temporary name and renamed.
+    Floating-point weights are stored in `dtype` (the training precision; None = as they are), so a
+    bf16 run's checkpoint is half the size of its fp32 master weights. The directory appears
+    complete or not at all: it is written under a temporary name and renamed.
     """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
-        if strategy == "lora":
-            model.save_pretrained(tmp)
-        elif strategy == "full":
-            model.save_pretrained(tmp)
+        if strategy in ("lora", "full"):
+            model.save_pretrained(tmp, state_dict=_state_with_trainable_cast(model, dtype))
         else:
-            save_file(trainable_state_dict(model), tmp / TRAINABLE_WEIGHTS, metadata={"strategy": strategy})
+            save_file(trainable_state_dict(model, dtype), tmp / TRAINABLE_WEIGHTS, metadata={"strategy": strategy})
         saved = _directory_bytes(tmp)
-        record = {**meta, "strategy": strategy, "format": checkpoint_format(strategy), "saved_bytes": saved}
+        weights_dtype = str(dtype or next(model.parameters()).dtype).removeprefix("torch.")
+        record = {**meta, "strategy": strategy, "format": checkpoint_format(strategy), "weights_dtype": weights_dtype, "saved_bytes": saved}
         (tmp / CHECKPOINT_META).write_text(json.dumps(record, indent=2) + "\n")
         if out_dir.exists():
             shutil.rmtree(out_dir)

@@ -17,7 +17,10 @@
   `generation_seconds`, `samples_per_second`, `per_brand_accuracy` (accuracy, hedged rate, n).
 
 Generation is batched and greedy with left padding; prompts are rendered by
-`brandcap.chat.prompt_text` with `train.instruction`, exactly as in training. The test loss
+`brandcap.chat.prompt_text` with `train.instruction` and encoded by `brandcap.chat.encode` (the
+base processor's image tiling), exactly as in training. Before the model is loaded, the stage
+checks that the base was built with `model.image_tiling` and that a prompt with the most tiles
+the settings allow leaves room for an answer within `train.max_length`. The test loss
 uses the training sample layout (processor-encoded prompt + tokenizer-encoded answer, labels on
 the answer and its end token only, answer cut at `train.max_length`).
 
@@ -41,11 +44,12 @@ from typing import Any
 import torch
 from PIL import Image
 from tqdm import tqdm
+from transformers import AutoProcessor
 
 from brandcap.append_only import read_append_only
 from brandcap.atomic import read_jsonl, write_json, write_jsonl
 from brandcap.caption_metrics import METRIC_NAMES, caption_scores_many, start_meteor
-from brandcap.chat import answer_text, prompt_text
+from brandcap.chat import answer_text, check_prompt_settings, encode, prompt_text
 from brandcap.checkpoints import load_for_inference
 from brandcap.metrics import brand_metrics, brand_outcomes, mean_token_loss, named_brands
 from brandcap.params import Params
@@ -108,7 +112,7 @@ def _model_dtype(model) -> torch.dtype:
 def generate_captions(model, processor, prompt: str, images: list[Image.Image], max_new_tokens: int) -> tuple[list[str], dict]:
     """Greedy captions for `images` (one left-padded batch) and the encoded prompts, for reuse."""
     processor.tokenizer.padding_side = "left"
-    inputs = processor(text=[prompt] * len(images), images=images, return_tensors="pt", padding=True)
+    inputs = encode(processor, [prompt] * len(images), images, return_tensors="pt", padding=True)
     inputs = inputs.to(model.device)
     inputs["pixel_values"] = inputs["pixel_values"].to(_model_dtype(model))
     out = model.generate(
@@ -277,6 +281,7 @@ def run_evaluate(
     test = _cap(all_test, params.eval.max_test_samples, params.seed)
     general = _read_records(Path(general_jsonl), GENERAL_KEYS, "general set") if general_jsonl else []
     general = _cap(general, params.eval.max_test_samples, params.seed)
+    check_prompt_settings(AutoProcessor.from_pretrained(base_dir), params, str(base_dir))  # before any work
 
     if test and (os.cpu_count() or 1) >= 4:
         # METEOR's Java start-up (seconds of CPU) then overlaps model loading and generation; on

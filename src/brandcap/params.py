@@ -228,12 +228,38 @@ class TinyModelParams(Section):
         return self
 
 
+class ImageTilingParams(Section):
+    enabled: bool = Field(False, description="InternVL's dynamic tiling: cut each image into a grid of tiles (448 px on real models) fitting its aspect ratio, plus a thumbnail whenever there is more than one (InternVL always adds it). Each tile costs image_seq_length tokens (256 on real models); train.max_length must hold the most tiles. Off = one tile, the whole image resized.")
+    min_tiles: int = Field(1, ge=1, description="Fewest tiles per image when tiling is on.")
+    max_tiles: int = Field(12, ge=1, description="Most tiles per image when tiling is on (InternVL's default 12: a 3:4 portrait becomes 12 tiles + thumbnail = 13 x 256 = 3,328 image tokens); 1 = no tiling.")
+
+    @model_validator(mode="after")
+    def _tiles(self):
+        if self.min_tiles > self.max_tiles:
+            raise ValueError(f"model.image_tiling.min_tiles ({self.min_tiles}) is above max_tiles ({self.max_tiles}); lower min_tiles or raise max_tiles")
+        return self
+
+
 class ModelParams(Section):
     base: str = Field("tiny", description="'tiny' (built and pretrained locally) or a Hugging Face id / local directory of an HF-native InternVL checkpoint.")
+    revision: str = Field("", description="Hugging Face revision (commit hash, tag or branch) of model.base, for model and processor alike; empty = the default branch. Pin a commit hash for a reproducible study.")
+    image_tiling: ImageTilingParams = Field(ImageTilingParams(), description="How images are tiled; written into models/base's processor, so pretraining, training, evaluation and the test loss tile alike.")
     trust_remote_code: bool = Field(False, description="Allow custom model code from the checkpoint (needed only for non -hf InternVL2.5).")
     convert_from: str = Field("", description="Custom-code InternVL checkpoint (e.g. OpenGVLab/InternVL2_5-4B) to convert with transformers' converter before use; empty = none.")
     converter_script: str = Field("", description="Path to convert_internvl_weights_to_hf.py from a transformers source checkout (the pip wheel does not ship it); empty = look inside the installed transformers.")
     tiny: TinyModelParams = TinyModelParams()
+
+    @model_validator(mode="after")
+    def _revision(self):
+        if self.revision and self.convert_from:
+            raise ValueError(
+                f"model.revision ({self.revision!r}) cannot be passed to the converter of model.convert_from; download that "
+                f"revision first (hf download {self.convert_from} --revision {self.revision} --local-dir <dir>) "
+                "and set model.convert_from: <dir>, model.revision: ''"
+            )
+        if self.revision and self.base == "tiny":
+            raise ValueError(f"model.revision ({self.revision!r}) is set but model.base is 'tiny' (built locally); set model.base to a Hugging Face id or clear model.revision")
+        return self
 
 
 # --------------------------------------------------------------------------- train

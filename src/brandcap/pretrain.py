@@ -37,7 +37,7 @@ import torch
 from tqdm import tqdm
 
 from brandcap import shop
-from brandcap.chat import answer_text, prompt_text
+from brandcap.chat import answer_text, encode, prompt_text
 from brandcap.params import SyntheticShop, TinyModelParams
 from brandcap.simulated_vlm import base_caption
 
@@ -193,8 +193,8 @@ def encode_captions(processor, pairs: Sequence[tuple[object, str]], instruction:
     prompt = prompt_text(processor, instruction)
     images = [img for img, _ in pairs]
     texts = [prompt + answer_text(processor, caption) for _, caption in pairs]
-    prompt_len = len(processor(text=[prompt], images=images[:1])["input_ids"][0])
-    enc = processor(text=texts, images=images, return_tensors=None)
+    prompt_len = len(encode(processor, [prompt], images[:1])["input_ids"][0])
+    enc = encode(processor, texts, images, return_tensors=None)
     ids = [torch.tensor(x) for x in enc["input_ids"]]
     pixel_values = torch.as_tensor(np.asarray(enc["pixel_values"]))
     return ids, prompt_len, pixel_values

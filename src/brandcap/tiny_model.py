@@ -24,7 +24,8 @@ from transformers import (
 )
 from transformers.models.internvl.video_processing_internvl import InternVLVideoProcessor
 
-from brandcap.params import TinyModelParams
+from brandcap.chat import set_image_tiling
+from brandcap.params import ImageTilingParams, TinyModelParams
 
 END_OF_TEXT, IM_START, IM_END, PAD = "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"
 IMAGE_START, IMAGE_END, IMAGE_CONTEXT, VIDEO = "<img>", "</img>", "<IMG_CONTEXT>", "<video>"
@@ -75,17 +76,20 @@ def image_seq_length(tiny: TinyModelParams) -> int:
     return int(patches * DOWNSAMPLE_RATIO**2)
 
 
-def build_processor(tokenizer: PreTrainedTokenizerFast, tiny: TinyModelParams) -> InternVLProcessor:
-    image_processor = GotOcr2ImageProcessor(
-        size={"height": tiny.image_size, "width": tiny.image_size}, crop_to_patches=False
-    )
-    return InternVLProcessor(
-        image_processor=image_processor,
+def build_processor(
+    tokenizer: PreTrainedTokenizerFast, tiny: TinyModelParams, tiling: ImageTilingParams = ImageTilingParams()
+) -> InternVLProcessor:
+    """InternVL's processor for tiles of `tiny.image_size` px, `image_seq_length(tiny)` tokens each
+    (448 px with patch 14 gives the real models' 256), tiling images as `tiling` says."""
+    processor = InternVLProcessor(
+        image_processor=GotOcr2ImageProcessor(size={"height": tiny.image_size, "width": tiny.image_size}),
         tokenizer=tokenizer,
         video_processor=InternVLVideoProcessor(),
         image_seq_length=image_seq_length(tiny),
         chat_template=CHAT_TEMPLATE,
     )
+    set_image_tiling(processor, tiling)
+    return processor
 
 
 def build_config(tokenizer: PreTrainedTokenizerFast, tiny: TinyModelParams) -> InternVLConfig:
@@ -120,11 +124,11 @@ def build_config(tokenizer: PreTrainedTokenizerFast, tiny: TinyModelParams) -> I
 
 
 def build_tiny_model(
-    corpus: Iterable[str], tiny: TinyModelParams, seed: int
+    corpus: Iterable[str], tiny: TinyModelParams, seed: int, tiling: ImageTilingParams = ImageTilingParams()
 ) -> tuple[InternVLForConditionalGeneration, InternVLProcessor]:
     """A randomly initialised tiny InternVL and its processor; untrained, deterministic by seed."""
     tokenizer = train_tokenizer(corpus, tiny.vocab_size)
-    processor = build_processor(tokenizer, tiny)
+    processor = build_processor(tokenizer, tiny, tiling)
     torch.manual_seed(seed)
     model = InternVLForConditionalGeneration(build_config(tokenizer, tiny))
     model.generation_config.eos_token_id = tokenizer.eos_token_id

@@ -8,7 +8,8 @@
               log_dir=Path("results/train/freeze_llm"), resume_dir=Path(".resume/train/freeze_llm"))
 
 Outputs
-- `checkpoints_dir/epoch-{N}/` for N in train.save_epochs: only what was trained (see checkpoints.py).
+- `checkpoints_dir/epoch-{N}/` for N in train.save_epochs: only what was trained (see checkpoints.py),
+  in the training precision (a bf16 run saves bf16 weights).
 - `log_dir/log.jsonl`: one record per logging step {step, epoch, loss, learning_rate, grad_norm,
   samples_per_second}; `log_dir/summary.json`: parameters, peak memory, wall time, throughput, sizes.
 
@@ -39,6 +40,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from brandcap import atomic
 from brandcap.append_only import read_append_only
+from brandcap.chat import check_prompt_settings
 from brandcap.checkpoints import (
     CHECKPOINT_META,
     TRAINABLE_WEIGHTS,
@@ -56,6 +58,9 @@ log = logging.getLogger(__name__)
 RESUME_FINGERPRINT = "brandcap_resume.json"
 EPOCHS_SUBDIR = "epochs"
 RESUME_LOG = "log.jsonl"
+# Epoch checkpoints are stored in the training precision (the fp32 master weights are rounded, as
+# the forward passes were); resume checkpoints keep fp32 so a resumed run continues exactly.
+CHECKPOINT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 # --------------------------------------------------------------------------- settings
@@ -118,6 +123,7 @@ def run_fingerprint(params: Params, experiment: str, base_dir: Path, train_jsonl
         "experiment": experiment,
         "seed": params.seed,
         "train": params.train.model_dump(mode="json"),
+        "image_tiling": params.model.image_tiling.model_dump(mode="json"),
         "train_jsonl": _file_sha256(train_jsonl),
         "base_config": _file_sha256(base_dir / "config.json") if (base_dir / "config.json").exists() else "",
     }
@@ -141,8 +147,9 @@ def _mirror_dir(src: Path, dst: Path) -> None:
 class EpochCheckpointCallback(TrainerCallback):
     """Saves the trained delta at exactly the listed epochs (kept in resume_dir, mirrored to the outputs)."""
 
-    def __init__(self, save_epochs: Sequence[int], strategy: str, store_dir: Path, checkpoints_dir: Path, meta: dict[str, Any]):
+    def __init__(self, save_epochs: Sequence[int], strategy: str, store_dir: Path, checkpoints_dir: Path, meta: dict[str, Any], dtype: torch.dtype):
         self.save_epochs = set(save_epochs)
+        self.dtype = dtype
         self.strategy = strategy
         self.store_dir = store_dir
         self.checkpoints_dir = checkpoints_dir
@@ -152,7 +159,7 @@ class EpochCheckpointCallback(TrainerCallback):
         epoch = int(round(state.epoch))
         if epoch in self.save_epochs and state.is_world_process_zero:
             name = f"epoch-{epoch}"
-            save_checkpoint(model, self.store_dir / name, self.strategy, {**self.meta, "epoch": epoch, "global_step": state.global_step})
+            save_checkpoint(model, self.store_dir / name, self.strategy, {**self.meta, "epoch": epoch, "global_step": state.global_step}, self.dtype)
             _mirror_dir(self.store_dir / name, self.checkpoints_dir / name)
             log.info("saved checkpoint %s", self.checkpoints_dir / name)
         return control
@@ -349,6 +356,8 @@ def run_train(
     if not (base_dir / "config.json").exists():
         raise FileNotFoundError(f"{base_dir}: no base model (config.json missing); run the base_model stage first")
     precision = resolve_precision(train.precision)
+    processor = AutoProcessor.from_pretrained(base_dir)
+    check_prompt_settings(processor, params, str(base_dir))
 
     dataset = CaptionDataset(train_jsonl)
     resume_from = _prepare_resume_dir(resume_dir, run_fingerprint(params, experiment, base_dir, train_jsonl))
@@ -357,7 +366,6 @@ def run_train(
     if resume_from:
         log.info("resuming %s from %s (epoch %d; epoch checkpoints restored: %s)", experiment, resume_from, resumed_epoch, restored)
 
-    processor = AutoProcessor.from_pretrained(base_dir)
     # fp32 master weights; bf16/fp16 run as mixed precision (autocast) through the Trainer
     model = AutoModelForImageTextToText.from_pretrained(base_dir, dtype=torch.float32)
     model.config.use_cache = False
@@ -383,7 +391,7 @@ def run_train(
         train_dataset=dataset,
         data_collator=CaptionCollator(processor, train.instruction, train.max_length),
         callbacks=[
-            EpochCheckpointCallback(train.save_epochs, strategy, resume_dir / EPOCHS_SUBDIR, checkpoints_dir, meta),
+            EpochCheckpointCallback(train.save_epochs, strategy, resume_dir / EPOCHS_SUBDIR, checkpoints_dir, meta, CHECKPOINT_DTYPES[precision]),
             log_callback,
             *callbacks,
         ],

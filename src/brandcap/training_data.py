@@ -6,8 +6,9 @@
 
 Each sample is `prompt_text(processor, instruction)` (user turn: image + instruction, then the
 assistant header) followed by `answer_text(processor, caption)` (caption + end-of-turn token).
-The prompt is tokenized by the processor exactly as evaluation tokenizes it (images expanded
-into image tokens) and the answer by the tokenizer; the two are concatenated, so the prompt
+The prompt is encoded by `brandcap.chat.encode_prompts` exactly as evaluation encodes it (images
+tiled as the processor's saved tiling says and expanded into image tokens) and the answer by
+the tokenizer; the two are concatenated, so the prompt
 tokens are identical to the evaluation prompt's by construction and the label boundary is exact.
 Labels are -100 on the prompt and on padding; only the answer and its end token are learned.
 Padding is on the right; truncation cuts the answer only, never image tokens.
@@ -24,7 +25,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from brandcap.atomic import read_jsonl
-from brandcap.chat import answer_text, prompt_text
+from brandcap.chat import answer_text, encode_prompts
 
 IGNORE_INDEX = -100
 REQUIRED_KEYS = ("product_id", "image", "brand", "caption")
@@ -70,15 +71,15 @@ class CaptionCollator:
     def __init__(self, processor, instruction: str, max_length: int):
         self.processor = processor
         self.tokenizer = processor.tokenizer
-        self.prompt = prompt_text(processor, instruction)
+        self.instruction = instruction
         self.max_length = max_length
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
             raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token before training")
 
     def prompt_inputs(self, images: list[Image.Image]) -> dict[str, Any]:
-        """The evaluation-identical prompt encoding: token ids per sample and pixel values."""
-        return self.processor(text=[self.prompt] * len(images), images=images)
+        """The evaluation-identical prompt encoding (same tiling): token ids per sample and pixel values."""
+        return encode_prompts(self.processor, self.instruction, images)
 
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         prompts = self.prompt_inputs([s["image"] for s in samples])
@@ -90,7 +91,8 @@ class CaptionCollator:
             if len(prompt_ids) >= self.max_length:
                 raise ValueError(
                     f"train.max_length ({self.max_length}) leaves no room for the answer: the prompt alone is "
-                    f"{len(prompt_ids)} tokens (image tokens cannot be cut); raise train.max_length"
+                    f"{len(prompt_ids)} tokens (image tokens cannot be cut); raise train.max_length or lower "
+                    "model.image_tiling.max_tiles"
                 )
             answer_ids = answer_ids[: self.max_length - len(prompt_ids)]
             rows.append(list(prompt_ids) + list(answer_ids))
