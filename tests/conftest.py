@@ -19,6 +19,8 @@ def run_in(repo: Path, command: str | list[str], check: bool = True) -> subproce
     """Run a command (a shell line as the README writes it, or an argv) with the venv's tools first on PATH."""
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", HF_HUB_OFFLINE="1",
                GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    if (Path(repo) / "src/brandcap").is_dir():  # the copy's own package, not the editable install's
+        env["PYTHONPATH"] = os.pathsep.join([str(Path(repo) / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])
     run = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, shell=isinstance(command, str))
     if check and run.returncode:
         shown = command if isinstance(command, str) else " ".join(map(str, command))

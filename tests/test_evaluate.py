@@ -12,6 +12,7 @@ from PIL import Image
 from brandcap.atomic import read_jsonl, write_jsonl
 from brandcap.caption_metrics import METRIC_NAMES
 from brandcap.chat import prompt_text, set_image_tiling
+import brandcap.evaluate as evaluate_module
 from brandcap.evaluate import generate_captions, load_model, reference_losses, run_evaluate
 from brandcap.metrics import brand_outcome, named_brands
 from brandcap.params import ImageTilingParams, Params, TinyModelParams, validate_params
@@ -112,9 +113,11 @@ def test_prompt_settings_are_checked_before_any_work(base_dir, data, tmp_path):
     assert not out.exists() and not resume.exists()
 
 
-def test_evaluate_writes_outputs_and_resumes(base_dir, data, tmp_path):
+def test_evaluate_writes_outputs_and_resumes(base_dir, data, tmp_path, monkeypatch):
     params = small_params()
     out, resume = tmp_path / "out", tmp_path / "resume"
+    # As if killed just before the end: the resume state outlives the run (success removes it).
+    monkeypatch.setattr(evaluate_module, "finish_resume_dir", lambda path: None)
     run_evaluate(params, base_dir, None, data["test"], data["general"], out, resume)
 
     predictions = read_jsonl(out / "predictions.jsonl")
@@ -166,6 +169,23 @@ def test_evaluate_writes_outputs_and_resumes(base_dir, data, tmp_path):
     processor_tokenizer = load_model(params, base_dir, None, "cpu")[1].tokenizer
     for p in read_jsonl(out / "predictions.jsonl"):
         assert len(processor_tokenizer(p["prediction"], add_special_tokens=False)["input_ids"]) <= 1
+
+    # Other image content (same paths, same records) makes them stale too: no mtime, no path.
+    short = small_params(max_new_tokens=1)
+    image = Path(read_jsonl(data["test"])[0]["image"])
+    original = image.read_bytes()
+    kept = lines(partial)
+    Image.new("RGB", (32, 32), (1, 2, 3)).save(image)
+    try:
+        run_evaluate(short, base_dir, None, data["test"], data["general"], out, resume)
+    finally:
+        image.write_bytes(original)
+    assert [json.loads(line)["generation_seconds"] for line in lines(partial)] != [json.loads(line)["generation_seconds"] for line in kept]
+
+    # Success removes the resume state: the outputs are the record.
+    monkeypatch.undo()
+    run_evaluate(params, base_dir, None, data["test"], data["general"], out, resume)
+    assert not resume.exists()
 
 
 def test_empty_general_set_and_sample_cap(base_dir, data, tmp_path):

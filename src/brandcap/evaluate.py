@@ -25,13 +25,13 @@ uses the training sample layout (processor-encoded prompt + tokenizer-encoded an
 the answer and its end token only, answer cut at `train.max_length`).
 
 Resumable: each finished batch is appended and flushed to `resume_dir/{test,general}.partial.jsonl`;
-a rerun generates only the items missing there. The partial files are discarded when the
-model, the instruction or the generation settings changed (`resume_dir/fingerprint.json`).
+a rerun generates only the items missing there. They are discarded when anything they depend on
+changed (brandcap.resume_state: the content of the model, checkpoint, records and images, the
+params read, the code), and removed after success.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -53,6 +53,7 @@ from brandcap.chat import answer_text, check_prompt_settings, encode, prompt_tex
 from brandcap.checkpoints import load_for_inference
 from brandcap.metrics import brand_metrics, brand_outcomes, mean_token_loss, named_brands
 from brandcap.params import Params
+from brandcap.resume_state import finish_resume_dir, prepare_resume_dir, stage_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -171,40 +172,16 @@ def reference_losses(model, processor, prompt_inputs, captions: list[str], max_l
 
 
 # ----------------------------------------------------------------------------- resumable loop
-def _fingerprint(params: Params, base_dir: Path, checkpoint_dir: Path | None) -> dict[str, Any]:
-    """What the predictions depend on; partial results made under another fingerprint are stale."""
-
-    def files_digest(root: Path | None) -> str | None:
-        if root is None:
-            return None
-        h = hashlib.sha256()
-        for f in sorted(p for p in Path(root).rglob("*") if p.is_file()):
-            st = f.stat()
-            h.update(f"{f.relative_to(root)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-        return h.hexdigest()
-
-    return {
-        "base_dir": str(base_dir),
-        "base_files": files_digest(Path(base_dir)),
-        "checkpoint_dir": str(checkpoint_dir) if checkpoint_dir else None,
-        "checkpoint_files": files_digest(Path(checkpoint_dir) if checkpoint_dir else None),
-        "instruction": params.train.instruction,
-        "max_length": params.train.max_length,
-        "max_new_tokens": params.eval.max_new_tokens,
-    }
-
-
-def _prepare_resume_dir(resume_dir: Path, fingerprint: dict[str, Any]) -> None:
-    resume_dir.mkdir(parents=True, exist_ok=True)
-    stamp = resume_dir / "fingerprint.json"
-    if stamp.exists() and json.loads(stamp.read_text()) == fingerprint:
-        return
-    stale = list(resume_dir.glob("*.partial.jsonl"))
-    if stale:
-        log.info("discarding %d partial file(s) in %s: the model or generation settings changed", len(stale), resume_dir)
-    for f in stale:
-        f.unlink()
-    write_json(stamp, fingerprint)
+def _fingerprint(params: Params, base_dir: Path, checkpoint_dir: Path | None, sets: dict[str, Path | None],
+                 items: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the predictions depend on (brandcap.resume_state): partial results made under another are stale."""
+    inputs: dict[str, Any] = {"base": base_dir, "images": [item["image"] for item in items]}
+    inputs.update({name: path for name, path in sets.items() if path is not None})
+    if checkpoint_dir is not None:
+        inputs["checkpoint"] = checkpoint_dir
+    read = {"seed": params.seed, "eval": params.eval.model_dump(mode="json"),
+            "train.instruction": params.train.instruction, "train.max_length": params.train.max_length}
+    return stage_fingerprint(inputs, read)
 
 
 def _resumed_records(partial: Path, items: list[dict[str, Any]], key: str) -> dict[Any, dict[str, Any]]:
@@ -289,7 +266,7 @@ def run_evaluate(
         start_meteor()
     device = default_device()
     model, processor = load_model(params, base_dir, checkpoint_dir, device)
-    _prepare_resume_dir(resume_dir, _fingerprint(params, base_dir, checkpoint_dir))
+    prepare_resume_dir(resume_dir, _fingerprint(params, base_dir, checkpoint_dir, {"test": test_jsonl, "general": general_jsonl}, test + general))
     label = f"evaluate {checkpoint_dir or 'base model'}"
     with tqdm(total=len(test) + len(general), desc=label, unit="sample") as bar:
         test_preds, new_test = _predict_set("test", test, "product_id", Path(test_jsonl), model, processor, params, resume_dir, bar)
@@ -331,6 +308,7 @@ def run_evaluate(
         ({"id": g["id"], "reference": g["caption"], "prediction": p["prediction"]} for g, p in zip(general, general_preds)),
     )
     write_json(out_dir / "metrics.json", metrics)
+    finish_resume_dir(resume_dir)
 
     def fmt(value):
         return "n/a" if value is None else f"{value:.3f}"

@@ -37,8 +37,11 @@ def _files(path: Path) -> Iterable[Path]:
         yield path
 
 
-def content_digest(path: str | Path) -> str:
-    """sha256 over a file's bytes, or over a folder's relative names and file bytes; '' when absent."""
+def content_digest(path: str | Path | list[str | Path]) -> str:
+    """sha256 over a file's bytes, a folder's relative names and file bytes, or a list of such
+    paths in order; '' when absent."""
+    if isinstance(path, list):
+        return hashlib.sha256("\n".join(f"{p}\0{content_digest(p)}" for p in path).encode()).hexdigest()
     path = Path(path)
     if not path.exists():
         return ""
@@ -61,7 +64,7 @@ def loaded_code_digest() -> str:
     return digest.hexdigest()
 
 
-def stage_fingerprint(inputs: dict[str, str | Path], params: dict[str, Any]) -> dict[str, Any]:
+def stage_fingerprint(inputs: dict[str, str | Path | list[str | Path]], params: dict[str, Any]) -> dict[str, Any]:
     """What a stage's resume state depends on: input contents, the params it reads, its code."""
     canonical = json.dumps(params, sort_keys=True, default=str)
     return {
