@@ -51,7 +51,10 @@ def test_rendered_file_round_trips(tmp_path):
         ("train:\n  experiments: {}\n", "train.experiments", "experiment list is empty"),
         ("train:\n  experiments:\n    x: {strategy: freeze_everything}\n", "train.experiments.x.strategy", "freeze_llm"),
         ("caption:\n  prompt: 'Describe {product}'\n", "caption.prompt", "unknown placeholder"),
-        ("train:\n  batch_size: 24\n  per_device_batch_size: 5\n", "train", "multiple of"),
+        ("train:\n  batch_size: 24\n  per_device_batch_size: 5\n", "train", "needs per_device_batch_size in {1, 2, 3, 4, 6, 8, 12, 24}"),
+        ("train:\n  batch_size: 24\n  per_device_batch_size: 4\n  devices: 8\n", "train", "24 with 8 device(s) needs per_device_batch_size in {1, 3}"),
+        ("train:\n  batch_size: 24\n  per_device_batch_size: 4\n  devices: 5\n", "train", "use devices in {1, 2, 3, 4, 6, 8, 12, 24}"),
+        ("train:\n  devices: 0\n", "train.devices", "greater than or equal to 1"),
     ],
 )
 def test_bad_values_name_file_key_and_fix(tmp_path, text, key, hint):
