@@ -10,12 +10,14 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
+from brandcap.train import RESUME_FINGERPRINT, _prepare_run_state
 from tests.test_train import _delta_weights, _run, train_params, workdir  # noqa: F401  (workdir is a fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +33,7 @@ def _run_stage(workdir: Path, params, out: Path) -> subprocess.CompletedProcess:
         "--base", "base", "--train", "train.jsonl", "--checkpoints", out / "checkpoints", "--train-log", out / "train",
         "--resume", out / "resume", "--log", out / "train.log",
     ]
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}", "CUDA_VISIBLE_DEVICES": ""}
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "CUDA_VISIBLE_DEVICES": ""}  # CPU processes, gloo
     return subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -54,7 +56,8 @@ def test_two_processes_match_one_process(workdir):
 
     log = (out / "train.log").read_text()
     assert "launching 2 process(es) on the CPU (gloo)" in log and "--nproc-per-node=2" in log
-    assert log.count("starting afresh") == 1 and log.count("saved checkpoint") == 2 and "[rank 1]" not in log
+    assert log.count("saved checkpoint") == 2 and "[rank 1]" not in log
+    assert run.stderr.count("starting afresh") == 1  # all ranks log to stderr
     summary = json.loads((out / "train" / "summary.json").read_text())
     assert (summary["devices"], summary["gradient_accumulation_steps"], summary["effective_batch_size"]) == (2, 1, 4)
     assert summary["distributed_backend"] == "gloo"
@@ -69,3 +72,29 @@ def test_two_processes_match_one_process(workdir):
         double = _delta_weights(out / "checkpoints" / f"epoch-{epoch}")
         assert single.keys() == double.keys()
         assert all(torch.allclose(single[k], double[k], atol=1e-6) for k in single)
+
+
+class FakeRank:
+    """TrainingArguments as seen by one process: its index and the barrier of main_process_first."""
+
+    def __init__(self, process_index: int):
+        self.process_index, self.barriers = process_index, 0
+
+    @contextmanager
+    def main_process_first(self, local: bool, desc: str):
+        yield
+        self.barriers += 1
+
+
+def test_only_rank_zero_touches_the_resume_state(tmp_path):
+    resume = tmp_path / "resume"
+    (resume / "checkpoint-999").mkdir(parents=True)
+    (resume / RESUME_FINGERPRINT).write_text(json.dumps({"fingerprint": "other params"}))
+    rank1 = FakeRank(1)
+    _prepare_run_state(rank1, resume, "this run", tmp_path / "checkpoints")
+    assert rank1.barriers == 1 and (resume / "checkpoint-999").exists()
+    assert json.loads((resume / RESUME_FINGERPRINT).read_text())["fingerprint"] == "other params"
+
+    assert _prepare_run_state(FakeRank(0), resume, "this run", tmp_path / "checkpoints") is None
+    assert not (resume / "checkpoint-999").exists()
+    assert json.loads((resume / RESUME_FINGERPRINT).read_text())["fingerprint"] == "this run"
