@@ -21,7 +21,7 @@ rule base_model:
 rule train:
     input:
         script=script("train"),
-        code=package("train", "strategies", "training_data", "checkpoints", "chat"),
+        code=package("train", "launch", "gpus", "strategies", "training_data", "checkpoints", "chat"),
         base=rules.base_model.output.out,
         processed=rules.clean.output.out,
         images=rules.download.output.images,
@@ -34,6 +34,7 @@ rule train:
     log:
         "logs/train/{exp}.log",
     resources:
-        gpu=1,
+        # the job claims this many GPUs and, above one, relaunches itself through torchrun
+        gpu=PARAMS.train.devices,
     shell:
         "python {input.script} {PARAMS_ARGS} --experiment {wildcards.exp} --base {input.base} --train {input.processed}/train.jsonl --checkpoints {output.checkpoints} --train-log {output.train_log} --resume .resume/train/{wildcards.exp} --log {log}"

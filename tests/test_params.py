@@ -48,7 +48,10 @@ def test_rendered_file_round_trips(tmp_path):
         # a results/metrics.json key of its own
         ("train:\n  experiments:\n    provenance: {strategy: lora}\n", "train.experiments", "not 'base' or 'provenance'"),
         ("caption:\n  prompt: 'Describe {product}'\n", "caption.prompt", "unknown placeholder"),
-        ("train:\n  batch_size: 24\n  per_device_batch_size: 5\n", "train", "multiple of"),
+        ("train:\n  batch_size: 24\n  per_device_batch_size: 5\n", "train", "needs per_device_batch_size in {1, 2, 3, 4, 6, 8, 12, 24}"),
+        ("train:\n  batch_size: 24\n  per_device_batch_size: 4\n  devices: 8\n", "train", "24 with 8 device(s) needs per_device_batch_size in {1, 3}"),
+        ("train:\n  batch_size: 24\n  per_device_batch_size: 4\n  devices: 5\n", "train", "use devices in {1, 2, 3, 4, 6, 8, 12, 24}"),
+        ("train:\n  devices: 0\n", "train.devices", "greater than or equal to 1"),
         # strict types: no silent conversions
         ("train:\n  epochs: '2'\n", "train.epochs", "a quoted value is text: write it without quotes"),
         ("download:\n  retries: true\n", "download.retries", "true/false is not a number"),

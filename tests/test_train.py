@@ -320,11 +320,10 @@ def test_loader_refuses_weights_that_do_not_match_the_strategy(workdir, freeze_l
 
 
 def test_effective_batch_and_precision_settings():
-    train = train_params(batch_size=24, per_device_batch_size=4).train
-    assert gradient_accumulation_steps(train, 1) == 6
-    assert gradient_accumulation_steps(train, 2) == 3
-    with pytest.raises(ValueError, match="not a multiple"):
-        gradient_accumulation_steps(train, 4)
+    # batch 24 with per-device 3 works on 1, 2, 4 and 8 devices
+    for devices, accumulation in ((1, 8), (2, 4), (4, 2), (8, 1)):
+        train = train_params(batch_size=24, per_device_batch_size=3, devices=devices).train
+        assert gradient_accumulation_steps(train) == accumulation
     expected = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
     assert resolve_precision("auto") == expected
     assert resolve_precision("fp32") == "fp32"

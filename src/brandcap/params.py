@@ -285,12 +285,33 @@ class Experiment(Section):
     lora: LoraParams | None = Field(None, description="Overrides train.lora for this experiment.")
 
 
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def batch_layout_error(batch_size: int, per_device_batch_size: int, devices: int) -> str | None:
+    """Why batch_size cannot be per_device_batch_size x accumulation x devices, with the values that work; None when it can."""
+    if batch_size % devices:
+        return (
+            f"train.batch_size ({batch_size}) cannot be split over train.devices ({devices}); use devices in "
+            f"{{{', '.join(map(str, _divisors(batch_size)))}}} or a batch_size that is a multiple of {devices}"
+        )
+    if (batch_size // devices) % per_device_batch_size:
+        working = ", ".join(map(str, _divisors(batch_size // devices)))
+        return (
+            f"train.batch_size {batch_size} with {devices} device(s) needs per_device_batch_size in {{{working}}} "
+            f"(got {per_device_batch_size}): batch_size = per_device_batch_size x gradient accumulation x devices"
+        )
+    return None
+
+
 class TrainParams(Section):
     instruction: str = Field("Describe this product photo.", description="User turn after the image, identical in training and evaluation.")
     epochs: int = Field(10, ge=1, description="Training epochs (reference study: 20).")
     save_epochs: list[int] = Field(default_factory=lambda: [2, 6, 10], description="Epochs at which a checkpoint is kept (reference study: 5, 10, 15, 20).")
     batch_size: int = Field(24, ge=1, description="Effective batch = per_device_batch_size x gradient accumulation x devices (reference study: 24).")
     per_device_batch_size: int = Field(24, ge=1, description="Micro-batch per device; accumulation makes up the rest.")
+    devices: int = Field(1, ge=1, description="Processes (GPUs) per training run; above 1, or with train.deepspeed, the train stage launches itself through torchrun. Each train job claims this many GPUs (Snakemake: resources gpu).")
     learning_rate: float = Field(3e-3, gt=0, description="Peak learning rate (the tiny default model needs a high one; real models ~1e-5..1e-4).")
     lr_scheduler: LrScheduler = Field("cosine", description="transformers scheduler name (transformers.SchedulerType: linear, cosine, constant, ...).")
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Fraction of steps spent warming up.")
@@ -332,8 +353,9 @@ class TrainParams(Section):
             raise ValueError("train.save_epochs is empty; list at least the last epoch")
         if sorted(set(self.save_epochs)) != list(self.save_epochs):
             raise ValueError(f"train.save_epochs {self.save_epochs} must be increasing without repeats")
-        if self.batch_size % self.per_device_batch_size:
-            raise ValueError(f"train.batch_size ({self.batch_size}) must be a multiple of train.per_device_batch_size ({self.per_device_batch_size})")
+        layout_error = batch_layout_error(self.batch_size, self.per_device_batch_size, self.devices)
+        if layout_error:
+            raise ValueError(layout_error)
         return self
 
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from brandcap.launch import LAUNCHED_ENV, is_main_process, process_count
 from brandcap.params import Params, ParamsError
 from brandcap.profiles import resolve_params
 from brandcap.project_lock import ProjectBusy, stage_lock
@@ -33,11 +35,13 @@ def stage_args(doc: str | None, *path_options: str, extra: Callable[[argparse.Ar
 
 
 def setup_logging(log_file: Path | None) -> None:
+    """Log to stderr and `log_file`; under a launcher only rank 0 writes the file, after the launcher's lines."""
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if log_file is not None:
+    if log_file is not None and is_main_process():
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(log_file, mode="w", encoding="utf-8"))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers, force=True)
+        handlers.append(logging.FileHandler(log_file, mode="a" if LAUNCHED_ENV in os.environ else "w", encoding="utf-8"))
+    rank = f"[rank {os.environ['RANK']}] " if process_count() > 1 else ""
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s {rank}%(name)s: %(message)s", handlers=handlers, force=True)
     # Third-party chatter (HTTP request lines, hub checks) would drown the summaries.
     for noisy in ("httpx", "httpx2", "openai", "urllib3", "aiohttp.access", "DeepSpeed", "datasets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -49,6 +49,7 @@ from brandcap.checkpoints import (
     state_bytes,
     trainable_state_dict,
 )
+from brandcap.launch import check_process_count
 from brandcap.params import Params, TrainParams, experiment_settings
 from brandcap.strategies import apply_strategy, count_parameters
 from brandcap.training_data import CaptionCollator, CaptionDataset
@@ -64,19 +65,9 @@ CHECKPOINT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torc
 
 
 # --------------------------------------------------------------------------- settings
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def gradient_accumulation_steps(train: TrainParams, devices: int) -> int:
-    """Accumulation so that per_device_batch_size x accumulation x devices == batch_size."""
-    per_step = train.per_device_batch_size * devices
-    if train.batch_size % per_step:
-        raise ValueError(
-            f"train.batch_size ({train.batch_size}) is not a multiple of train.per_device_batch_size "
-            f"({train.per_device_batch_size}) x {devices} device(s); change one of them"
-        )
-    return train.batch_size // per_step
+def gradient_accumulation_steps(train: TrainParams) -> int:
+    """Accumulation so that per_device_batch_size x accumulation x devices == batch_size (params checked it divides)."""
+    return train.batch_size // (train.per_device_batch_size * train.devices)
 
 
 def resolve_precision(precision: str) -> str:
@@ -247,6 +238,19 @@ class DeltaTrainer(Trainer):
 
 
 # --------------------------------------------------------------------------- the stage
+def _prepare_run_state(args: TrainingArguments, resume_dir: Path, fingerprint: str, checkpoints_dir: Path) -> str | None:
+    """The Trainer checkpoint to resume from, or None. The main process discards a stale resume state and
+    restores earlier epoch checkpoints while the other processes wait; then every process reads the result."""
+    with args.main_process_first(local=False, desc="resume state"):
+        if args.process_index == 0:
+            resume_from = _prepare_resume_dir(resume_dir, fingerprint)
+            resumed_epoch = _trainer_state_epoch(resume_from)
+            restored = _restore_epoch_checkpoints(resume_dir / EPOCHS_SUBDIR, checkpoints_dir, resumed_epoch)
+            if resume_from:
+                log.info("resuming from %s (epoch %d; epoch checkpoints restored: %s)", resume_from, resumed_epoch, restored)
+    return get_last_checkpoint(str(resume_dir))
+
+
 def _prepare_resume_dir(resume_dir: Path, fingerprint: str) -> str | None:
     """The Trainer checkpoint to resume from, or None; discards a state written for another run."""
     marker = resume_dir / RESUME_FINGERPRINT
@@ -304,7 +308,7 @@ def training_arguments(train: TrainParams, learning_rate: float, seed: int, resu
         output_dir=str(resume_dir),
         num_train_epochs=train.epochs,
         per_device_train_batch_size=train.per_device_batch_size,
-        gradient_accumulation_steps=gradient_accumulation_steps(train, world_size()),
+        gradient_accumulation_steps=gradient_accumulation_steps(train),
         learning_rate=learning_rate,
         lr_scheduler_type=train.lr_scheduler,
         warmup_steps=train.warmup_ratio,  # transformers 5: a value below 1 is a fraction of all steps
@@ -320,6 +324,8 @@ def training_arguments(train: TrainParams, learning_rate: float, seed: int, resu
         deepspeed=train.deepspeed or None,
         dataloader_num_workers=train.dataloader_workers,
         dataloader_pin_memory=torch.cuda.is_available(),
+        # without CUDA, accelerate joins a torchrun process group (gloo) only when told to use the CPU
+        use_cpu=not torch.cuda.is_available(),
         remove_unused_columns=False,
         label_names=["labels"],
         report_to=[],
@@ -359,12 +365,13 @@ def run_train(
     processor = AutoProcessor.from_pretrained(base_dir)
     check_prompt_settings(processor, params, str(base_dir))
 
+    check_process_count(train.devices)
+
     dataset = CaptionDataset(train_jsonl)
-    resume_from = _prepare_resume_dir(resume_dir, run_fingerprint(params, experiment, base_dir, train_jsonl))
-    resumed_epoch, resumed_step = _trainer_state_epoch(resume_from), _trainer_state_step(resume_from)
-    restored = _restore_epoch_checkpoints(resume_dir / EPOCHS_SUBDIR, checkpoints_dir, resumed_epoch)
-    if resume_from:
-        log.info("resuming %s from %s (epoch %d; epoch checkpoints restored: %s)", experiment, resume_from, resumed_epoch, restored)
+    # under torchrun, creating the arguments joins the process group
+    args = training_arguments(train, learning_rate, params.seed, resume_dir, precision)
+    resume_from = _prepare_run_state(args, resume_dir, run_fingerprint(params, experiment, base_dir, train_jsonl), checkpoints_dir)
+    resumed_step = _trainer_state_step(resume_from)
 
     # fp32 master weights; bf16/fp16 run as mixed precision (autocast) through the Trainer
     model = AutoModelForImageTextToText.from_pretrained(base_dir, dtype=torch.float32)
@@ -375,7 +382,6 @@ def run_train(
     trainable, total = count_parameters(model)
     log.info("%s: strategy %s, %d of %d parameters train (%.2f%%)", experiment, strategy, trainable, total, 100 * trainable / total)
 
-    args = training_arguments(train, learning_rate, params.seed, resume_dir, precision)
     meta = {
         "experiment": experiment,
         "base_model": str(base_dir),
@@ -428,7 +434,8 @@ def run_train(
         "effective_batch_size": train.batch_size,
         "per_device_batch_size": train.per_device_batch_size,
         "gradient_accumulation_steps": args.gradient_accumulation_steps,
-        "world_size": world_size(),
+        "devices": train.devices,
+        "distributed_backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None,
         "learning_rate": learning_rate,
         "precision": precision,
         "device": str(args.device),

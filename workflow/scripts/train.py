@@ -1,17 +1,26 @@
 """train stage: fine-tune one experiment (freezing strategy) and keep checkpoints at train.save_epochs.
 
     python workflow/scripts/train.py --params params.yaml --experiment freeze_llm --base models/base --train data/processed/train.jsonl --checkpoints results/checkpoints/freeze_llm --train-log results/train/freeze_llm --resume .resume/train/freeze_llm --log logs/train/freeze_llm.log
+
+The same command on any number of devices: it runs on GPUs claimed for this job, and with
+train.devices > 1 (or train.deepspeed) it relaunches itself through torchrun (brandcap.launch).
 """
 
+from brandcap.launch import launch_stage
+from brandcap.params import experiment_settings
 from brandcap.stage import run_stage, stage_args
 from brandcap.train import run_train
+
+
+def train_stage(args, params):
+    experiment_settings(params, args.experiment)  # an unknown experiment fails before anything is launched
+    launch_stage(params.train.devices, distributed=bool(params.train.deepspeed))
+    run_train(params, args.experiment, args.base, args.train, args.checkpoints, args.train_log, args.resume)
+
 
 if __name__ == "__main__":
     args = stage_args(
         __doc__, "base", "train", "checkpoints", "train-log", "resume",
         extra=lambda p: p.add_argument("--experiment", required=True, help="a key of train.experiments"),
     )
-    run_stage(
-        f"train[{args.experiment}]", args,
-        lambda params: run_train(params, args.experiment, args.base, args.train, args.checkpoints, args.train_log, args.resume),
-    )
+    run_stage(f"train[{args.experiment}]", args, lambda params: train_stage(args, params))
