@@ -7,6 +7,7 @@ an interrupted run resumes, logs and summary are complete.
 from __future__ import annotations
 
 import json
+import time
 import shutil
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from brandcap.checkpoints import CHECKPOINT_META, TRAINABLE_WEIGHTS, load_for_in
 from brandcap.params import LoraParams, TinyModelParams, validate_params
 from brandcap.strategies import apply_strategy
 from brandcap.tiny_model import build_tiny_model
-from brandcap.train import CHECKPOINT_DTYPES, gradient_accumulation_steps, resolve_precision, run_train
+from brandcap.train import CHECKPOINT_DTYPES, elapsed_before, gradient_accumulation_steps, resolve_precision, run_train
 from brandcap.training_data import CaptionCollator, CaptionDataset
 
 TINY = TinyModelParams(vision_hidden=32, vision_layers=1, vision_heads=2, text_hidden=64, text_layers=2, text_heads=2, vocab_size=400)
@@ -134,7 +135,7 @@ def freeze_llm_run(workdir, straight_runs):
     # a stale resume state from other params must be discarded, not resumed
     stale = workdir / "run-freeze_llm" / "resume"
     (stale / "checkpoint-999").mkdir(parents=True)
-    (stale / "brandcap_resume.json").write_text(json.dumps({"fingerprint": "other params"}))
+    (stale / "fingerprint.json").write_text(json.dumps({"inputs": {}, "params": "other params", "code": ""}))
     return straight_runs("freeze_llm")
 
 
@@ -229,9 +230,17 @@ def test_interrupted_run_resumes_and_restores_epoch_checkpoints(workdir, freeze_
     shutil.rmtree(out / "checkpoints")
     shutil.rmtree(out / "train")
 
+    before = elapsed_before(str(out / "resume" / "checkpoint-2"))
+    assert before > 0
+    started = time.perf_counter()
     paths = _run(workdir, experiment, tag="-interrupted")
+    resumed_part = time.perf_counter() - started
     summary = json.loads((paths["log_dir"] / "summary.json").read_text())
     assert summary["resumed_from_step"] == 2  # the end of epoch 1
+    # the summary covers the whole run, not only the part after the resume
+    assert before < summary["wall_time_s"] <= before + resumed_part
+    n_samples, epochs = summary["n_train_samples"], summary["epochs"]
+    assert summary["samples_per_second"] == pytest.approx(epochs * n_samples / summary["wall_time_s"], rel=1e-3)
     steps = [json.loads(line)["step"] for line in (paths["log_dir"] / "log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
     assert not paths["resume_dir"].exists()

@@ -17,7 +17,11 @@ import pytest
 import torch
 import yaml
 
-from brandcap.train import RESUME_FINGERPRINT, _prepare_run_state
+from brandcap.resume_state import FINGERPRINT_FILE
+from brandcap.train import _prepare_run_state
+
+THIS_RUN = {"inputs": {}, "params": "this run", "code": ""}
+OTHER_RUN = {"inputs": {}, "params": "other params", "code": ""}
 from tests.test_train import _delta_weights, _run, train_params, workdir  # noqa: F401  (workdir is a fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +53,7 @@ def test_two_processes_match_one_process(workdir):
     out = workdir / "run-freeze_llm-two-processes"
     # a stale resume state: discarded once, by rank 0 alone (removed twice, one rank would crash)
     (out / "resume" / "checkpoint-999").mkdir(parents=True)
-    (out / "resume" / "brandcap_resume.json").write_text(json.dumps({"fingerprint": "other params"}))
+    (out / "resume" / FINGERPRINT_FILE).write_text(json.dumps(OTHER_RUN))
 
     run = _run_stage(workdir, train_params(devices=2), out)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -57,7 +61,7 @@ def test_two_processes_match_one_process(workdir):
     log = (out / "train.log").read_text()
     assert "launching 2 process(es) on the CPU (gloo)" in log and "--nproc-per-node=2" in log
     assert log.count("saved checkpoint") == 2 and "[rank 1]" not in log
-    assert run.stderr.count("starting afresh") == 1  # all ranks log to stderr
+    assert run.stderr.count("discarding the resume state") == 1  # all ranks log to stderr
     summary = json.loads((out / "train" / "summary.json").read_text())
     assert (summary["devices"], summary["gradient_accumulation_steps"], summary["effective_batch_size"]) == (2, 1, 4)
     assert summary["distributed_backend"] == "gloo"
@@ -89,12 +93,12 @@ class FakeRank:
 def test_only_rank_zero_touches_the_resume_state(tmp_path):
     resume = tmp_path / "resume"
     (resume / "checkpoint-999").mkdir(parents=True)
-    (resume / RESUME_FINGERPRINT).write_text(json.dumps({"fingerprint": "other params"}))
+    (resume / FINGERPRINT_FILE).write_text(json.dumps(OTHER_RUN))
     rank1 = FakeRank(1)
-    _prepare_run_state(rank1, resume, "this run", tmp_path / "checkpoints")
+    _prepare_run_state(rank1, resume, THIS_RUN, tmp_path / "checkpoints")
     assert rank1.barriers == 1 and (resume / "checkpoint-999").exists()
-    assert json.loads((resume / RESUME_FINGERPRINT).read_text())["fingerprint"] == "other params"
+    assert json.loads((resume / FINGERPRINT_FILE).read_text()) == OTHER_RUN
 
-    assert _prepare_run_state(FakeRank(0), resume, "this run", tmp_path / "checkpoints") is None
+    assert _prepare_run_state(FakeRank(0), resume, THIS_RUN, tmp_path / "checkpoints") is None
     assert not (resume / "checkpoint-999").exists()
-    assert json.loads((resume / RESUME_FINGERPRINT).read_text())["fingerprint"] == "this run"
+    assert json.loads((resume / FINGERPRINT_FILE).read_text()) == THIS_RUN

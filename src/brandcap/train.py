@@ -22,7 +22,6 @@ after success; a resume state written with other params or data is discarded, no
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -51,12 +50,13 @@ from brandcap.checkpoints import (
 )
 from brandcap.launch import check_process_count
 from brandcap.params import Params, TrainParams, experiment_settings
+from brandcap.resume_state import prepare_resume_dir, stage_fingerprint
 from brandcap.strategies import apply_strategy, count_parameters
 from brandcap.training_data import CaptionCollator, CaptionDataset
 
 log = logging.getLogger(__name__)
 
-RESUME_FINGERPRINT = "brandcap_resume.json"
+ELAPSED_FILE = "brandcap_elapsed.json"
 EPOCHS_SUBDIR = "epochs"
 RESUME_LOG = "log.jsonl"
 # Epoch checkpoints are stored in the training precision (the fp32 master weights are rounded, as
@@ -100,25 +100,36 @@ def peak_memory() -> tuple[int, str]:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "process_peak_rss"
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def run_fingerprint(params: Params, experiment: str, base_dir: Path, train_jsonl: Path, dataset: CaptionDataset) -> dict:
+    """What a resume state depends on (brandcap.resume_state): the base model's, the records' and the
+    images' content, the params the run reads and the code; a state made under another is not reused."""
+    inputs = {"base": base_dir, "train": train_jsonl, "images": [record["image"] for record in dataset.records]}
+    read = {"experiment": experiment, "seed": params.seed, "train": params.train.model_dump(mode="json"),
+            "image_tiling": params.model.image_tiling.model_dump(mode="json")}
+    return stage_fingerprint(inputs, read)
 
 
-def run_fingerprint(params: Params, experiment: str, base_dir: Path, train_jsonl: Path) -> str:
-    """What a resume state depends on: a state from other params, data or base model is not reused."""
-    parts = {
-        "experiment": experiment,
-        "seed": params.seed,
-        "train": params.train.model_dump(mode="json"),
-        "image_tiling": params.model.image_tiling.model_dump(mode="json"),
-        "train_jsonl": _file_sha256(train_jsonl),
-        "base_config": _file_sha256(base_dir / "config.json") if (base_dir / "config.json").exists() else "",
-    }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+class ElapsedTimeCallback(TrainerCallback):
+    """Keeps the training time so far inside every Trainer checkpoint, so that the summary of a resumed
+    run covers the whole run, not only its last part."""
+
+    def __init__(self, before: float):
+        self.before, self.started = before, time.perf_counter()
+
+    def elapsed(self) -> float:
+        return self.before + time.perf_counter() - self.started
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            atomic.write_json(checkpoint / ELAPSED_FILE, {"wall_time_s": self.elapsed()})
+
+
+def elapsed_before(checkpoint: str | None) -> float:
+    """Training seconds spent before `checkpoint` (0 for a fresh run or a checkpoint without the record)."""
+    if not checkpoint or not (Path(checkpoint) / ELAPSED_FILE).exists():
+        return 0.0
+    return float(json.loads((Path(checkpoint) / ELAPSED_FILE).read_text())["wall_time_s"])
 
 
 # --------------------------------------------------------------------------- callbacks
@@ -238,7 +249,7 @@ class DeltaTrainer(Trainer):
 
 
 # --------------------------------------------------------------------------- the stage
-def _prepare_run_state(args: TrainingArguments, resume_dir: Path, fingerprint: str, checkpoints_dir: Path) -> str | None:
+def _prepare_run_state(args: TrainingArguments, resume_dir: Path, fingerprint: dict, checkpoints_dir: Path) -> str | None:
     """The Trainer checkpoint to resume from, or None. The main process discards a stale resume state and
     restores earlier epoch checkpoints while the other processes wait; then every process reads the result."""
     with args.main_process_first(local=False, desc="resume state"):
@@ -251,16 +262,9 @@ def _prepare_run_state(args: TrainingArguments, resume_dir: Path, fingerprint: s
     return get_last_checkpoint(str(resume_dir))
 
 
-def _prepare_resume_dir(resume_dir: Path, fingerprint: str) -> str | None:
-    """The Trainer checkpoint to resume from, or None; discards a state written for another run."""
-    marker = resume_dir / RESUME_FINGERPRINT
-    if resume_dir.exists():
-        stored = json.loads(marker.read_text()).get("fingerprint") if marker.exists() else None
-        if stored != fingerprint:
-            log.warning("%s holds the state of a run with other params or data; starting afresh", resume_dir)
-            shutil.rmtree(resume_dir)
-    resume_dir.mkdir(parents=True, exist_ok=True)
-    atomic.write_json(marker, {"fingerprint": fingerprint})
+def _prepare_resume_dir(resume_dir: Path, fingerprint: dict) -> str | None:
+    """The Trainer checkpoint to resume from, or None; discards a state made for another run."""
+    prepare_resume_dir(resume_dir, fingerprint)
     return _last_complete_checkpoint(resume_dir)
 
 
@@ -370,7 +374,8 @@ def run_train(
     dataset = CaptionDataset(train_jsonl)
     # under torchrun, creating the arguments joins the process group
     args = training_arguments(train, learning_rate, params.seed, resume_dir, precision)
-    resume_from = _prepare_run_state(args, resume_dir, run_fingerprint(params, experiment, base_dir, train_jsonl), checkpoints_dir)
+    fingerprint = run_fingerprint(params, experiment, base_dir, train_jsonl, dataset)
+    resume_from = _prepare_run_state(args, resume_dir, fingerprint, checkpoints_dir)
     resumed_step = _trainer_state_step(resume_from)
 
     # fp32 master weights; bf16/fp16 run as mixed precision (autocast) through the Trainer
@@ -391,6 +396,7 @@ def run_train(
         "params": params.model_dump(mode="json"),
     }
     log_callback = JsonlLogCallback(resume_dir / RESUME_LOG, log_dir / "log.jsonl", len(dataset))
+    clock = ElapsedTimeCallback(elapsed_before(resume_from))
     trainer = DeltaTrainer(
         model=model,
         args=args,
@@ -399,14 +405,14 @@ def run_train(
         callbacks=[
             EpochCheckpointCallback(train.save_epochs, strategy, resume_dir / EPOCHS_SUBDIR, checkpoints_dir, meta, CHECKPOINT_DTYPES[precision]),
             log_callback,
+            clock,
             *callbacks,
         ],
     )
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume_from)
-    wall_time = time.perf_counter() - started
+    wall_time = clock.elapsed()  # the whole run, across resumes
     if not trainer.is_world_process_zero():
         return
 
@@ -423,7 +429,7 @@ def run_train(
         "peak_memory_bytes": peak_bytes,
         "peak_memory_kind": peak_kind,
         "wall_time_s": round(wall_time, 3),
-        "samples_per_second": round(result.metrics.get("train_samples_per_second", 0.0), 3),
+        "samples_per_second": round(train.epochs * len(dataset) / wall_time, 3) if wall_time else None,
         "train_loss": result.metrics.get("train_loss"),
         "final_loss": log_callback.records[-1]["loss"] if log_callback.records else None,
         "checkpoint_bytes": checkpoint_bytes,
