@@ -5,9 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import types
 
-from brandcap.resume_state import content_digest, finish_resume_dir, prepare_resume_dir, stage_fingerprint
+from brandcap.resume_state import code_digest, content_digest, finish_resume_dir, prepare_resume_dir, stage_fingerprint
 
 
 def test_content_digest_ignores_mtimes_and_snakemake_stamps(tmp_path):
@@ -27,45 +26,54 @@ def test_state_is_kept_only_under_the_same_fingerprint(tmp_path, caplog):
     data = tmp_path / "test.jsonl"
     data.write_text("{}\n")
     resume = tmp_path / ".resume/eval"
-    first = stage_fingerprint({"test": data}, {"eval": {"batch_size": 8}})
+    first = stage_fingerprint("brandcap.atomic", {"test": data}, {"eval": {"batch_size": 8}})
     assert prepare_resume_dir(resume, first) is False
     (resume / "test.partial.jsonl").write_text("{}\n")
-    assert prepare_resume_dir(resume, stage_fingerprint({"test": data}, {"eval": {"batch_size": 8}})) is True
+    assert prepare_resume_dir(resume, stage_fingerprint("brandcap.atomic", {"test": data}, {"eval": {"batch_size": 8}})) is True
     assert (resume / "test.partial.jsonl").exists()
 
     with caplog.at_level(logging.INFO):
-        assert prepare_resume_dir(resume, stage_fingerprint({"test": data}, {"eval": {"batch_size": 16}})) is False
+        assert prepare_resume_dir(resume, stage_fingerprint("brandcap.atomic", {"test": data}, {"eval": {"batch_size": 16}})) is False
     assert not (resume / "test.partial.jsonl").exists()
     assert "params changed" in caplog.text
 
     (resume / "test.partial.jsonl").write_text("{}\n")
     data.write_text('{"x": 1}\n')
     with caplog.at_level(logging.INFO):
-        assert prepare_resume_dir(resume, stage_fingerprint({"test": data}, {"eval": {"batch_size": 16}})) is False
+        assert prepare_resume_dir(resume, stage_fingerprint("brandcap.atomic", {"test": data}, {"eval": {"batch_size": 16}})) is False
     assert "input test changed" in caplog.text and not (resume / "test.partial.jsonl").exists()
 
 
-def test_a_change_in_the_code_the_stage_runs_changes_the_fingerprint(tmp_path):
-    before = stage_fingerprint({}, {})
-    module = tmp_path / "brandcap_fake_stage.py"
-    module.write_text("X = 1\n")
-    fake = types.ModuleType("brandcap.fake_stage")
-    fake.__file__ = str(module)
-    sys.modules["brandcap.fake_stage"] = fake
-    try:
-        loaded = stage_fingerprint({}, {})
-        module.write_text("X = 2\n")
-        edited = stage_fingerprint({}, {})
-    finally:
-        del sys.modules["brandcap.fake_stage"]
-    assert before["code"] != loaded["code"] != edited["code"]
+def test_the_code_digest_covers_every_module_the_stage_imports(tmp_path, monkeypatch):
+    """A change in a module imported indirectly (stage -> helper -> leaf) changes the digest; the
+    digest does not depend on what else the computing process has imported."""
+    package = tmp_path / "pkg" / "brandcap"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "stage_x.py").write_text("from brandcap import helper_x\n")
+    (package / "helper_x.py").write_text("def f():\n    from brandcap.leaf_x import VALUE\n    return VALUE\n")
+    (package / "leaf_x.py").write_text("VALUE = 1\n")
+    (package / "unrelated_x.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "pkg"))
+    for name in [n for n in sys.modules if n == "brandcap" or n.startswith("brandcap.")]:
+        monkeypatch.delitem(sys.modules, name)
+    before = code_digest("brandcap.stage_x")
+    (package / "unrelated_x.py").write_text("X = 2\n")
+    assert code_digest("brandcap.stage_x") == before
+    (package / "leaf_x.py").write_text("VALUE = 2\n")
+    assert code_digest("brandcap.stage_x") != before
+
+
+def test_real_stages_cover_their_modules():
+    assert code_digest("brandcap.evaluate") != code_digest("brandcap.train")
+    assert code_digest("brandcap.evaluate") == code_digest("brandcap.evaluate")
 
 
 def test_a_state_without_fingerprint_is_discarded_and_finish_removes_it(tmp_path):
     resume = tmp_path / "r"
     resume.mkdir()
     (resume / "old.partial.jsonl").write_text("{}\n")
-    assert prepare_resume_dir(resume, stage_fingerprint({}, {})) is False
+    assert prepare_resume_dir(resume, stage_fingerprint("brandcap.atomic", {}, {})) is False
     assert not (resume / "old.partial.jsonl").exists()
     finish_resume_dir(resume)
     assert not resume.exists()

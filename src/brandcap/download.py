@@ -57,6 +57,7 @@ from tqdm import tqdm
 
 from brandcap.atomic import DiskFullError, atomic_path, link_or_copy, write_bytes, write_parquet
 from brandcap.catalog import is_image_url
+from brandcap.resume_state import prepare_resume_dir, stage_fingerprint
 from brandcap.params import DownloadParams, Params
 from brandcap.shop import artifact_path
 
@@ -438,7 +439,11 @@ def run_download(params: Params, catalog_path: Path, images_dir: Path, manifest_
     catalog_path, images_dir, manifest_path, resume_dir = map(Path, (catalog_path, images_dir, manifest_path, resume_dir))
     failure_report = Path(failure_report) if failure_report is not None else resume_dir / "failures.csv"
     catalog = read_catalog(catalog_path)
-    resume_dir.mkdir(parents=True, exist_ok=True)
+    # Each cached image is keyed by its URL and the settings that shape it; other such settings or other
+    # code (another normaliser) make the whole cache stale (brandcap.resume_state). Concurrency,
+    # timeouts and retries change no image, so they keep it.
+    shaping = dl.model_dump(include={"max_side", "min_side", "max_pixels", "max_bytes"})
+    prepare_resume_dir(resume_dir, stage_fingerprint("brandcap.download", {}, {"download": shaping}))
     images_dir.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(resume_dir, images_dir, manifest_path.parent, failure_report.parent)
 

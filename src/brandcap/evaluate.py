@@ -181,7 +181,7 @@ def _fingerprint(params: Params, base_dir: Path, checkpoint_dir: Path | None, se
         inputs["checkpoint"] = checkpoint_dir
     read = {"seed": params.seed, "eval": params.eval.model_dump(mode="json"),
             "train.instruction": params.train.instruction, "train.max_length": params.train.max_length}
-    return stage_fingerprint(inputs, read)
+    return stage_fingerprint("brandcap.evaluate", inputs, read)
 
 
 def _resumed_records(partial: Path, items: list[dict[str, Any]], key: str) -> dict[Any, dict[str, Any]]:

@@ -5,18 +5,19 @@ when it was made from the same inputs (content hashes, never modification times,
 `dvc checkout` changes), the same params keys and the same source of the brandcap modules the
 stage runs. Otherwise it is discarded, with a log line that says which part changed.
 
-    fingerprint = stage_fingerprint(inputs={"test": test_jsonl, "images": images_dir},
+    fingerprint = stage_fingerprint("brandcap.evaluate", inputs={"test": test_jsonl, "images": images_dir},
                                     params={"eval": params.eval.model_dump(mode="json")})
     kept = prepare_resume_dir(resume_dir, fingerprint)
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
+import importlib.util
 import json
 import logging
 import shutil
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -54,23 +55,55 @@ def content_digest(path: str | Path | list[str | Path]) -> str:
     return digest.hexdigest()
 
 
-def loaded_code_digest() -> str:
-    """sha256 over the source of every brandcap module this process has imported: the code the stage runs."""
+def _module_file(name: str) -> Path | None:
+    """The source file of brandcap module `name`, found without importing it."""
+    package = importlib.util.find_spec("brandcap")
+    parts = name.split(".")
+    if parts[0] != "brandcap" or len(parts) < 2 or not package or not package.submodule_search_locations:
+        return None
+    for root in package.submodule_search_locations:
+        for candidate in (Path(root, *parts[1:]).with_suffix(".py"), Path(root, *parts[1:], "__init__.py")):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _brandcap_imports(name: str) -> set[str]:
+    """The brandcap modules that module `name` imports anywhere in its source (lazy imports too)."""
+    source = _module_file(name)
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))) if source else ():
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.startswith("brandcap.")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "brandcap":
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names if _module_file(f"{node.module}.{alias.name}")}
+    return {m for m in found if m != "brandcap" and _module_file(m)}
+
+
+def code_digest(stage_module: str) -> str:
+    """sha256 over the source of `stage_module` and every brandcap module it imports, directly or not:
+    the code the stage runs, the same whichever process computes it."""
+    seen: set[str] = set()
+    todo = [stage_module]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(_brandcap_imports(name) - seen)
     digest = hashlib.sha256()
-    for name in sorted(n for n in sys.modules if n == "brandcap" or n.startswith("brandcap.")):
-        source = getattr(sys.modules[name], "__file__", None)
-        if source and Path(source).exists():
-            digest.update(f"{name}\0".encode() + Path(source).read_bytes())
+    for name in sorted(seen):
+        digest.update(f"{name}\0".encode() + _module_file(name).read_bytes())
     return digest.hexdigest()
 
 
-def stage_fingerprint(inputs: dict[str, str | Path | list[str | Path]], params: dict[str, Any]) -> dict[str, Any]:
+def stage_fingerprint(stage_module: str, inputs: dict[str, str | Path | list[str | Path]], params: dict[str, Any]) -> dict[str, Any]:
     """What a stage's resume state depends on: input contents, the params it reads, its code."""
     canonical = json.dumps(params, sort_keys=True, default=str)
     return {
         "inputs": {name: content_digest(path) for name, path in sorted(inputs.items())},
         "params": hashlib.sha256(canonical.encode()).hexdigest(),
-        "code": loaded_code_digest(),
+        "code": code_digest(stage_module),
     }
 
 

@@ -106,7 +106,7 @@ def run_fingerprint(params: Params, experiment: str, base_dir: Path, train_jsonl
     inputs = {"base": base_dir, "train": train_jsonl, "images": [record["image"] for record in dataset.records]}
     read = {"experiment": experiment, "seed": params.seed, "train": params.train.model_dump(mode="json"),
             "image_tiling": params.model.image_tiling.model_dump(mode="json")}
-    return stage_fingerprint(inputs, read)
+    return stage_fingerprint("brandcap.train", inputs, read)
 
 
 class ElapsedTimeCallback(TrainerCallback):
