@@ -1,11 +1,13 @@
-"""The synthetic shop: deterministic, unbalanced as set, and brands that differ in pixels."""
+"""The synthetic shop: deterministic, unbalanced as set, brands told apart by marks, not colours."""
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import astuple
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from brandcap import shop
 from brandcap.params import SyntheticShop
@@ -66,44 +68,96 @@ def test_placeholders_and_broken_images_are_injected(tmp_path):
     assert broken == 2
 
 
-def test_signatures_differ_between_brands_in_pixels(tmp_path):
-    sigs = shop.brand_signatures(40, seed=4)
-    assert len(set(sigs)) == 40
-    cfg = SyntheticShop(n_brands=6, signature_visibility=1.0, noise=0.08, placeholder_rate=0, broken_images=0)
-    frame = shop.generate_shop(cfg, 180, 4, tmp_path)
-    sigs = dict(zip(shop.brand_names(6, 4), shop.brand_signatures(6, 4)))
-    corner_means: dict[str, list[np.ndarray]] = {}
-    for brand, url in zip(frame.brand, frame.imageurl):
-        with Image.open(url.removeprefix("file:")) as img:
-            # the model sees 56 px: the signature must survive that resize
-            small = img.convert("RGB").resize((56, 56), Image.Resampling.BICUBIC)
-        assert shop.dominant_colour_name(small) == sigs[brand].primary
-        arr = np.asarray(small, dtype=np.float32)
-        sig = sigs[brand]
-        ys = slice(3, 14) if "top" in sig.corner else slice(42, 53)
-        xs = slice(3, 14) if "left" in sig.corner else slice(42, 53)
-        corner_means.setdefault(brand, []).append(arr[ys, xs].reshape(-1, 3).mean(axis=0))
-    means = {b: np.mean(v, axis=0) for b, v in corner_means.items()}
-    brands = list(means)
-    for i, a in enumerate(brands):
-        for b in brands[i + 1:]:
-            if sigs[a].secondary != sigs[b].secondary:
-                assert np.abs(means[a] - means[b]).max() > 25, (a, b)
+def test_brand_signatures_differ_in_at_least_two_marks_and_share_emblems_sparingly():
+    sigs = shop.brand_signatures(20, seed=4)
+    assert sigs == shop.brand_signatures(20, seed=4) and sigs != shop.brand_signatures(20, seed=7)
+    for i, a in enumerate(sigs):
+        for b in sigs[i + 1:]:
+            assert sum(x != y for x, y in zip(astuple(a), astuple(b))) >= 2, (a, b)
+    assert max(Counter(s.emblem for s in sigs).values()) == 2  # 20 brands, 10 emblems
+    assert len(set(shop.brand_signatures(60, seed=4))) == 60
 
 
-def test_without_signature_a_brand_has_no_fixed_colour(tmp_path):
-    cfg = SyntheticShop(n_brands=2, zipf_exponent=0, signature_visibility=0.0, placeholder_rate=0, broken_images=0)
-    frame = shop.generate_shop(cfg, 60, 4, tmp_path)
-    colours = {shop.dominant_colour_name(Image.open(u.removeprefix("file:"))) for u in frame.imageurl[frame.brand == frame.brand.iloc[0]]}
-    assert len(colours) >= 5
+def product_images(frame) -> list[Image.Image]:
+    return [Image.open(u.removeprefix("file:")).convert("RGB") for u in frame.imageurl]
+
+
+def test_the_brand_cannot_be_read_from_the_colours(tmp_path):
+    """Nearest-centroid on the mean colour of the image: chance level, not a lookup."""
+    cfg = SyntheticShop(n_brands=4, zipf_exponent=0, signature_visibility=1.0, placeholder_rate=0, broken_images=0)
+    frame = shop.generate_shop(cfg, 240, 4, tmp_path)
+    images = product_images(frame)
+    mean_rgb = np.array([np.asarray(im, dtype=np.float32).reshape(-1, 3).mean(0) for im in images])
+    brands = frame.brand.to_numpy()
+    train, test = np.arange(len(brands)) % 2 == 0, np.arange(len(brands)) % 2 == 1
+    centroids = {b: mean_rgb[train & (brands == b)].mean(0) for b in set(brands)}
+    predicted = [min(centroids, key=lambda b: np.linalg.norm(x - centroids[b])) for x in mean_rgb[test]]
+    assert np.mean(np.array(predicted) == brands[test]) < 0.45  # 4 balanced brands: chance is 0.25
+    for brand in set(brands):
+        colours = {shop.dominant_colour_name(im) for im, b in zip(images, brands) if b == brand}
+        assert len(colours) >= 9, (brand, colours)  # every brand comes in most of the 12 colours
+
+
+def is_marked(img: Image.Image, noun: str) -> bool:
+    """Without noise a plain product shows only background, body and trim (and a watch's face);
+    brand marks and distractors always add a colour (emblem, pattern ink, metal, blob, label)."""
+    return len(img.getcolors(maxcolors=10_000)) > (4 if noun == "watch" else 3)
+
+
+def categories(frame) -> list[shop.Category]:
+    by_code = {c.category3: c for c in shop.CATEGORIES}
+    return [by_code[code] for code in frame.category3_code]
+
+
+def test_marks_appear_at_the_visibility_rate_and_distractors_at_theirs(tmp_path):
+    def marked_fraction(**knobs) -> float:
+        cfg = SyntheticShop(n_brands=5, noise=0, placeholder_rate=0, broken_images=0, **knobs)
+        frame = shop.generate_shop(cfg, 200, 4, tmp_path / str(sorted(knobs.items())))
+        return float(np.mean([is_marked(im, c.noun) for im, c in zip(product_images(frame), categories(frame))]))
+
+    assert marked_fraction(signature_visibility=0.0, distractor_rate=0.0) == 0.0
+    assert marked_fraction(signature_visibility=1.0, distractor_rate=0.0) == 1.0
+    assert abs(marked_fraction(signature_visibility=0.6, distractor_rate=0.0) - 0.6) < 0.1
+    assert abs(marked_fraction(signature_visibility=0.0, distractor_rate=0.3) - 0.3) < 0.1
+
+
+def test_brand_free_products_carry_no_brand_marks():
+    cfg = SyntheticShop(noise=0, distractor_rate=0)
+    assert not any(is_marked(img, c.noun) for img, _, c in shop.generic_product_images(40, cfg, seed=4))
+    with_distractors = SyntheticShop(noise=0, distractor_rate=1.0)
+    assert all(is_marked(img, c.noun) for img, _, c in shop.generic_product_images(10, with_distractors, seed=4))
+
+
+def emblem_mask(emblem: str) -> np.ndarray:
+    """The emblem as drawn on a 64 px product (14 px), seen at the tiny model's 84 px."""
+    img = Image.new("L", (64, 64), 0)
+    shop._draw_emblem(ImageDraw.Draw(img), emblem, (25, 25, 39, 39), 255)
+    return np.asarray(img.resize((84, 84), Image.Resampling.BICUBIC)) > 127
+
+
+def test_emblems_stay_distinguishable_at_the_model_resolution():
+    masks = {e: emblem_mask(e) for e in shop.EMBLEMS}
+    for i, a in enumerate(shop.EMBLEMS):
+        for b in shop.EMBLEMS[i + 1:]:
+            differing = (masks[a] ^ masks[b]).sum() / (masks[a] | masks[b]).sum()
+            assert differing > 0.2, (a, b, differing)  # circle vs square, the closest pair: 0.23
+
+
+def test_same_colours_different_brands_differ_only_by_marks():
+    a, b = shop.brand_signatures(2, seed=4)
+    draw = [shop.draw_product(np.random.default_rng(1), 64, shop.CATEGORIES[0], "red", "navy", sig, 0.0) for sig in (a, b)]
+    plain = shop.draw_product(np.random.default_rng(1), 64, shop.CATEGORIES[0], "red", "navy", None, 0.0)
+    assert draw[0].tobytes() != draw[1].tobytes()
+    assert shop.dominant_colour_name(draw[0]) == shop.dominant_colour_name(draw[1]) == shop.dominant_colour_name(plain) == "red"
 
 
 def test_dominant_colour_is_read_from_pixels():
     rng = np.random.default_rng(0)
+    signatures = shop.brand_signatures(36, seed=4)  # every emblem, pattern and hardware on the body
     hits = 0
     for i, name in enumerate(shop.COLOUR_NAMES * 3):
         other = shop.COLOUR_NAMES[(i + 3) % len(shop.COLOUR_NAMES)]
-        img = shop.draw_product(rng, 64, shop.CATEGORIES[i % len(shop.CATEGORIES)], name, other, "star", "top-left", 0.08)
+        img = shop.draw_product(rng, 64, shop.CATEGORIES[i % len(shop.CATEGORIES)], name, other, signatures[i], 0.08, distractor=True)
         hits += shop.dominant_colour_name(img) == name
     assert hits >= 0.9 * 36
 

@@ -68,7 +68,8 @@ def local_table_path(hf_dataset: str) -> Path | None:
 class SyntheticShop(Section):
     n_brands: int = Field(20, ge=2, description="Number of brands in the synthetic shop.")
     zipf_exponent: float = Field(0.7, ge=0, description="Brand frequency ~ 1/rank^s; 0 = balanced.")
-    signature_visibility: float = Field(0.9, ge=0, le=1, description="Probability that a product image shows its brand's visual signature.")
+    signature_visibility: float = Field(0.9, ge=0, le=1, description="Probability that a product image shows its brand's marks (emblem at its placement, body pattern, hardware); otherwise the product is plain.")
+    distractor_rate: float = Field(0.3, ge=0, le=1, description="Probability that a product image (brand-free ones too) also shows a mark of no brand: a random blob or a label.")
     noise: float = Field(0.08, ge=0, le=1, description="Std of pixel noise added to every image (0..1 of full scale).")
     image_size: int = Field(64, ge=16, le=1024, description="Side of the generated square product images, pixels.")
     n_general: int = Field(48, ge=0, description="Size of the brand-free general set (forgetting probe).")

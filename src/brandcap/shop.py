@@ -4,11 +4,21 @@
     frame = generate_shop(params.data.synthetic, n_products=1500, seed=4, shop_dir=Path("data/raw/shop"))
 
 Stands in for a real product-price dataset (DBQ/My.Theresa...) so the whole study runs
-offline in minutes. Brands have Zipf-like frequencies; each brand has a visual signature
-that a tiny model can learn at 56x56 pixels: a two-colour palette on the product (body +
-trim) and an emblem (circle, triangle, star, stripes, checks, ...) in a fixed corner. With
-probability `1 - signature_visibility` a product gets a random non-signature look instead.
-Everything is a function of the seed: same seed, byte-identical table and images.
+offline in minutes. Brands have Zipf-like frequencies. Like real brands, they are told apart
+by their marks, not by the product's colour:
+- every product's body, trim and mark colours are drawn at random, independently of the brand,
+  from the same palette; the category (silhouette) is independent of the brand too;
+- each brand has a signature of four marks (`BrandSignature`): an emblem shape (circle, ring,
+  star, an "H" monogram, ...), where it sits on the product (centre, upper-left, ...), a
+  monogram-like pattern repeated over the body (dots, pinstripes, tiny crosses, ...) and a
+  hardware detail (studs, a buckle, a ring) in gold or silver. Two brands differ in at least
+  two of the four, and no emblem is used by more brands than needed;
+- with probability `signature_visibility` a product carries its brand's marks, otherwise it
+  is a plain product; with probability `distractor_rate` it also carries a mark of no brand
+  (a random blob or a label); `noise` adds pixel noise to every image.
+So colour statistics (and pixel lookups, see `brandcap.baselines`) cannot reveal the brand,
+while the marks stay readable at 64 px. Everything is a function of the seed: same seed,
+byte-identical table and images.
 
 `dominant_colour_name(image)` names the product's main colour from the pixels; the simulated
 VLM and the general set's reference captions use it.
@@ -17,6 +27,7 @@ VLM and the general set's reference captions use it.
 from __future__ import annotations
 
 import io
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,8 +68,16 @@ NAMED_COLOURS: dict[str, tuple[int, int, int]] = {
 COLOUR_NAMES = list(NAMED_COLOURS)
 _COLOUR_ARRAY = np.array([NAMED_COLOURS[n] for n in COLOUR_NAMES], dtype=np.float32)
 
-EMBLEMS = ["circle", "triangle", "star", "stripes", "checks", "square", "diamond", "cross"]
-CORNERS = ["top-left", "top-right", "bottom-left", "bottom-right"]
+EMBLEMS = ["circle", "ring", "triangle", "star", "square", "diamond", "cross", "chevron", "monogram-h", "bars"]
+# Emblem centre relative to the product centre, in units of the product's half-size.
+PLACEMENTS: dict[str, tuple[float, float]] = {
+    "centre": (0.0, 0.05), "upper-left": (-0.5, -0.45), "upper-right": (0.5, -0.45),
+    "lower-left": (-0.5, 0.5), "lower-right": (0.5, 0.5),
+}
+PATTERNS = ["plain", "dots", "pinstripes", "diagonal", "crosses"]
+HARDWARE = ["none", "studs", "buckle", "ring"]
+METALS = {"gold": (212, 175, 55), "silver": (200, 200, 208)}
+DISTRACTORS = ["blob", "label"]
 
 _SYLLABLES = ["ma", "ri", "lo", "ve", "sa", "no", "ta", "li", "ber", "cal", "dor", "fen",
               "gia", "mon", "pel", "ros", "vin", "zan", "cor", "del", "tes", "var", "lun", "bel"]
@@ -79,10 +98,10 @@ class Category:
 
 @dataclass(frozen=True)
 class BrandSignature:
-    primary: str  # colour name of the product body
-    secondary: str  # colour name of the trim and the emblem
-    emblem: str
-    corner: str
+    emblem: str  # shape of the logo (EMBLEMS)
+    placement: str  # where the logo sits on the product (PLACEMENTS)
+    pattern: str  # monogram-like pattern repeated over the body (PATTERNS)
+    hardware: str  # metal detail (HARDWARE)
 
 
 # ----------------------------------------------------------------------------- silhouettes
@@ -172,23 +191,24 @@ def brand_names(n_brands: int, seed: int) -> list[str]:
 
 
 def brand_signatures(n_brands: int, seed: int) -> list[BrandSignature]:
-    """One distinct (primary, secondary, emblem, corner) per brand, shuffled by the seed."""
+    """Distinct mark combinations, shuffled by the seed: any two brands differ in at least two of
+    the four marks (one where no more such combinations exist), and each emblem serves at most
+    ceil(n_brands / len(EMBLEMS)) brands, so the emblem alone tells most brands apart."""
     rng = np.random.default_rng([seed, 0x516])
-    combos = []
-    n_col = len(COLOUR_NAMES)
-    for i in range(n_col * len(EMBLEMS)):
-        primary = i % n_col
-        # the trim colour walks the palette at a different speed, so pairs rarely repeat
-        secondary = (primary + 1 + (i // n_col) * 5) % n_col
-        if secondary == primary:
-            secondary = (secondary + 1) % n_col
-        combos.append((primary, secondary, EMBLEMS[(i + i // n_col) % len(EMBLEMS)], CORNERS[i % len(CORNERS)]))
-    order = rng.permutation(n_col)  # which colour the most frequent brand gets
-    out = []
-    for b in range(n_brands):
-        p, s, emblem, corner = combos[b % len(combos)]
-        out.append(BrandSignature(COLOUR_NAMES[order[p]], COLOUR_NAMES[order[s]], emblem, corner))
-    return out
+    combos = list(itertools.product(EMBLEMS, PLACEMENTS, PATTERNS, HARDWARE))
+    combos = [combos[i] for i in rng.permutation(len(combos))]
+    per_emblem = math.ceil(n_brands / len(EMBLEMS))
+    chosen: list[tuple[str, str, str, str]] = []
+    for min_differences in (2, 1):
+        for combo in combos:
+            if len(chosen) == n_brands:
+                break
+            emblem_uses = sum(c[0] == combo[0] for c in chosen)
+            if emblem_uses < per_emblem and all(sum(x != y for x, y in zip(combo, c)) >= min_differences for c in chosen):
+                chosen.append(combo)
+    if len(chosen) < n_brands:
+        raise ValueError(f"data.synthetic.n_brands={n_brands}: only {len(chosen)} distinct brand signatures exist; lower it")
+    return [BrandSignature(*combo) for combo in chosen]
 
 
 def zipf_weights(n_brands: int, exponent: float) -> np.ndarray:
@@ -197,11 +217,17 @@ def zipf_weights(n_brands: int, exponent: float) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- drawing
-def _draw_emblem(d: ImageDraw.ImageDraw, emblem: str, box: tuple[float, float, float, float], colour) -> None:
+Box = tuple[float, float, float, float]
+
+
+def _draw_emblem(d: ImageDraw.ImageDraw, emblem: str, box: Box, colour) -> None:
     x0, y0, x1, y1 = box
     cx, cy, r = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2
+    t = r * 0.38  # stroke width of the line-drawn emblems
     if emblem == "circle":
         d.ellipse(box, fill=colour)
+    elif emblem == "ring":
+        d.ellipse(box, outline=colour, width=max(2, round(t)))
     elif emblem == "triangle":
         d.polygon([(cx, y0), (x1, y1), (x0, y1)], fill=colour)
     elif emblem == "star":
@@ -211,26 +237,87 @@ def _draw_emblem(d: ImageDraw.ImageDraw, emblem: str, box: tuple[float, float, f
             a = -math.pi / 2 + k * math.pi / 5
             pts.append((cx + rad * math.cos(a), cy + rad * math.sin(a)))
         d.polygon(pts, fill=colour)
-    elif emblem == "stripes":
-        step = (y1 - y0) / 5
-        for k in (0, 2, 4):
-            d.rectangle([x0, y0 + k * step, x1, y0 + (k + 1) * step - 0.01], fill=colour)
-    elif emblem == "checks":
-        step = (x1 - x0) / 4
-        for i in range(4):
-            for j in range(4):
-                if (i + j) % 2 == 0:
-                    d.rectangle([x0 + i * step, y0 + j * step, x0 + (i + 1) * step - 0.01, y0 + (j + 1) * step - 0.01], fill=colour)
     elif emblem == "square":
         d.rectangle(box, fill=colour)
     elif emblem == "diamond":
         d.polygon([(cx, y0), (x1, cy), (cx, y1), (x0, cy)], fill=colour)
     elif emblem == "cross":
-        t = r * 0.4
-        d.rectangle([cx - t, y0, cx + t, y1], fill=colour)
-        d.rectangle([x0, cy - t, x1, cy + t], fill=colour)
+        d.rectangle([cx - t / 2, y0, cx + t / 2, y1], fill=colour)
+        d.rectangle([x0, cy - t / 2, x1, cy + t / 2], fill=colour)
+    elif emblem == "chevron":
+        d.polygon([(x0, y0), (cx, y1 - 2 * t), (x1, y0), (x1, y0 + 1.6 * t), (cx, y1), (x0, y0 + 1.6 * t)], fill=colour)
+    elif emblem == "monogram-h":
+        d.rectangle([x0, y0, x0 + t, y1], fill=colour)
+        d.rectangle([x1 - t, y0, x1, y1], fill=colour)
+        d.rectangle([x0, cy - t / 2, x1, cy + t / 2], fill=colour)
+    elif emblem == "bars":
+        d.rectangle([x0, y0 + 0.15 * r, x1, y0 + 0.15 * r + t], fill=colour)
+        d.rectangle([x0, y1 - 0.15 * r - t, x1, y1 - 0.15 * r], fill=colour)
     else:
         raise ValueError(f"unknown emblem {emblem!r}")
+
+
+def _pattern_mask(pattern: str, size: int, origin: tuple[int, int]) -> np.ndarray:
+    """Boolean (size, size) mask of a pattern tiled from origin (so it moves with the product)."""
+    yy, xx = np.mgrid[0:size, 0:size]
+    step = max(4, round(size / 12))  # 5 px at 64: one line or dot per 6-7 px after the model's resize
+    x, y = (xx - origin[0]) % step, (yy - origin[1]) % step
+    if pattern == "plain":
+        return np.zeros((size, size), bool)
+    if pattern == "dots":
+        return (x < 2) & (y < 2)
+    if pattern == "pinstripes":
+        return x == 0
+    if pattern == "diagonal":
+        return (xx - origin[0] + yy - origin[1]) % step == 0
+    if pattern == "crosses":  # a tiny repeated "x", like a monogram canvas
+        return ((x == y) | (x + y == 2)) & (x < 3) & (y < 3)
+    raise ValueError(f"unknown pattern {pattern!r}")
+
+
+def _shade(colour: tuple[int, int, int]) -> tuple[int, int, int]:
+    """A darker version of a light colour, a lighter version of a dark one: the pattern's ink."""
+    if sum(colour) > 3 * 90:
+        return tuple(int(c * 0.5) for c in colour)
+    return tuple(int(c + (255 - c) * 0.5) for c in colour)
+
+
+def _contrasting_colour(rng: np.random.Generator, body: str) -> tuple[int, int, int]:
+    """A random palette colour far from the body colour (the brand does not choose it)."""
+    far = [n for n in COLOUR_NAMES if np.linalg.norm(np.subtract(NAMED_COLOURS[n], NAMED_COLOURS[body])) > 150]
+    return NAMED_COLOURS[str(rng.choice(far))]
+
+
+def _draw_hardware(d: ImageDraw.ImageDraw, hardware: str, box: tuple[float, float, float], metal) -> None:
+    cx, cy, s = box
+    r = max(1.5, s * 0.09)
+    if hardware == "studs":  # three studs in a row below the centre
+        for k in (-1, 0, 1):
+            x = cx + k * s * 0.35
+            d.ellipse([x - r, cy + s * 0.3 - r, x + r, cy + s * 0.3 + r], fill=metal)
+    elif hardware == "buckle":
+        d.rectangle([cx - 2.2 * r, cy + s * 0.3 - 1.5 * r, cx + 2.2 * r, cy + s * 0.3 + 1.5 * r], outline=metal, width=max(1, round(r * 0.7)))
+    elif hardware == "ring":
+        d.ellipse([cx - 2 * r, cy - s * 0.55 - 2 * r, cx + 2 * r, cy - s * 0.55 + 2 * r], outline=metal, width=max(1, round(r * 0.7)))
+    elif hardware != "none":
+        raise ValueError(f"unknown hardware {hardware!r}")
+
+
+def _draw_distractor(d: ImageDraw.ImageDraw, rng: np.random.Generator, size: int) -> None:
+    """A mark of no brand at a random spot: an irregular blob or a small label with two text lines."""
+    kind = DISTRACTORS[int(rng.integers(len(DISTRACTORS)))]
+    r = size * float(rng.uniform(0.06, 0.11))
+    cx, cy = (float(v) for v in rng.uniform(r, size - r, size=2))
+    colour = NAMED_COLOURS[str(rng.choice(COLOUR_NAMES))]
+    if kind == "blob":
+        n = int(rng.integers(5, 8))
+        angles = np.sort(rng.uniform(0, 2 * math.pi, n))
+        radii = rng.uniform(0.4, 1.0, n) * r
+        d.polygon([(cx + a * math.cos(t), cy + a * math.sin(t)) for a, t in zip(radii, angles)], fill=colour)
+    else:
+        d.rectangle([cx - r, cy - 0.6 * r, cx + r, cy + 0.6 * r], fill=(240, 240, 235), outline=colour)
+        for k in (-0.2, 0.25):
+            d.line([cx - 0.7 * r, cy + k * r, cx + 0.5 * r, cy + k * r], fill=colour, width=1)
 
 
 def _jitter(rng: np.random.Generator, colour: tuple[int, int, int], amount: int = 12) -> tuple[int, int, int]:
@@ -243,29 +330,50 @@ def draw_product(
     category: Category,
     body_colour: str,
     trim_colour: str,
-    emblem: str | None,
-    corner: str,
+    signature: BrandSignature | None,
     noise: float,
+    distractor: bool = False,
 ) -> Image.Image:
-    """A product photo: light background, the category's silhouette, optional corner emblem, noise."""
+    """A product photo: light background, the category's silhouette in the given colours, the
+    brand's marks when a signature is given (their colours drawn here, not by the brand), an
+    optional mark of no brand, and pixel noise."""
     bg = tuple(int(v) for v in rng.integers(222, 250, size=3))
     img = Image.new("RGB", (size, size), bg)
     d = ImageDraw.Draw(img)
     s = size * float(rng.uniform(0.30, 0.36))
     cx = size / 2 + float(rng.uniform(-0.05, 0.05)) * size
     cy = size / 2 + float(rng.uniform(-0.05, 0.05)) * size
-    category.draw(d, (cx, cy, s), _jitter(rng, NAMED_COLOURS[body_colour]), _jitter(rng, NAMED_COLOURS[trim_colour]))
-    if emblem:
-        e = size * 0.25  # ~14 px after the model's 56 px resize: big enough to learn
-        m = size * 0.03
-        x0 = m if "left" in corner else size - m - e
-        y0 = m if "top" in corner else size - m - e
-        _draw_emblem(d, emblem, (x0, y0, x0 + e, y0 + e), _jitter(rng, NAMED_COLOURS[trim_colour], 6))
+    body = _jitter(rng, NAMED_COLOURS[body_colour])
+    category.draw(d, (cx, cy, s), body, _jitter(rng, NAMED_COLOURS[trim_colour]))
+    if signature is not None:
+        _draw_marks(img, rng, category, signature, (cx, cy, s), body_colour, body)
+    if distractor:
+        _draw_distractor(d, rng, size)
     if noise > 0:
         arr = np.asarray(img, dtype=np.float32)
         arr += rng.normal(0.0, noise * 255.0, size=arr.shape).astype(np.float32)
         img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
     return img
+
+
+def _draw_marks(img: Image.Image, rng: np.random.Generator, category: Category, signature: BrandSignature,
+                box: tuple[float, float, float], body_colour: str, body: tuple[int, int, int]) -> None:
+    """The brand's pattern on the body, its hardware and its emblem at its placement."""
+    size = img.size[0]
+    cx, cy, s = box
+    if signature.pattern != "plain":
+        silhouette = Image.new("RGB", img.size, (0, 0, 0))
+        category.draw(ImageDraw.Draw(silhouette), box, (255, 255, 255), (0, 0, 0))
+        on_body = np.asarray(silhouette)[:, :, 1] == 255
+        ink = on_body & _pattern_mask(signature.pattern, size, (round(cx), round(cy)))
+        img.paste(_shade(body), mask=Image.fromarray(ink.astype(np.uint8) * 255, "L"))
+    d = ImageDraw.Draw(img)
+    metal = METALS[str(rng.choice(list(METALS)))]
+    _draw_hardware(d, signature.hardware, box, metal)
+    e = size * float(rng.uniform(0.20, 0.24))  # 13-15 px at 64, 17-20 px at the model's 84
+    dx, dy = PLACEMENTS[signature.placement]
+    ex, ey = cx + dx * s + float(rng.uniform(-1, 1)), cy + dy * s + float(rng.uniform(-1, 1))
+    _draw_emblem(d, signature.emblem, (ex - e / 2, ey - e / 2, ex + e / 2, ey + e / 2), _contrasting_colour(rng, body_colour))
 
 
 def png_bytes(img: Image.Image) -> bytes:
@@ -336,13 +444,10 @@ def generate_shop(shop: SyntheticShop, n_products: int, seed: int, shop_dir: str
         b = int(brand_idx[i])
         prng = np.random.default_rng([seed, STREAM_CATALOG, i])
         category = CATEGORIES[int(prng.integers(len(CATEGORIES)))]
-        sig = signatures[b]
-        if prng.random() < shop.signature_visibility:
-            body, trim, emblem, corner = sig.primary, sig.secondary, sig.emblem, sig.corner
-        else:
-            body, trim = prng.choice(COLOUR_NAMES, size=2, replace=False)
-            emblem, corner = None, CORNERS[0]
-        img = draw_product(prng, shop.image_size, category, str(body), str(trim), emblem, corner, shop.noise)
+        body, trim = prng.choice(COLOUR_NAMES, size=2, replace=False)  # never the brand's choice
+        signature = signatures[b] if prng.random() < shop.signature_visibility else None
+        distractor = bool(prng.random() < shop.distractor_rate)
+        img = draw_product(prng, shop.image_size, category, str(body), str(trim), signature, shop.noise, distractor)
         code = f"P{seed % 1000:03d}{i:06d}"
         data = png_bytes(img)
         if i in broken:
@@ -386,10 +491,12 @@ def _write_if_changed(path: Path, data: bytes) -> None:
 
 
 def generic_product_images(n: int, shop: SyntheticShop, seed: int, stream: int = STREAM_GENERAL):
-    """Yield (image, colour name, category) of signature-free products (no emblem, random colours)."""
+    """Yield (image, colour name, category) of brand-free products: random colours, no brand
+    marks, a mark of no brand at the shop's distractor rate (as on the catalog's products)."""
     for i in range(n):
         prng = np.random.default_rng([seed, stream, i])
         category = CATEGORIES[int(prng.integers(len(CATEGORIES)))]
         body, trim = prng.choice(COLOUR_NAMES, size=2, replace=False)
-        img = draw_product(prng, shop.image_size, category, str(body), str(trim), None, CORNERS[0], shop.noise)
+        distractor = bool(prng.random() < shop.distractor_rate)
+        img = draw_product(prng, shop.image_size, category, str(body), str(trim), None, shop.noise, distractor)
         yield img, dominant_colour_name(img), category
