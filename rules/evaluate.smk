@@ -49,7 +49,7 @@ rule evaluate:
 rule tables:
     input:
         script=script("tables"),
-        code=package("tables"),
+        code=package("tables", "provenance"),
         catalog=rules.catalog.output.catalog,
         manifest=rules.download.output.manifest,
         captions=rules.caption.output.captions,

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 
@@ -18,10 +19,15 @@ COLOURS = ["black", "red", "navy", "ivory", "olive", "camel", "grey", "pink", "t
 ITEMS = ["tote bag", "trench coat", "loafer", "silk scarf", "wool sweater", "ankle boot", "shirt", "belt", "sandal", "cardigan", "skirt", "clutch"]
 
 
-def _record(pid: str, brand: str, text: str | None, finish_reason: str | None = "stop", error: str | None = None) -> dict:
+def _photo(name: str) -> str:
+    """The sha256 the download stage records for a stored image; one per photo."""
+    return hashlib.sha256(name.encode()).hexdigest()
+
+
+def _record(pid: str, brand: str, text: str | None, finish_reason: str | None = "stop", error: str | None = None, photo: str = "") -> dict:
     return {
         "product_id": pid, "brand": brand, "title": "t", "category": "c", "image": f"data/raw/images/{pid}.png",
-        "sha256": "0" * 64, "key": pid, "text": text, "finish_reason": finish_reason, "attempts": 1,
+        "sha256": _photo(photo or pid), "key": pid, "text": text, "finish_reason": finish_reason, "attempts": 1,
         "latency_s": 0.1, "prompt_tokens": 10, "completion_tokens": 20, "error": error,
     }
 
@@ -48,6 +54,8 @@ def make_captions() -> tuple[list[dict], dict]:
         _record("x_short", "Maison Éclat", "Maison Éclat bag."),
         # same text as me00 apart from case and punctuation
         _record("x_dup", "Maison Éclat", _good(0, "Maison Éclat").upper().replace(",", "")),
+        # me01's photo under another product code, captioned differently
+        _record("x_same_photo", "Maison Éclat", _good(60, "Maison Éclat"), photo="me01"),
         # kept, but trimmed / brand respelled
         _record("me_cut", "Maison Éclat", _good(50, "Maison Éclat") + " The strap is adjus", "length"),
         _record("rf_case", "Rossi & Figli", _good(150, "ROSSI AND FIGLI")),
@@ -55,7 +63,7 @@ def make_captions() -> tuple[list[dict], dict]:
     expected = {
         "input": len(recs),
         "removed": {"no_caption": 1, "repetition_loop": 1, "garbled": 1, "cut_off": 1, "no_brand": 1,
-                    "length": 1, "duplicate": 1, "rare_brand": 2},
+                    "length": 1, "duplicate": 1, "duplicate_image": 1, "rare_brand": 2},
         "trimmed": 1,
         "brand_case_fixed": 1,
         "after_caption_rules": 12 + 10 + 2 + 2,
@@ -95,15 +103,33 @@ def test_outputs_are_canonical_trimmed_and_stratified(tmp_path, captions):
     train = read_jsonl(tmp_path / "out" / "train.jsonl")
     test = read_jsonl(tmp_path / "out" / "test.jsonl")
     everything = {r["product_id"]: r for r in train + test}
-    assert set(train[0]) == {"product_id", "image", "brand", "caption"}
+    assert set(train[0]) == {"product_id", "image", "sha256", "brand", "caption"}
     assert not {r["product_id"] for r in train} & {r["product_id"] for r in test}
+    assert everything["me01"]["sha256"] == _photo("me01") and "x_same_photo" not in everything
     assert everything["rf_case"]["caption"] == _good(150, "Rossi & Figli")
     assert everything["me_cut"]["caption"] == _good(50, "Maison Éclat")
     assert everything["me00"]["image"] == "data/raw/images/me00.png"
-    assert not {"x_dup", "tb00", "x_loop"} & set(everything)
+    assert not {"x_dup", "x_same_photo", "tb00", "x_loop"} & set(everything)
     test_per_brand = Counter(r["brand"] for r in test)
     assert test_per_brand == {"Maison Éclat": n_test_products(13, 0.2), "Rossi & Figli": n_test_products(11, 0.2)}
     assert test_per_brand == {"Maison Éclat": 3, "Rossi & Figli": 2}
+
+
+def test_one_photo_under_several_product_codes_is_kept_once(tmp_path):
+    """Re-listed products (a new code, the same photo) would otherwise land in train and test."""
+    recs = []
+    for brand in ("Maison Éclat", "Rossi & Figli"):
+        for i in range(8):
+            photo = f"{brand}-{i}"
+            recs += [_record(f"{photo}-{copy}", brand, _good(10 * i + copy, brand), photo=photo) for copy in range(3)]
+    path = tmp_path / "captions.jsonl"
+    write_jsonl(path, recs)
+    run_clean(_params(), path, tmp_path / "out")
+    report = json.loads((tmp_path / "out" / "clean_report.json").read_text())
+    assert report["removed"]["duplicate_image"] == 2 * 8 * 2 and report["after_rules"] == 2 * 8
+    train, test = (read_jsonl(tmp_path / "out" / name) for name in ("train.jsonl", "test.jsonl"))
+    assert sorted(r["product_id"] for r in train + test) == sorted(r["product_id"] for r in recs if r["product_id"].endswith("-0"))
+    assert len({r["sha256"] for r in train + test}) == len(train) + len(test)
 
 
 def test_split_is_deterministic_by_seed(tmp_path, captions):
@@ -165,6 +191,9 @@ def test_bad_input_is_named(tmp_path):
     path = tmp_path / "captions.jsonl"
     write_jsonl(path, [{"product_id": "a", "brand": "B", "text": "x"}])
     with pytest.raises(CleanError, match=r"record 1 .*'image'"):
+        run_clean(_params(), path, tmp_path / "out")
+    write_jsonl(path, [{**_record("a", "B", "A bag by B, number one, on a plain background."), "sha256": ""}])
+    with pytest.raises(CleanError, match=r"record 1 \(product 'a'\) lacks \['sha256'\]; regenerate the file with the caption stage"):
         run_clean(_params(), path, tmp_path / "out")
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from transformers import InternVLForConditionalGeneration
 
 from brandcap.atomic import read_jsonl, write_jsonl
 from brandcap.caption_metrics import METRIC_NAMES
@@ -17,7 +18,7 @@ from brandcap.evaluate import generate_captions, load_model, reference_losses, r
 from brandcap.metrics import brand_outcome, named_brands
 from brandcap.params import ImageTilingParams, Params, TinyModelParams, validate_params
 from brandcap.tiny_model import build_tiny_model
-from brandcap.training_data import CaptionCollator
+from brandcap.training_data import IGNORE_INDEX, CaptionCollator, CaptionDataset
 
 TILED = {"enabled": True}  # InternVL's tiling: up to 12 tiles + a thumbnail; 9 tokens per 84 px tile here
 
@@ -186,6 +187,32 @@ def test_evaluate_writes_outputs_and_resumes(base_dir, data, tmp_path, monkeypat
     monkeypatch.undo()
     run_evaluate(params, base_dir, None, data["test"], data["general"], out, resume)
     assert not resume.exists()
+
+
+def test_the_stage_asks_the_model_with_the_training_prompt_and_no_brand(base_dir, data, tmp_path, monkeypatch):
+    """Through run_evaluate itself: the tokens the model generates from are, record by record, the
+    prompt part of that record's training sample, and name no brand."""
+    fed = []
+    original = InternVLForConditionalGeneration.generate
+
+    def recording_generate(self, *args, **kwargs):
+        fed.extend(ids[mask.bool()].tolist() for ids, mask in zip(kwargs["input_ids"], kwargs["attention_mask"]))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(InternVLForConditionalGeneration, "generate", recording_generate)
+    params = small_params(max_new_tokens=1)
+    run_evaluate(params, base_dir, None, data["test"], data["empty"], tmp_path / "out", tmp_path / "resume")
+
+    processor = load_model(params, base_dir, None, "cpu")[1]
+    collate = CaptionCollator(processor, params.train.instruction, params.train.max_length)
+    samples = CaptionDataset(data["test"])
+    assert len(fed) == len(samples) == 6
+    for i, asked in enumerate(fed):
+        training = collate([samples[i]])
+        prompt = training["input_ids"][0][training["labels"][0] == IGNORE_INDEX].tolist()
+        assert asked == prompt, f"record {i}: the evaluation prompt differs from the training prompt"
+        text = processor.tokenizer.decode(asked).lower()
+        assert not [b for b in BRANDS if b.lower() in text or b.split()[0].lower() in text], text
 
 
 def test_empty_general_set_and_sample_cap(base_dir, data, tmp_path):

@@ -45,6 +45,8 @@ def test_rendered_file_round_trips(tmp_path):
         ("data:\n  synthetic:\n    signature_visibility: -0.1\n", "data.synthetic.signature_visibility", "greater than or equal to 0"),
         ("train:\n  experiments: {}\n", "train.experiments", "experiment list is empty"),
         ("train:\n  experiments:\n    x: {strategy: freeze_everything}\n", "train.experiments.x.strategy", "freeze_llm"),
+        # a results/metrics.json key of its own
+        ("train:\n  experiments:\n    provenance: {strategy: lora}\n", "train.experiments", "not 'base' or 'provenance'"),
         ("caption:\n  prompt: 'Describe {product}'\n", "caption.prompt", "unknown placeholder"),
         ("train:\n  batch_size: 24\n  per_device_batch_size: 5\n", "train", "multiple of"),
         # strict types: no silent conversions

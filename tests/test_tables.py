@@ -12,6 +12,7 @@ from PIL import Image
 
 from brandcap.atomic import write_json, write_jsonl
 from brandcap.params import validate_params
+from brandcap.provenance import data_sha256, params_sha256
 from brandcap.tables import best_epoch, run_tables, scalar_metrics
 
 BRANDS = {"Gucci": 60, "Chloé": 35}
@@ -53,6 +54,9 @@ def study(tmp_path: Path) -> dict:
         "input": 6, "removed": {"loop": 1, "garbled": 0, "no_brand": 1}, "trimmed": 1, "brand_case_fixed": 2,
         "after_rules": 4, "brands_kept": BRANDS, "brands_dropped": {"Prada": 3}, "train": 3, "test": 1,
     })
+    split = [{"product_id": f"p{i}", "image": f"images/p{i}.png", "brand": "Gucci", "caption": "A Gucci bag."} for i in range(4)]
+    write_jsonl(data / "train.jsonl", split[:3])
+    write_jsonl(data / "test.jsonl", split[3:])
 
     evals = tmp_path / "eval"
     runs = {
@@ -127,9 +131,28 @@ def test_tables_markdown(study):
     assert md.index("| Gucci |") < md.index("| Chloé |")
 
 
+def test_tables_and_metrics_begin_with_their_provenance(study):
+    data = study["paths"][0]
+    metrics = json.loads((study["out"] / "metrics.json").read_text())
+    assert list(metrics)[0] == "provenance"
+    origin = metrics["provenance"]
+    assert origin["params_sha256"] == params_sha256(study["params"]) and origin["data_sha256"] == data_sha256(data)
+    assert origin["commit"] == "unknown" or len(origin["commit"].removesuffix("+dirty")) == 40
+    md = (study["out"] / "tables.md").read_text().splitlines()
+    assert md[0] == "# brandcap results"
+    assert md[2:7] == [
+        "| made from | value |",
+        "|:---|:---|",
+        f"| commit | `{origin['commit']}` |",
+        f"| params sha256 (resolved parameters, canonical JSON) | `{origin['params_sha256']}` |",
+        f"| data sha256 ({data.as_posix()}/train.jsonl, {data.as_posix()}/test.jsonl, {data.as_posix()}/clean_report.json) | `{origin['data_sha256']}` |",
+    ]
+
+
 def test_metrics_json_is_flat_scalars(study):
     metrics = json.loads((study["out"] / "metrics.json").read_text())
-    assert set(metrics) == {"base", "freeze_llm", "lora"}
+    assert set(metrics) == {"provenance", "base", "freeze_llm", "lora"}
+    metrics.pop("provenance")
     assert set(metrics["base"]) == {"epoch-0"} and set(metrics["lora"]) == {"epoch-2", "epoch-4"}
     epoch = metrics["freeze_llm"]["epoch-4"]
     assert epoch["brand_accuracy"] == 0.70

@@ -177,8 +177,22 @@ def test_delta_checkpoint_reproduces_the_trained_model(workdir, freeze_llm_run, 
     assert not torch.allclose(_logits(base, probe_batch), trained_logits, atol=1e-3)
 
 
-def test_training_lowers_the_loss(workdir):
-    paths = _run(workdir, "freeze_vision", train_params(epochs=3, save_epochs=[3]))
+@pytest.fixture(scope="module")
+def three_epoch_run(workdir):
+    """3 epochs, one checkpoint in the middle: neither every epoch nor only the last."""
+    return _run(workdir, "freeze_vision", train_params(epochs=3, save_epochs=[2]))
+
+
+def test_checkpoints_are_saved_at_the_listed_epochs_only(three_epoch_run):
+    paths = three_epoch_run
+    assert sorted(p.name for p in paths["checkpoints_dir"].iterdir()) == ["epoch-2"]
+    meta = json.loads((paths["checkpoints_dir"] / "epoch-2" / CHECKPOINT_META).read_text())
+    assert meta["epoch"] == 2 and meta["global_step"] == 4  # 2 optimizer steps per epoch
+    assert set(json.loads((paths["log_dir"] / "summary.json").read_text())["checkpoint_bytes"]) == {"2"}
+
+
+def test_training_lowers_the_loss(three_epoch_run):
+    paths = three_epoch_run
     losses = [json.loads(line)["loss"] for line in (paths["log_dir"] / "log.jsonl").read_text().splitlines()]
     assert len(losses) == 6
     assert losses[-1] < 0.8 * losses[0]

@@ -9,8 +9,11 @@ no_caption (the caption stage got no text), repetition_loop, garbled, cut_off (a
 stopped at max_tokens loses its unfinished sentence; dropped if too little is left),
 no_brand (the brand is found with normalisation and rewritten to the catalog's spelling),
 length, duplicate (same normalised text, or the same product twice; the first is kept),
-rare_brand (brands with fewer than clean.min_brand_samples captions). The survivors are
-split train/test per brand with the seed; every kept brand has at least one test product.
+duplicate_image (the same photo, by the sha256 of the stored image, under another product code:
+the first is kept, so one photo can never sit in both train and test), rare_brand (brands with
+fewer than clean.min_brand_samples captions). The survivors, `{product_id, image, sha256, brand,
+caption}`, are split train/test per brand with the seed; every kept brand has at least one test
+product.
 """
 
 from __future__ import annotations
@@ -38,8 +41,8 @@ from brandcap.params import CleanParams, Params
 
 log = logging.getLogger(__name__)
 
-RULES = ("no_caption", "repetition_loop", "garbled", "cut_off", "no_brand", "length", "duplicate", "rare_brand")
-REQUIRED_KEYS = ("product_id", "brand", "image", "text", "finish_reason")
+RULES = ("no_caption", "repetition_loop", "garbled", "cut_off", "no_brand", "length", "duplicate", "duplicate_image", "rare_brand")
+REQUIRED_KEYS = ("product_id", "brand", "image", "sha256", "text", "finish_reason")
 EXAMPLES_PER_RULE = 3
 
 
@@ -49,7 +52,7 @@ class CleanError(ValueError):
 
 @dataclass
 class CleanResult:
-    kept: list[dict[str, Any]] = field(default_factory=list)  # {product_id, image, brand, caption}
+    kept: list[dict[str, Any]] = field(default_factory=list)  # {product_id, image, sha256, brand, caption}
     removed: Counter = field(default_factory=Counter)
     examples: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     trimmed: list[tuple[str, str]] = field(default_factory=list)  # (before, after)
@@ -81,12 +84,13 @@ def _remove(result: CleanResult, rule: str, rec: dict[str, Any], text: str | Non
 
 
 def apply_caption_rules(records: list[dict[str, Any]], clean: CleanParams) -> CleanResult:
-    """Rules 1-6 on each caption, in input order; the survivors in `kept`."""
+    """The caption rules (all but rare_brand) on each caption, in input order; the survivors in `kept`."""
     result = CleanResult()
     canonical = canonical_brand_names(records)
     known_brands = sorted(set(canonical.values()))
     seen_texts: set[str] = set()
     seen_products: set[Any] = set()
+    seen_images: set[str] = set()
     for rec in tqdm(records, desc="clean", unit="caption", mininterval=2.0, leave=False):
         text = rec.get("text")
         if text is None or not text.strip():
@@ -115,6 +119,9 @@ def apply_caption_rules(records: list[dict[str, Any]], clean: CleanParams) -> Cl
         if key in seen_texts or rec["product_id"] in seen_products:
             _remove(result, "duplicate", rec, caption)
             continue
+        if rec["sha256"] in seen_images:
+            _remove(result, "duplicate_image", rec, caption)
+            continue
         # Rewrites are counted among the captions that pass every caption rule.
         if trimmed != text:
             result.n_trimmed += 1
@@ -126,12 +133,13 @@ def apply_caption_rules(records: list[dict[str, Any]], clean: CleanParams) -> Cl
                 result.brand_fixed.append((trimmed, caption))
         seen_texts.add(key)
         seen_products.add(rec["product_id"])
-        result.kept.append({"product_id": rec["product_id"], "image": rec["image"], "brand": brand, "caption": caption})
+        seen_images.add(rec["sha256"])
+        result.kept.append({"product_id": rec["product_id"], "image": rec["image"], "sha256": rec["sha256"], "brand": brand, "caption": caption})
     return result
 
 
 def drop_rare_brands(result: CleanResult, min_samples: int) -> None:
-    """Rule 7: keep only brands with at least `min_samples` captions."""
+    """The rare_brand rule: keep only brands with at least `min_samples` captions."""
     counts = Counter(r["brand"] for r in result.kept)
     by_size = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     result.brands_kept = {b: n for b, n in by_size if n >= min_samples}
@@ -150,7 +158,7 @@ def n_test_products(n: int, test_fraction: float) -> int:
 
 
 def split_by_brand(records: list[dict[str, Any]], seed: int, test_fraction: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Rule 8: per brand, a seeded shuffle of its products; the first `n_test_products` go to test.
+    """Per brand, a seeded shuffle of its products; the first `n_test_products` go to test.
     Each brand has its own generator, so adding or dropping a brand leaves the others' splits alone."""
     products: dict[str, list[Any]] = defaultdict(list)
     for rec in records:
@@ -186,7 +194,7 @@ def read_captions(captions_path: Path) -> list[dict[str, Any]]:
     if not records:
         raise CleanError(f"{captions_path}: no caption records; rerun the caption stage")
     for i, rec in enumerate(records, 1):
-        missing = [k for k in REQUIRED_KEYS if k not in rec]
+        missing = [k for k in REQUIRED_KEYS if k not in rec or (k == "sha256" and not rec[k])]  # the image's hash dedups
         if missing:
             raise CleanError(f"{captions_path}: record {i} (product {rec.get('product_id')!r}) lacks {missing}; regenerate the file with the caption stage")
     return records

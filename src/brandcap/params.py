@@ -318,8 +318,9 @@ class TrainParams(Section):
         if not v:
             raise ValueError("the experiment list is empty; add at least one, e.g. freeze_llm: {strategy: freeze_llm}")
         for name in v:
-            if not name.replace("_", "").replace("-", "").isalnum() or name == "base":
-                raise ValueError(f"experiment name {name!r} must be letters, digits, '_' or '-', and not 'base'")
+            # results/metrics.json keys its experiments by name beside "base" and "provenance"
+            if not name.replace("_", "").replace("-", "").isalnum() or name in ("base", "provenance"):
+                raise ValueError(f"experiment name {name!r} must be letters, digits, '_' or '-', and not 'base' or 'provenance'")
         return v
 
     @model_validator(mode="after")

@@ -6,6 +6,9 @@
                Path("results/train"), Path("results/checkpoints"), Path("results/eval"),
                Path("results/tables.md"), Path("results/metrics.json"), Path("results/plots"))
 
+Both `tables.md` and `metrics.json` begin with their provenance (`brandcap.provenance`): the
+commit, the params hash and the data hash (the processed split files beside the clean report).
+
 Reads `eval_dir/base/epoch-0/metrics.json` (the base model, shared by all experiments),
 `eval_dir/{exp}/epoch-{N}/metrics.json`, `train_dir/{exp}/{log.jsonl,summary.json}` and
 `checkpoints_dir/{exp}/epoch-{N}/brandcap_checkpoint.json` for the experiments and epochs in
@@ -13,9 +16,10 @@ params, plus the data stages' outputs for the funnel. Writes (all atomically):
 - `tables.md`: (1) data funnel, (2) metrics per experiment and epoch with the best epoch marked,
   brand and macro accuracy shown with their 95% bootstrap intervals (`0.812 [0.75, 0.87]`),
   (3) resources per experiment, (4) per-brand accuracy and n of the best checkpoint;
-- `metrics.json`: `{exp: {"epoch-N": {metric: value}}}` with `"base": {"epoch-0": ...}`,
-  scalar metrics only, an interval `[lo, hi]` as `{name}_low` and `{name}_high` (the DVC
-  metrics file: `dvc exp show` lists it per experiment);
+- `metrics.json`: `{"provenance": {commit, params_sha256, data_sha256}, exp: {"epoch-N": {metric: value}}}`
+  with `"base": {"epoch-0": ...}`, scalar metrics only besides the provenance strings, an interval
+  `[lo, hi]` as `{name}_low` and `{name}_high` (the DVC metrics file: `dvc exp show` lists it per
+  experiment; `dvc exp show --drop provenance` hides the three provenance columns);
 - `plots_dir/brand_accuracy.{png,csv}` (accuracy vs epoch, epoch 0 = the base model) and
   `plots_dir/train_loss.{png,csv}` (training loss vs step), the CSVs for `dvc plots show`.
 """
@@ -39,6 +43,7 @@ import pyarrow.parquet as pq  # noqa: E402
 
 from brandcap.atomic import atomic_path, read_jsonl, write_json, write_text  # noqa: E402
 from brandcap.params import Params  # noqa: E402
+from brandcap.provenance import data_files, provenance  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -198,12 +203,15 @@ def render_markdown(
     evaluations: dict[str, dict[int, dict[str, Any]]],
     training: dict[str, dict[str, Any]],
     brands_kept: dict[str, int],
+    provenance_block: list[str],
 ) -> str:
     experiments = list(params.train.experiments)
     best = {exp: best_epoch(evaluations[exp]) for exp in experiments}
     base = evaluations[BASE][0]
     lines = [
         "# brandcap results",
+        "",
+        *provenance_block,
         "",
         "Can fine-tuning teach a vision-language model to name a product's brand from its photo, and which "
         "parts of the model should be frozen? One run per freezing strategy on identical data, seed and "
@@ -291,6 +299,15 @@ def render_markdown(
     ]
     lines += _table(["brand", "cleaned captions", "test items (n)", "base accuracy", "best accuracy", "best hedged"], rows)
     return "\n".join(lines) + "\n"
+
+
+def provenance_lines(origin: dict[str, str], covered: list[Path]) -> list[str]:
+    """The table `tables.md` begins with: where these numbers came from (also atop metrics.json)."""
+    return _table(["made from", "value"], [
+        ["commit", f"`{origin['commit']}`"],
+        ["params sha256 (resolved parameters, canonical JSON)", f"`{origin['params_sha256']}`"],
+        [f"data sha256 ({', '.join(p.as_posix() for p in covered)})", f"`{origin['data_sha256']}`"],
+    ], align_left=2)
 
 
 # ----------------------------------------------------------------------------- metrics and plots
@@ -393,9 +410,12 @@ def run_tables(
     evaluations = load_evaluations(params, Path(eval_dir))
     training = load_training(params, Path(train_dir), Path(checkpoints_dir))
     brands_kept = _read_json(Path(clean_report_path), "rerun the clean stage").get("brands_kept") or {}
+    processed_dir = Path(clean_report_path).parent
+    origin = provenance(params, processed_dir, written=[Path(out_md), Path(out_metrics), Path(plots_dir)])
+    origin_block = provenance_lines(origin, data_files(processed_dir))
 
-    write_text(out_md, render_markdown(params, funnel, evaluations, training, brands_kept))
-    write_json(out_metrics, scalar_metrics(evaluations))
+    write_text(out_md, render_markdown(params, funnel, evaluations, training, brands_kept, origin_block))
+    write_json(out_metrics, {"provenance": origin, **scalar_metrics(evaluations)})
     write_plots(params, evaluations, training, Path(plots_dir))
 
     base_acc = _with_ci(evaluations[BASE][0], "brand_accuracy")
