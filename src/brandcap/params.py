@@ -192,11 +192,17 @@ class CleanParams(Section):
     max_words: int = Field(250, ge=1, description="Captions longer than this are dropped.")
     min_brand_samples: int = Field(40, ge=1, description="Brands with fewer cleaned captions are dropped (reference study: 100).")
     test_fraction: float = Field(0.15, gt=0, lt=1, description="Fraction of each brand's products held out for test.")
+    val_fraction: float = Field(0.15, gt=0, lt=1, description="Fraction of each brand's products held out for validation (choosing the best epoch and experiment), taken after test from the same seeded order; a brand gets at least one when two or more products remain after test, and always keeps one to train on.")
 
     @model_validator(mode="after")
     def _bounds(self):
         if self.min_words > self.max_words:
             raise ValueError(f"clean.min_words ({self.min_words}) is above clean.max_words ({self.max_words}); lower min_words or raise max_words")
+        if self.test_fraction + self.val_fraction >= 1:
+            raise ValueError(
+                f"clean.test_fraction ({self.test_fraction}) + clean.val_fraction ({self.val_fraction}) leave nothing to train on; "
+                "keep their sum below 1 (e.g. 0.15 each)"
+            )
         return self
 
 
