@@ -291,6 +291,10 @@ class Experiment(Section):
     lora: LoraParams | None = Field(None, description="Overrides train.lora for this experiment.")
 
 
+# Keys of results/metrics.json beside the experiments' names (brandcap.tables).
+RESERVED_RESULT_KEYS = ("provenance", "base", "baselines", "selection")
+
+
 class TrainParams(Section):
     instruction: str = Field("Describe this product photo.", description="User turn after the image, identical in training and evaluation.")
     epochs: int = Field(10, ge=1, description="Training epochs (reference study: 20).")
@@ -324,9 +328,9 @@ class TrainParams(Section):
         if not v:
             raise ValueError("the experiment list is empty; add at least one, e.g. freeze_llm: {strategy: freeze_llm}")
         for name in v:
-            # results/metrics.json keys its experiments by name beside "base" and "provenance"
-            if not name.replace("_", "").replace("-", "").isalnum() or name in ("base", "provenance"):
-                raise ValueError(f"experiment name {name!r} must be letters, digits, '_' or '-', and not 'base' or 'provenance'")
+            # results/metrics.json keys its experiments by name beside these
+            if not name.replace("_", "").replace("-", "").isalnum() or name in RESERVED_RESULT_KEYS:
+                raise ValueError(f"experiment name {name!r} must be letters, digits, '_' or '-', and not one of {', '.join(RESERVED_RESULT_KEYS)}")
         return v
 
     @model_validator(mode="after")
@@ -347,7 +351,19 @@ class TrainParams(Section):
 class EvalParams(Section):
     max_new_tokens: int = Field(48, ge=1, description="Generation limit for predictions.")
     batch_size: int = Field(32, ge=1, description="Prompts generated at once (left padding).")
-    max_test_samples: int = Field(0, ge=0, description="Evaluate at most this many test samples; 0 = all.")
+    max_test_samples: int = Field(0, ge=0, description="Evaluate at most this many test samples (and as many validation and general samples); 0 = all.")
+    general_instruction: str = Field("What is in this image?", min_length=1, description="The question the brand-free general set (forgetting probe) is asked: a generic one, not train.instruction, so the probe measures general captioning rather than the fine-tuning style.")
+    prompted_instruction: str = Field(
+        "Which brand is this product? Answer with one of: {brands}.",
+        description="The prompt-only baseline's question (the base model asked with the candidate brands, before any fine-tuning); {brands} becomes the kept brands, comma-separated. Rendered through the same chat template as training.",
+    )
+
+    @field_validator("prompted_instruction")
+    @classmethod
+    def _lists_the_brands(cls, v: str) -> str:
+        if "{brands}" not in v:
+            raise ValueError("eval.prompted_instruction must contain {brands}, where the candidate brand list goes")
+        return v
 
 
 # --------------------------------------------------------------------------- all

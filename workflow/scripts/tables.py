@@ -1,6 +1,6 @@
 """tables stage: the data funnel, results per experiment and epoch, resources, per-brand accuracy, plots.
 
-    python workflow/scripts/tables.py --params params.yaml --catalog data/raw/catalog.parquet --manifest data/raw/manifest.parquet --captions data/interim/captions.jsonl --clean-report data/processed/clean_report.json --train-dir results/train --checkpoints results/checkpoints --eval-dir results/eval --tables results/tables.md --metrics results/metrics.json --plots results/plots --log logs/tables.log
+    python workflow/scripts/tables.py --params params.yaml --catalog data/raw/catalog.parquet --manifest data/raw/manifest.parquet --captions data/interim/captions.jsonl --clean-report data/processed/clean_report.json --train-dir results/train --checkpoints results/checkpoints --eval-dir results/eval --baselines results/baselines --tables results/tables.md --metrics results/metrics.json --plots results/plots --log logs/tables.log
 """
 
 from brandcap.stage import run_stage, stage_args
