@@ -103,6 +103,7 @@ rule tables:
         plots=directory("results/plots"),
     params:
         train=config["train"],
+        eval__general_instruction=config["eval"]["general_instruction"],
     log:
         "logs/tables.log",
     shell:
