@@ -482,8 +482,16 @@ def render_markdown(
         rows, align_left=2,
     )
 
+    lines += ["", *_per_brand_section(evaluations, selection, brands_kept)]
+    return "\n".join(lines) + "\n"
+
+
+def _per_brand_section(evaluations, selection: dict[str, Any], brands_kept: dict[str, int]) -> list[str]:
+    """Per-brand accuracy of the best checkpoint (each one when tied; the base model alone when none)."""
     winners = selection["best"]
-    lines += ["", "## 6. Per-brand accuracy of the best checkpoint", ""]
+    best = {exp: selection["experiments"][exp]["epoch"] for exp in winners}
+    base = evaluations[BASE][0]
+    lines = ["## 6. Per-brand accuracy of the best checkpoint", ""]
     if winners:
         described = "; ".join(
             f"`{exp}` epoch {best[exp]} (brand accuracy {_with_ci(evaluations[exp][best[exp]], 'brand_accuracy')}, "
@@ -503,7 +511,7 @@ def render_markdown(
         for b in order
     ]
     lines += _table(["brand", "cleaned captions", "test items (n)", "base accuracy", *(title for title, _ in columns)], rows)
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 PER_BRAND_NOTE = (
