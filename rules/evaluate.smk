@@ -1,4 +1,4 @@
-# Evaluation of the base model (epoch 0) and of every checkpoint, then the tables.
+# Evaluation of the base model (epoch 0) and of every checkpoint, the baselines, then the tables.
 
 
 rule evaluate_base:
@@ -20,7 +20,7 @@ rule evaluate_base:
     resources:
         gpu=1,
     shell:
-        "python {input.script} {PARAMS_ARGS} --base {input.base} --test {input.processed}/test.jsonl --general {input.general}/general.jsonl --out {output.out} --resume .resume/eval/base/epoch-0 --log {log}"
+        "python {input.script} {PARAMS_ARGS} --base {input.base} --test {input.processed}/test.jsonl --val {input.processed}/val.jsonl --general {input.general}/general.jsonl --out {output.out} --resume .resume/eval/base/epoch-0 --log {log}"
 
 
 rule evaluate:
@@ -43,7 +43,45 @@ rule evaluate:
     resources:
         gpu=1,
     shell:
-        "python {input.script} {PARAMS_ARGS} --base {input.base} --checkpoint {input.checkpoints}/epoch-{wildcards.epoch} --test {input.processed}/test.jsonl --general {input.general}/general.jsonl --out {output.out} --resume .resume/eval/{wildcards.exp}/epoch-{wildcards.epoch} --log {log}"
+        "python {input.script} {PARAMS_ARGS} --base {input.base} --checkpoint {input.checkpoints}/epoch-{wildcards.epoch} --test {input.processed}/test.jsonl --val {input.processed}/val.jsonl --general {input.general}/general.jsonl --out {output.out} --resume .resume/eval/{wildcards.exp}/epoch-{wildcards.epoch} --log {log}"
+
+
+rule evaluate_prompted:
+    input:
+        script=script("evaluate"),
+        code=package("evaluate", "metrics", "caption_metrics", "checkpoints", "chat", "brands"),
+        base=rules.base_model.output.out,
+        processed=rules.clean.output.out,
+        images=rules.download.output.images,
+    output:
+        out=directory("results/eval/base/prompted"),
+    params:
+        train__instruction=config["train"]["instruction"],
+        train__max_length=config["train"]["max_length"],
+        eval=config["eval"],
+    log:
+        "logs/evaluate/base/prompted.log",
+    resources:
+        gpu=1,
+    shell:
+        "python {input.script} {PARAMS_ARGS} --base {input.base} --prompted --test {input.processed}/test.jsonl --out {output.out} --resume .resume/eval/base/prompted --log {log}"
+
+
+rule baselines:
+    input:
+        script=script("baselines"),
+        code=package("baselines", "metrics", "brands"),
+        processed=rules.clean.output.out,
+        images=rules.download.output.images,
+    output:
+        out=directory("results/baselines"),
+    params:
+        seed=config["seed"],
+        eval__max_test_samples=config["eval"]["max_test_samples"],
+    log:
+        "logs/baselines.log",
+    shell:
+        "python {input.script} {PARAMS_ARGS} --train {input.processed}/train.jsonl --test {input.processed}/test.jsonl --out {output.out} --log {log}"
 
 
 rule tables:
@@ -56,15 +94,17 @@ rule tables:
         processed=rules.clean.output.out,
         train_logs=expand(str(rules.train.output.train_log), exp=EXPERIMENTS),
         checkpoints=expand(str(rules.train.output.checkpoints), exp=EXPERIMENTS),
-        evaluations=[rules.evaluate_base.output.out]
+        evaluations=[rules.evaluate_base.output.out, rules.evaluate_prompted.output.out]
         + expand(str(rules.evaluate.output.out), exp=EXPERIMENTS, epoch=SAVE_EPOCHS),
+        baselines=rules.baselines.output.out,
     output:
         tables="results/tables.md",
         metrics="results/metrics.json",
         plots=directory("results/plots"),
     params:
         train=config["train"],
+        eval__general_instruction=config["eval"]["general_instruction"],
     log:
         "logs/tables.log",
     shell:
-        "python {input.script} {PARAMS_ARGS} --catalog {input.catalog} --manifest {input.manifest} --captions {input.captions} --clean-report {input.processed}/clean_report.json --train-dir results/train --checkpoints results/checkpoints --eval-dir results/eval --tables {output.tables} --metrics {output.metrics} --plots {output.plots} --log {log}"
+        "python {input.script} {PARAMS_ARGS} --catalog {input.catalog} --manifest {input.manifest} --captions {input.captions} --clean-report {input.processed}/clean_report.json --train-dir results/train --checkpoints results/checkpoints --eval-dir results/eval --baselines {input.baselines} --tables {output.tables} --metrics {output.metrics} --plots {output.plots} --log {log}"

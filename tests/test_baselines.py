@@ -66,3 +66,44 @@ def test_unreadable_image_names_the_file(tmp_path):
     bad.write_bytes(b"<html>not an image</html>")
     with pytest.raises(ValueError, match=r"broken\.png cannot be read as an image"):
         thumbnail_features([bad])
+
+
+def test_the_stage_scores_every_baseline_on_the_evaluated_test_items(tmp_path):
+    """run_baselines: fitted on train, scored with the brand metric on the items the evaluate stage scores."""
+    import json
+
+    from brandcap.atomic import read_jsonl, write_jsonl
+    from brandcap.baselines import BASELINES, run_baselines
+    from brandcap.metrics import evaluation_sample
+    from brandcap.params import validate_params
+
+    red, blue = (200, 30, 40), (40, 90, 215)
+
+    def split(name, corners):
+        records = []
+        for i, (corner, colour) in enumerate(corners):
+            path = tmp_path / f"{name}{i}.png"
+            square(colour, corner).save(path)
+            records.append({"product_id": f"{name}{i}", "image": str(path), "brand": "Saint Laurent" if corner == "top-left" else "Laurent", "caption": "c"})
+        write_jsonl(tmp_path / f"{name}.jsonl", records)
+        return records
+
+    split("train", [("top-left", red), ("top-left", blue), ("bottom-right", red)])
+    test = split("test", [("top-left", red), ("bottom-right", blue), ("bottom-right", red), ("top-left", blue), ("top-left", red)])
+    params = validate_params({"eval": {"max_test_samples": 4}})
+    run_baselines(params, tmp_path / "train.jsonl", tmp_path / "test.jsonl", tmp_path / "out")
+
+    evaluated = [r["product_id"] for r in evaluation_sample(test, 4, params.seed)]
+    for name in BASELINES:
+        predictions = read_jsonl(tmp_path / "out" / name / "predictions.jsonl")
+        metrics = json.loads((tmp_path / "out" / name / "metrics.json").read_text())
+        assert [p["product_id"] for p in predictions] == evaluated
+        assert metrics["n_test"] == 4
+        assert metrics["brand_accuracy"] == sum(p["outcome"] == "correct" for p in predictions) / 4
+    majority = read_jsonl(tmp_path / "out" / "majority" / "predictions.jsonl")
+    # 'Saint Laurent' names Saint Laurent only (longest match), never also 'Laurent'
+    assert {p["prediction"] for p in majority} == {"Saint Laurent"}
+    assert all(p["brands_named"] == ["Saint Laurent"] for p in majority)
+    assert [p["outcome"] for p in majority] == ["correct" if p["brand"] == "Saint Laurent" else "wrong" for p in majority]
+    thumbnail = read_jsonl(tmp_path / "out" / "thumbnail_nn" / "predictions.jsonl")
+    assert all(p["outcome"] == "correct" for p in thumbnail)  # the corner decides the brand here

@@ -12,8 +12,8 @@ from collections import Counter
 import pytest
 
 from brandcap.atomic import read_jsonl, write_jsonl
-from brandcap.clean import CleanError, apply_caption_rules, n_test_products, run_clean
-from brandcap.params import validate_params
+from brandcap.clean import CleanError, apply_caption_rules, n_test_products, n_val_products, run_clean
+from brandcap.params import ParamsError, validate_params
 
 COLOURS = ["black", "red", "navy", "ivory", "olive", "camel", "grey", "pink", "teal", "white", "brown", "gold", "plum", "sand"]
 ITEMS = ["tote bag", "trench coat", "loafer", "silk scarf", "wool sweater", "ankle boot", "shirt", "belt", "sandal", "cardigan", "skirt", "clutch"]
@@ -93,7 +93,7 @@ def test_report_counts_every_rule(tmp_path, captions):
     assert list(report["removed"]) == list(expected["removed"])  # rule order
     for key, value in expected.items():
         assert report[key] == value, key
-    assert report["train"] + report["test"] == report["after_rules"]
+    assert report["train"] + report["val"] + report["test"] == report["after_rules"]
     assert report["input"] - sum(report["removed"].values()) == report["after_rules"]
 
 
@@ -101,10 +101,11 @@ def test_outputs_are_canonical_trimmed_and_stratified(tmp_path, captions):
     path, _ = captions
     run_clean(_params(), path, tmp_path / "out")
     train = read_jsonl(tmp_path / "out" / "train.jsonl")
+    val = read_jsonl(tmp_path / "out" / "val.jsonl")
     test = read_jsonl(tmp_path / "out" / "test.jsonl")
-    everything = {r["product_id"]: r for r in train + test}
-    assert set(train[0]) == {"product_id", "image", "sha256", "brand", "caption"}
-    assert not {r["product_id"] for r in train} & {r["product_id"] for r in test}
+    everything = {r["product_id"]: r for r in train + val + test}
+    assert len(everything) == len(train) + len(val) + len(test)  # no product in two parts
+    assert set(train[0]) == set(val[0]) == {"product_id", "image", "sha256", "brand", "caption"}
     assert everything["me01"]["sha256"] == _photo("me01") and "x_same_photo" not in everything
     assert everything["rf_case"]["caption"] == _good(150, "Rossi & Figli")
     assert everything["me_cut"]["caption"] == _good(50, "Maison Éclat")
@@ -113,6 +114,32 @@ def test_outputs_are_canonical_trimmed_and_stratified(tmp_path, captions):
     test_per_brand = Counter(r["brand"] for r in test)
     assert test_per_brand == {"Maison Éclat": n_test_products(13, 0.2), "Rossi & Figli": n_test_products(11, 0.2)}
     assert test_per_brand == {"Maison Éclat": 3, "Rossi & Figli": 2}
+    assert Counter(r["brand"] for r in val) == {"Maison Éclat": 2, "Rossi & Figli": 2}  # 0.15 of 13 and of 11, rounded
+
+
+def test_validation_is_held_out_per_brand_and_leaves_test_as_it_was(tmp_path, captions):
+    """The best epoch is chosen on validation: a split of its own, by product, stratified by brand,
+    taken after test so the test part is the same whatever val_fraction says."""
+    path, _ = captions
+    run_clean(_params(val_fraction=0.15), path, tmp_path / "a")
+    run_clean(_params(val_fraction=0.3), path, tmp_path / "b")
+    assert (tmp_path / "a" / "test.jsonl").read_bytes() == (tmp_path / "b" / "test.jsonl").read_bytes()
+    val = read_jsonl(tmp_path / "b" / "val.jsonl")
+    assert Counter(r["brand"] for r in val) == {"Maison Éclat": 4, "Rossi & Figli": 3}
+    report = json.loads((tmp_path / "b" / "clean_report.json").read_text())
+    assert (report["train"], report["val"], report["test"]) == (24 - 4 - 3 - 3 - 2, 7, 5)
+
+
+def test_validation_sizes():
+    assert n_val_products(100, 0.15, 0.15) == 15
+    assert n_val_products(10, 0.1, 0.01) == 1  # every brand with room for it is validated
+    assert n_val_products(3, 0.2, 0.9) == 1  # one product still trains
+    assert n_val_products(2, 0.2, 0.5) == 0  # one in test, one to train on, none left
+
+
+def test_test_and_validation_fractions_must_leave_training_data():
+    with pytest.raises(ParamsError, match=r"clean.test_fraction \(0.5\) \+ clean.val_fraction \(0.5\) leave nothing to train on"):
+        validate_params({"clean": {"test_fraction": 0.5, "val_fraction": 0.5}})
 
 
 def test_one_photo_under_several_product_codes_is_kept_once(tmp_path):
@@ -127,16 +154,16 @@ def test_one_photo_under_several_product_codes_is_kept_once(tmp_path):
     run_clean(_params(), path, tmp_path / "out")
     report = json.loads((tmp_path / "out" / "clean_report.json").read_text())
     assert report["removed"]["duplicate_image"] == 2 * 8 * 2 and report["after_rules"] == 2 * 8
-    train, test = (read_jsonl(tmp_path / "out" / name) for name in ("train.jsonl", "test.jsonl"))
-    assert sorted(r["product_id"] for r in train + test) == sorted(r["product_id"] for r in recs if r["product_id"].endswith("-0"))
-    assert len({r["sha256"] for r in train + test}) == len(train) + len(test)
+    kept = [r for name in ("train.jsonl", "val.jsonl", "test.jsonl") for r in read_jsonl(tmp_path / "out" / name)]
+    assert sorted(r["product_id"] for r in kept) == sorted(r["product_id"] for r in recs if r["product_id"].endswith("-0"))
+    assert len({r["sha256"] for r in kept}) == len(kept)
 
 
 def test_split_is_deterministic_by_seed(tmp_path, captions):
     path, _ = captions
     run_clean(_params(), path, tmp_path / "a")
     run_clean(_params(), path, tmp_path / "b")
-    for name in ("train.jsonl", "test.jsonl", "clean_report.json", "clean_examples.md"):
+    for name in ("train.jsonl", "val.jsonl", "test.jsonl", "clean_report.json", "clean_examples.md"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     other = validate_params({"seed": 5, "clean": {"min_brand_samples": 5, "test_fraction": 0.2}})
     run_clean(other, path, tmp_path / "c")

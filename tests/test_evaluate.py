@@ -55,10 +55,12 @@ def data(tmp_path_factory) -> dict[str, Path]:
         image = root / f"g{i}.png"
         Image.new("RGB", (64, 64), list(COLOURS.values())[i]).save(image)
         general.append({"id": f"g{i}", "image": str(image), "caption": f"A {list(COLOURS)[i]} object on a white background."})
+    val = [{**rec, "product_id": f"v{i}"} for i, rec in enumerate(test[:3])]
     write_jsonl(root / "test.jsonl", test)
+    write_jsonl(root / "val.jsonl", val)
     write_jsonl(root / "general.jsonl", general)
     write_jsonl(root / "empty.jsonl", [])
-    return {"test": root / "test.jsonl", "general": root / "general.jsonl", "empty": root / "empty.jsonl"}
+    return {"test": root / "test.jsonl", "val": root / "val.jsonl", "general": root / "general.jsonl", "empty": root / "empty.jsonl"}
 
 
 def small_params(max_length: int = 256, tiling: dict = TILED, **eval_overrides) -> Params:
@@ -230,3 +232,59 @@ def test_bad_test_file_names_the_problem(base_dir, tmp_path):
     write_jsonl(bad, [{"product_id": "p0", "image": "x.png", "caption": "A bag."}])
     with pytest.raises(ValueError, match=r"test.jsonl: line 1 lacks \['brand'\]"):
         run_evaluate(small_params(), base_dir, None, bad, None, tmp_path / "out", tmp_path / "resume")
+
+
+def recording_generation(monkeypatch, answer_for_general: str | None = None) -> list[str]:
+    """Record the prompt of every generated item; optionally make the first general answer `answer_for_general`."""
+    asked: list[str] = []
+    original = evaluate_module.generate_captions
+
+    def recording(model, processor, prompt, images, max_new_tokens):
+        asked.extend([prompt] * len(images))
+        texts, inputs = original(model, processor, prompt, images, max_new_tokens)
+        if answer_for_general is not None and "What is in this image?" in prompt:
+            texts = [answer_for_general, *texts[1:]]
+        return texts, inputs
+
+    monkeypatch.setattr(evaluate_module, "generate_captions", recording)
+    return asked
+
+
+def test_validation_is_scored_and_the_probe_asks_its_own_question(base_dir, data, tmp_path, monkeypatch):
+    """Validation gets the test's prompt and metrics under `val_`; the general set is asked
+    eval.general_instruction, and a known brand named on a brand-free image is a hallucination."""
+    asked = recording_generation(monkeypatch, answer_for_general="A Gucci bag, I think.")
+    params = small_params(max_new_tokens=2)
+    out = tmp_path / "out"
+    run_evaluate(params, base_dir, None, data["test"], data["general"], out, tmp_path / "resume", val_jsonl=data["val"])
+
+    processor = load_model(params, base_dir, None, "cpu")[1]
+    training_prompt = prompt_text(processor, params.train.instruction)
+    assert asked == [training_prompt] * (6 + 3) + [prompt_text(processor, "What is in this image?")] * 3
+    val_predictions = read_jsonl(out / "val_predictions.jsonl")
+    assert [p["product_id"] for p in val_predictions] == ["v0", "v1", "v2"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_val"] == 3
+    assert metrics["val_brand_accuracy"] == sum(p["outcome"] == "correct" for p in val_predictions) / 3
+    assert metrics["val_n_brands"] == 3 and metrics["val_loss"] > 0 and len(metrics["val_brand_accuracy_ci"]) == 2
+    general = read_jsonl(out / "general_predictions.jsonl")
+    assert general[0]["brands_named"] == ["Gucci"]
+    assert metrics["general_brand_hallucination_rate"] == pytest.approx(sum(bool(g["brands_named"]) for g in general) / 3)
+    assert metrics["general_brand_hallucination_rate"] >= 1 / 3
+
+
+def test_prompt_only_baseline_asks_the_base_model_with_the_candidate_brands(base_dir, data, tmp_path, monkeypatch):
+    asked = recording_generation(monkeypatch)
+    params = small_params(max_new_tokens=2)
+    out = tmp_path / "prompted"
+    run_evaluate(params, base_dir, None, data["test"], None, out, tmp_path / "resume", val_jsonl=data["val"], prompted=True)
+
+    processor = load_model(params, base_dir, None, "cpu")[1]
+    question = "Which brand is this product? Answer with one of: Chloé, Dolce & Gabbana, Gucci."
+    assert asked == [prompt_text(processor, question)] * (6 + 3)  # through the training chat template
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_test"] == 6 and metrics["n_val"] == 3 and metrics["n_general"] == 0
+    assert metrics["general_brand_hallucination_rate"] is None
+    assert len(read_jsonl(out / "predictions.jsonl")) == 6
+    with pytest.raises(ValueError, match="the prompt-only baseline asks the base model"):
+        run_evaluate(params, base_dir, out, data["test"], None, out, tmp_path / "resume", prompted=True)

@@ -234,3 +234,20 @@ def test_empty_prediction_and_empty_set():
     assert caption_scores([], []) == {name: None for name in METRIC_NAMES}
     with pytest.raises(ValueError, match="1 predictions but 2 references"):
         caption_scores(["a", "b"], ["a"])
+
+
+def test_brand_hallucination_rate_counts_answers_naming_a_known_brand():
+    from brandcap.metrics import brand_hallucination_rate
+
+    answers = ["A red bag.", "A Gucci bag.", "Not Gucci, just a bag.", "A bag by Saint Laurent or Celine."]
+    assert brand_hallucination_rate(answers, ["Gucci", "Saint Laurent", "Celine"]) == 0.5
+    assert brand_hallucination_rate([], ["Gucci"]) is None
+
+
+def test_evaluation_sample_is_seeded_and_in_file_order():
+    from brandcap.metrics import evaluation_sample
+
+    records = list(range(20))
+    sample = evaluation_sample(records, 5, seed=4)
+    assert sample == sorted(sample) and len(sample) == 5 and sample == evaluation_sample(records, 5, seed=4)
+    assert evaluation_sample(records, 0, seed=4) == records

@@ -46,7 +46,10 @@ def test_rendered_file_round_trips(tmp_path):
         ("train:\n  experiments: {}\n", "train.experiments", "experiment list is empty"),
         ("train:\n  experiments:\n    x: {strategy: freeze_everything}\n", "train.experiments.x.strategy", "freeze_llm"),
         # a results/metrics.json key of its own
-        ("train:\n  experiments:\n    provenance: {strategy: lora}\n", "train.experiments", "not 'base' or 'provenance'"),
+        ("train:\n  experiments:\n    provenance: {strategy: lora}\n", "train.experiments", "not one of provenance, base, baselines, selection"),
+        ("train:\n  experiments:\n    baselines: {strategy: lora}\n", "train.experiments", "not one of provenance, base, baselines, selection"),
+        ("eval:\n  prompted_instruction: 'Which brand is it?'\n", "eval.prompted_instruction", "must contain {brands}"),
+        ("clean:\n  test_fraction: 0.5\n  val_fraction: 0.6\n", "clean", "leave nothing to train on"),
         ("caption:\n  prompt: 'Describe {product}'\n", "caption.prompt", "unknown placeholder"),
         ("train:\n  batch_size: 24\n  per_device_batch_size: 5\n", "train", "needs per_device_batch_size in {1, 2, 3, 4, 6, 8, 12, 24}"),
         ("train:\n  batch_size: 24\n  per_device_batch_size: 4\n  devices: 8\n", "train", "24 with 8 device(s) needs per_device_batch_size in {1, 3}"),

@@ -13,14 +13,31 @@ from PIL import Image
 from brandcap.atomic import write_json, write_jsonl
 from brandcap.params import validate_params
 from brandcap.provenance import data_sha256, params_sha256
-from brandcap.tables import best_epoch, run_tables, scalar_metrics
+from brandcap.metrics import paired_difference
+from brandcap.tables import best_epoch, overall_best, run_tables, scalar_metrics, verdict
 
 BRANDS = {"Gucci": 60, "Chloé": 35}
+TEST_ITEMS = [(f"t{i:02d}", "Gucci" if i < 10 else "Chloé") for i in range(20)]
 
 
-def eval_metrics(accuracy: float, test_loss: float, general_cider: float, per_brand: dict[str, float]) -> dict:
+def outcomes_with(correct: int) -> list[str]:
+    """The first `correct` test items right, the others wrong."""
+    return ["correct"] * correct + ["wrong"] * (20 - correct)
+
+
+def write_system(folder: Path, metrics: dict, outcomes: list[str]) -> None:
+    """A system's metrics.json and per-item predictions.jsonl, as the evaluate and baselines stages write them."""
+    write_json(folder / "metrics.json", metrics)
+    write_jsonl(folder / "predictions.jsonl", [
+        {"product_id": pid, "brand": brand, "prediction": "p", "outcome": o} for (pid, brand), o in zip(TEST_ITEMS, outcomes)
+    ])
+
+
+def eval_metrics(accuracy: float, test_loss: float, general_cider: float, per_brand: dict[str, float], val_accuracy: float = 0.1) -> dict:
     return {
-        "n_test": 20, "n_general": 8,
+        "n_test": 20, "n_val": 12, "n_general": 8,
+        "val_brand_accuracy": val_accuracy, "val_loss": test_loss,
+        "general_brand_hallucination_rate": 0.125,
         "brand_accuracy": accuracy, "macro_brand_accuracy": accuracy - 0.05,
         "brand_accuracy_ci": [accuracy - 0.1, accuracy + 0.1], "macro_brand_accuracy_ci": [max(accuracy - 0.15, 0.0), accuracy],
         "hedged_rate": 0.05, "wrong_brand_rate": 0.1, "no_brand_rate": 0.85 - accuracy,
@@ -52,22 +69,30 @@ def study(tmp_path: Path) -> dict:
     write_jsonl(data / "captions.jsonl", [{"product_id": f"p{i}", "text": None if i == 6 else "A bag."} for i in range(7)])
     write_json(data / "clean_report.json", {
         "input": 6, "removed": {"loop": 1, "garbled": 0, "no_brand": 1}, "trimmed": 1, "brand_case_fixed": 2,
-        "after_rules": 4, "brands_kept": BRANDS, "brands_dropped": {"Prada": 3}, "train": 3, "test": 1,
+        "after_rules": 5, "brands_kept": BRANDS, "brands_dropped": {"Prada": 3}, "train": 3, "val": 1, "test": 1,
     })
-    split = [{"product_id": f"p{i}", "image": f"images/p{i}.png", "brand": "Gucci", "caption": "A Gucci bag."} for i in range(4)]
+    split = [{"product_id": f"p{i}", "image": f"images/p{i}.png", "brand": "Gucci", "caption": "A Gucci bag."} for i in range(5)]
     write_jsonl(data / "train.jsonl", split[:3])
-    write_jsonl(data / "test.jsonl", split[3:])
+    write_jsonl(data / "val.jsonl", split[3:4])
+    write_jsonl(data / "test.jsonl", split[4:])
 
     evals = tmp_path / "eval"
+    # Validation picks other epochs than test would: freeze_llm 2 (test 0.55 < 0.70), lora 4; lora is the best.
     runs = {
-        ("base", 0): eval_metrics(0.10, 3.0, 0.50, {"Gucci": 0.1, "Chloé": 0.1}),
-        ("freeze_llm", 2): eval_metrics(0.55, 1.2, 0.45, {"Gucci": 0.7, "Chloé": 0.4}),
-        ("freeze_llm", 4): eval_metrics(0.70, 0.9, 0.40, {"Gucci": 0.9, "Chloé": 0.5}),
-        ("lora", 2): eval_metrics(0.65, 1.0, 0.48, {"Gucci": 0.8, "Chloé": 0.5}),
-        ("lora", 4): eval_metrics(0.60, 0.7, 0.47, {"Gucci": 0.7, "Chloé": 0.5}),
+        ("base", 0): eval_metrics(0.10, 3.0, 0.50, {"Gucci": 0.1, "Chloé": 0.1}, val_accuracy=0.10),
+        ("freeze_llm", 2): eval_metrics(0.55, 1.2, 0.45, {"Gucci": 0.7, "Chloé": 0.4}, val_accuracy=0.62),
+        ("freeze_llm", 4): eval_metrics(0.70, 0.9, 0.40, {"Gucci": 0.9, "Chloé": 0.5}, val_accuracy=0.58),
+        ("lora", 2): eval_metrics(0.65, 1.0, 0.48, {"Gucci": 0.8, "Chloé": 0.5}, val_accuracy=0.50),
+        ("lora", 4): eval_metrics(0.60, 0.7, 0.47, {"Gucci": 0.7, "Chloé": 0.5}, val_accuracy=0.66),
     }
     for (exp, epoch), m in runs.items():
-        write_json(evals / exp / f"epoch-{epoch}" / "metrics.json", m)
+        write_system(evals / exp / f"epoch-{epoch}", m, outcomes_with(round(20 * m["brand_accuracy"])))
+    baselines = tmp_path / "baselines"
+    majority = {"n_test": 20, "brand_accuracy": 0.5, "macro_brand_accuracy": 0.5, "brand_accuracy_ci": [0.3, 0.7], "hedged_rate": 0.0}
+    write_system(baselines / "majority", majority, ["correct" if brand == "Gucci" else "wrong" for _, brand in TEST_ITEMS])
+    for name, correct in [("thumbnail_nn", 9), ("colour_histogram_nn", 8)]:
+        write_system(baselines / name, {**majority, "brand_accuracy": correct / 20}, outcomes_with(correct))
+    write_system(evals / "base" / "prompted", eval_metrics(0.30, 3.0, 0.0, {}), outcomes_with(6))
 
     train, checkpoints = tmp_path / "train", tmp_path / "checkpoints"
     for exp, trainable in [("freeze_llm", 300_000), ("lora", 40_000)]:
@@ -83,12 +108,25 @@ def study(tmp_path: Path) -> dict:
         for epoch in (2, 4):
             write_json(checkpoints / exp / f"epoch-{epoch}" / "brandcap_checkpoint.json", {"strategy": exp, "saved_bytes": trainable * 4})
 
-    out = tmp_path / "results"
+    study = {"params": params, "out": tmp_path / "results", "paths": (data, train, checkpoints, evals, baselines)}
+    tables(study)
+    return study
+
+
+def tables(study: dict, out: Path | None = None) -> str:
+    """Run the tables stage on the study's files; the markdown it wrote."""
+    data, train, checkpoints, evals, baselines = study["paths"]
+    out = out or study["out"]
     run_tables(
-        params, data / "catalog.parquet", data / "manifest.parquet", data / "captions.jsonl", data / "clean_report.json",
-        train, checkpoints, evals, out / "tables.md", out / "metrics.json", out / "plots",
+        study["params"], data / "catalog.parquet", data / "manifest.parquet", data / "captions.jsonl", data / "clean_report.json",
+        train, checkpoints, evals, baselines, out / "tables.md", out / "metrics.json", out / "plots",
     )
-    return {"params": params, "out": out, "paths": (data, train, checkpoints, evals)}
+    return (out / "tables.md").read_text()
+
+
+def set_metric(study: dict, exp: str, epoch: int, **values) -> None:
+    path = study["paths"][3] / exp / f"epoch-{epoch}" / "metrics.json"
+    write_json(path, {**json.loads(path.read_text()), **values})
 
 
 def row_of(markdown: str, *cells: str) -> str:
@@ -102,7 +140,8 @@ def row_of(markdown: str, *cells: str) -> str:
 def test_tables_markdown(study):
     md = (study["out"] / "tables.md").read_text()
     assert "never instead of it" in md
-    for heading in ["## 1. Data funnel", "## 2. Results per experiment and epoch", "## 3. Resources per experiment", "## 4. Per-brand accuracy"]:
+    for heading in ["## 1. Data funnel", "## 2. Baselines", "## 3. Best epoch per experiment (chosen on validation, reported on test)",
+                    "## 4. Results per experiment and epoch", "## 5. Resources per experiment", "## 6. Per-brand accuracy"]:
         assert heading in md
     # Funnel
     assert row_of(md, "catalog rows") == "| catalog rows | 10 |"
@@ -110,24 +149,34 @@ def test_tables_markdown(study):
     assert row_of(md, "captioned").startswith("| captioned | 6 ")
     assert row_of(md, "removed: loop") == "| removed: loop | -1 |"
     assert row_of(md, "brands kept") == "| brands kept | 2 brands, 95 captions |"
-    assert row_of(md, "train / test") == "| train / test | 3 / 1 |"
-    # Results: epoch 0 is the base model; best = highest accuracy (freeze_llm 4, lora 2, not lora's lower loss)
+    assert row_of(md, "train / validation / test") == "| train / validation / test | 3 / 1 / 1 |"
+    # Baselines, on the same metric; the strongest is named
+    assert row_of(md, "majority").startswith("| majority | the most frequent training brand, always | 0.500 [0.30, 0.70] |")
+    assert row_of(md, "zero_shot").startswith("| zero_shot | the base model, asked the training instruction (epoch 0) | 0.100 [0.00, 0.20] |")
+    assert row_of(md, "prompted").startswith("| prompted | the base model, asked with the candidate brand list (prompt only) | 0.300 ")
+    assert "Strongest baseline (highest test brand accuracy): `majority`." in md
+    # Results: epoch 0 is the base model; best = highest VALIDATION accuracy (freeze_llm 2, lora 4), not test's
     base_row = row_of(md, "freeze_llm", "freeze_llm", "0")
-    # brand acc. [CI], macro acc. [CI], hedged, wrong brand, lenient acc., test loss
-    assert "| 0.100 [0.00, 0.20] | 0.050 [0.00, 0.10] | 0.050 | 0.100 | 0.150 | 3.000 |" in base_row
-    assert base_row.endswith("| +0.000 |")
-    assert "| 0.700 [0.60, 0.80] | 0.650 [0.55, 0.70] |" in row_of(md, "freeze_llm", "freeze_llm", "4 **best**")
-    assert row_of(md, "freeze_llm", "freeze_llm", "4 **best**").endswith("| -0.100 |")
-    assert row_of(md, "lora", "lora", "2 **best**")
-    assert "**best**" not in row_of(md, "lora", "lora", "4")
+    # val. acc., brand acc. [CI], macro acc. [CI], hedged, wrong brand, lenient acc., test loss
+    assert "| 0.100 | 0.100 [0.00, 0.20] | 0.050 [0.00, 0.10] | 0.050 | 0.100 | 0.150 | 3.000 |" in base_row
+    assert base_row.endswith("| +0.000 | 0.125 |")
+    assert "| 0.620 | 0.550 [0.45, 0.65] | 0.500 [0.40, 0.55] |" in row_of(md, "freeze_llm", "freeze_llm", "2 **best**")
+    assert row_of(md, "freeze_llm", "freeze_llm", "2 **best**").endswith("| -0.050 | 0.125 |")
+    assert row_of(md, "lora", "lora", "4 **best**")
+    assert "**best**" not in row_of(md, "freeze_llm", "freeze_llm", "4") + row_of(md, "lora", "lora", "2")
     assert md.count("**best**") == 2 + 1  # one per experiment, plus the legend sentence
+    # Best epochs: test figures of the validation choice, margin over the strongest baseline (majority)
+    lora = row_of(md, "lora", "lora", "4", "0.660")
+    assert "| 0.600 [0.50, 0.70] | 0.550 [0.45, 0.60] | +0.100 [" in lora and lora.endswith("| -0.030 | 0.125 |")
+    assert "**Best**: `lora` epoch 4 (validation brand accuracy 0.660)." in md
+    assert "no signal" not in md
     # Resources
     resources = row_of(md, "lora", "lora", "40.0 k (4.0%)")
     assert "| 1.00 M | 160.0 KB (4% of the full model) | 512.0 MB | 42.5 | 12.3 |" in resources
-    # Per-brand accuracy of the best checkpoint (freeze_llm epoch 4), most captions first
-    assert "Best checkpoint: `freeze_llm` epoch 4 (brand accuracy 0.700 [0.60, 0.80], macro 0.650 [0.55, 0.70])" in md
-    assert "| brand | cleaned captions | test items (n) | base accuracy | best accuracy | best hedged |" in md
-    assert row_of(md, "Gucci") == "| Gucci | 60 | 10 | 0.100 | 0.900 | 0.100 |"
+    # Per-brand accuracy of the best checkpoint (lora epoch 4), most captions first
+    assert "Best checkpoint: `lora` epoch 4 (brand accuracy 0.600 [0.50, 0.70], macro 0.550 [0.45, 0.60])" in md
+    assert "| brand | cleaned captions | test items (n) | base accuracy | lora accuracy |" in md
+    assert row_of(md, "Gucci") == "| Gucci | 60 | 10 | 0.100 | 0.700 (hedged 0.100) |"
     assert md.index("| Gucci |") < md.index("| Chloé |")
 
 
@@ -145,14 +194,16 @@ def test_tables_and_metrics_begin_with_their_provenance(study):
         "|:---|:---|",
         f"| commit | `{origin['commit']}` |",
         f"| params sha256 (resolved parameters, canonical JSON) | `{origin['params_sha256']}` |",
-        f"| data sha256 ({data.as_posix()}/train.jsonl, {data.as_posix()}/test.jsonl, {data.as_posix()}/clean_report.json) | `{origin['data_sha256']}` |",
+        f"| data sha256 ({data.as_posix()}/train.jsonl, {data.as_posix()}/val.jsonl, {data.as_posix()}/test.jsonl, {data.as_posix()}/clean_report.json) | `{origin['data_sha256']}` |",
     ]
 
 
 def test_metrics_json_is_flat_scalars(study):
     metrics = json.loads((study["out"] / "metrics.json").read_text())
-    assert set(metrics) == {"provenance", "base", "freeze_llm", "lora"}
+    assert set(metrics) == {"provenance", "base", "freeze_llm", "lora", "baselines", "selection"}
     metrics.pop("provenance")
+    assert metrics.pop("baselines")["majority"]["brand_accuracy_ci_low"] == 0.3
+    metrics.pop("selection")
     assert set(metrics["base"]) == {"epoch-0"} and set(metrics["lora"]) == {"epoch-2", "epoch-4"}
     epoch = metrics["freeze_llm"]["epoch-4"]
     assert epoch["brand_accuracy"] == 0.70
@@ -187,20 +238,82 @@ def test_plots_are_images_with_csvs(study):
 
 
 def test_missing_evaluation_names_the_file_and_fix(study, tmp_path):
-    data, train, checkpoints, evals = study["paths"]
-    (evals / "lora" / "epoch-4" / "metrics.json").unlink()
+    evals, baselines = study["paths"][3], study["paths"][4]
+    metrics = evals / "lora" / "epoch-4" / "metrics.json"
+    kept = metrics.read_bytes()
+    metrics.unlink()
     with pytest.raises(FileNotFoundError, match=r"lora/epoch-4/metrics.json: not found; run the evaluate stage for lora epoch 4"):
-        run_tables(
-            study["params"], data / "catalog.parquet", data / "manifest.parquet", data / "captions.jsonl",
-            data / "clean_report.json", train, checkpoints, evals, tmp_path / "t.md", tmp_path / "m.json", tmp_path / "plots",
-        )
+        tables(study, tmp_path)
+    metrics.write_bytes(kept)
+    (baselines / "thumbnail_nn" / "predictions.jsonl").unlink()
+    with pytest.raises(FileNotFoundError, match=r"thumbnail_nn/predictions.jsonl: not found; run the baselines stage"):
+        tables(study, tmp_path)
 
 
-def test_best_epoch_ties_prefer_lower_loss_then_earlier():
-    runs = {0: {"brand_accuracy": 0.9}, 2: {"brand_accuracy": 0.5, "test_loss": 1.0}, 4: {"brand_accuracy": 0.5, "test_loss": 0.8}}
-    assert best_epoch(runs) == 4  # epoch 0 (the base model) is never the best checkpoint
-    runs[4]["test_loss"] = 1.0
-    assert best_epoch(runs) == 2
+def test_best_epoch_is_chosen_on_validation_and_must_beat_the_base_model():
+    base = {"val_brand_accuracy": 0.3, "brand_accuracy": 0.0}
+    runs = {2: {"val_brand_accuracy": 0.5, "brand_accuracy": 0.1}, 4: {"val_brand_accuracy": 0.4, "brand_accuracy": 0.9}}
+    assert best_epoch(runs, base) == 2  # not the test set's favourite
+    runs[4]["val_brand_accuracy"] = 0.5
+    assert best_epoch(runs, base) == 2  # a tie within an experiment: the earlier epoch
+    assert best_epoch(runs, {"val_brand_accuracy": 0.5}) is None  # equal to the base model: no learning
+    assert best_epoch({2: {"val_brand_accuracy": 0.0}, 4: {"val_brand_accuracy": 0.0}}, {"val_brand_accuracy": 0.0}) is None
+
+
+def test_ties_between_experiments_are_ties_and_no_learning_names_no_best():
+    evaluations = {"a": {2: {"val_brand_accuracy": 0.5}}, "b": {2: {"val_brand_accuracy": 0.5}}, "c": {2: {"val_brand_accuracy": 0.4}}}
+    assert overall_best(evaluations, {"a": 2, "b": 2, "c": 2}) == ["a", "b"] and verdict(["a", "b"]) == "tie"
+    assert overall_best(evaluations, {"a": None, "b": None, "c": 2}) == ["c"] and verdict(["c"]) == "best"
+    assert overall_best(evaluations, {"a": None, "b": None, "c": None}) == [] and verdict([]) == "no learning"
+
+
+def test_tables_report_a_tie_between_experiments(study, tmp_path):
+    set_metric(study, "freeze_llm", 2, val_brand_accuracy=0.66)
+    md = tables(study, tmp_path)
+    assert "**Tie** on validation brand accuracy (0.660): `freeze_llm` epoch 2, `lora` epoch 4." in md
+    assert "Best checkpoints (tied): `freeze_llm` epoch 2" in md
+    assert "| brand | cleaned captions | test items (n) | base accuracy | freeze_llm accuracy | lora accuracy |" in md
+    selection = json.loads((tmp_path / "metrics.json").read_text())["selection"]
+    assert selection["verdict"] == "tie" and selection["best"] == "freeze_llm, lora"
+
+
+def test_no_learning_is_said_and_marks_no_best(study, tmp_path):
+    """The smoke profile's case: nothing beats the base model on validation, so nothing is 'best'."""
+    for exp, epoch in [("freeze_llm", 2), ("freeze_llm", 4), ("lora", 2), ("lora", 4)]:
+        set_metric(study, exp, epoch, val_brand_accuracy=0.10)  # equal to the base model's
+    md = tables(study, tmp_path)
+    assert "**best**" not in md.replace("**best** marks", "")
+    assert "**No learning**: no experiment beats the base model on validation" in md
+    assert row_of(md, "lora", "lora", "no learning", "0.100 (epoch 2)")
+    assert row_of(md, "freeze_llm", "freeze_llm", "0 (no learning)")
+    selection = json.loads((tmp_path / "metrics.json").read_text())["selection"]
+    assert selection["verdict"] == "no learning" and selection["best"] == "" and selection["lora"]["epoch"] is None
+
+
+def test_margin_over_the_strongest_baseline_is_paired_by_product(study):
+    selection = json.loads((study["out"] / "metrics.json").read_text())["selection"]
+    assert selection["strongest_baseline"] == "majority"
+    expected = paired_difference(outcomes_with(12), ["correct"] * 10 + ["wrong"] * 10, [b for _, b in TEST_ITEMS])["brand_accuracy"]
+    lora = selection["lora"]
+    assert lora["epoch"] == 4 and lora["brand_accuracy"] == 0.60 and lora["val_brand_accuracy"] == 0.66
+    assert lora["margin_brand_accuracy"] == pytest.approx(expected["difference"]) == pytest.approx(0.10)
+    assert [lora["margin_brand_accuracy_ci_low"], lora["margin_brand_accuracy_ci_high"]] == pytest.approx(expected["ci"])
+
+
+def test_other_test_items_than_the_baselines_are_refused(study, tmp_path):
+    path = study["paths"][3] / "lora" / "epoch-4" / "predictions.jsonl"
+    path.write_text("".join(path.read_text().splitlines(keepends=True)[:-1]))
+    with pytest.raises(ValueError, match=r"lora/epoch-4/predictions.jsonl: scored 19 test items, the baseline 20, not the same ones"):
+        tables(study, tmp_path)
+
+
+def test_a_probe_the_base_model_cannot_answer_has_no_signal(study, tmp_path):
+    set_metric(study, "base", 0, general_cider=0.0)
+    md = tables(study, tmp_path)
+    assert row_of(md, "lora", "lora", "4 **best**").endswith("| no signal | 0.125 |")
+    assert "+0.000" not in md and "The forgetting probe has **no signal**" in md
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["lora"]["epoch-4"]["forgetting_cider_change"] is None
 
 
 def test_scalar_metrics_flattens_intervals_and_tolerates_older_files():

@@ -1,4 +1,12 @@
-"""Non-neural baselines on the brand metric: the majority brand and image nearest neighbours.
+"""baselines stage: non-neural baselines on the brand metric, the majority brand and image nearest neighbours.
+
+    python workflow/scripts/baselines.py --params params.yaml --train data/processed/train.jsonl --test data/processed/test.jsonl --out results/baselines --log logs/baselines.log
+
+or from Python: `run_baselines(params, Path("data/processed/train.jsonl"), Path("data/processed/test.jsonl"), Path("results/baselines"))`,
+which writes `out_dir/{name}/predictions.jsonl` (`{product_id, brand, prediction, brands_named,
+outcome}` per test item, like the evaluate stage's) and `out_dir/{name}/metrics.json`
+(`brandcap.metrics.brand_metrics`, `n_test`) for each name in `BASELINES`, on the same test items
+as the evaluate stage (`brandcap.metrics.evaluation_sample`). The parts:
 
     from brandcap.baselines import image_baseline_predictions, majority_brand_predictions
     guesses = majority_brand_predictions([r["brand"] for r in train], len(test))
@@ -13,12 +21,20 @@ A fine-tuned model that does not beat them has learnt nothing a lookup table wou
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from brandcap.atomic import read_jsonl, write_json, write_jsonl
+from brandcap.metrics import brand_metrics, brand_outcomes, evaluation_sample, named_brands
+from brandcap.params import Params
+
+log = logging.getLogger(__name__)
 
 ImageSource = str | Path | Image.Image
 THUMBNAIL_SIDE = 8  # 8x8 RGB = 192 numbers per image
@@ -82,3 +98,46 @@ def image_baseline_predictions(train_images: Sequence[ImageSource], train_brands
         name: nearest_neighbour_predictions(features(train_images), train_brands, features(test_images))
         for name, features in IMAGE_FEATURES.items()
     }
+
+
+# ----------------------------------------------------------------------------- the stage
+BASELINES = ("majority", *IMAGE_FEATURES)
+SPLIT_KEYS = ("product_id", "image", "brand")
+
+
+def _read_split(path: Path, what: str) -> list[dict[str, Any]]:
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path}: {what} split not found; run the clean stage first")
+    records = read_jsonl(path)
+    if not records:
+        raise ValueError(f"{path}: no {what} records; check the clean stage's report (clean_report.json)")
+    for line, rec in enumerate(records, 1):
+        missing = [k for k in SPLIT_KEYS if rec.get(k) in (None, "")]
+        if missing:
+            raise ValueError(f"{path}: line {line} lacks {missing}; rerun the clean stage")
+    return records
+
+
+def run_baselines(params: Params, train_jsonl: Path, test_jsonl: Path, out_dir: Path) -> None:
+    """Fit every baseline on the training split, score it on the evaluated test items; see the module docstring."""
+    train = _read_split(Path(train_jsonl), "train")
+    all_test = _read_split(Path(test_jsonl), "test")
+    test = evaluation_sample(all_test, params.eval.max_test_samples, params.seed)
+    known_brands = sorted({r["brand"] for r in train + all_test})
+    train_brands, test_brands = [r["brand"] for r in train], [r["brand"] for r in test]
+    guesses = {
+        "majority": majority_brand_predictions(train_brands, len(test)),
+        **image_baseline_predictions([r["image"] for r in train], train_brands, [r["image"] for r in test]),
+    }
+    summary = []
+    for name in BASELINES:
+        answers = guesses[name]
+        outcomes = brand_outcomes(answers, test_brands, known_brands)
+        write_jsonl(Path(out_dir) / name / "predictions.jsonl", (
+            {"product_id": t["product_id"], "brand": t["brand"], "prediction": a, "brands_named": named_brands(a, known_brands), "outcome": o}
+            for t, a, o in zip(test, answers, outcomes)
+        ))
+        metrics = {"n_test": len(test), **brand_metrics(answers, test_brands, known_brands)}
+        write_json(Path(out_dir) / name / "metrics.json", metrics)
+        summary.append(f"{name} {metrics['brand_accuracy']:.3f}")
+    log.info("baselines: %d train, %d test items; brand accuracy %s; wrote %s", len(train), len(test), ", ".join(summary), out_dir)

@@ -1,4 +1,4 @@
-"""clean stage: captions.jsonl -> train.jsonl, test.jsonl, clean_report.json, clean_examples.md.
+"""clean stage: captions.jsonl -> train.jsonl, val.jsonl, test.jsonl, clean_report.json, clean_examples.md.
 
     python workflow/scripts/clean.py --params params.yaml --captions data/interim/captions.jsonl --out data/processed
 
@@ -12,8 +12,11 @@ length, duplicate (same normalised text, or the same product twice; the first is
 duplicate_image (the same photo, by the sha256 of the stored image, under another product code:
 the first is kept, so one photo can never sit in both train and test), rare_brand (brands with
 fewer than clean.min_brand_samples captions). The survivors, `{product_id, image, sha256, brand,
-caption}`, are split train/test per brand with the seed; every kept brand has at least one test
-product.
+caption}`, are split train/validation/test per brand, by product, with the seed: each brand's
+products in a seeded order, the first `n_test_products` to test, the next `n_val_products` to
+validation (the best epoch and experiment are chosen there, never on test), the rest to train.
+Every kept brand has at least one test product, one validation product when two or more remain
+after test, and one training product.
 """
 
 from __future__ import annotations
@@ -157,20 +160,38 @@ def n_test_products(n: int, test_fraction: float) -> int:
     return min(n - 1, max(1, int(n * test_fraction + 0.5)))
 
 
-def split_by_brand(records: list[dict[str, Any]], seed: int, test_fraction: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Per brand, a seeded shuffle of its products; the first `n_test_products` go to test.
-    Each brand has its own generator, so adding or dropping a brand leaves the others' splits alone."""
+def n_val_products(n: int, test_fraction: float, val_fraction: float) -> int:
+    """Products of one brand for validation, after test: the rounded fraction of all n, at least 1
+    when two or more remain after test, and always one left to train on."""
+    remaining = n - n_test_products(n, test_fraction)
+    if remaining < 2:
+        return 0
+    return min(remaining - 1, max(1, int(n * val_fraction + 0.5)))
+
+
+Split = tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]
+
+
+def split_by_brand(records: list[dict[str, Any]], seed: int, test_fraction: float, val_fraction: float) -> Split:
+    """(train, val, test): per brand, a seeded shuffle of its products; the first `n_test_products`
+    go to test, the next `n_val_products` to validation. Each brand has its own generator, so adding
+    or dropping a brand leaves the others' splits alone, and the test part does not depend on
+    `val_fraction`."""
     products: dict[str, list[Any]] = defaultdict(list)
     for rec in records:
         products[rec["brand"]].append(rec["product_id"])
     test_ids: set[Any] = set()
+    val_ids: set[Any] = set()
     for brand, ids in products.items():
         ids = sorted(set(ids), key=str)
         random.Random(f"{seed}:{normalize(brand)}").shuffle(ids)
-        test_ids.update(ids[: n_test_products(len(ids), test_fraction)])
-    train = [r for r in records if r["product_id"] not in test_ids]
+        n_test = n_test_products(len(ids), test_fraction)
+        test_ids.update(ids[:n_test])
+        val_ids.update(ids[n_test : n_test + n_val_products(len(ids), test_fraction, val_fraction)])
+    train = [r for r in records if r["product_id"] not in test_ids | val_ids]
+    val = [r for r in records if r["product_id"] in val_ids]
     test = [r for r in records if r["product_id"] in test_ids]
-    return train, test
+    return train, val, test
 
 
 def require_both_splits(captions_path: Path, train: list[dict[str, Any]], test: list[dict[str, Any]], clean: CleanParams) -> None:
@@ -209,7 +230,7 @@ def _quote(text: str | None, limit: int = 600) -> str:
 
 def examples_markdown(result: CleanResult, report: dict[str, Any]) -> str:
     """A page for a human to check the rules: a few removed captions per rule, and the rewrites."""
-    lines = ["# Clean stage: examples", "", f"{report['input']} captions in, {report['train']} train + {report['test']} test out.", ""]
+    lines = ["# Clean stage: examples", "", f"{report['input']} captions in, {report['train']} train + {report['val']} validation + {report['test']} test out.", ""]
     for rule in RULES:
         lines += [f"## {rule}: {report['removed'][rule]} removed", ""]
         if rule == "rare_brand":
@@ -229,7 +250,7 @@ def examples_markdown(result: CleanResult, report: dict[str, Any]) -> str:
 
 
 def run_clean(params: Params, captions_path: str | Path, out_dir: str | Path) -> None:
-    """Clean the captions and write train.jsonl, test.jsonl, clean_report.json and clean_examples.md to out_dir."""
+    """Clean the captions and write train.jsonl, val.jsonl, test.jsonl, clean_report.json and clean_examples.md to out_dir."""
     captions_path, out_dir = Path(captions_path), Path(out_dir)
     clean = params.clean
     records = read_captions(captions_path)
@@ -249,7 +270,7 @@ def run_clean(params: Params, captions_path: str | Path, out_dir: str | Path) ->
             f"{clean.min_brand_samples} clean captions (largest: {largest}); the study needs at least 2. "
             "Lower clean.min_brand_samples in the params file, or caption more products (data.sample_size)"
         )
-    train, test = split_by_brand(result.kept, params.seed, clean.test_fraction)
+    train, val, test = split_by_brand(result.kept, params.seed, clean.test_fraction, clean.val_fraction)
     require_both_splits(captions_path, train, test, clean)
     report = {
         "input": len(records),
@@ -261,15 +282,17 @@ def run_clean(params: Params, captions_path: str | Path, out_dir: str | Path) ->
         "brands_kept": result.brands_kept,
         "brands_dropped": result.brands_dropped,
         "train": len(train),
+        "val": len(val),
         "test": len(test),
     }
     write_jsonl(out_dir / "train.jsonl", train)
+    write_jsonl(out_dir / "val.jsonl", val)
     write_jsonl(out_dir / "test.jsonl", test)
     write_json(out_dir / "clean_report.json", report)
     write_text(out_dir / "clean_examples.md", examples_markdown(result, report))
     removed = ", ".join(f"{r} {n}" for r, n in report["removed"].items() if n) or "none"
     log.info(
-        "clean: %d captions -> %d kept (train %d, test %d) in %d brands (%d dropped); removed: %s; trimmed %d, brand respelled %d",
-        report["input"], report["after_rules"], report["train"], report["test"], len(result.brands_kept),
+        "clean: %d captions -> %d kept (train %d, val %d, test %d) in %d brands (%d dropped); removed: %s; trimmed %d, brand respelled %d",
+        report["input"], report["after_rules"], report["train"], report["val"], report["test"], len(result.brands_kept),
         len(result.brands_dropped), removed, report["trimmed"], report["brand_case_fixed"],
     )

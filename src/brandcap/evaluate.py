@@ -3,28 +3,40 @@
     from brandcap.evaluate import run_evaluate
     run_evaluate(params, Path("models/base"), Path("results/checkpoints/freeze_llm/epoch-2"),
                  Path("data/processed/test.jsonl"), Path("data/raw/general/general.jsonl"),
-                 Path("results/eval/freeze_llm/epoch-2"), Path(".resume/eval/freeze_llm/epoch-2"))
+                 Path("results/eval/freeze_llm/epoch-2"), Path(".resume/eval/freeze_llm/epoch-2"),
+                 val_jsonl=Path("data/processed/val.jsonl"))
 
-(`checkpoint_dir=None` evaluates the base model: epoch 0.) Writes to `out_dir`:
+(`checkpoint_dir=None` evaluates the base model: epoch 0; `prompted=True` with it is the
+prompt-only baseline, see below.) Writes to `out_dir`:
 - `predictions.jsonl`: `{product_id, brand, reference, prediction, brands_named, outcome, reference_loss}`
   per test sample (`brands_named` and `outcome` as `brandcap.metrics` decides them: correct,
   hedged, wrong or none; `reference_loss`: mean next-token loss of the reference caption);
-- `general_predictions.jsonl`: `{id, reference, prediction}` per general (brand-free) sample;
+- `val_predictions.jsonl`: the same per validation sample (empty without a validation set);
+- `general_predictions.jsonl`: `{id, reference, prediction, brands_named}` per general (brand-free) sample;
 - `metrics.json`: brand metrics (`brandcap.metrics.brand_metrics`: strict and lenient brand
   accuracy, macro accuracy, their 95% bootstrap intervals, hedged/wrong/no-brand rates),
-  `test_loss`, caption metrics (`bleu1..4, meteor, rouge_l, cider`), the same caption metrics
-  on the general set prefixed `general_` (null without a general set), `n_test`, `n_general`,
-  `generation_seconds`, `samples_per_second`, `per_brand_accuracy` (accuracy, hedged rate, n).
+  `test_loss`, caption metrics (`bleu1..4, meteor, rouge_l, cider`); the same brand metrics on
+  the validation set prefixed `val_` with `val_loss` (the best epoch is chosen on these, never on
+  test; null without a validation set); the forgetting probe on the general set: the caption
+  metrics prefixed `general_` and `general_brand_hallucination_rate`, the fraction of brand-free
+  images for which a known brand is named (null without a general set); `n_test`, `n_val`,
+  `n_general`, `generation_seconds`, `samples_per_second`, `per_brand_accuracy` (accuracy,
+  hedged rate, n).
 
 Generation is batched and greedy with left padding; prompts are rendered by
-`brandcap.chat.prompt_text` with `train.instruction` and encoded by `brandcap.chat.encode` (the
-base processor's image tiling), exactly as in training. Before the model is loaded, the stage
+`brandcap.chat.prompt_text` and encoded by `brandcap.chat.encode` (the base processor's image
+tiling), exactly as in training. The test and validation sets are asked `train.instruction`, the
+training prompt; the general set its own generic question, `eval.general_instruction` (with the
+fine-tuning instruction the probe would score the training captions' style, not general
+captioning). The prompt-only baseline (`prompted=True`) asks the test and validation sets
+`eval.prompted_instruction` with the candidate brands (every brand of the test and validation
+sets, sorted) in place of `{brands}`: prompting tried before fine-tuning. Before the model is loaded, the stage
 checks that the base was built with `model.image_tiling` and that a prompt with the most tiles
 the settings allow leaves room for an answer within `train.max_length`. The test loss
 uses the training sample layout (processor-encoded prompt + tokenizer-encoded answer, labels on
 the answer and its end token only, answer cut at `train.max_length`).
 
-Resumable: each finished batch is appended and flushed to `resume_dir/{test,general}.partial.jsonl`;
+Resumable: each finished batch is appended and flushed to `resume_dir/{test,val,general}.partial.jsonl`;
 a rerun generates only the items missing there. They are discarded when anything they depend on
 changed (brandcap.resume_state: the content of the model, checkpoint, records and images, the
 params read, the code), and removed after success.
@@ -35,7 +47,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -51,7 +62,7 @@ from brandcap.atomic import read_jsonl, write_json, write_jsonl
 from brandcap.caption_metrics import METRIC_NAMES, caption_scores_many, start_meteor
 from brandcap.chat import answer_text, check_prompt_settings, encode, prompt_text
 from brandcap.checkpoints import load_for_inference
-from brandcap.metrics import brand_metrics, brand_outcomes, mean_token_loss, named_brands
+from brandcap.metrics import brand_hallucination_rate, brand_metrics, brand_outcomes, evaluation_sample, mean_token_loss, named_brands
 from brandcap.params import Params
 from brandcap.resume_state import finish_resume_dir, prepare_resume_dir, stage_fingerprint
 
@@ -72,15 +83,6 @@ def _read_records(path: Path, required: Sequence[str], what: str) -> list[dict[s
         if missing:
             raise ValueError(f"{path}: line {line} lacks {missing}; every {what} record needs {list(required)}")
     return records
-
-
-def _cap(records: list[dict[str, Any]], limit: int, seed: int) -> list[dict[str, Any]]:
-    """At most `limit` records (0 = all): a seeded sample kept in file order, so no brand is cut off
-    because the file happens to be sorted by brand."""
-    if not limit or len(records) <= limit:
-        return records
-    keep = sorted(random.Random(seed).sample(range(len(records)), limit))
-    return [records[i] for i in keep]
 
 
 def _load_image(path: str, source: Path) -> Image.Image:
@@ -173,14 +175,14 @@ def reference_losses(model, processor, prompt_inputs, captions: list[str], max_l
 
 # ----------------------------------------------------------------------------- resumable loop
 def _fingerprint(params: Params, base_dir: Path, checkpoint_dir: Path | None, sets: dict[str, Path | None],
-                 items: list[dict[str, Any]]) -> dict[str, Any]:
+                 items: list[dict[str, Any]], prompted: bool) -> dict[str, Any]:
     """What the predictions depend on (brandcap.resume_state): partial results made under another are stale."""
     inputs: dict[str, Any] = {"base": base_dir, "images": [item["image"] for item in items]}
     inputs.update({name: path for name, path in sets.items() if path is not None})
     if checkpoint_dir is not None:
         inputs["checkpoint"] = checkpoint_dir
     read = {"seed": params.seed, "eval": params.eval.model_dump(mode="json"),
-            "train.instruction": params.train.instruction, "train.max_length": params.train.max_length}
+            "train.instruction": params.train.instruction, "train.max_length": params.train.max_length, "prompted": prompted}
     return stage_fingerprint("brandcap.evaluate", inputs, read)
 
 
@@ -206,15 +208,15 @@ def _batches(items: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, 
 
 
 def _predict_set(
-    name: str, items: list[dict[str, Any]], key: str, source: Path, model, processor, params: Params,
-    resume_dir: Path, bar: tqdm,
+    name: str, items: list[dict[str, Any]], key: str, source: Path, instruction: str, model, processor,
+    params: Params, resume_dir: Path, bar: tqdm,
 ) -> tuple[list[dict[str, Any]], int]:
-    """Predictions for every item, in item order, and how many were generated in this run."""
+    """Predictions for every item, asked `instruction`, in item order, and how many were generated in this run."""
     partial = resume_dir / f"{name}.partial.jsonl"
     done = _resumed_records(partial, items, key)
     bar.update(len(done))
     todo = [item for item in items if item[key] not in done]
-    prompt = prompt_text(processor, params.train.instruction)
+    prompt = prompt_text(processor, instruction)
     with open(partial, "a", encoding="utf-8") as sink:
         for batch in _batches(todo, params.eval.batch_size):
             images = [_load_image(item["image"], source) for item in batch]
@@ -239,6 +241,46 @@ def _predict_set(
     return [done[item[key]] for item in items], len(todo)
 
 
+# ----------------------------------------------------------------------------- scoring
+def prompted_instruction(params: Params, known_brands: Sequence[str]) -> str:
+    """The prompt-only baseline's question: `eval.prompted_instruction` with the candidate brands."""
+    return params.eval.prompted_instruction.replace("{brands}", ", ".join(known_brands))
+
+
+def _scored_predictions(items: list[dict[str, Any]], preds: list[dict[str, Any]], known_brands: list[str]) -> list[dict[str, Any]]:
+    """predictions.jsonl records: each item's answer with the brands it names and its outcome."""
+    outcomes = brand_outcomes([p["prediction"] for p in preds], [i["brand"] for i in items], known_brands)
+    return [
+        {
+            "product_id": item["product_id"],
+            "brand": item["brand"],
+            "reference": item["caption"],
+            "prediction": p["prediction"],
+            "brands_named": named_brands(p["prediction"], known_brands),
+            "outcome": outcome,
+            "reference_loss": p["loss_sum"] / p["loss_tokens"] if p["loss_tokens"] else None,
+        }
+        for item, p, outcome in zip(items, preds, outcomes)
+    ]
+
+
+def _brand_scores(items: list[dict[str, Any]], preds: list[dict[str, Any]], known_brands: list[str]) -> dict[str, Any]:
+    """brandcap.metrics.brand_metrics of one set, with its mean reference loss as `loss`."""
+    scores = brand_metrics([p["prediction"] for p in preds], [i["brand"] for i in items], known_brands)
+    scores["loss"] = mean_token_loss([p["loss_sum"] for p in preds], [p["loss_tokens"] for p in preds])
+    return scores
+
+
+def _val_metrics(val: list[dict[str, Any]], preds: list[dict[str, Any]], known_brands: list[str]) -> dict[str, Any]:
+    """The validation set's brand metrics and loss prefixed `val_` (nulls without a validation set)."""
+    if not val:
+        names = [k for k in brand_metrics([], [], known_brands) if k != "per_brand_accuracy"] + ["loss"]
+        return {f"val_{k}": None for k in names}
+    scores = _brand_scores(val, preds, known_brands)
+    scores.pop("per_brand_accuracy")
+    return {f"val_{k}": v for k, v in scores.items()}
+
+
 # ----------------------------------------------------------------------------- the stage
 def run_evaluate(
     params: Params,
@@ -248,16 +290,22 @@ def run_evaluate(
     general_jsonl: Path | None,
     out_dir: Path,
     resume_dir: Path,
+    val_jsonl: Path | None = None,
+    prompted: bool = False,
 ) -> None:
-    """Generate and score captions for the test and general sets; see the module docstring."""
+    """Generate and score captions for the test, validation and general sets; see the module docstring."""
     out_dir, resume_dir = Path(out_dir), Path(resume_dir)
+    if prompted and checkpoint_dir is not None:
+        raise ValueError(f"{checkpoint_dir}: the prompt-only baseline asks the base model; drop --checkpoint or --prompted")
     all_test = _read_records(Path(test_jsonl), TEST_KEYS, "test")
     if not all_test:
         raise ValueError(f"{test_jsonl}: no test records; check the clean stage's report (clean_report.json)")
-    known_brands = sorted({r["brand"] for r in all_test})
-    test = _cap(all_test, params.eval.max_test_samples, params.seed)
+    all_val = _read_records(Path(val_jsonl), TEST_KEYS, "validation") if val_jsonl else []
+    known_brands = sorted({r["brand"] for r in all_test + all_val})
+    test = evaluation_sample(all_test, params.eval.max_test_samples, params.seed)
+    val = evaluation_sample(all_val, params.eval.max_test_samples, params.seed)
     general = _read_records(Path(general_jsonl), GENERAL_KEYS, "general set") if general_jsonl else []
-    general = _cap(general, params.eval.max_test_samples, params.seed)
+    general = evaluation_sample(general, params.eval.max_test_samples, params.seed)
     check_prompt_settings(AutoProcessor.from_pretrained(base_dir), params, str(base_dir))  # before any work
 
     if test and (os.cpu_count() or 1) >= 4:
@@ -266,46 +314,45 @@ def run_evaluate(
         start_meteor()
     device = default_device()
     model, processor = load_model(params, base_dir, checkpoint_dir, device)
-    prepare_resume_dir(resume_dir, _fingerprint(params, base_dir, checkpoint_dir, {"test": test_jsonl, "general": general_jsonl}, test + general))
-    label = f"evaluate {checkpoint_dir or 'base model'}"
-    with tqdm(total=len(test) + len(general), desc=label, unit="sample") as bar:
-        test_preds, new_test = _predict_set("test", test, "product_id", Path(test_jsonl), model, processor, params, resume_dir, bar)
-        general_preds, new_general = _predict_set("general", general, "id", Path(general_jsonl or "."), model, processor, params, resume_dir, bar)
+    sets = {"test": test_jsonl, "val": val_jsonl, "general": general_jsonl}
+    prepare_resume_dir(resume_dir, _fingerprint(params, base_dir, checkpoint_dir, sets, test + val + general, prompted))
+    instruction = prompted_instruction(params, known_brands) if prompted else params.train.instruction
+    label = f"evaluate {checkpoint_dir or 'base model'}" + (" (prompted with the brands)" if prompted else "")
+    with tqdm(total=len(test) + len(val) + len(general), desc=label, unit="sample") as bar:
+        def predict(name, items, key, source, asked):
+            return _predict_set(name, items, key, Path(source or "."), asked, model, processor, params, resume_dir, bar)
+
+        test_preds, new_test = predict("test", test, "product_id", test_jsonl, instruction)
+        val_preds, new_val = predict("val", val, "product_id", val_jsonl, instruction)
+        general_preds, new_general = predict("general", general, "id", general_jsonl, params.eval.general_instruction)
+    new = new_test + new_val + new_general
 
     predictions = [p["prediction"] for p in test_preds]
-    brands = [t["brand"] for t in test]
-    metrics: dict[str, Any] = {"n_test": len(test), "n_general": len(general)}
-    per_brand = brand_metrics(predictions, brands, known_brands)
-    metrics.update({k: v for k, v in per_brand.items() if k != "per_brand_accuracy"})
-    metrics["test_loss"] = mean_token_loss([p["loss_sum"] for p in test_preds], [p["loss_tokens"] for p in test_preds])
+    general_answers = [p["prediction"] for p in general_preds]
+    metrics: dict[str, Any] = {"n_test": len(test), "n_val": len(val), "n_general": len(general)}
+    per_brand = _brand_scores(test, test_preds, known_brands)
+    metrics.update({k: v for k, v in per_brand.items() if k not in ("per_brand_accuracy", "loss")})
+    metrics["test_loss"] = per_brand["loss"]
+    metrics.update(_val_metrics(val, val_preds, known_brands))
     test_scores, general_scores = caption_scores_many(
-        [([t["caption"] for t in test], predictions), ([g["caption"] for g in general], [p["prediction"] for p in general_preds])]
+        [([t["caption"] for t in test], predictions), ([g["caption"] for g in general], general_answers)]
     )
     metrics.update(test_scores)
     metrics.update({f"general_{name}": general_scores[name] for name in METRIC_NAMES})
-    seconds = sum(p["generation_seconds"] for p in test_preds + general_preds)
+    metrics["general_brand_hallucination_rate"] = brand_hallucination_rate(general_answers, known_brands)
+    seconds = sum(p["generation_seconds"] for p in test_preds + val_preds + general_preds)
     metrics["generation_seconds"] = seconds
-    metrics["samples_per_second"] = (len(test) + len(general)) / seconds if seconds else None
+    metrics["samples_per_second"] = (len(test) + len(val) + len(general)) / seconds if seconds else None
     metrics["per_brand_accuracy"] = per_brand["per_brand_accuracy"]
 
-    write_jsonl(
-        out_dir / "predictions.jsonl",
-        (
-            {
-                "product_id": t["product_id"],
-                "brand": t["brand"],
-                "reference": t["caption"],
-                "prediction": p["prediction"],
-                "brands_named": named_brands(p["prediction"], known_brands),
-                "outcome": outcome,
-                "reference_loss": p["loss_sum"] / p["loss_tokens"] if p["loss_tokens"] else None,
-            }
-            for t, p, outcome in zip(test, test_preds, brand_outcomes(predictions, brands, known_brands))
-        ),
-    )
+    write_jsonl(out_dir / "predictions.jsonl", _scored_predictions(test, test_preds, known_brands))
+    write_jsonl(out_dir / "val_predictions.jsonl", _scored_predictions(val, val_preds, known_brands))
     write_jsonl(
         out_dir / "general_predictions.jsonl",
-        ({"id": g["id"], "reference": g["caption"], "prediction": p["prediction"]} for g, p in zip(general, general_preds)),
+        (
+            {"id": g["id"], "reference": g["caption"], "prediction": answer, "brands_named": named_brands(answer, known_brands)}
+            for g, answer in zip(general, general_answers)
+        ),
     )
     write_json(out_dir / "metrics.json", metrics)
     finish_resume_dir(resume_dir)
@@ -314,9 +361,11 @@ def run_evaluate(
         return "n/a" if value is None else f"{value:.3f}"
 
     log.info(
-        "%s: %d test + %d general samples (%d generated now, %d resumed), %.1f samples/s; "
-        "brand accuracy %s, macro %s, wrong brand %s, test loss %s, CIDEr %s, general CIDEr %s",
-        label, len(test), len(general), new_test + new_general, len(test) + len(general) - new_test - new_general,
+        "%s: %d test + %d validation + %d general samples (%d generated now, %d resumed), %.1f samples/s; "
+        "brand accuracy %s, macro %s, wrong brand %s, validation brand accuracy %s, test loss %s, CIDEr %s, "
+        "general CIDEr %s, brand hallucination on the general set %s",
+        label, len(test), len(val), len(general), new, len(test) + len(val) + len(general) - new,
         metrics["samples_per_second"] or 0.0, fmt(metrics["brand_accuracy"]), fmt(metrics["macro_brand_accuracy"]),
-        fmt(metrics["wrong_brand_rate"]), fmt(metrics["test_loss"]), fmt(metrics["cider"]), fmt(metrics["general_cider"]),
+        fmt(metrics["wrong_brand_rate"]), fmt(metrics["val_brand_accuracy"]), fmt(metrics["test_loss"]), fmt(metrics["cider"]),
+        fmt(metrics["general_cider"]), fmt(metrics["general_brand_hallucination_rate"]),
     )

@@ -17,6 +17,9 @@ Every answer lands in exactly one outcome, so the four rates sum to 1:
   every brand cannot score;
 - wrong: the gold brand is not named, another known brand is;
 - none: no known brand is named.
+On a brand-free image any named brand is invented: `brand_hallucination_rate` is the fraction of
+such answers that name a known brand (the forgetting probe's second figure).
+
 `brand_accuracy_lenient` is the older, gameable figure (the gold brand occurs anywhere, even
 inside a longer name or after "not"), kept to compare with the reference study.
 
@@ -29,6 +32,7 @@ systems evaluated on the same test set (model minus baseline).
 
 from __future__ import annotations
 
+import random
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -122,6 +126,22 @@ def lenient_brand_accuracy(predictions: Sequence[str], brands: Sequence[str]) ->
     """Fraction of predictions in which the gold brand occurs anywhere (the gameable older figure)."""
     _check_lengths(predictions, brands)
     return sum(mentions(p, b) for p, b in zip(predictions, brands)) / len(predictions) if predictions else None
+
+
+def brand_hallucination_rate(predictions: Sequence[str], known_brands: Iterable[str]) -> float | None:
+    """Fraction of answers about brand-free images that name a known brand; None for no answers."""
+    known = list(dict.fromkeys(known_brands))
+    return sum(bool(named_brands(p, known)) for p in predictions) / len(predictions) if predictions else None
+
+
+def evaluation_sample(records: list, limit: int, seed: int) -> list:
+    """The records an evaluation scores: at most `limit` (0 = all), a seeded sample kept in file
+    order (no brand cut off because the file is sorted by brand). The model evaluations and the
+    baselines take the same one, so they are scored on the same items."""
+    if not limit or len(records) <= limit:
+        return records
+    keep = sorted(random.Random(seed).sample(range(len(records)), limit))
+    return [records[i] for i in keep]
 
 
 # ----------------------------------------------------------------------------- bootstrap

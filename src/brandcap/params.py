@@ -193,11 +193,17 @@ class CleanParams(Section):
     max_words: int = Field(250, ge=1, description="Captions longer than this are dropped.")
     min_brand_samples: int = Field(40, ge=1, description="Brands with fewer cleaned captions are dropped (reference study: 100).")
     test_fraction: float = Field(0.15, gt=0, lt=1, description="Fraction of each brand's products held out for test.")
+    val_fraction: float = Field(0.15, gt=0, lt=1, description="Fraction of each brand's products held out for validation (choosing the best epoch and experiment), taken after test from the same seeded order; a brand gets at least one when two or more products remain after test, and always keeps one to train on.")
 
     @model_validator(mode="after")
     def _bounds(self):
         if self.min_words > self.max_words:
             raise ValueError(f"clean.min_words ({self.min_words}) is above clean.max_words ({self.max_words}); lower min_words or raise max_words")
+        if self.test_fraction + self.val_fraction >= 1:
+            raise ValueError(
+                f"clean.test_fraction ({self.test_fraction}) + clean.val_fraction ({self.val_fraction}) leave nothing to train on; "
+                "keep their sum below 1 (e.g. 0.15 each)"
+            )
         return self
 
 
@@ -306,6 +312,10 @@ def batch_layout_error(batch_size: int, per_device_batch_size: int, devices: int
     return None
 
 
+# Keys of results/metrics.json beside the experiments' names (brandcap.tables).
+RESERVED_RESULT_KEYS = ("provenance", "base", "baselines", "selection")
+
+
 class TrainParams(Section):
     instruction: str = Field("Describe this product photo.", description="User turn after the image, identical in training and evaluation.")
     epochs: int = Field(10, ge=1, description="Training epochs (reference study: 20).")
@@ -340,9 +350,9 @@ class TrainParams(Section):
         if not v:
             raise ValueError("the experiment list is empty; add at least one, e.g. freeze_llm: {strategy: freeze_llm}")
         for name in v:
-            # results/metrics.json keys its experiments by name beside "base" and "provenance"
-            if not name.replace("_", "").replace("-", "").isalnum() or name in ("base", "provenance"):
-                raise ValueError(f"experiment name {name!r} must be letters, digits, '_' or '-', and not 'base' or 'provenance'")
+            # results/metrics.json keys its experiments by name beside these
+            if not name.replace("_", "").replace("-", "").isalnum() or name in RESERVED_RESULT_KEYS:
+                raise ValueError(f"experiment name {name!r} must be letters, digits, '_' or '-', and not one of {', '.join(RESERVED_RESULT_KEYS)}")
         return v
 
     @model_validator(mode="after")
@@ -364,7 +374,19 @@ class TrainParams(Section):
 class EvalParams(Section):
     max_new_tokens: int = Field(48, ge=1, description="Generation limit for predictions.")
     batch_size: int = Field(32, ge=1, description="Prompts generated at once (left padding).")
-    max_test_samples: int = Field(0, ge=0, description="Evaluate at most this many test samples; 0 = all.")
+    max_test_samples: int = Field(0, ge=0, description="Evaluate at most this many test samples (and as many validation and general samples); 0 = all.")
+    general_instruction: str = Field("What is in this image?", min_length=1, description="The question the brand-free general set (forgetting probe) is asked: a generic one, not train.instruction, so the probe measures general captioning rather than the fine-tuning style.")
+    prompted_instruction: str = Field(
+        "Which brand is this product? Answer with one of: {brands}.",
+        description="The prompt-only baseline's question (the base model asked with the candidate brands, before any fine-tuning); {brands} becomes the kept brands, comma-separated. Rendered through the same chat template as training.",
+    )
+
+    @field_validator("prompted_instruction")
+    @classmethod
+    def _lists_the_brands(cls, v: str) -> str:
+        if "{brands}" not in v:
+            raise ValueError("eval.prompted_instruction must contain {brands}, where the candidate brand list goes")
+        return v
 
 
 # --------------------------------------------------------------------------- all

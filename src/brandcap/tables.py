@@ -4,22 +4,46 @@
     run_tables(params, Path("data/raw/catalog.parquet"), Path("data/raw/manifest.parquet"),
                Path("data/interim/captions.jsonl"), Path("data/processed/clean_report.json"),
                Path("results/train"), Path("results/checkpoints"), Path("results/eval"),
-               Path("results/tables.md"), Path("results/metrics.json"), Path("results/plots"))
+               Path("results/baselines"), Path("results/tables.md"), Path("results/metrics.json"),
+               Path("results/plots"))
 
 Both `tables.md` and `metrics.json` begin with their provenance (`brandcap.provenance`): the
 commit, the params hash and the data hash (the processed split files beside the clean report).
 
-Reads `eval_dir/base/epoch-0/metrics.json` (the base model, shared by all experiments),
-`eval_dir/{exp}/epoch-{N}/metrics.json`, `train_dir/{exp}/{log.jsonl,summary.json}` and
+Reads `eval_dir/base/epoch-0/` (the base model, shared by all experiments: also the zero-shot
+baseline), `eval_dir/base/prompted/` (the prompt-only baseline), `baselines_dir/{name}/` (majority
+brand, image nearest neighbours), `eval_dir/{exp}/epoch-{N}/` (their `metrics.json`, and the
+`predictions.jsonl` of the systems compared), `train_dir/{exp}/{log.jsonl,summary.json}` and
 `checkpoints_dir/{exp}/epoch-{N}/brandcap_checkpoint.json` for the experiments and epochs in
-params, plus the data stages' outputs for the funnel. Writes (all atomically):
-- `tables.md`: (1) data funnel, (2) metrics per experiment and epoch with the best epoch marked,
-  brand and macro accuracy shown with their 95% bootstrap intervals (`0.812 [0.75, 0.87]`),
-  (3) resources per experiment, (4) per-brand accuracy and n of the best checkpoint;
-- `metrics.json`: `{"provenance": {commit, params_sha256, data_sha256}, exp: {"epoch-N": {metric: value}}}`
-  with `"base": {"epoch-0": ...}`, scalar metrics only besides the provenance strings, an interval
-  `[lo, hi]` as `{name}_low` and `{name}_high` (the DVC metrics file: `dvc exp show` lists it per
-  experiment; `dvc exp show --drop provenance` hides the three provenance columns);
+params, plus the data stages' outputs for the funnel.
+
+How the findings are read (`select`):
+- Each experiment's **best epoch** is the saved epoch with the highest *validation* brand accuracy
+  (ties: the earlier epoch); an experiment none of whose epochs beats the base model on validation
+  has none: "no learning". The **overall best** is the experiment(s) whose best epoch has the
+  highest validation accuracy; several equal ones are reported as a tie, never resolved by list
+  order. Their *test* figures are reported, with their 95% bootstrap intervals.
+- **Baselines** on the same test items and metric; the strongest is the one with the highest
+  test brand accuracy (the hardest bar for a model). Each best epoch shows its margin over it
+  with a 95% paired bootstrap interval (`brandcap.metrics.paired_difference`, items matched by
+  product_id).
+- **Forgetting**: the general (brand-free) set, asked its own question, gives the change in
+  CIDEr from the base model, "no signal" when the base model's own CIDEr there is below
+  `PROBE_SIGNAL_FLOOR`, and the brand hallucination rate.
+
+Writes (all atomically):
+- `tables.md`: (1) data funnel, (2) baselines, (3) the best epoch of each experiment with its
+  margin and forgetting figures, and the overall best, (4) metrics per experiment and epoch with
+  the best epoch marked, brand and macro accuracy shown with their 95% bootstrap intervals
+  (`0.812 [0.75, 0.87]`), (5) resources per experiment, (6) per-brand accuracy and n of the best;
+- `metrics.json`: `{"provenance": {commit, params_sha256, data_sha256}, exp: {"epoch-N": {metric: value}},
+  "baselines": {name: {metric: value}}, "selection": {...}}` with `"base": {"epoch-0": ...}`, scalar
+  metrics only besides the provenance strings and the selection's names, an interval `[lo, hi]`
+  as `{name}_low` and `{name}_high` (the DVC metrics file: `dvc exp show` lists it per
+  experiment; `dvc exp show --drop provenance` hides the three provenance columns); `selection`
+  holds `verdict` ("best", "tie" or "no learning"), `best` (the experiment names), the
+  `strongest_baseline`, and per experiment its best `epoch` (null for no learning) with test,
+  validation, margin and forgetting figures;
 - `plots_dir/brand_accuracy.{png,csv}` (accuracy vs epoch, epoch 0 = the base model) and
   `plots_dir/train_loss.{png,csv}` (training loss vs step), the CSVs for `dvc plots show`.
 """
@@ -42,12 +66,27 @@ import pandas as pd  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from brandcap.atomic import atomic_path, read_jsonl, write_json, write_text  # noqa: E402
+from brandcap.baselines import BASELINES as IMAGE_AND_MAJORITY_BASELINES  # noqa: E402
+from brandcap.metrics import paired_difference  # noqa: E402
 from brandcap.params import Params  # noqa: E402
 from brandcap.provenance import data_files, provenance  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 BASE = "base"
+PROMPTED = "prompted"  # eval_dir/base/prompted: the prompt-only baseline
+# Baselines in table order: name -> what it is.
+BASELINE_TITLES = {
+    "majority": "the most frequent training brand, always",
+    "thumbnail_nn": "1-nearest training image, 8x8 RGB thumbnails",
+    "colour_histogram_nn": "1-nearest training image, 64-bin colour histograms",
+    "zero_shot": "the base model, asked the training instruction (epoch 0)",
+    "prompted": "the base model, asked with the candidate brand list (prompt only)",
+}
+# Below this base-model CIDEr on the general set, a CIDEr change there means nothing: "no signal".
+PROBE_SIGNAL_FLOOR = 0.05
+NO_SIGNAL = "no signal"
+NO_LEARNING = "no learning"
 CHECKPOINT_META = "brandcap_checkpoint.json"  # written by brandcap.checkpoints
 # (metrics.json key, column title) of the per-epoch table, in order; a key with a `{key}_ci`
 # interval in metrics.json is shown with it.
@@ -63,6 +102,7 @@ RESULT_COLUMNS = [
     ("rouge_l", "ROUGE_L"),
     ("cider", "CIDEr"),
     ("forgetting_cider_change", "general CIDEr change"),
+    ("general_brand_hallucination_rate", "hallucinated brand"),
 ]
 
 
@@ -81,30 +121,116 @@ def epoch_key(epoch: int) -> str:
 
 
 def load_evaluations(params: Params, eval_dir: Path) -> dict[str, dict[int, dict[str, Any]]]:
-    """{"base": {0: metrics}, exp: {N: metrics}} with `forgetting_cider_change` added."""
+    """{"base": {0: metrics}, exp: {N: metrics}} with `forgetting_cider_change` added (null when
+    the probe has no signal, see `probe_has_signal`)."""
     eval_dir = Path(eval_dir)
     evaluations: dict[str, dict[int, dict[str, Any]]] = {}
     runs = [(BASE, 0)] + [(exp, e) for exp in params.train.experiments for e in params.train.save_epochs]
     for exp, epoch in runs:
         path = eval_dir / exp / epoch_key(epoch) / "metrics.json"
         evaluations.setdefault(exp, {})[epoch] = _read_json(path, f"run the evaluate stage for {exp} epoch {epoch}")
+        if "val_brand_accuracy" not in evaluations[exp][epoch]:
+            raise ValueError(f"{path}: no validation metrics (val_brand_accuracy); rerun the clean stage (val.jsonl) and the evaluate stage")
     base_general = evaluations[BASE][0].get("general_cider")
+    signal = probe_has_signal(evaluations[BASE][0])
     for runs_of_exp in evaluations.values():
         for m in runs_of_exp.values():
             general = m.get("general_cider")
-            m["forgetting_cider_change"] = None if general is None or base_general is None else general - base_general
+            m["forgetting_cider_change"] = general - base_general if signal and general is not None else None
     return evaluations
 
 
-def best_epoch(runs: dict[int, dict[str, Any]]) -> int:
-    """The saved epoch with the highest brand accuracy; ties go to the lower test loss, then the earlier epoch."""
+def probe_has_signal(base: dict[str, Any]) -> bool:
+    """Whether the base model scores clearly above 0 on the general set (else a change there says nothing)."""
+    return (base.get("general_cider") or 0.0) >= PROBE_SIGNAL_FLOOR
 
-    def rank(epoch: int):
-        m = runs[epoch]
-        loss = m.get("test_loss")
-        return (-(m.get("brand_accuracy") or 0.0), loss if loss is not None else float("inf"), epoch)
 
-    return min((e for e in runs if e != 0), key=rank)
+def top_validation_epoch(runs: dict[int, dict[str, Any]]) -> int:
+    """The saved epoch (not 0, the base model) with the highest validation brand accuracy; ties: the earlier."""
+    return min((e for e in runs if e != 0), key=lambda e: (-(runs[e].get("val_brand_accuracy") or 0.0), e))
+
+
+def best_epoch(runs: dict[int, dict[str, Any]], base: dict[str, Any]) -> int | None:
+    """`top_validation_epoch`, or None when it does not beat the base model on validation (no learning)."""
+    best = top_validation_epoch(runs)
+    return best if (runs[best].get("val_brand_accuracy") or 0.0) > (base.get("val_brand_accuracy") or 0.0) else None
+
+
+def overall_best(evaluations: dict[str, dict[int, dict[str, Any]]], best: dict[str, int | None]) -> list[str]:
+    """The experiments whose best epoch has the highest validation brand accuracy (several = a tie);
+    empty when no experiment learnt."""
+    scores = {exp: evaluations[exp][e]["val_brand_accuracy"] for exp, e in best.items() if e is not None}
+    if not scores:
+        return []
+    top = max(scores.values())
+    return [exp for exp, v in scores.items() if v == top]
+
+
+def verdict(best_experiments: list[str]) -> str:
+    return NO_LEARNING if not best_experiments else "tie" if len(best_experiments) > 1 else "best"
+
+
+# ----------------------------------------------------------------------------- baselines
+def _outcomes(path: Path, fix: str) -> dict[Any, tuple[str, str]]:
+    """{product_id: (brand, outcome)} from a predictions.jsonl."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not found; {fix}")
+    return {r["product_id"]: (r["brand"], r["outcome"]) for r in read_jsonl(path)}
+
+
+def baseline_dirs(eval_dir: Path, baselines_dir: Path) -> dict[str, Path]:
+    """Where each baseline's metrics.json and predictions.jsonl live, in table order."""
+    dirs = {name: Path(baselines_dir) / name for name in IMAGE_AND_MAJORITY_BASELINES}
+    dirs["zero_shot"] = Path(eval_dir) / BASE / epoch_key(0)
+    dirs["prompted"] = Path(eval_dir) / BASE / PROMPTED
+    return dirs
+
+
+def load_baselines(eval_dir: Path, baselines_dir: Path) -> dict[str, dict[str, Any]]:
+    """{name: {"metrics": metrics.json, "outcomes": {product_id: (brand, outcome)}}} for every baseline."""
+    out = {}
+    for name, folder in baseline_dirs(eval_dir, baselines_dir).items():
+        fix = "run the evaluate_prompted stage" if name == "prompted" else "run the evaluate_base stage" if name == "zero_shot" else "run the baselines stage"
+        out[name] = {
+            "metrics": _read_json(folder / "metrics.json", fix),
+            "outcomes": _outcomes(folder / "predictions.jsonl", fix),
+        }
+    return out
+
+
+def strongest_baseline(baselines: dict[str, dict[str, Any]]) -> str:
+    """The baseline with the highest test brand accuracy (equal ones: the first in table order)."""
+    return max(baselines, key=lambda name: (baselines[name]["metrics"].get("brand_accuracy") or 0.0, -list(baselines).index(name)))
+
+
+def margin(model: dict[Any, tuple[str, str]], baseline: dict[Any, tuple[str, str]], source: Path) -> dict[str, Any] | None:
+    """Brand accuracy of a model minus a baseline's on the same test items (matched by product_id),
+    with its 95% paired bootstrap interval."""
+    if set(model) != set(baseline):
+        raise ValueError(
+            f"{source}: scored {len(model)} test items, the baseline {len(baseline)}, not the same ones; "
+            "rerun the evaluate and baselines stages with the same data and eval.max_test_samples"
+        )
+    ids = list(model)
+    return paired_difference([model[i][1] for i in ids], [baseline[i][1] for i in ids], [model[i][0] for i in ids])["brand_accuracy"]
+
+
+def select(params: Params, evaluations, baselines, eval_dir: Path) -> dict[str, Any]:
+    """The findings: best epoch per experiment (validation), overall best, strongest baseline and
+    each best epoch's margin over it; see the module docstring."""
+    base = evaluations[BASE][0]
+    best = {exp: best_epoch(evaluations[exp], base) for exp in params.train.experiments}
+    winners = overall_best(evaluations, best)
+    strongest = strongest_baseline(baselines)
+    per_experiment = {}
+    for exp, epoch in best.items():
+        entry: dict[str, Any] = {"epoch": epoch, "margin": None}
+        if epoch is not None:
+            predictions = Path(eval_dir) / exp / epoch_key(epoch) / "predictions.jsonl"
+            model = _outcomes(predictions, f"run the evaluate stage for {exp} epoch {epoch}")
+            entry["margin"] = margin(model, baselines[strongest]["outcomes"], predictions)
+        per_experiment[exp] = entry
+    return {"verdict": verdict(winners), "best": winners, "strongest_baseline": strongest, "experiments": per_experiment}
 
 
 def load_training(params: Params, train_dir: Path, checkpoints_dir: Path) -> dict[str, dict[str, Any]]:
@@ -150,7 +276,7 @@ def data_funnel(catalog_path: Path, manifest_path: Path, captions_path: Path, cl
     kept, dropped = report.get("brands_kept") or {}, report.get("brands_dropped") or {}
     rows.append(("brands kept", f"{len(kept)} brands, {sum(kept.values())} captions"))
     rows.append(("brands dropped (too few captions)", f"{len(dropped)} brands, {sum(dropped.values())} captions"))
-    rows.append(("train / test", f"{report.get('train')} / {report.get('test')}"))
+    rows.append(("train / validation / test", f"{report.get('train')} / {report.get('val')} / {report.get('test')}"))
     return rows
 
 
@@ -197,6 +323,82 @@ def _table(header: list[str], rows: list[list[str]], align_left: int = 1) -> lis
     return lines
 
 
+def _cell(metrics: dict[str, Any], key: str, signal: bool) -> str:
+    if key == "forgetting_cider_change" and not signal:
+        return NO_SIGNAL
+    return _with_ci(metrics, key, signed=key == "forgetting_cider_change")
+
+
+def _margin_text(entry: dict[str, Any]) -> str:
+    m = entry["margin"]
+    return "n/a" if m is None else f"{m['difference']:+.3f} [{m['ci'][0]:+.2f}, {m['ci'][1]:+.2f}]"
+
+
+def _baseline_section(baselines: dict[str, dict[str, Any]], strongest: str) -> list[str]:
+    rows = [
+        [name, BASELINE_TITLES[name], _with_ci(b["metrics"], "brand_accuracy"), _with_ci(b["metrics"], "macro_brand_accuracy"),
+         _num(b["metrics"].get("hedged_rate")), str(b["metrics"].get("n_test", "n/a"))]
+        for name, b in baselines.items()
+    ]
+    return [
+        "## 2. Baselines",
+        "",
+        "On the same test items and with the same brand metric as every checkpoint. The image baselines "
+        "are fitted on the training images. A fine-tuned model that does not beat them has learnt nothing "
+        f"a lookup table or a prompt would not. Strongest baseline (highest test brand accuracy): `{strongest}`.",
+        "",
+        *_table(["baseline", "what it is", "brand acc. [95% CI]", "macro acc. [95% CI]", "hedged", "test items"], rows, align_left=2),
+        "",
+    ]
+
+
+def _selection_section(params: Params, evaluations, selection: dict[str, Any], signal: bool) -> list[str]:
+    base = evaluations[BASE][0]
+    rows = []
+    for exp, entry in selection["experiments"].items():
+        epoch = entry["epoch"]
+        strategy = params.train.experiments[exp].strategy
+        if epoch is None:
+            top = top_validation_epoch(evaluations[exp])
+            rows.append([exp, strategy, NO_LEARNING, f"{_num(evaluations[exp][top].get('val_brand_accuracy'))} (epoch {top})", *["n/a"] * 5])
+            continue
+        m = evaluations[exp][epoch]
+        rows.append([
+            exp, strategy, str(epoch), _num(m.get("val_brand_accuracy")), _with_ci(m, "brand_accuracy"), _with_ci(m, "macro_brand_accuracy"),
+            _margin_text(entry), _cell(m, "forgetting_cider_change", signal), _num(m.get("general_brand_hallucination_rate")),
+        ])
+    winners = selection["best"]
+    if selection["verdict"] == NO_LEARNING:
+        conclusion = (f"**No learning**: no experiment beats the base model on validation (base validation brand accuracy "
+                      f"{_num(base.get('val_brand_accuracy'))}); no best checkpoint is named.")
+    else:
+        named = ", ".join(f"`{exp}` epoch {selection['experiments'][exp]['epoch']}" for exp in winners)
+        score = _num(evaluations[winners[0]][selection["experiments"][winners[0]]["epoch"]]["val_brand_accuracy"])
+        conclusion = (f"**Tie** on validation brand accuracy ({score}): {named}." if selection["verdict"] == "tie"
+                      else f"**Best**: {named} (validation brand accuracy {score}).")
+    probe = ("" if signal else f" The forgetting probe has **no signal**: the base model's CIDEr on the general set "
+             f"({_num(base.get('general_cider'))}) is below {PROBE_SIGNAL_FLOOR}, so a change there says nothing.")
+    return [
+        "## 3. Best epoch per experiment (chosen on validation, reported on test)",
+        "",
+        "Each experiment's best epoch has the highest brand accuracy on the **validation** split (ties: the "
+        "earlier epoch); the test set never chooses. An experiment none of whose epochs beats the base model "
+        "on validation shows **no learning** (with its best validation figure). Test brand and macro accuracy "
+        "with 95% bootstrap intervals; margin: test brand accuracy minus the strongest baseline's "
+        f"(`{selection['strongest_baseline']}`) on the same items, with a 95% paired bootstrap interval. "
+        "General CIDEr change: on the brand-free general set, asked its own question "
+        f"(\"{params.eval.general_instruction}\"), minus the base model's (negative = forgetting). Hallucinated "
+        "brand: the fraction of brand-free images for which a known brand is named (base model: "
+        f"{_num(base.get('general_brand_hallucination_rate'))}).",
+        "",
+        *_table(["experiment", "strategy", "best epoch", "val. brand acc.", "test brand acc. [95% CI]", "test macro acc. [95% CI]",
+                 "margin over strongest baseline [95% CI]", "general CIDEr change", "hallucinated brand"], rows, align_left=3),
+        "",
+        conclusion + probe,
+        "",
+    ]
+
+
 def render_markdown(
     params: Params,
     funnel: list[tuple[str, str]],
@@ -204,10 +406,13 @@ def render_markdown(
     training: dict[str, dict[str, Any]],
     brands_kept: dict[str, int],
     provenance_block: list[str],
+    baselines: dict[str, dict[str, Any]],
+    selection: dict[str, Any],
 ) -> str:
     experiments = list(params.train.experiments)
-    best = {exp: best_epoch(evaluations[exp]) for exp in experiments}
+    best = {exp: selection["experiments"][exp]["epoch"] for exp in experiments}
     base = evaluations[BASE][0]
+    signal = probe_has_signal(base)
     lines = [
         "# brandcap results",
         "",
@@ -222,22 +427,24 @@ def render_markdown(
         f"`{params.model.base}`, {params.train.epochs} epochs, checkpoints at epochs "
         f"{', '.join(map(str, params.train.save_epochs))}, effective batch {params.train.batch_size}, "
         f"learning rate {params.train.learning_rate:g}, seed {params.seed}. "
-        f"Test samples: {base.get('n_test')}; general (brand-free) samples: {base.get('n_general')}.",
+        f"Test samples: {base.get('n_test')}; validation samples: {base.get('n_val')}; general (brand-free) samples: {base.get('n_general')}.",
         "",
         "## 1. Data funnel",
         "",
         *_table(["step", "count"], [[step, count] for step, count in funnel]),
         "",
-        "## 2. Results per experiment and epoch",
+        *_baseline_section(baselines, selection["strongest_baseline"]),
+        *_selection_section(params, evaluations, selection, signal),
+        "## 4. Results per experiment and epoch",
         "",
         "Epoch 0 is the base model before fine-tuning (shared by all experiments). **best** marks each "
-        "experiment's epoch with the highest brand accuracy. Brand accuracy: the answer names the right "
+        "experiment's best epoch on validation (section 3). Brand accuracy: the answer names the right "
         "brand and no other (a brand after 'not', 'no', 'never'... is not named); macro: the mean over "
         "brands. In brackets: 95% bootstrap interval over the test items, resampled within each brand. "
         "Hedged: the right brand named among others (not counted correct). Wrong brand: another known "
         "brand named and the right one absent. Lenient acc.: the right brand appears anywhere, the "
-        "gameable figure of the reference study. General CIDEr change: CIDEr on the general brand-free "
-        "set minus the base model's (negative = forgetting).",
+        "gameable figure of the reference study. Val. acc.: brand accuracy on the validation split. "
+        "General CIDEr change and hallucinated brand: the forgetting probe (section 3).",
         "",
     ]
     rows = []
@@ -245,12 +452,12 @@ def render_markdown(
         strategy = params.train.experiments[exp].strategy
         for epoch in [0, *params.train.save_epochs]:
             m = evaluations[BASE][0] if epoch == 0 else evaluations[exp][epoch]
-            mark = " **best**" if epoch == best[exp] else ""
-            cells = [_with_ci(m, key, signed=key == "forgetting_cider_change") for key, _ in RESULT_COLUMNS]
-            rows.append([exp, strategy, f"{epoch}{mark}", *cells])
-    lines += _table(["experiment", "strategy", "epoch", *(title for _, title in RESULT_COLUMNS)], rows, align_left=3)
+            mark = " **best**" if epoch == best[exp] else f" ({NO_LEARNING})" if epoch == 0 and best[exp] is None else ""
+            cells = [_cell(m, key, signal) for key, _ in RESULT_COLUMNS]
+            rows.append([exp, strategy, f"{epoch}{mark}", _num(m.get("val_brand_accuracy")), *cells])
+    lines += _table(["experiment", "strategy", "epoch", "val. acc.", *(title for _, title in RESULT_COLUMNS)], rows, align_left=3)
 
-    lines += ["", "## 3. Resources per experiment", ""]
+    lines += ["", "## 5. Resources per experiment", ""]
     rows = []
     for exp in experiments:
         s = training[exp]["summary"]
@@ -275,30 +482,42 @@ def render_markdown(
         rows, align_left=2,
     )
 
-    best_exp = max(experiments, key=lambda e: (evaluations[e][best[e]].get("brand_accuracy") or 0.0, -experiments.index(e)))
-    best_metrics = evaluations[best_exp][best[best_exp]]
-    lines += [
-        "",
-        "## 4. Per-brand accuracy of the best checkpoint",
-        "",
-        f"Best checkpoint: `{best_exp}` epoch {best[best_exp]} (brand accuracy {_with_ci(best_metrics, 'brand_accuracy')}, "
-        f"macro {_with_ci(best_metrics, 'macro_brand_accuracy')}). Brands by number of cleaned captions: "
-        "rare brands are where imbalance shows; n is the brand's test items, so a brand with a small n "
-        "moves in steps of 1/n.",
-        "",
-    ]
-    per_brand = best_metrics.get("per_brand_accuracy") or {}
+    lines += ["", *_per_brand_section(evaluations, selection, brands_kept)]
+    return "\n".join(lines) + "\n"
+
+
+def _per_brand_section(evaluations, selection: dict[str, Any], brands_kept: dict[str, int]) -> list[str]:
+    """Per-brand accuracy of the best checkpoint (each one when tied; the base model alone when none)."""
+    winners = selection["best"]
+    best = {exp: selection["experiments"][exp]["epoch"] for exp in winners}
+    base = evaluations[BASE][0]
+    lines = ["## 6. Per-brand accuracy of the best checkpoint", ""]
+    if winners:
+        described = "; ".join(
+            f"`{exp}` epoch {best[exp]} (brand accuracy {_with_ci(evaluations[exp][best[exp]], 'brand_accuracy')}, "
+            f"macro {_with_ci(evaluations[exp][best[exp]], 'macro_brand_accuracy')})" for exp in winners
+        )
+        lines.append(f"Best checkpoint{'s (tied)' if len(winners) > 1 else ''}: {described}. " + PER_BRAND_NOTE)
+    else:
+        lines.append(f"No best checkpoint ({NO_LEARNING}): the base model's per-brand accuracy. " + PER_BRAND_NOTE)
+    lines.append("")
+    columns = [(f"{exp} accuracy", evaluations[exp][best[exp]].get("per_brand_accuracy") or {}) for exp in winners]
     base_per_brand = base.get("per_brand_accuracy") or {}
-    order = sorted(per_brand, key=lambda b: (-brands_kept.get(b, 0), b))
+    brands = columns[0][1] if columns else base_per_brand
+    order = sorted(brands, key=lambda b: (-brands_kept.get(b, 0), b))
     rows = [
-        [
-            b, str(brands_kept.get(b, "n/a")), str(per_brand[b]["n"]), _num(base_per_brand.get(b, {}).get("accuracy")),
-            _num(per_brand[b]["accuracy"]), _num(per_brand[b].get("hedged_rate")),
-        ]
+        [b, str(brands_kept.get(b, "n/a")), str(brands[b]["n"]), _num(base_per_brand.get(b, {}).get("accuracy")),
+         *(f"{_num(per_brand.get(b, {}).get('accuracy'))} (hedged {_num(per_brand.get(b, {}).get('hedged_rate'))})" for _, per_brand in columns)]
         for b in order
     ]
-    lines += _table(["brand", "cleaned captions", "test items (n)", "base accuracy", "best accuracy", "best hedged"], rows)
-    return "\n".join(lines) + "\n"
+    lines += _table(["brand", "cleaned captions", "test items (n)", "base accuracy", *(title for title, _ in columns)], rows)
+    return lines
+
+
+PER_BRAND_NOTE = (
+    "Brands by number of cleaned captions: rare brands are where imbalance shows; n is the brand's test "
+    "items, so a brand with a small n moves in steps of 1/n."
+)
 
 
 def provenance_lines(origin: dict[str, str], covered: list[Path]) -> list[str]:
@@ -330,6 +549,27 @@ def _flat_scalars(metrics: dict[str, Any]) -> dict[str, Any]:
 def scalar_metrics(evaluations: dict[str, dict[int, dict[str, Any]]]) -> dict[str, dict[str, dict[str, Any]]]:
     """{exp: {"epoch-N": {metric: number}}}, flat for `dvc exp show` (see `_flat_scalars`)."""
     return {exp: {epoch_key(epoch): _flat_scalars(m) for epoch, m in sorted(runs.items())} for exp, runs in evaluations.items()}
+
+
+SELECTED_METRICS = ("val_brand_accuracy", "brand_accuracy", "brand_accuracy_ci", "macro_brand_accuracy", "macro_brand_accuracy_ci",
+                    "forgetting_cider_change", "general_brand_hallucination_rate")
+
+
+def selection_metrics(evaluations, selection: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json's "selection": the verdict, the best experiment(s) (comma-separated), the strongest
+    baseline, and per experiment its best epoch (null: no learning) with its figures and margin."""
+    out: dict[str, Any] = {"verdict": selection["verdict"], "best": ", ".join(selection["best"]),
+                           "strongest_baseline": selection["strongest_baseline"]}
+    for exp, entry in selection["experiments"].items():
+        m = evaluations[exp][entry["epoch"]] if entry["epoch"] is not None else {}
+        margin_of = entry["margin"] or {}
+        out[exp] = _flat_scalars({
+            "epoch": entry["epoch"],
+            **{k: m.get(k) for k in SELECTED_METRICS},
+            "margin_brand_accuracy": margin_of.get("difference"),
+            "margin_brand_accuracy_ci": margin_of.get("ci"),
+        })
+    return out
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
@@ -401,6 +641,7 @@ def run_tables(
     train_dir: Path,
     checkpoints_dir: Path,
     eval_dir: Path,
+    baselines_dir: Path,
     out_md: Path,
     out_metrics: Path,
     plots_dir: Path,
@@ -408,17 +649,29 @@ def run_tables(
     """Collect the study into tables.md, metrics.json and plots; see the module docstring."""
     funnel = data_funnel(Path(catalog_path), Path(manifest_path), Path(captions_path), Path(clean_report_path))
     evaluations = load_evaluations(params, Path(eval_dir))
+    baselines = load_baselines(Path(eval_dir), Path(baselines_dir))
+    selection = select(params, evaluations, baselines, Path(eval_dir))
     training = load_training(params, Path(train_dir), Path(checkpoints_dir))
     brands_kept = _read_json(Path(clean_report_path), "rerun the clean stage").get("brands_kept") or {}
     processed_dir = Path(clean_report_path).parent
     origin = provenance(params, processed_dir, written=[Path(out_md), Path(out_metrics), Path(plots_dir)])
     origin_block = provenance_lines(origin, data_files(processed_dir))
 
-    write_text(out_md, render_markdown(params, funnel, evaluations, training, brands_kept, origin_block))
-    write_json(out_metrics, {"provenance": origin, **scalar_metrics(evaluations)})
+    write_text(out_md, render_markdown(params, funnel, evaluations, training, brands_kept, origin_block, baselines, selection))
+    write_json(out_metrics, {
+        "provenance": origin,
+        **scalar_metrics(evaluations),
+        "baselines": {name: _flat_scalars(b["metrics"]) for name, b in baselines.items()},
+        "selection": selection_metrics(evaluations, selection),
+    })
     write_plots(params, evaluations, training, Path(plots_dir))
 
-    base_acc = _with_ci(evaluations[BASE][0], "brand_accuracy")
-    best = {exp: best_epoch(evaluations[exp]) for exp in params.train.experiments}
-    summary = ", ".join(f"{exp} {_with_ci(evaluations[exp][e], 'brand_accuracy')} (epoch {e})" for exp, e in best.items())
-    log.info("tables: base brand accuracy %s; best per experiment: %s; wrote %s, %s, %s", base_acc, summary, out_md, out_metrics, plots_dir)
+    strongest = selection["strongest_baseline"]
+    summary = ", ".join(
+        f"{exp} {NO_LEARNING}" if entry["epoch"] is None else
+        f"{exp} epoch {entry['epoch']}: test {_with_ci(evaluations[exp][entry['epoch']], 'brand_accuracy')}, margin {_margin_text(entry)}"
+        for exp, entry in selection["experiments"].items()
+    )
+    log.info("tables: strongest baseline %s %s; chosen on validation: %s; %s %s; wrote %s, %s, %s",
+             strongest, _with_ci(baselines[strongest]["metrics"], "brand_accuracy"), summary, selection["verdict"],
+             ", ".join(selection["best"]), out_md, out_metrics, plots_dir)

@@ -1,4 +1,4 @@
-"""clean stage: drop abnormal captions, fix cut-offs and brand case, filter rare brands, split train/test.
+"""clean stage: drop abnormal captions, fix cut-offs and brand case, filter rare brands, split train/validation/test.
 
     python workflow/scripts/clean.py --params params.yaml --captions data/interim/captions.jsonl --out data/processed --log logs/clean.log
 """
