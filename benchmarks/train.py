@@ -176,6 +176,7 @@ TILINGS = {
 REAL_TILES = TinyModelParams(image_size=448, patch_size=14)  # the real processor: 448 px tiles, 256 tokens each
 CAPTION_TOKENS = 200  # caption.max_tokens: the longest answer seed004's captioner writes
 MEASURED_SHAPE = "portrait 336x448"  # timed on this machine: the shape that tiles most (12 + thumbnail)
+TIMED_TILINGS = ("off", "max_tiles 12")  # each part timed twice (the faster counts): a shared CPU's load swings
 HEAD_CHUNK = 256  # LM head + loss timed on this many tokens, scaled per token (full logits of 3.5k tokens: ~2 GB)
 
 # seed004 (configs/seed004.yaml) and the GPU assumptions of its wall-time estimate
@@ -298,8 +299,8 @@ class PartsOf1B:
     def vision_seconds(self, tiles: int) -> float:
         pixels = torch.randn(tiles, 3, REAL_TILES.image_size, REAL_TILES.image_size)
         hidden = torch.randn(tiles, VISION_TOKENS_PER_TILE, self.config.vision_config.hidden_size)
-        front = timed(lambda: self.model.model.get_image_features(pixel_values=pixels).pooler_output.sum().backward())
-        layer = timed(lambda: self.vision_layer(hidden).sum().backward())
+        front = timed(lambda: self.model.model.get_image_features(pixel_values=pixels).pooler_output.sum().backward(), repeats=2)
+        layer = timed(lambda: self.vision_layer(hidden).sum().backward(), repeats=2)
         self.model.zero_grad(set_to_none=True)
         self.vision_layer.zero_grad(set_to_none=True)
         return front + self.vision_layers * layer
@@ -307,13 +308,13 @@ class PartsOf1B:
     def llm_seconds(self, seq_len: int) -> float:
         embeds = torch.randn(1, seq_len, self.config.text_config.hidden_size, requires_grad=True)
         language_model = self.model.model.language_model
-        return self.text_layers * timed(lambda: language_model(inputs_embeds=embeds).last_hidden_state.sum().backward())
+        return self.text_layers * timed(lambda: language_model(inputs_embeds=embeds).last_hidden_state.sum().backward(), repeats=2)
 
     def head_seconds(self, seq_len: int) -> float:
         hidden = torch.randn(HEAD_CHUNK, self.config.text_config.hidden_size, requires_grad=True)
         labels = torch.randint(0, self.config.text_config.vocab_size, (HEAD_CHUNK,))
         step = lambda: torch.nn.functional.cross_entropy(self.model.lm_head(hidden), labels).backward()  # noqa: E731
-        return timed(step) * seq_len / HEAD_CHUNK
+        return timed(step, repeats=2) * seq_len / HEAD_CHUNK
 
 
 def collate_seconds(processor, instruction: str, size: tuple[int, int], repeats: int = 5) -> float:
@@ -345,8 +346,8 @@ def print_cpu_seconds(processor_of, tokens: dict[str, list[PromptTokens]], instr
     print(f"{'tiling':<14}{'tiles':>6}{'tokens':>8}{'collate':>9}{'vision':>9}{'LLM':>9}{'head':>8}{'total':>9}{'x off':>7}"
           f"{'FLOP x off':>12}  (analytic ratio, same shape and setting)")
     totals, flops = {}, {}
-    for tiling, rows in tokens.items():
-        row = measured_row(rows)
+    for tiling in TIMED_TILINGS:
+        row = measured_row(tokens[tiling])
         flops[tiling] = sum(training_flops(row.tiles, row.sample_tokens, text=QWEN25_0_5B, checkpointing=False).values())
         collate = collate_seconds(processor_of[tiling], instruction, PHOTO_SHAPES[MEASURED_SHAPE])
         vision, llm, head = parts.vision_seconds(row.tiles), parts.llm_seconds(row.sample_tokens), parts.head_seconds(row.sample_tokens)
