@@ -4,7 +4,7 @@
 rule evaluate_base:
     input:
         script=script("evaluate"),
-        code=package("evaluate", "metrics", "caption_metrics", "checkpoints", "chat", "brands"),
+        code=package("evaluate", "launch", "gpus", "metrics", "caption_metrics", "checkpoints", "chat", "brands"),
         base=rules.base_model.output.out,
         processed=rules.clean.output.out,
         general=rules.general_set.output.out,
@@ -26,7 +26,7 @@ rule evaluate_base:
 rule evaluate:
     input:
         script=script("evaluate"),
-        code=package("evaluate", "metrics", "caption_metrics", "checkpoints", "chat", "brands"),
+        code=package("evaluate", "launch", "gpus", "metrics", "caption_metrics", "checkpoints", "chat", "brands"),
         base=rules.base_model.output.out,
         checkpoints=rules.train.output.checkpoints,
         processed=rules.clean.output.out,
@@ -49,7 +49,7 @@ rule evaluate:
 rule evaluate_prompted:
     input:
         script=script("evaluate"),
-        code=package("evaluate", "metrics", "caption_metrics", "checkpoints", "chat", "brands"),
+        code=package("evaluate", "launch", "gpus", "metrics", "caption_metrics", "checkpoints", "chat", "brands"),
         base=rules.base_model.output.out,
         processed=rules.clean.output.out,
         images=rules.download.output.images,

@@ -10,7 +10,14 @@ brands (results/eval/base/prompted, no --general).
 from pathlib import Path
 
 from brandcap.evaluate import run_evaluate
+from brandcap.launch import launch_stage
 from brandcap.stage import run_stage, stage_args
+
+
+def evaluate_stage(args, params):
+    launch_stage(1, distributed=False)  # on GPUs: this job's own GPU (brandcap.gpus), not always cuda:0
+    run_evaluate(params, args.base, args.checkpoint, args.test, args.general, args.out, args.resume,
+                 val_jsonl=args.val, prompted=args.prompted)
 
 
 def _options(parser):
@@ -22,10 +29,4 @@ def _options(parser):
 
 if __name__ == "__main__":
     args = stage_args(__doc__, "base", "test", "out", "resume", extra=_options)
-    run_stage(
-        f"evaluate[{args.out}]", args,
-        lambda params: run_evaluate(
-            params, args.base, args.checkpoint, args.test, args.general, args.out, args.resume,
-            val_jsonl=args.val, prompted=args.prompted,
-        ),
-    )
+    run_stage(f"evaluate[{args.out}]", args, lambda params: evaluate_stage(args, params))
