@@ -189,13 +189,15 @@ def test_only_rank_zero_writes_the_stage_log(tmp_path, monkeypatch, restore_logg
     assert len(lines) == 2 and lines[1].endswith("[rank 0] brandcap: from rank 0")
 
 
-def test_train_rule_declares_one_gpu_per_device():
+def test_train_rule_declares_one_gpu_per_device(tmp_path):
     from snakemake.api import SnakemakeApi
     from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
 
+    profile = tmp_path / "four_gpus.yaml"
+    profile.write_text("train: {devices: 4, per_device_batch_size: 3}\n")
     with SnakemakeApi(OutputSettings()) as api:
         workflow = api.workflow(
             resource_settings=ResourceSettings(cores=1), snakefile=ROOT / "Snakefile", workdir=ROOT,
-            config_settings=ConfigSettings(config={"train": {"devices": 4, "per_device_batch_size": 3}}),
+            config_settings=ConfigSettings(configfiles=[profile]),
         )
         assert workflow._workflow.get_rule("train").resources["gpu"] == 4
