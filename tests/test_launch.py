@@ -136,7 +136,7 @@ TORCHRUN_JOB = """
     dist.init_process_group("gloo")
     total = torch.tensor([dist.get_rank() + 1.0])
     dist.all_reduce(total)
-    line = f"rank {dist.get_rank()} of {dist.get_world_size()} sum {total.item():.0f} port {os.environ['MASTER_PORT']}\n"
+    line = f"rank {dist.get_rank()} of {dist.get_world_size()} sum {total.item():.0f} port {os.environ['MASTER_PORT']}\\n"
     os.write(1, line.encode())  # one write: both ranks share the pipe, print() could interleave them
     dist.destroy_process_group()
 """
