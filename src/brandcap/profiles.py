@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from brandcap.atomic import write_text
-from brandcap.params import Params, ParamsError, read_params_mapping, validate_params
+from brandcap.params import Params, read_params_mapping, validate_params
 from brandcap.params_file import render_params
 
 
@@ -43,24 +43,22 @@ def overlay_params(base: dict[str, Any], top: dict[str, Any], model: type[BaseMo
     return merged
 
 
-def resolve_params(base_file: str | Path, overlays: list[str | Path] | tuple = ()) -> Params:
-    """The validated parameters of `base_file` with each overlay file laid over it in order."""
-    raw = read_params_mapping(base_file)
+def _with_overlays(raw: dict[str, Any], base_name: str, overlays: list[str | Path] | tuple) -> Params:
+    """`raw` with each overlay file laid over it in order, validated; errors name every file."""
     for path in overlays:
         raw = overlay_params(raw, read_params_mapping(path))
-    source = " + ".join(str(p) for p in [base_file, *overlays])
-    return validate_params(raw, source)
+    return validate_params(raw, " + ".join([base_name, *map(str, overlays)]))
+
+
+def resolve_params(base_file: str | Path, overlays: list[str | Path] | tuple = ()) -> Params:
+    """The validated parameters of `base_file` with each overlay file laid over it in order."""
+    return _with_overlays(read_params_mapping(base_file), str(base_file), overlays)
 
 
 def write_profile(overlays: list[str | Path], out: str | Path = "params.yaml") -> Params:
     """Write the defaults with `overlays` laid over them to `out` (DVC reads params.yaml only)."""
-    raw: dict[str, Any] = Params().model_dump(mode="json")
-    for path in overlays:
-        raw = overlay_params(raw, read_params_mapping(path))
-    params = validate_params(raw, " + ".join(["defaults", *map(str, overlays)]))
+    params = _with_overlays(Params().model_dump(mode="json"), "defaults", overlays)
     title = "the defaults overlaid by " + ", ".join(map(str, overlays)) if overlays else None
     write_text(out, render_params(params, title) if title else render_params(params))
     return params
 
-
-__all__ = ["ParamsError", "overlay_params", "resolve_params", "write_profile"]

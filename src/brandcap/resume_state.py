@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from brandcap import atomic
+from brandcap.provenance import canonical_json_sha256
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +100,9 @@ def code_digest(stage_module: str) -> str:
 
 def stage_fingerprint(stage_module: str, inputs: dict[str, str | Path | list[str | Path]], params: dict[str, Any]) -> dict[str, Any]:
     """What a stage's resume state depends on: input contents, the params it reads, its code."""
-    canonical = json.dumps(params, sort_keys=True, default=str)
     return {
         "inputs": {name: content_digest(path) for name, path in sorted(inputs.items())},
-        "params": hashlib.sha256(canonical.encode()).hexdigest(),
+        "params": canonical_json_sha256(params),
         "code": code_digest(stage_module),
     }
 
