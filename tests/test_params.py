@@ -10,7 +10,7 @@ from typing import get_args
 import pytest
 import yaml
 
-from brandcap.params import LrScheduler, Params, ParamsError, load_params, validate_params
+from brandcap.params import LrScheduler, Params, ParamsError, check_training_seed, load_params, validate_params
 from brandcap.params_file import render_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,6 +63,13 @@ def test_rendered_file_round_trips(tmp_path):
         ("caption:\n  model: 7\n", "caption.model", "put the value in quotes"),
         ("train:\n", "train", "the section is empty"),
         ("train:\n  lr_scheduler: cosine_with_warmup\n", "train.lr_scheduler", "'constant_with_warmup'"),
+        # training seeds: a matrix axis, so a non-empty list of distinct ints
+        ("train:\n  seeds: []\n", "train.seeds", "the seed list is empty; give at least one, e.g. seeds: [4]"),
+        ("train:\n  seeds: [4, 5, 4]\n", "train.seeds", "seed(s) [4] given more than once; list each training seed once (e.g. [4, 5])"),
+        ("train:\n  seeds: ['4']\n", "train.seeds.0", "a quoted value is text: write it without quotes"),
+        ("train:\n  seeds: [4.5]\n", "train.seeds.0", "valid integer"),
+        ("train:\n  seeds: 4\n", "train.seeds", "valid list"),
+        ("train:\n  seeds: [-1]\n", "train.seeds", "outside 0..2**32-1"),
     ],
 )
 def test_bad_values_name_file_key_and_fix(tmp_path, text, key, hint):
@@ -73,6 +80,13 @@ def test_bad_values_name_file_key_and_fix(tmp_path, text, key, hint):
     assert str(path) in message
     assert f"{key}:" in message
     assert hint in message
+
+
+def test_a_train_job_runs_only_a_listed_seed():
+    params = validate_params({"train": {"seeds": [4, 5]}})
+    check_training_seed(params, 5)
+    with pytest.raises(ParamsError, match=r"training seed 6 is not in train.seeds \[4, 5\]; add it there"):
+        check_training_seed(params, 6)
 
 
 def test_missing_file_and_bad_yaml(tmp_path):

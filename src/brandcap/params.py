@@ -312,6 +312,9 @@ def batch_layout_error(batch_size: int, per_device_batch_size: int, devices: int
     return None
 
 
+# The study's seed: the data (sampling, shop, split) and, by default, the one training run per experiment.
+DEFAULT_SEED = 4
+
 # Keys of results/metrics.json beside the experiments' names (brandcap.tables).
 RESERVED_RESULT_KEYS = ("provenance", "base", "baselines", "selection")
 
@@ -341,7 +344,12 @@ class TrainParams(Section):
             "freeze_vision": Experiment(strategy="freeze_vision"),
             "lora": Experiment(strategy="lora"),
         },
-        description="Experiment name -> freezing strategy and overrides; one training run each.",
+        description="Experiment name -> freezing strategy and overrides; one training run per seed in train.seeds.",
+    )
+    seeds: list[int] = Field(
+        default_factory=lambda: [DEFAULT_SEED],
+        description="Training seeds (model initialisation, data order): each experiment trains once per seed, a matrix axis "
+                    "of train and evaluate; with several, the tables show mean ± sd over seeds. The data split keeps the top-level seed.",
     )
 
     @field_validator("experiments")
@@ -353,6 +361,19 @@ class TrainParams(Section):
             # results/metrics.json keys its experiments by name beside these
             if not name.replace("_", "").replace("-", "").isalnum() or name in RESERVED_RESULT_KEYS:
                 raise ValueError(f"experiment name {name!r} must be letters, digits, '_' or '-', and not one of {', '.join(RESERVED_RESULT_KEYS)}")
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError(f"the seed list is empty; give at least one, e.g. seeds: [{DEFAULT_SEED}]")
+        repeated = sorted({s for s in v if v.count(s) > 1})
+        if repeated:
+            raise ValueError(f"seed(s) {repeated} given more than once; list each training seed once (e.g. {sorted(set(v))})")
+        outside = [s for s in v if not 0 <= s < 2**32]
+        if outside:
+            raise ValueError(f"seed(s) {outside} outside 0..2**32-1, the range numpy and torch accept; pick seeds such as 4, 5, 6")
         return v
 
     @model_validator(mode="after")
@@ -391,7 +412,7 @@ class EvalParams(Section):
 
 # --------------------------------------------------------------------------- all
 class Params(Section):
-    seed: int = Field(4, description="Seed of everything: sampling, shop, splits, model init, training.")
+    seed: int = Field(DEFAULT_SEED, description="Seed of the data and evaluation: sampling, shop, splits, base model, evaluation samples; training runs use train.seeds.")
     data: DataParams = DataParams()
     download: DownloadParams = DownloadParams()
     caption: CaptionParams = CaptionParams()
@@ -493,6 +514,12 @@ def read_params_mapping(path: str | Path) -> dict[str, Any]:
 def load_params(path: str | Path) -> Params:
     path = Path(path)
     return validate_params(read_params_mapping(path), str(path))
+
+
+def check_training_seed(params: Params, seed: int) -> None:
+    """A train job's seed must be one of train.seeds (the orchestrators run one job per listed seed)."""
+    if seed not in params.train.seeds:
+        raise ParamsError(f"training seed {seed} is not in train.seeds {params.train.seeds}; add it there or pass one of them")
 
 
 def experiment_settings(params: Params, name: str) -> tuple[Strategy, float, LoraParams]:
