@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText, TrainerCallback
 
 from brandcap.checkpoints import CHECKPOINT_META, TRAINABLE_WEIGHTS, load_for_inference, save_checkpoint, state_bytes
-from brandcap.params import LoraParams, TinyModelParams, validate_params
+from brandcap.params import LoraParams, ParamsError, TinyModelParams, validate_params
 from brandcap.strategies import apply_strategy
 from brandcap.tiny_model import build_tiny_model
 from brandcap.train import CHECKPOINT_DTYPES, elapsed_before, gradient_accumulation_steps, resolve_precision, run_train
@@ -43,7 +43,7 @@ def train_params(**train):
         "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
         "experiments": {s: {"strategy": s} for s in ("freeze_llm", "freeze_vision", "projector_only", "lora", "full")},
     }
-    return validate_params({"seed": 3, "train": {**settings, **train}})
+    return validate_params({"seed": 3, "train": {"seeds": [3, 5], **settings, **train}})
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ def _logits(model, batch):
         return model(**batch).logits
 
 
-def _run(workdir, experiment, params=None, callbacks=(), tag=""):
+def _run(workdir, experiment, params=None, callbacks=(), tag="", seed=3):
     out = workdir / f"run-{experiment}{tag}"
     paths = {
         "checkpoints_dir": out / "checkpoints",
@@ -112,7 +112,7 @@ def _run(workdir, experiment, params=None, callbacks=(), tag=""):
     }
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(workdir)
-        run_train(params or train_params(), experiment, workdir / "base", Path("train.jsonl"), callbacks=callbacks, **paths)
+        run_train(params or train_params(), experiment, seed, workdir / "base", Path("train.jsonl"), callbacks=callbacks, **paths)
     return paths
 
 
@@ -142,7 +142,7 @@ def freeze_llm_run(workdir, straight_runs):
 def test_freeze_llm_run_writes_deltas_logs_and_summary(workdir, freeze_llm_run):
     paths, _ = freeze_llm_run
     summary = json.loads((paths["log_dir"] / "summary.json").read_text())
-    assert summary["strategy"] == "freeze_llm" and summary["resumed_from_step"] == 0
+    assert summary["strategy"] == "freeze_llm" and summary["resumed_from_step"] == 0 and summary["seed"] == 3
     assert summary["gradient_accumulation_steps"] == 2 and summary["precision"] == "fp32"
     assert 0 < summary["trainable_params"] < summary["total_params"]
     assert summary["peak_memory_bytes"] > 0 and summary["wall_time_s"] > 0 and summary["samples_per_second"] > 0
@@ -158,7 +158,7 @@ def test_freeze_llm_run_writes_deltas_logs_and_summary(workdir, freeze_llm_run):
         ckpt = paths["checkpoints_dir"] / f"epoch-{epoch}"
         assert sorted(p.name for p in ckpt.iterdir()) == [CHECKPOINT_META, TRAINABLE_WEIGHTS]
         meta = json.loads((ckpt / CHECKPOINT_META).read_text())
-        assert meta["epoch"] == epoch and meta["experiment"] == "freeze_llm" and meta["strategy"] == "freeze_llm"
+        assert meta["epoch"] == epoch and meta["experiment"] == "freeze_llm" and meta["strategy"] == "freeze_llm" and meta["seed"] == 3
         assert meta["params"]["train"]["epochs"] == 2 and meta["saved_bytes"] == (ckpt / TRAINABLE_WEIGHTS).stat().st_size
         assert meta["weights_dtype"] == "float32"  # an fp32 run saves fp32
         keys = load_file(ckpt / TRAINABLE_WEIGHTS).keys()
@@ -253,6 +253,27 @@ def test_interrupted_run_resumes_and_restores_epoch_checkpoints(workdir, freeze_
         assert all(torch.allclose(resumed[k], straight[k], atol=1e-6) for k in resumed)
 
 
+def test_another_seed_trains_another_model_and_never_resumes_the_first_seeds_state(workdir, straight_runs):
+    """train.seeds is a matrix axis: seed 5 initialises the LoRA adapters and orders the data its own way, and a
+    resume state left by seed 3 in the same folder is discarded (the fingerprint holds the training seed)."""
+    with pytest.raises(KeyboardInterrupt):
+        _run(workdir, "lora", callbacks=[InterruptAfterEpoch(1)], tag="-seeds")  # seed 3
+    paths = _run(workdir, "lora", tag="-seeds", seed=5)
+    summary = json.loads((paths["log_dir"] / "summary.json").read_text())
+    assert summary["seed"] == 5 and summary["resumed_from_step"] == 0
+    assert json.loads((paths["checkpoints_dir"] / "epoch-2" / CHECKPOINT_META).read_text())["seed"] == 5
+    seed_5 = _delta_weights(paths["checkpoints_dir"] / "epoch-2")
+    seed_3 = _delta_weights(straight_runs("lora")[0]["checkpoints_dir"] / "epoch-2")
+    assert seed_5.keys() == seed_3.keys()
+    assert not all(torch.allclose(seed_5[k], seed_3[k], atol=1e-4) for k in seed_5)
+
+
+def test_a_seed_outside_train_seeds_is_refused_before_any_work(workdir, tmp_path):
+    with pytest.raises(ParamsError, match=r"training seed 9 is not in train.seeds \[3, 5\]"):
+        run_train(train_params(), "freeze_llm", 9, workdir / "base", workdir / "train.jsonl", tmp_path / "c", tmp_path / "l", tmp_path / "r")
+    assert not any(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("strategy", ["projector_only", "freeze_vision", "full"])
 def test_every_checkpoint_format_round_trips(workdir, probe_batch, tmp_path, strategy):
     model = AutoModelForImageTextToText.from_pretrained(workdir / "base", dtype=torch.float32)
@@ -340,12 +361,12 @@ def test_effective_batch_and_precision_settings():
 
 def test_missing_base_model_fails_clearly(workdir, tmp_path):
     with pytest.raises(FileNotFoundError, match="base_model stage"):
-        run_train(train_params(), "freeze_llm", tmp_path / "nowhere", workdir / "train.jsonl", tmp_path / "c", tmp_path / "l", tmp_path / "r")
+        run_train(train_params(), "freeze_llm", 3, tmp_path / "nowhere", workdir / "train.jsonl", tmp_path / "c", tmp_path / "l", tmp_path / "r")
 
 
 def test_prompt_settings_are_checked_before_any_work(workdir, tmp_path):
     def run(params):
-        run_train(params, "freeze_llm", workdir / "base", workdir / "train.jsonl", tmp_path / "c", tmp_path / "l", tmp_path / "r")
+        run_train(params, "freeze_llm", 3, workdir / "base", workdir / "train.jsonl", tmp_path / "c", tmp_path / "l", tmp_path / "r")
 
     with pytest.raises(ValueError, match=r"train.max_length \(16\) leaves no room for the answer: .* 1 tile x 9 = 9 image tokens"):
         run(train_params(max_length=16))

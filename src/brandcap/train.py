@@ -1,11 +1,14 @@
-"""The train stage: one experiment (a freezing strategy) trained with the Hugging Face Trainer.
+"""The train stage: one experiment (a freezing strategy) with one training seed, trained with the Hugging Face Trainer.
 
     from brandcap.params import load_params
     from brandcap.train import run_train
-    run_train(load_params("params.yaml"), "freeze_llm", base_dir=Path("models/base"),
+    run_train(load_params("params.yaml"), "freeze_llm", 4, base_dir=Path("models/base"),
               train_jsonl=Path("data/processed/train.jsonl"),
-              checkpoints_dir=Path("results/checkpoints/freeze_llm"),
-              log_dir=Path("results/train/freeze_llm"), resume_dir=Path(".resume/train/freeze_llm"))
+              checkpoints_dir=Path("results/checkpoints/freeze_llm/seed-4"),
+              log_dir=Path("results/train/freeze_llm/seed-4"), resume_dir=Path(".resume/train/freeze_llm/seed-4"))
+
+The seed (one of train.seeds) sets the model's random initialisation (LoRA adapters) and the
+order of the training data; the data split keeps the top-level seed.
 
 Outputs
 - `checkpoints_dir/epoch-{N}/` for N in train.save_epochs: only what was trained (see checkpoints.py),
@@ -49,7 +52,7 @@ from brandcap.checkpoints import (
     trainable_state_dict,
 )
 from brandcap.launch import check_process_count
-from brandcap.params import Params, TrainParams, experiment_settings
+from brandcap.params import Params, TrainParams, check_training_seed, experiment_settings
 from brandcap.resume_state import prepare_resume_dir, stage_fingerprint
 from brandcap.strategies import apply_strategy, count_parameters
 from brandcap.training_data import CaptionCollator, CaptionDataset
@@ -100,11 +103,12 @@ def peak_memory() -> tuple[int, str]:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "process_peak_rss"
 
 
-def run_fingerprint(params: Params, experiment: str, base_dir: Path, train_jsonl: Path, dataset: CaptionDataset) -> dict:
+def run_fingerprint(params: Params, experiment: str, seed: int, base_dir: Path, train_jsonl: Path, dataset: CaptionDataset) -> dict:
     """What a resume state depends on (brandcap.resume_state): the base model's, the records' and the
-    images' content, the params the run reads and the code; a state made under another is not reused."""
+    images' content, the params the run reads (its training seed among them) and the code; a state
+    made under another is not reused."""
     inputs = {"base": base_dir, "train": train_jsonl, "images": [record["image"] for record in dataset.records]}
-    read = {"experiment": experiment, "seed": params.seed, "train": params.train.model_dump(mode="json"),
+    read = {"experiment": experiment, "seed": seed, "train": params.train.model_dump(mode="json"),
             "image_tiling": params.model.image_tiling.model_dump(mode="json")}
     return stage_fingerprint("brandcap.train", inputs, read)
 
@@ -345,6 +349,7 @@ def training_arguments(train: TrainParams, learning_rate: float, seed: int, resu
 def run_train(
     params: Params,
     experiment: str,
+    seed: int,
     base_dir: Path,
     train_jsonl: Path,
     checkpoints_dir: Path,
@@ -352,7 +357,7 @@ def run_train(
     resume_dir: Path,
     callbacks: Sequence[TrainerCallback] = (),
 ) -> None:
-    """Train one experiment; write its epoch checkpoints, log.jsonl and summary.json.
+    """Train one experiment with training seed `seed`; write its epoch checkpoints, log.jsonl and summary.json.
 
     `callbacks` are extra Trainer callbacks (tests use one to interrupt a run).
     """
@@ -362,6 +367,7 @@ def run_train(
     checkpoints_dir, log_dir, resume_dir = Path(checkpoints_dir), Path(log_dir), Path(resume_dir)
     train = params.train
     strategy, learning_rate, lora = experiment_settings(params, experiment)
+    check_training_seed(params, seed)
     check_deepspeed_config(train.deepspeed)
     if not (base_dir / "config.json").exists():
         raise FileNotFoundError(f"{base_dir}: no base model (config.json missing); run the base_model stage first")
@@ -373,8 +379,8 @@ def run_train(
 
     dataset = CaptionDataset(train_jsonl)
     # under torchrun, creating the arguments joins the process group
-    args = training_arguments(train, learning_rate, params.seed, resume_dir, precision)
-    fingerprint = run_fingerprint(params, experiment, base_dir, train_jsonl, dataset)
+    args = training_arguments(train, learning_rate, seed, resume_dir, precision)
+    fingerprint = run_fingerprint(params, experiment, seed, base_dir, train_jsonl, dataset)
     resume_from = _prepare_run_state(args, resume_dir, fingerprint, checkpoints_dir)
     resumed_step = _trainer_state_step(resume_from)
 
@@ -382,13 +388,14 @@ def run_train(
     model = AutoModelForImageTextToText.from_pretrained(base_dir, dtype=torch.float32)
     model.config.use_cache = False
     full_model_bytes = state_bytes(model)
-    set_seed(params.seed)  # LoRA adapters are initialised randomly: the same seed, the same run
+    set_seed(seed)  # LoRA adapters are initialised randomly: the same seed, the same run
     model = apply_strategy(model, strategy, lora)
     trainable, total = count_parameters(model)
-    log.info("%s: strategy %s, %d of %d parameters train (%.2f%%)", experiment, strategy, trainable, total, 100 * trainable / total)
+    log.info("%s seed %d: strategy %s, %d of %d parameters train (%.2f%%)", experiment, seed, strategy, trainable, total, 100 * trainable / total)
 
     meta = {
         "experiment": experiment,
+        "seed": seed,
         "base_model": str(base_dir),
         "trainable_params": trainable,
         "total_params": total,
@@ -423,6 +430,7 @@ def run_train(
     checkpoint_bytes = {str(e): read_checkpoint_meta(checkpoints_dir / f"epoch-{e}")["saved_bytes"] for e in train.save_epochs}
     summary = {
         "experiment": experiment,
+        "seed": seed,
         "strategy": strategy,
         "trainable_params": trainable,
         "total_params": total,
@@ -450,7 +458,7 @@ def run_train(
     atomic.write_json(log_dir / "summary.json", summary)
     shutil.rmtree(resume_dir, ignore_errors=True)
     log.info(
-        "%s done: %d epochs, %d samples, %.1f samples/s, %.0f s, final loss %s, peak memory %.0f MB, checkpoints %s",
-        experiment, train.epochs, len(dataset), summary["samples_per_second"], wall_time,
+        "%s seed %d done: %d epochs, %d samples, %.1f samples/s, %.0f s, final loss %s, peak memory %.0f MB, checkpoints %s",
+        experiment, seed, train.epochs, len(dataset), summary["samples_per_second"], wall_time,
         summary["final_loss"], peak_bytes / 1e6, {k: f"{v / 1e6:.1f} MB" for k, v in checkpoint_bytes.items()},
     )
