@@ -1,5 +1,5 @@
 # Glue shared by all rules: the resolved parameters, the params arguments of every command,
-# the experiment matrix and the final targets.
+# the experiment x seed matrix and the final targets.
 
 import os
 import socket
@@ -48,11 +48,13 @@ onerror:
 PARAMS_ARGS = " ".join(["--params params.yaml", *(f"--overlay {path}" for path in OVERLAYS)])
 
 EXPERIMENTS = list(PARAMS.train.experiments)
+SEEDS = list(PARAMS.train.seeds)
 SAVE_EPOCHS = list(PARAMS.train.save_epochs)
 
 
 wildcard_constraints:
     exp="|".join(EXPERIMENTS),
+    seed=r"\d+",
     epoch=r"\d+",
 
 

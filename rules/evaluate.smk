@@ -1,4 +1,5 @@
-# Evaluation of the base model (epoch 0) and of every checkpoint, the baselines, then the tables.
+# Evaluation of the base model (epoch 0) and of every checkpoint (experiment x seed x epoch), the
+# baselines, then the tables.
 
 
 rule evaluate_base:
@@ -33,17 +34,17 @@ rule evaluate:
         general=rules.general_set.output.out,
         images=rules.download.output.images,
     output:
-        out=directory("results/eval/{exp}/epoch-{epoch}"),
+        out=directory("results/eval/{exp}/seed-{seed}/epoch-{epoch}"),
     params:
         train__instruction=config["train"]["instruction"],
         train__max_length=config["train"]["max_length"],
         eval=config["eval"],
     log:
-        "logs/evaluate/{exp}/epoch-{epoch}.log",
+        "logs/evaluate/{exp}/seed-{seed}/epoch-{epoch}.log",
     resources:
         gpu=1,
     shell:
-        "python {input.script} {PARAMS_ARGS} --base {input.base} --checkpoint {input.checkpoints}/epoch-{wildcards.epoch} --test {input.processed}/test.jsonl --val {input.processed}/val.jsonl --general {input.general}/general.jsonl --out {output.out} --resume .resume/eval/{wildcards.exp}/epoch-{wildcards.epoch} --log {log}"
+        "python {input.script} {PARAMS_ARGS} --base {input.base} --checkpoint {input.checkpoints}/epoch-{wildcards.epoch} --test {input.processed}/test.jsonl --val {input.processed}/val.jsonl --general {input.general}/general.jsonl --out {output.out} --resume .resume/eval/{wildcards.exp}/seed-{wildcards.seed}/epoch-{wildcards.epoch} --log {log}"
 
 
 rule evaluate_prompted:
@@ -92,10 +93,10 @@ rule tables:
         manifest=rules.download.output.manifest,
         captions=rules.caption.output.captions,
         processed=rules.clean.output.out,
-        train_logs=expand(str(rules.train.output.train_log), exp=EXPERIMENTS),
-        checkpoints=expand(str(rules.train.output.checkpoints), exp=EXPERIMENTS),
+        train_logs=expand(str(rules.train.output.train_log), exp=EXPERIMENTS, seed=SEEDS),
+        checkpoints=expand(str(rules.train.output.checkpoints), exp=EXPERIMENTS, seed=SEEDS),
         evaluations=[rules.evaluate_base.output.out, rules.evaluate_prompted.output.out]
-        + expand(str(rules.evaluate.output.out), exp=EXPERIMENTS, epoch=SAVE_EPOCHS),
+        + expand(str(rules.evaluate.output.out), exp=EXPERIMENTS, seed=SEEDS, epoch=SAVE_EPOCHS),
         baselines=rules.baselines.output.out,
     output:
         tables="results/tables.md",

@@ -1,4 +1,4 @@
-# Model: the base model and one training run per experiment (freezing strategy).
+# Model: the base model and one training run per experiment (freezing strategy) and training seed.
 
 
 rule base_model:
@@ -26,15 +26,14 @@ rule train:
         processed=rules.clean.output.out,
         images=rules.download.output.images,
     output:
-        checkpoints=directory("results/checkpoints/{exp}"),
-        train_log=directory("results/train/{exp}"),
+        checkpoints=directory("results/checkpoints/{exp}/seed-{seed}"),
+        train_log=directory("results/train/{exp}/seed-{seed}"),
     params:
-        seed=config["seed"],
         train=config["train"],
     log:
-        "logs/train/{exp}.log",
+        "logs/train/{exp}/seed-{seed}.log",
     resources:
         # the job claims this many GPUs and, above one, relaunches itself through torchrun
         gpu=PARAMS.train.devices,
     shell:
-        "python {input.script} {PARAMS_ARGS} --experiment {wildcards.exp} --base {input.base} --train {input.processed}/train.jsonl --checkpoints {output.checkpoints} --train-log {output.train_log} --resume .resume/train/{wildcards.exp} --log {log}"
+        "python {input.script} {PARAMS_ARGS} --experiment {wildcards.exp} --seed {wildcards.seed} --base {input.base} --train {input.processed}/train.jsonl --checkpoints {output.checkpoints} --train-log {output.train_log} --resume .resume/train/{wildcards.exp}/seed-{wildcards.seed} --log {log}"

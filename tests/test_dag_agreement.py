@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from brandcap.params import EXTERNAL_DATA_DIR
 
@@ -22,8 +23,14 @@ def snakemake_jobs() -> dict[str, dict]:
         [BIN / "snakemake", "--dry-run", "--forceall", "--cores", "1", "--printshellcmds", "results/tables.md"],
         cwd=ROOT, capture_output=True, text=True, check=True,
     )
+    return planned_snakemake_jobs(run.stdout)
+
+
+def planned_snakemake_jobs(dry_run: str) -> dict[str, dict]:
+    """The jobs in the output of `snakemake --dry-run --printshellcmds`, named as DVC addresses them
+    (rule@wildcard-values)."""
     jobs: dict[str, dict] = {}
-    for block in run.stdout.split("\n\n"):
+    for block in dry_run.split("\n\n"):
         rule = re.search(r"^(?:local)?rule (\w+):", block, re.M)
         if not rule:
             continue
@@ -123,3 +130,28 @@ def test_local_tables_are_a_dependency_of_the_catalog_in_both(both):
     smk, dvc = both
     assert str(EXTERNAL_DATA_DIR) in dvc["catalog"]["deps"]
     assert f"{EXTERNAL_DATA_DIR}/.gitkeep" in smk["catalog"]["deps"]  # the folder exists in a fresh clone
+
+
+TWO_SEEDS = {"train": {"seeds": [4, 5], "save_epochs": [2, 10],
+                       "experiments": {"freeze_llm": {"strategy": "freeze_llm"}, "lora": {"strategy": "lora"}}}}
+
+
+def test_seeds_are_a_matrix_axis_of_train_and_evaluate_in_both(project_copy, run):
+    """With train.seeds [4, 5] both orchestrators plan one train job per experiment x seed and one
+    evaluate job per experiment x seed x epoch, with the same commands."""
+    (project_copy / "two-seeds.yaml").write_text(yaml.safe_dump(TWO_SEEDS))
+    smk_out = run(project_copy, "snakemake --cores 1 results/tables.md --configfile two-seeds.yaml --dry-run --forceall --printshellcmds").stdout
+    smk = {name: job["cmd"].replace(" --overlay two-seeds.yaml", "") for name, job in planned_snakemake_jobs(smk_out).items()}
+    dvc_out = run(project_copy, "brandcap profile two-seeds.yaml && dvc repro --dry --force").stdout
+    run(project_copy, "git checkout -q params.yaml")
+    dvc = dict(re.findall(r"^Running stage '([^']+)':\n> (.*)$", dvc_out, re.M))
+
+    pairs = [(exp, seed) for exp in ("freeze_llm", "lora") for seed in (4, 5)]
+    expected = {f"train@{exp}-{seed}" for exp, seed in pairs} | {f"evaluate@{exp}-{seed}-{epoch}" for exp, seed in pairs for epoch in (2, 10)}
+    for planned in (smk, dvc):
+        assert {name for name in planned if name.startswith(("train@", "evaluate@"))} == expected
+    for name in expected:
+        assert smk[name] == dvc[name], name
+    assert "--experiment lora --seed 5 " in smk["train@lora-5"] and "--checkpoints results/checkpoints/lora/seed-5 " in smk["train@lora-5"]
+    assert "--checkpoint results/checkpoints/lora/seed-5/epoch-10 " in smk["evaluate@lora-5-10"]
+    assert "--out results/eval/lora/seed-5/epoch-10 " in smk["evaluate@lora-5-10"]

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def expected_jobs(profile: str) -> Counter:
     overlays = [] if profile == "params.yaml" else [ROOT / profile]
     train = resolve_params(ROOT / "params.yaml", overlays).train
-    return Counter({"train": len(train.experiments), "evaluate": len(train.experiments) * len(train.save_epochs), "evaluate_base": 1, "tables": 1})
+    runs = len(train.experiments) * len(train.seeds)  # one training run per experiment and seed
+    return Counter({"train": runs, "evaluate": runs * len(train.save_epochs), "evaluate_base": 1, "tables": 1})
 
 
 def test_the_table_lists_every_profile(profile_commands):

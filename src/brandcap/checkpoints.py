@@ -1,6 +1,6 @@
 """Delta checkpoints: save only what a strategy trained; rebuild base + delta for inference.
 
-    model, processor = load_for_inference(Path("models/base"), Path("results/checkpoints/freeze_llm/epoch-2"))
+    model, processor = load_for_inference(Path("models/base"), Path("results/checkpoints/freeze_llm/seed-4/epoch-2"))
     model, processor = load_for_inference(Path("models/base"), None)   # the base model itself (epoch 0)
 
 A checkpoint directory holds one of
@@ -115,7 +115,7 @@ def read_checkpoint_meta(checkpoint_dir: Path) -> dict[str, Any]:
     if not meta_path.exists():
         raise FileNotFoundError(
             f"{checkpoint_dir}: not a brandcap checkpoint ({CHECKPOINT_META} missing); "
-            "pass a results/checkpoints/<experiment>/epoch-<N> directory written by the train stage"
+            "pass a results/checkpoints/<experiment>/seed-<S>/epoch-<N> directory written by the train stage"
         )
     return json.loads(meta_path.read_text())
 

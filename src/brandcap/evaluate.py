@@ -1,9 +1,9 @@
 """evaluate stage: generate captions with one checkpoint (or the base model) and score them.
 
     from brandcap.evaluate import run_evaluate
-    run_evaluate(params, Path("models/base"), Path("results/checkpoints/freeze_llm/epoch-2"),
+    run_evaluate(params, Path("models/base"), Path("results/checkpoints/freeze_llm/seed-4/epoch-2"),
                  Path("data/processed/test.jsonl"), Path("data/raw/general/general.jsonl"),
-                 Path("results/eval/freeze_llm/epoch-2"), Path(".resume/eval/freeze_llm/epoch-2"),
+                 Path("results/eval/freeze_llm/seed-4/epoch-2"), Path(".resume/eval/freeze_llm/seed-4/epoch-2"),
                  val_jsonl=Path("data/processed/val.jsonl"))
 
 (`checkpoint_dir=None` evaluates the base model: epoch 0; `prompted=True` with it is the

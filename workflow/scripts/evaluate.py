@@ -1,6 +1,6 @@
 """evaluate stage: generate captions for the test, validation and general sets with one checkpoint (or the base model) and score them.
 
-    python workflow/scripts/evaluate.py --params params.yaml --base models/base --checkpoint results/checkpoints/freeze_llm/epoch-2 --test data/processed/test.jsonl --val data/processed/val.jsonl --general data/raw/general/general.jsonl --out results/eval/freeze_llm/epoch-2 --resume .resume/eval/freeze_llm/epoch-2 --log logs/evaluate/freeze_llm/epoch-2.log
+    python workflow/scripts/evaluate.py --params params.yaml --base models/base --checkpoint results/checkpoints/freeze_llm/seed-4/epoch-2 --test data/processed/test.jsonl --val data/processed/val.jsonl --general data/raw/general/general.jsonl --out results/eval/freeze_llm/seed-4/epoch-2 --resume .resume/eval/freeze_llm/seed-4/epoch-2 --log logs/evaluate/freeze_llm/seed-4/epoch-2.log
 
 Without --checkpoint it evaluates the base model (epoch 0). With --prompted (and no --checkpoint)
 it is the prompt-only baseline: the base model asked eval.prompted_instruction with the candidate
