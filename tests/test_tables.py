@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import statistics
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +15,7 @@ from brandcap.atomic import write_json, write_jsonl
 from brandcap.params import validate_params
 from brandcap.provenance import data_sha256, params_sha256
 from brandcap.metrics import paired_difference
-from brandcap.tables import best_epoch, overall_best, run_tables, scalar_metrics, verdict
+from brandcap.tables import best_epoch, combine_seeds, overall_best, run_tables, scalar_metrics, verdict
 
 BRANDS = {"Gucci": 60, "Chloé": 35}
 TEST_ITEMS = [(f"t{i:02d}", "Gucci" if i < 10 else "Chloé") for i in range(20)]
@@ -86,7 +87,8 @@ def study(tmp_path: Path) -> dict:
         ("lora", 4): eval_metrics(0.60, 0.7, 0.47, {"Gucci": 0.7, "Chloé": 0.5}, val_accuracy=0.66),
     }
     for (exp, epoch), m in runs.items():
-        write_system(evals / exp / f"epoch-{epoch}", m, outcomes_with(round(20 * m["brand_accuracy"])))
+        folder = evals / exp / f"epoch-{epoch}" if exp == "base" else evals / exp / "seed-4" / f"epoch-{epoch}"
+        write_system(folder, m, outcomes_with(round(20 * m["brand_accuracy"])))
     baselines = tmp_path / "baselines"
     majority = {"n_test": 20, "brand_accuracy": 0.5, "macro_brand_accuracy": 0.5, "brand_accuracy_ci": [0.3, 0.7], "hedged_rate": 0.0}
     write_system(baselines / "majority", majority, ["correct" if brand == "Gucci" else "wrong" for _, brand in TEST_ITEMS])
@@ -96,17 +98,17 @@ def study(tmp_path: Path) -> dict:
 
     train, checkpoints = tmp_path / "train", tmp_path / "checkpoints"
     for exp, trainable in [("freeze_llm", 300_000), ("lora", 40_000)]:
-        write_json(train / exp / "summary.json", {
+        write_json(train / exp / "seed-4" / "summary.json", {
             "experiment": exp, "strategy": exp, "trainable_params": trainable, "total_params": 1_000_000,
             "peak_memory_bytes": 512_000_000, "wall_time_s": 42.5, "samples_per_second": 12.3,
             "checkpoint_bytes": {"2": trainable * 4, "4": trainable * 4}, "full_model_bytes": 4_000_000,
         })
-        write_jsonl(train / exp / "log.jsonl", [
+        write_jsonl(train / exp / "seed-4" / "log.jsonl", [
             {"step": s, "epoch": s / 5, "loss": 3.0 / s, "learning_rate": 1e-3, "grad_norm": 1.0, "samples_per_second": 10.0}
             for s in range(1, 21)
         ])
         for epoch in (2, 4):
-            write_json(checkpoints / exp / f"epoch-{epoch}" / "brandcap_checkpoint.json", {"strategy": exp, "saved_bytes": trainable * 4})
+            write_json(checkpoints / exp / "seed-4" / f"epoch-{epoch}" / "brandcap_checkpoint.json", {"strategy": exp, "saved_bytes": trainable * 4})
 
     study = {"params": params, "out": tmp_path / "results", "paths": (data, train, checkpoints, evals, baselines)}
     tables(study)
@@ -124,8 +126,12 @@ def tables(study: dict, out: Path | None = None) -> str:
     return (out / "tables.md").read_text()
 
 
+def eval_folder(study: dict, exp: str, epoch: int, seed: int = 4) -> Path:
+    return study["paths"][3] / "base" / "epoch-0" if exp == "base" else study["paths"][3] / exp / f"seed-{seed}" / f"epoch-{epoch}"
+
+
 def set_metric(study: dict, exp: str, epoch: int, **values) -> None:
-    path = study["paths"][3] / exp / f"epoch-{epoch}" / "metrics.json"
+    path = eval_folder(study, exp, epoch) / "metrics.json"
     write_json(path, {**json.loads(path.read_text()), **values})
 
 
@@ -233,16 +239,16 @@ def test_plots_are_images_with_csvs(study):
     assert float(rows[2]["hedged_rate"]) == 0.05 and float(rows[2]["brand_accuracy_lenient"]) == pytest.approx(0.75)
     with open(plots / "train_loss.csv") as f:
         loss_rows = list(csv.DictReader(f))
-    assert len(loss_rows) == 40 and list(loss_rows[0]) == ["experiment", "step", "epoch", "loss"]
+    assert len(loss_rows) == 40 and list(loss_rows[0]) == ["experiment", "seed", "step", "epoch", "loss"] and loss_rows[0]["seed"] == "4"
     assert not list(study["out"].rglob("*.tmp"))  # atomic writes leave no temporaries
 
 
 def test_missing_evaluation_names_the_file_and_fix(study, tmp_path):
     evals, baselines = study["paths"][3], study["paths"][4]
-    metrics = evals / "lora" / "epoch-4" / "metrics.json"
+    metrics = evals / "lora" / "seed-4" / "epoch-4" / "metrics.json"
     kept = metrics.read_bytes()
     metrics.unlink()
-    with pytest.raises(FileNotFoundError, match=r"lora/epoch-4/metrics.json: not found; run the evaluate stage for lora epoch 4"):
+    with pytest.raises(FileNotFoundError, match=r"lora/seed-4/epoch-4/metrics.json: not found; run the evaluate stage for lora seed 4 epoch 4"):
         tables(study, tmp_path)
     metrics.write_bytes(kept)
     (baselines / "thumbnail_nn" / "predictions.jsonl").unlink()
@@ -301,9 +307,9 @@ def test_margin_over_the_strongest_baseline_is_paired_by_product(study):
 
 
 def test_other_test_items_than_the_baselines_are_refused(study, tmp_path):
-    path = study["paths"][3] / "lora" / "epoch-4" / "predictions.jsonl"
+    path = study["paths"][3] / "lora" / "seed-4" / "epoch-4" / "predictions.jsonl"
     path.write_text("".join(path.read_text().splitlines(keepends=True)[:-1]))
-    with pytest.raises(ValueError, match=r"lora/epoch-4/predictions.jsonl: scored 19 test items, the baseline 20, not the same ones"):
+    with pytest.raises(ValueError, match=r"lora/seed-4/epoch-4/predictions.jsonl: scored 19 test items, the baseline 20, not the same ones"):
         tables(study, tmp_path)
 
 
@@ -324,3 +330,92 @@ def test_scalar_metrics_flattens_intervals_and_tolerates_older_files():
             "epoch-4": {"brand_accuracy": 0.5},  # written before intervals existed: no interval keys
         }
     }
+
+
+# ----------------------------------------------------------------------------- several training seeds
+def test_several_seeds_combine_into_mean_and_sd_and_choose_epochs_on_the_mean():
+    """Seed 4 alone would pick epoch 2 (validation 0.62); the mean over seeds 4 and 5 picks epoch 4."""
+    seed_4 = {2: eval_metrics(0.55, 1.2, 0.45, {"Gucci": 0.7}, val_accuracy=0.62), 4: eval_metrics(0.70, 0.9, 0.40, {"Gucci": 0.9}, val_accuracy=0.58)}
+    seed_5 = {2: eval_metrics(0.45, 1.4, 0.45, {"Gucci": 0.5}, val_accuracy=0.40), 4: eval_metrics(0.60, 1.1, 0.40, {"Gucci": 0.7}, val_accuracy=0.70)}
+    assert best_epoch(seed_4, {"val_brand_accuracy": 0.1}) == 2
+    combined = {epoch: combine_seeds([seed_4[epoch], seed_5[epoch]]) for epoch in (2, 4)}
+    assert best_epoch(combined, {"val_brand_accuracy": 0.1}) == 4
+    four = combined[4]
+    assert four["n_seeds"] == 2
+    assert four["brand_accuracy"] == pytest.approx(0.65) and four["brand_accuracy_sd"] == pytest.approx(statistics.stdev([0.70, 0.60]))
+    assert four["macro_brand_accuracy"] == pytest.approx(0.60) and four["macro_brand_accuracy_sd"] == pytest.approx(statistics.stdev([0.65, 0.55]))
+    assert four["val_brand_accuracy"] == pytest.approx(0.64) and four["val_brand_accuracy_sd"] == pytest.approx(statistics.stdev([0.58, 0.70]))
+    assert four["test_loss"] == pytest.approx(1.0) and four["n_test"] == 20  # other figures: means; shared counts stay ints
+    assert four["per_brand_accuracy"]["Gucci"] == {"accuracy": pytest.approx(0.8), "hedged_rate": 0.1, "n": 10}
+    assert "brand_accuracy_ci" not in four  # one seed's bootstrap interval says nothing about the mean
+    assert combine_seeds([seed_4[4]]) is seed_4[4]  # one seed: its figures as they are
+
+
+@pytest.fixture
+def two_seed_study(study: dict) -> dict:
+    """The study with train.seeds [4, 5]: seed 5 moves freeze_llm's best epoch to 4 and makes it the best experiment."""
+    params = study["params"].model_dump(mode="json")
+    params["train"]["seeds"] = [4, 5]
+    study["params"] = validate_params(params)
+    data, train, checkpoints, evals, baselines = study["paths"]
+    seed_5 = {
+        ("freeze_llm", 2): eval_metrics(0.45, 1.4, 0.45, {"Gucci": 0.5, "Chloé": 0.3}, val_accuracy=0.40),
+        ("freeze_llm", 4): eval_metrics(0.60, 1.1, 0.40, {"Gucci": 0.7, "Chloé": 0.3}, val_accuracy=0.70),
+        ("lora", 2): eval_metrics(0.55, 1.0, 0.48, {"Gucci": 0.6, "Chloé": 0.5}, val_accuracy=0.60),
+        ("lora", 4): eval_metrics(0.50, 0.8, 0.47, {"Gucci": 0.6, "Chloé": 0.4}, val_accuracy=0.56),
+    }
+    for (exp, epoch), m in seed_5.items():
+        write_system(eval_folder(study, exp, epoch, seed=5), m, outcomes_with(round(20 * m["brand_accuracy"])))
+    for exp in ("freeze_llm", "lora"):
+        for name in ("summary.json", "log.jsonl"):
+            (train / exp / "seed-5").mkdir(parents=True, exist_ok=True)
+            (train / exp / "seed-5" / name).write_bytes((train / exp / "seed-4" / name).read_bytes())
+    tables(study)
+    return study
+
+
+def test_tables_with_several_seeds_show_mean_and_sd_and_choose_on_the_mean(two_seed_study):
+    md = (two_seed_study["out"] / "tables.md").read_text()
+    sd = statistics.stdev
+    assert "learning rate 0.003, seed 4 (data), training seeds 4, 5." in md
+    assert "**2 training seeds** (4, 5)" in md
+    # results per epoch: n seeds, then val., brand and macro accuracy as mean ± sd
+    assert ("| experiment | strategy | epoch | seeds (n) | val. acc. (mean ± sd, 2 seeds) | brand acc. (mean ± sd, 2 seeds) "
+            "| macro acc. (mean ± sd, 2 seeds) | hedged |") in md
+    row = row_of(md, "freeze_llm", "freeze_llm", "4 **best**", "2")
+    assert f"| 0.640 ± {sd([0.58, 0.70]):.3f} | 0.650 ± {sd([0.70, 0.60]):.3f} | 0.600 ± {sd([0.65, 0.55]):.3f} |" in row
+    assert "**best**" not in row_of(md, "freeze_llm", "freeze_llm", "2")  # seed 4 alone would choose epoch 2
+    assert row_of(md, "freeze_llm", "freeze_llm", "0", "n/a (base model)", "0.100", "0.100 [0.00, 0.20]")  # the base model is one model
+    # best epoch per experiment: on the mean validation accuracy; margin = mean ± sd of the seeds' margins
+    assert "| experiment | strategy | best epoch | val. brand acc. (mean ± sd, 2 seeds) | test brand acc. (mean ± sd, 2 seeds) |" in md
+    assert f"| 0.650 ± {sd([0.70, 0.60]):.3f} | 0.600 ± {sd([0.65, 0.55]):.3f} | +0.150 ± {sd([0.20, 0.10]):.3f} |" in row_of(md, "freeze_llm", "freeze_llm", "4", f"0.640 ± {sd([0.58, 0.70]):.3f}")
+    assert f"**Best**: `freeze_llm` epoch 4 (validation brand accuracy 0.640 ± {sd([0.58, 0.70]):.3f})." in md
+    # resources per run, per-brand accuracy as the mean over seeds
+    assert row_of(md, "lora (seed 5)", "lora")
+    assert row_of(md, "Gucci") == "| Gucci | 60 | 10 | 0.100 | 0.800 (hedged 0.100) |"
+    assert "| freeze_llm accuracy (mean over 2 seeds) |" in md
+
+
+def test_metrics_json_with_several_seeds_keeps_each_seeds_figures(two_seed_study):
+    metrics = json.loads((two_seed_study["out"] / "metrics.json").read_text())
+    freeze_llm = metrics["freeze_llm"]
+    assert set(freeze_llm) == {"epoch-2", "epoch-4", "seed-4", "seed-5"}
+    mean = freeze_llm["epoch-4"]
+    assert mean["brand_accuracy"] == pytest.approx(0.65) and mean["brand_accuracy_sd"] == pytest.approx(statistics.stdev([0.70, 0.60]))
+    assert mean["n_seeds"] == 2 and "brand_accuracy_ci_low" not in mean
+    assert freeze_llm["seed-5"]["epoch-4"]["brand_accuracy"] == 0.60
+    assert freeze_llm["seed-5"]["epoch-4"]["brand_accuracy_ci_low"] == pytest.approx(0.50)
+    assert freeze_llm["seed-4"]["epoch-2"]["val_brand_accuracy"] == 0.62
+    selection = metrics["selection"]
+    assert selection["best"] == "freeze_llm" and selection["freeze_llm"]["epoch"] == 4
+    assert selection["freeze_llm"]["margin_brand_accuracy"] == pytest.approx(0.15)
+    assert selection["freeze_llm"]["margin_brand_accuracy_sd"] == pytest.approx(statistics.stdev([0.20, 0.10]))
+    assert selection["freeze_llm"]["seeds"]["seed-5"]["margin_brand_accuracy"] == pytest.approx(0.10)
+    with open(two_seed_study["out"] / "plots" / "train_loss.csv") as f:
+        assert {(r["experiment"], r["seed"]) for r in csv.DictReader(f)} == {(e, s) for e in ("freeze_llm", "lora") for s in ("4", "5")}
+
+
+def test_a_missing_seed_names_its_run(two_seed_study, tmp_path):
+    (eval_folder(two_seed_study, "lora", 2, seed=5) / "metrics.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"lora/seed-5/epoch-2/metrics.json: not found; run the evaluate stage for lora seed 5 epoch 2"):
+        tables(two_seed_study, tmp_path)

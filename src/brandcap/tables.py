@@ -12,21 +12,27 @@ commit, the params hash and the data hash (the processed split files beside the 
 
 Reads `eval_dir/base/epoch-0/` (the base model, shared by all experiments: also the zero-shot
 baseline), `eval_dir/base/prompted/` (the prompt-only baseline), `baselines_dir/{name}/` (majority
-brand, image nearest neighbours), `eval_dir/{exp}/epoch-{N}/` (their `metrics.json`, and the
-`predictions.jsonl` of the systems compared), `train_dir/{exp}/{log.jsonl,summary.json}` and
-`checkpoints_dir/{exp}/epoch-{N}/brandcap_checkpoint.json` for the experiments and epochs in
-params, plus the data stages' outputs for the funnel.
+brand, image nearest neighbours), `eval_dir/{exp}/seed-{S}/epoch-{N}/` (their `metrics.json`, and the
+`predictions.jsonl` of the systems compared), `train_dir/{exp}/seed-{S}/{log.jsonl,summary.json}` and
+`checkpoints_dir/{exp}/seed-{S}/epoch-{N}/brandcap_checkpoint.json` for the experiments, training
+seeds (train.seeds) and epochs in params, plus the data stages' outputs for the funnel.
+
+Seeds (`combine_seeds`): with one training seed every figure is that run's, with its 95% bootstrap
+interval. With several, each experiment and epoch is read as the mean over seeds, and brand,
+macro and validation accuracy carry their standard deviation over seeds (`0.812 ± 0.031`) instead
+of an interval; the selection below runs on these means, and each seed's own figures stay in
+`metrics.json` under `{exp}.seed-{S}`.
 
 How the findings are read (`select`):
 - Each experiment's **best epoch** is the saved epoch with the highest *validation* brand accuracy
-  (ties: the earlier epoch); an experiment none of whose epochs beats the base model on validation
+  (the mean over seeds; ties: the earlier epoch); an experiment none of whose epochs beats the base model on validation
   has none: "no learning". The **overall best** is the experiment(s) whose best epoch has the
   highest validation accuracy; several equal ones are reported as a tie, never resolved by list
   order. Their *test* figures are reported, with their 95% bootstrap intervals.
 - **Baselines** on the same test items and metric; the strongest is the one with the highest
   test brand accuracy (the hardest bar for a model). Each best epoch shows its margin over it
   with a 95% paired bootstrap interval (`brandcap.metrics.paired_difference`, items matched by
-  product_id).
+  product_id); with several seeds, the mean ± sd over seeds of each seed's margin.
 - **Forgetting**: the general (brand-free) set, asked its own question, gives the change in
   CIDEr from the base model, "no signal" when the base model's own CIDEr there is below
   `PROBE_SIGNAL_FLOOR`, and the brand hallucination rate.
@@ -36,7 +42,8 @@ Writes (all atomically):
   margin and forgetting figures, and the overall best, (4) metrics per experiment and epoch with
   the best epoch marked, brand and macro accuracy shown with their 95% bootstrap intervals
   (`0.812 [0.75, 0.87]`), (5) resources per experiment, (6) per-brand accuracy and n of the best;
-- `metrics.json`: `{"provenance": {commit, params_sha256, data_sha256}, exp: {"epoch-N": {metric: value}},
+- `metrics.json`: `{"provenance": {commit, params_sha256, data_sha256}, exp: {"epoch-N": {metric: value}}
+  (with several seeds also "seed-S": {"epoch-N": ...} per seed),
   "baselines": {name: {metric: value}}, "selection": {...}}` with `"base": {"epoch-0": ...}`, scalar
   metrics only besides the provenance strings and the selection's names, an interval `[lo, hi]`
   as `{name}_low` and `{name}_high` (the DVC metrics file: `dvc exp show` lists it per
@@ -54,6 +61,7 @@ import csv
 import io
 import json
 import logging
+import statistics
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -88,6 +96,8 @@ PROBE_SIGNAL_FLOOR = 0.05
 NO_SIGNAL = "no signal"
 NO_LEARNING = "no learning"
 CHECKPOINT_META = "brandcap_checkpoint.json"  # written by brandcap.checkpoints
+# With several training seeds, these carry `{key}_sd`, their standard deviation over seeds.
+SEED_SPREAD_METRICS = ("brand_accuracy", "macro_brand_accuracy", "val_brand_accuracy")
 # (metrics.json key, column title) of the per-epoch table, in order; a key with a `{key}_ci`
 # interval in metrics.json is shown with it.
 RESULT_COLUMNS = [
@@ -120,24 +130,70 @@ def epoch_key(epoch: int) -> str:
     return f"epoch-{epoch}"
 
 
-def load_evaluations(params: Params, eval_dir: Path) -> dict[str, dict[int, dict[str, Any]]]:
-    """{"base": {0: metrics}, exp: {N: metrics}} with `forgetting_cider_change` added (null when
-    the probe has no signal, see `probe_has_signal`)."""
+def seed_key(seed: int) -> str:
+    return f"seed-{seed}"
+
+
+def run_dir(root: Path, exp: str, seed: int, epoch: int | None = None) -> Path:
+    """Where the train and evaluate stages put one experiment's run with one training seed (and epoch):
+    `root/{exp}/seed-{S}[/epoch-{N}]`, as rules/*.smk and dvc.yaml name them."""
+    folder = Path(root) / exp / seed_key(seed)
+    return folder if epoch is None else folder / epoch_key(epoch)
+
+
+def _read_evaluation(folder: Path, fix: str) -> dict[str, Any]:
+    path = folder / "metrics.json"
+    metrics = _read_json(path, fix)
+    if "val_brand_accuracy" not in metrics:
+        raise ValueError(f"{path}: no validation metrics (val_brand_accuracy); rerun the clean stage (val.jsonl) and the evaluate stage")
+    return metrics
+
+
+def load_evaluations(params: Params, eval_dir: Path) -> tuple[dict[str, dict[int, dict[str, Any]]], dict[str, dict[int, dict[int, dict[str, Any]]]]]:
+    """(evaluations, per_seed): evaluations = {"base": {0: metrics}, exp: {N: metrics combined over seeds
+    (`combine_seeds`)}}, per_seed = {exp: {seed: {N: metrics}}}; every run with `forgetting_cider_change`
+    added (null when the probe has no signal, see `probe_has_signal`)."""
     eval_dir = Path(eval_dir)
-    evaluations: dict[str, dict[int, dict[str, Any]]] = {}
-    runs = [(BASE, 0)] + [(exp, e) for exp in params.train.experiments for e in params.train.save_epochs]
-    for exp, epoch in runs:
-        path = eval_dir / exp / epoch_key(epoch) / "metrics.json"
-        evaluations.setdefault(exp, {})[epoch] = _read_json(path, f"run the evaluate stage for {exp} epoch {epoch}")
-        if "val_brand_accuracy" not in evaluations[exp][epoch]:
-            raise ValueError(f"{path}: no validation metrics (val_brand_accuracy); rerun the clean stage (val.jsonl) and the evaluate stage")
-    base_general = evaluations[BASE][0].get("general_cider")
-    signal = probe_has_signal(evaluations[BASE][0])
-    for runs_of_exp in evaluations.values():
-        for m in runs_of_exp.values():
-            general = m.get("general_cider")
-            m["forgetting_cider_change"] = general - base_general if signal and general is not None else None
-    return evaluations
+    base = _read_evaluation(eval_dir / BASE / epoch_key(0), "run the evaluate_base stage")
+    per_seed = {
+        exp: {seed: {epoch: _read_evaluation(run_dir(eval_dir, exp, seed, epoch), f"run the evaluate stage for {exp} seed {seed} epoch {epoch}")
+                     for epoch in params.train.save_epochs}
+              for seed in params.train.seeds}
+        for exp in params.train.experiments
+    }
+    signal = probe_has_signal(base)
+    for m in [base] + [m for seeds in per_seed.values() for runs in seeds.values() for m in runs.values()]:
+        general = m.get("general_cider")
+        m["forgetting_cider_change"] = general - base["general_cider"] if signal and general is not None else None
+    evaluations = {BASE: {0: base}}
+    for exp, seeds in per_seed.items():
+        evaluations[exp] = {epoch: combine_seeds([runs[epoch] for runs in seeds.values()]) for epoch in params.train.save_epochs}
+    return evaluations, per_seed
+
+
+def _mean_over_seeds(values: list[Any]) -> Any:
+    """A value every seed shares as it is; numbers: their mean; mappings (per-brand accuracy): key by key; else None."""
+    if all(isinstance(v, dict) for v in values):
+        return {k: _mean_over_seeds([v.get(k) for v in values]) for k in values[0]}
+    if all(v == values[0] for v in values):
+        return values[0]
+    if all(_is_number(v) for v in values):
+        return statistics.fmean(values)
+    return None
+
+
+def combine_seeds(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One experiment and epoch over its training seeds: one seed's metrics as they are; several: the mean
+    of every figure (per brand too), `{key}_sd` (sample standard deviation over seeds) for
+    SEED_SPREAD_METRICS, `n_seeds`, and no bootstrap intervals (each seed's stay in its own metrics)."""
+    if len(runs) == 1:
+        return runs[0]
+    combined = {k: _mean_over_seeds([r.get(k) for r in runs]) for k in runs[0] if not k.endswith("_ci")}
+    for key in SEED_SPREAD_METRICS:
+        values = [r.get(key) for r in runs]
+        combined[f"{key}_sd"] = statistics.stdev(values) if all(_is_number(v) for v in values) else None
+    combined["n_seeds"] = len(runs)
+    return combined
 
 
 def probe_has_signal(base: dict[str, Any]) -> bool:
@@ -215,9 +271,30 @@ def margin(model: dict[Any, tuple[str, str]], baseline: dict[Any, tuple[str, str
     return paired_difference([model[i][1] for i in ids], [baseline[i][1] for i in ids], [model[i][0] for i in ids])["brand_accuracy"]
 
 
+def combine_margins(per_seed: dict[int, dict[str, Any] | None]) -> dict[str, Any] | None:
+    """One seed's margin as it is; several: {"difference": mean, "difference_sd": sd over seeds, "ci": None,
+    "per_seed": {seed: margin}}; None when a seed has none."""
+    if len(per_seed) == 1:
+        return next(iter(per_seed.values()))
+    if any(m is None for m in per_seed.values()):
+        return None
+    differences = [m["difference"] for m in per_seed.values()]
+    return {"difference": statistics.fmean(differences), "difference_sd": statistics.stdev(differences), "ci": None, "per_seed": per_seed}
+
+
+def seed_margins(eval_dir: Path, exp: str, seeds: list[int], epoch: int, baseline: dict[Any, tuple[str, str]]) -> dict[int, dict[str, Any] | None]:
+    """{seed: that seed's margin at `epoch` over the baseline's outcomes}."""
+    margins = {}
+    for seed in seeds:
+        predictions = run_dir(eval_dir, exp, seed, epoch) / "predictions.jsonl"
+        model = _outcomes(predictions, f"run the evaluate stage for {exp} seed {seed} epoch {epoch}")
+        margins[seed] = margin(model, baseline, predictions)
+    return margins
+
+
 def select(params: Params, evaluations, baselines, eval_dir: Path) -> dict[str, Any]:
-    """The findings: best epoch per experiment (validation), overall best, strongest baseline and
-    each best epoch's margin over it; see the module docstring."""
+    """The findings: best epoch per experiment (validation, mean over seeds), overall best, strongest
+    baseline and each best epoch's margin over it; see the module docstring."""
     base = evaluations[BASE][0]
     best = {exp: best_epoch(evaluations[exp], base) for exp in params.train.experiments}
     winners = overall_best(evaluations, best)
@@ -226,26 +303,27 @@ def select(params: Params, evaluations, baselines, eval_dir: Path) -> dict[str, 
     for exp, epoch in best.items():
         entry: dict[str, Any] = {"epoch": epoch, "margin": None}
         if epoch is not None:
-            predictions = Path(eval_dir) / exp / epoch_key(epoch) / "predictions.jsonl"
-            model = _outcomes(predictions, f"run the evaluate stage for {exp} epoch {epoch}")
-            entry["margin"] = margin(model, baselines[strongest]["outcomes"], predictions)
+            margins = seed_margins(eval_dir, exp, list(params.train.seeds), epoch, baselines[strongest]["outcomes"])
+            entry["margin"] = combine_margins(margins)
         per_experiment[exp] = entry
     return {"verdict": verdict(winners), "best": winners, "strongest_baseline": strongest, "experiments": per_experiment}
 
 
-def load_training(params: Params, train_dir: Path, checkpoints_dir: Path) -> dict[str, dict[str, Any]]:
-    """{exp: {"summary": summary.json, "log": [log.jsonl records], "checkpoint_bytes": {epoch: bytes}}}."""
-    out = {}
+def load_training(params: Params, train_dir: Path, checkpoints_dir: Path) -> dict[str, dict[int, dict[str, Any]]]:
+    """{exp: {seed: {"summary": summary.json, "log": [log.jsonl records], "checkpoint_bytes": {epoch: bytes}}}}."""
+    out: dict[str, dict[int, dict[str, Any]]] = {}
     for exp in params.train.experiments:
-        summary = _read_json(Path(train_dir) / exp / "summary.json", f"run the train stage for {exp}")
-        log_path = Path(train_dir) / exp / "log.jsonl"
-        records = read_jsonl(log_path) if log_path.exists() else []
-        sizes = {int(e): b for e, b in (summary.get("checkpoint_bytes") or {}).items()}
-        for epoch in params.train.save_epochs:
-            meta_path = Path(checkpoints_dir) / exp / epoch_key(epoch) / CHECKPOINT_META
-            if epoch not in sizes and meta_path.exists():
-                sizes[epoch] = _read_json(meta_path, f"rerun the train stage for {exp}").get("saved_bytes")
-        out[exp] = {"summary": summary, "log": records, "checkpoint_bytes": sizes}
+        for seed in params.train.seeds:
+            fix = f"run the train stage for {exp} seed {seed}"
+            summary = _read_json(run_dir(train_dir, exp, seed) / "summary.json", fix)
+            log_path = run_dir(train_dir, exp, seed) / "log.jsonl"
+            records = read_jsonl(log_path) if log_path.exists() else []
+            sizes = {int(e): b for e, b in (summary.get("checkpoint_bytes") or {}).items()}
+            for epoch in params.train.save_epochs:
+                meta_path = run_dir(checkpoints_dir, exp, seed, epoch) / CHECKPOINT_META
+                if epoch not in sizes and meta_path.exists():
+                    sizes[epoch] = _read_json(meta_path, fix).get("saved_bytes")
+            out.setdefault(exp, {})[seed] = {"summary": summary, "log": records, "checkpoint_bytes": sizes}
     return out
 
 
@@ -287,11 +365,21 @@ def _num(value: Any, digits: int = 3, signed: bool = False) -> str:
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
-def _with_ci(metrics: dict[str, Any], key: str, signed: bool = False) -> str:
-    """`0.812 [0.75, 0.87]` when metrics has an interval `{key}_ci`, else the number alone."""
-    ci = metrics.get(f"{key}_ci")
+def _with_spread(metrics: dict[str, Any], key: str, signed: bool = False) -> str:
+    """`0.812 ± 0.031` when metrics has a spread over seeds `{key}_sd`, `0.812 [0.75, 0.87]` when it has
+    an interval `{key}_ci`, else the number alone."""
+    ci, sd = metrics.get(f"{key}_ci"), metrics.get(f"{key}_sd")
     value = _num(metrics.get(key), signed=signed)
-    return f"{value} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci and metrics.get(key) is not None else value
+    if metrics.get(key) is None:
+        return value
+    if sd is not None:
+        return f"{value} ± {sd:.3f}"
+    return f"{value} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else value
+
+
+def _spread_title(title: str, n_seeds: int) -> str:
+    """A column title that says how its figures vary: the 95% bootstrap interval (one seed), or mean ± sd over seeds."""
+    return title if n_seeds == 1 else f"{title.replace(' [95% CI]', '')} (mean ± sd, {n_seeds} seeds)"
 
 
 def _bytes(n: Any) -> str:
@@ -326,17 +414,21 @@ def _table(header: list[str], rows: list[list[str]], align_left: int = 1) -> lis
 def _cell(metrics: dict[str, Any], key: str, signal: bool) -> str:
     if key == "forgetting_cider_change" and not signal:
         return NO_SIGNAL
-    return _with_ci(metrics, key, signed=key == "forgetting_cider_change")
+    return _with_spread(metrics, key, signed=key == "forgetting_cider_change")
 
 
 def _margin_text(entry: dict[str, Any]) -> str:
     m = entry["margin"]
-    return "n/a" if m is None else f"{m['difference']:+.3f} [{m['ci'][0]:+.2f}, {m['ci'][1]:+.2f}]"
+    if m is None:
+        return "n/a"
+    if m.get("difference_sd") is not None:
+        return f"{m['difference']:+.3f} ± {m['difference_sd']:.3f}"
+    return f"{m['difference']:+.3f} [{m['ci'][0]:+.2f}, {m['ci'][1]:+.2f}]"
 
 
 def _baseline_section(baselines: dict[str, dict[str, Any]], strongest: str) -> list[str]:
     rows = [
-        [name, BASELINE_TITLES[name], _with_ci(b["metrics"], "brand_accuracy"), _with_ci(b["metrics"], "macro_brand_accuracy"),
+        [name, BASELINE_TITLES[name], _with_spread(b["metrics"], "brand_accuracy"), _with_spread(b["metrics"], "macro_brand_accuracy"),
          _num(b["metrics"].get("hedged_rate")), str(b["metrics"].get("n_test", "n/a"))]
         for name, b in baselines.items()
     ]
@@ -352,19 +444,31 @@ def _baseline_section(baselines: dict[str, dict[str, Any]], strongest: str) -> l
     ]
 
 
+def seeds_note(params: Params) -> str:
+    """How the figures of a trained model are read when there are several training seeds ('' for one)."""
+    seeds = params.train.seeds
+    if len(seeds) == 1:
+        return ""
+    return (f" **{len(seeds)} training seeds** ({', '.join(map(str, seeds))}): each figure of a fine-tuned model is the mean over "
+            "its seeds, ± their standard deviation (brand, macro and validation accuracy), and each experiment's best "
+            "epoch has the highest mean validation accuracy; each seed's own figures, with their 95% bootstrap intervals, "
+            "are in metrics.json under `{experiment}.seed-{S}`.")
+
+
 def _selection_section(params: Params, evaluations, selection: dict[str, Any], signal: bool) -> list[str]:
     base = evaluations[BASE][0]
+    n_seeds = len(params.train.seeds)
     rows = []
     for exp, entry in selection["experiments"].items():
         epoch = entry["epoch"]
         strategy = params.train.experiments[exp].strategy
         if epoch is None:
             top = top_validation_epoch(evaluations[exp])
-            rows.append([exp, strategy, NO_LEARNING, f"{_num(evaluations[exp][top].get('val_brand_accuracy'))} (epoch {top})", *["n/a"] * 5])
+            rows.append([exp, strategy, NO_LEARNING, f"{_with_spread(evaluations[exp][top], 'val_brand_accuracy')} (epoch {top})", *["n/a"] * 5])
             continue
         m = evaluations[exp][epoch]
         rows.append([
-            exp, strategy, str(epoch), _num(m.get("val_brand_accuracy")), _with_ci(m, "brand_accuracy"), _with_ci(m, "macro_brand_accuracy"),
+            exp, strategy, str(epoch), _with_spread(m, "val_brand_accuracy"), _with_spread(m, "brand_accuracy"), _with_spread(m, "macro_brand_accuracy"),
             _margin_text(entry), _cell(m, "forgetting_cider_change", signal), _num(m.get("general_brand_hallucination_rate")),
         ])
     winners = selection["best"]
@@ -373,7 +477,7 @@ def _selection_section(params: Params, evaluations, selection: dict[str, Any], s
                       f"{_num(base.get('val_brand_accuracy'))}); no best checkpoint is named.")
     else:
         named = ", ".join(f"`{exp}` epoch {selection['experiments'][exp]['epoch']}" for exp in winners)
-        score = _num(evaluations[winners[0]][selection["experiments"][winners[0]]["epoch"]]["val_brand_accuracy"])
+        score = _with_spread(evaluations[winners[0]][selection["experiments"][winners[0]]["epoch"]], "val_brand_accuracy")
         conclusion = (f"**Tie** on validation brand accuracy ({score}): {named}." if selection["verdict"] == "tie"
                       else f"**Best**: {named} (validation brand accuracy {score}).")
     probe = ("" if signal else f" The forgetting probe has **no signal**: the base model's CIDEr on the general set "
@@ -389,10 +493,11 @@ def _selection_section(params: Params, evaluations, selection: dict[str, Any], s
         "General CIDEr change: on the brand-free general set, asked its own question "
         f"(\"{params.eval.general_instruction}\"), minus the base model's (negative = forgetting). Hallucinated "
         "brand: the fraction of brand-free images for which a known brand is named (base model: "
-        f"{_num(base.get('general_brand_hallucination_rate'))}).",
+        f"{_num(base.get('general_brand_hallucination_rate'))})." + seeds_note(params),
         "",
-        *_table(["experiment", "strategy", "best epoch", "val. brand acc.", "test brand acc. [95% CI]", "test macro acc. [95% CI]",
-                 "margin over strongest baseline [95% CI]", "general CIDEr change", "hallucinated brand"], rows, align_left=3),
+        *_table(["experiment", "strategy", "best epoch", *(_spread_title(t, n_seeds) for t in (
+            "val. brand acc.", "test brand acc. [95% CI]", "test macro acc. [95% CI]", "margin over strongest baseline [95% CI]")),
+            "general CIDEr change", "hallucinated brand"], rows, align_left=3),
         "",
         conclusion + probe,
         "",
@@ -413,20 +518,20 @@ def render_markdown(
     best = {exp: selection["experiments"][exp]["epoch"] for exp in experiments}
     base = evaluations[BASE][0]
     signal = probe_has_signal(base)
+    n_seeds = len(params.train.seeds)
     lines = [
         "# brandcap results",
         "",
         *provenance_block,
         "",
         "Can fine-tuning teach a vision-language model to name a product's brand from its photo, and which "
-        "parts of the model should be frozen? One run per freezing strategy on identical data, seed and "
-        "hyper-parameters. Caption metrics (BLEU, METEOR, ROUGE_L, CIDEr) are reported **next to** brand "
+        f"parts of the model should be frozen? {_runs_sentence(params)} Caption metrics (BLEU, METEOR, ROUGE_L, CIDEr) are reported **next to** brand "
         "accuracy, never instead of it: they reward the training captions' style, not naming the right brand.",
         "",
         f"Profile: data `{params.data.source}` ({params.data.sample_size} rows sampled), base model "
         f"`{params.model.base}`, {params.train.epochs} epochs, checkpoints at epochs "
         f"{', '.join(map(str, params.train.save_epochs))}, effective batch {params.train.batch_size}, "
-        f"learning rate {params.train.learning_rate:g}, seed {params.seed}. "
+        f"learning rate {params.train.learning_rate:g}, {_seeds_text(params)}. "
         f"Test samples: {base.get('n_test')}; validation samples: {base.get('n_val')}; general (brand-free) samples: {base.get('n_general')}.",
         "",
         "## 1. Data funnel",
@@ -444,7 +549,8 @@ def render_markdown(
         "Hedged: the right brand named among others (not counted correct). Wrong brand: another known "
         "brand named and the right one absent. Lenient acc.: the right brand appears anywhere, the "
         "gameable figure of the reference study. Val. acc.: brand accuracy on the validation split. "
-        "General CIDEr change and hallucinated brand: the forgetting probe (section 3).",
+        "General CIDEr change and hallucinated brand: the forgetting probe (section 3)."
+        + (seeds_note(params) + " Epoch 0, the base model, is one model: its figures keep their 95% bootstrap intervals." if n_seeds > 1 else ""),
         "",
     ]
     rows = []
@@ -454,21 +560,24 @@ def render_markdown(
             m = evaluations[BASE][0] if epoch == 0 else evaluations[exp][epoch]
             mark = " **best**" if epoch == best[exp] else f" ({NO_LEARNING})" if epoch == 0 and best[exp] is None else ""
             cells = [_cell(m, key, signal) for key, _ in RESULT_COLUMNS]
-            rows.append([exp, strategy, f"{epoch}{mark}", _num(m.get("val_brand_accuracy")), *cells])
-    lines += _table(["experiment", "strategy", "epoch", "val. acc.", *(title for _, title in RESULT_COLUMNS)], rows, align_left=3)
+            seeds_cell = [] if n_seeds == 1 else ["n/a (base model)" if epoch == 0 else str(m.get("n_seeds"))]
+            rows.append([exp, strategy, f"{epoch}{mark}", *seeds_cell, _with_spread(m, "val_brand_accuracy"), *cells])
+    seeds_title = [] if n_seeds == 1 else ["seeds (n)"]
+    titles = [_spread_title(title, n_seeds) if key in SEED_SPREAD_METRICS else title for key, title in RESULT_COLUMNS]
+    lines += _table(["experiment", "strategy", "epoch", *seeds_title, _spread_title("val. acc.", n_seeds), *titles], rows, align_left=3)
 
     lines += ["", "## 5. Resources per experiment", ""]
     rows = []
-    for exp in experiments:
-        s = training[exp]["summary"]
+    for exp, seed in ((exp, seed) for exp in experiments for seed in params.train.seeds):
+        s = training[exp][seed]["summary"]
         trainable, total = s.get("trainable_params"), s.get("total_params")
         share = f" ({100 * trainable / total:.1f}%)" if trainable is not None and total else ""
-        sizes = training[exp]["checkpoint_bytes"]
+        sizes = training[exp][seed]["checkpoint_bytes"]
         size = sizes.get(params.train.save_epochs[-1])
         full = s.get("full_model_bytes")
         size_share = f" ({100 * size / full:.0f}% of the full model)" if size is not None and full else ""
         rows.append([
-            exp,
+            exp if n_seeds == 1 else f"{exp} (seed {seed})",
             s.get("strategy", params.train.experiments[exp].strategy),
             f"{_count(trainable)}{share}",
             _count(total),
@@ -482,11 +591,26 @@ def render_markdown(
         rows, align_left=2,
     )
 
-    lines += ["", *_per_brand_section(evaluations, selection, brands_kept)]
+    lines += ["", *_per_brand_section(evaluations, selection, brands_kept, n_seeds)]
     return "\n".join(lines) + "\n"
 
 
-def _per_brand_section(evaluations, selection: dict[str, Any], brands_kept: dict[str, int]) -> list[str]:
+def _runs_sentence(params: Params) -> str:
+    if len(params.train.seeds) == 1:
+        return "One run per freezing strategy on identical data, seed and hyper-parameters."
+    return (f"One run per freezing strategy and training seed ({len(params.train.seeds)} seeds) on identical data "
+            "and hyper-parameters.")
+
+
+def _seeds_text(params: Params) -> str:
+    """The profile line's seeds: today's `seed 4` when the one training seed is the data seed."""
+    seeds = params.train.seeds
+    if list(seeds) == [params.seed]:
+        return f"seed {params.seed}"
+    return f"seed {params.seed} (data), training seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+
+
+def _per_brand_section(evaluations, selection: dict[str, Any], brands_kept: dict[str, int], n_seeds: int = 1) -> list[str]:
     """Per-brand accuracy of the best checkpoint (each one when tied; the base model alone when none)."""
     winners = selection["best"]
     best = {exp: selection["experiments"][exp]["epoch"] for exp in winners}
@@ -494,14 +618,15 @@ def _per_brand_section(evaluations, selection: dict[str, Any], brands_kept: dict
     lines = ["## 6. Per-brand accuracy of the best checkpoint", ""]
     if winners:
         described = "; ".join(
-            f"`{exp}` epoch {best[exp]} (brand accuracy {_with_ci(evaluations[exp][best[exp]], 'brand_accuracy')}, "
-            f"macro {_with_ci(evaluations[exp][best[exp]], 'macro_brand_accuracy')})" for exp in winners
+            f"`{exp}` epoch {best[exp]} (brand accuracy {_with_spread(evaluations[exp][best[exp]], 'brand_accuracy')}, "
+            f"macro {_with_spread(evaluations[exp][best[exp]], 'macro_brand_accuracy')})" for exp in winners
         )
         lines.append(f"Best checkpoint{'s (tied)' if len(winners) > 1 else ''}: {described}. " + PER_BRAND_NOTE)
     else:
         lines.append(f"No best checkpoint ({NO_LEARNING}): the base model's per-brand accuracy. " + PER_BRAND_NOTE)
     lines.append("")
-    columns = [(f"{exp} accuracy", evaluations[exp][best[exp]].get("per_brand_accuracy") or {}) for exp in winners]
+    over_seeds = "" if n_seeds == 1 else f" (mean over {n_seeds} seeds)"
+    columns = [(f"{exp} accuracy{over_seeds}", evaluations[exp][best[exp]].get("per_brand_accuracy") or {}) for exp in winners]
     base_per_brand = base.get("per_brand_accuracy") or {}
     brands = columns[0][1] if columns else base_per_brand
     order = sorted(brands, key=lambda b: (-brands_kept.get(b, 0), b))
@@ -551,6 +676,16 @@ def scalar_metrics(evaluations: dict[str, dict[int, dict[str, Any]]]) -> dict[st
     return {exp: {epoch_key(epoch): _flat_scalars(m) for epoch, m in sorted(runs.items())} for exp, runs in evaluations.items()}
 
 
+def results_metrics(evaluations, per_seed) -> dict[str, dict[str, Any]]:
+    """metrics.json's experiments: `scalar_metrics` of the figures the tables show, and with several seeds
+    each seed's own under "seed-S" ({exp: {"epoch-N": ..., "seed-S": {"epoch-N": ...}}})."""
+    out: dict[str, dict[str, Any]] = scalar_metrics(evaluations)
+    for exp, seeds in per_seed.items():
+        if len(seeds) > 1:
+            out[exp].update({seed_key(seed): scalar_metrics({exp: runs})[exp] for seed, runs in seeds.items()})
+    return out
+
+
 SELECTED_METRICS = ("val_brand_accuracy", "brand_accuracy", "brand_accuracy_ci", "macro_brand_accuracy", "macro_brand_accuracy_ci",
                     "forgetting_cider_change", "general_brand_hallucination_rate")
 
@@ -566,9 +701,14 @@ def selection_metrics(evaluations, selection: dict[str, Any]) -> dict[str, Any]:
         out[exp] = _flat_scalars({
             "epoch": entry["epoch"],
             **{k: m.get(k) for k in SELECTED_METRICS},
+            **{k: m[k] for k in (*(f"{key}_sd" for key in SEED_SPREAD_METRICS), "n_seeds") if k in m},
             "margin_brand_accuracy": margin_of.get("difference"),
             "margin_brand_accuracy_ci": margin_of.get("ci"),
+            **({"margin_brand_accuracy_sd": margin_of["difference_sd"]} if "difference_sd" in margin_of else {}),
         })
+        if margin_of.get("per_seed"):
+            out[exp]["seeds"] = {seed_key(seed): _flat_scalars({"margin_brand_accuracy": m["difference"], "margin_brand_accuracy_ci": m["ci"]})
+                                 for seed, m in margin_of["per_seed"].items()}
     return out
 
 
@@ -588,12 +728,20 @@ def _save_figure(fig, path: Path) -> None:
 
 ACCURACY_CSV_COLUMNS = [
     "experiment", "epoch", "brand_accuracy", "macro_brand_accuracy",
-    "brand_accuracy_ci_low", "brand_accuracy_ci_high", "hedged_rate", "brand_accuracy_lenient",
+    "brand_accuracy_ci_low", "brand_accuracy_ci_high", "hedged_rate", "brand_accuracy_lenient", "brand_accuracy_sd",
 ]
 
 
 def _nan(value: Any) -> float:
     return float("nan") if value is None else value
+
+
+def _band(flat: dict[str, Any]) -> tuple[float, float]:
+    """The plotted band of brand accuracy: mean ± sd over seeds, else the 95% interval (NaN when none)."""
+    mean, sd = flat.get("brand_accuracy"), flat.get("brand_accuracy_sd")
+    if mean is not None and sd is not None:
+        return mean - sd, mean + sd
+    return _nan(flat.get("brand_accuracy_ci_low")), _nan(flat.get("brand_accuracy_ci_high"))
 
 
 def write_plots(params: Params, evaluations, training, plots_dir: Path) -> None:
@@ -608,10 +756,12 @@ def write_plots(params: Params, evaluations, training, plots_dir: Path) -> None:
         runs = [evaluations[BASE][0] if e == 0 else evaluations[exp][e] for e in epochs]
         flat = [_flat_scalars(m) for m in runs]
         rows += [[exp, e, *(f.get(column) for column in ACCURACY_CSV_COLUMNS[2:])] for e, f in zip(epochs, flat)]
-        accuracy, low, high = ([_nan(f.get(k)) for f in flat] for k in ("brand_accuracy", "brand_accuracy_ci_low", "brand_accuracy_ci_high"))
+        accuracy = [_nan(f.get("brand_accuracy")) for f in flat]
+        low, high = zip(*(_band(f) for f in flat))
         (line,) = ax.plot(epochs, accuracy, marker="o", label=exp)
         ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.15, linewidth=0)
-    ax.set(xlabel="epoch (0 = base model)", ylabel="brand accuracy (band: 95% CI)", title="Brand accuracy on the test set", ylim=(0, 1.02))
+    band = "95% CI" if len(params.train.seeds) == 1 else f"mean ± sd over {len(params.train.seeds)} seeds; epoch 0: 95% CI"
+    ax.set(xlabel="epoch (0 = base model)", ylabel=f"brand accuracy (band: {band})", title="Brand accuracy on the test set", ylim=(0, 1.02))
     ax.set_xticks(epochs)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -621,14 +771,16 @@ def write_plots(params: Params, evaluations, training, plots_dir: Path) -> None:
     rows = []
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for exp in experiments:
-        records = training[exp]["log"]
-        rows += [[exp, r.get("step"), r.get("epoch"), r.get("loss")] for r in records]
-        ax.plot([r.get("step") for r in records], [r.get("loss") for r in records], label=exp)
+        for seed, run in training[exp].items():
+            records = run["log"]
+            rows += [[exp, seed, r.get("step"), r.get("epoch"), r.get("loss")] for r in records]
+            label = exp if len(training[exp]) == 1 else f"{exp} seed {seed}"
+            ax.plot([r.get("step") for r in records], [r.get("loss") for r in records], label=label)
     ax.set(xlabel="optimizer step", ylabel="training loss", title="Training loss")
     ax.grid(alpha=0.3)
     ax.legend()
     _save_figure(fig, plots_dir / "train_loss.png")
-    _write_csv(plots_dir / "train_loss.csv", ["experiment", "step", "epoch", "loss"], rows)
+    _write_csv(plots_dir / "train_loss.csv", ["experiment", "seed", "step", "epoch", "loss"], rows)
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -648,7 +800,7 @@ def run_tables(
 ) -> None:
     """Collect the study into tables.md, metrics.json and plots; see the module docstring."""
     funnel = data_funnel(Path(catalog_path), Path(manifest_path), Path(captions_path), Path(clean_report_path))
-    evaluations = load_evaluations(params, Path(eval_dir))
+    evaluations, per_seed = load_evaluations(params, Path(eval_dir))
     baselines = load_baselines(Path(eval_dir), Path(baselines_dir))
     selection = select(params, evaluations, baselines, Path(eval_dir))
     training = load_training(params, Path(train_dir), Path(checkpoints_dir))
@@ -660,7 +812,7 @@ def run_tables(
     write_text(out_md, render_markdown(params, funnel, evaluations, training, brands_kept, origin_block, baselines, selection))
     write_json(out_metrics, {
         "provenance": origin,
-        **scalar_metrics(evaluations),
+        **results_metrics(evaluations, per_seed),
         "baselines": {name: _flat_scalars(b["metrics"]) for name, b in baselines.items()},
         "selection": selection_metrics(evaluations, selection),
     })
@@ -669,9 +821,9 @@ def run_tables(
     strongest = selection["strongest_baseline"]
     summary = ", ".join(
         f"{exp} {NO_LEARNING}" if entry["epoch"] is None else
-        f"{exp} epoch {entry['epoch']}: test {_with_ci(evaluations[exp][entry['epoch']], 'brand_accuracy')}, margin {_margin_text(entry)}"
+        f"{exp} epoch {entry['epoch']}: test {_with_spread(evaluations[exp][entry['epoch']], 'brand_accuracy')}, margin {_margin_text(entry)}"
         for exp, entry in selection["experiments"].items()
     )
     log.info("tables: strongest baseline %s %s; chosen on validation: %s; %s %s; wrote %s, %s, %s",
-             strongest, _with_ci(baselines[strongest]["metrics"], "brand_accuracy"), summary, selection["verdict"],
+             strongest, _with_spread(baselines[strongest]["metrics"], "brand_accuracy"), summary, selection["verdict"],
              ", ".join(selection["best"]), out_md, out_metrics, plots_dir)
