@@ -33,7 +33,7 @@ def test_images_were_tiled_and_the_model_trained_and_evaluated(built):
     processor = json.loads((built / "models/base/processor_config.json").read_text())
     image_processor = processor.get("image_processor", processor)
     assert image_processor["crop_to_patches"] is True and image_processor["max_patches"] == 2
-    assert (built / "results/checkpoints/freeze_llm/epoch-1").is_dir()
+    assert (built / "results/checkpoints/freeze_llm/seed-4/epoch-1").is_dir()
     metrics = json.loads((built / "results/metrics.json").read_text())
     assert "freeze_llm" in metrics and "base" in metrics
     assert "brand acc" in (built / "results/tables.md").read_text()

@@ -33,7 +33,7 @@ def _run_stage(workdir: Path, params, out: Path) -> subprocess.CompletedProcess:
     out.mkdir(parents=True, exist_ok=True)
     params_file.write_text(yaml.safe_dump(params.model_dump(mode="json")))
     command = [
-        sys.executable, ROOT / "workflow/scripts/train.py", "--params", params_file, "--experiment", "freeze_llm",
+        sys.executable, ROOT / "workflow/scripts/train.py", "--params", params_file, "--experiment", "freeze_llm", "--seed", "3",
         "--base", "base", "--train", "train.jsonl", "--checkpoints", out / "checkpoints", "--train-log", out / "train",
         "--resume", out / "resume", "--log", out / "train.log",
     ]
