@@ -43,7 +43,6 @@ import logging
 import mimetypes
 import os
 import random
-import sys
 import time
 from collections import Counter
 from contextlib import nullcontext
@@ -55,12 +54,12 @@ import httpx2
 import openai
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from tqdm import tqdm
 
 from brandcap.append_only import open_append_only, read_append_only
 from brandcap.atomic import write_jsonl
 from brandcap.clean_rules import is_garbled, is_repetition_loop
 from brandcap.params import CaptionParams, CleanParams, Params
+from brandcap.progress import Progress, progress
 from brandcap.simulated_vlm import start_simulated_vlm
 
 log = logging.getLogger(__name__)
@@ -519,7 +518,7 @@ def make_client(base_url: str, cp: CaptionParams, secret: str) -> openai.AsyncOp
                               http_client=openai.DefaultAioHttpClient(limits=pool, timeout=cp.timeout_s))
 
 
-async def ask_all(items: list[Item], base_url: str, params: Params, cache: TextIO, bar: tqdm) -> dict[str, dict[str, Any]]:
+async def ask_all(items: list[Item], base_url: str, params: Params, cache: TextIO, bar: Progress) -> dict[str, dict[str, Any]]:
     """Check the endpoint, then ask for every item with at most `caption.concurrency` in flight.
 
     Each answer is appended to the cache as it comes; EndpointDown when the circuit breaker trips."""
@@ -583,7 +582,7 @@ def run_caption(params: Params, manifest_path: str | Path, captions_path: str | 
         log.info("caption.base_url is empty: started the simulated VLM at %s", base_url)
     started = time.monotonic()
     with server or nullcontext(), open_append_only(cache_path) as cache, \
-            tqdm(total=len(items), initial=n_cached, desc="caption", unit="item", file=sys.stderr, dynamic_ncols=True) as bar:
+            progress(len(items), "caption", unit="item", initial=n_cached, logger=log) as bar:
         fresh = asyncio.run(ask_all(todo, base_url, params, cache, bar)) if todo else {}
     elapsed = time.monotonic() - started
 
