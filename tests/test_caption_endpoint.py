@@ -19,7 +19,7 @@ import openai
 import pytest
 from aiohttp import web
 
-from brandcap.caption import Asker, CaptionError, EndpointDown, EndpointError, load_items, run_caption
+from brandcap.caption import Asker, CaptionError, EndpointDown, EndpointError, load_items, make_client, run_caption
 from brandcap.atomic import read_jsonl
 from brandcap.simulated_vlm import SimulatedVLMServer
 from tests.test_caption import CAPTIONS, RESUME, make_manifest, params_for
@@ -34,6 +34,8 @@ class MisbehavingEndpoint:
 
     def __init__(self):
         self.requests: list[str] = []  # the behaviour of every chat request, in arrival order
+        self.bodies: list[dict] = []  # the JSON of every chat request that parsed
+        self.connections: set[tuple] = set()  # the client ends (host, port) chat requests came over
         self.huge = json.dumps(self._completion("word " * 1_000_000))  # 5 MB of content
 
     def app(self) -> web.Application:
@@ -58,8 +60,13 @@ class MisbehavingEndpoint:
 
     async def chat(self, request: web.Request) -> web.Response:
         behaviour = request.match_info["behaviour"]
-        await request.read()
+        body = await request.read()
         self.requests.append(behaviour)
+        self.connections.add(request.transport.get_extra_info("peername"))
+        try:
+            self.bodies.append(json.loads(body))
+        except ValueError:
+            pass
         if behaviour == "html":
             return web.Response(text="<!DOCTYPE html>\n<html><body><h1>Sign in to the proxy</h1></body></html>", content_type="text/html")
         if behaviour == "null":
@@ -141,13 +148,38 @@ def test_answers_beyond_the_length_bound_are_rejected(workdir, endpoint):
     assert [r["text"] for r in run(base_url(endpoint, "good"), max_answer_chars=len(CAPTION))] == [CAPTION] * 2
 
 
+def test_requests_are_what_the_typed_client_sends_over_kept_alive_connections(workdir, endpoint):
+    """The stage posts its own body through the client (skipping `create`'s typed walk): it must be the very
+    body `chat.completions.create` sends for the same settings, and the pool must reuse its connections."""
+    make_manifest(workdir, 12)
+    url = base_url(endpoint, "good")
+    params = params_for(url, model=MODEL, concurrency=3, seed=7, extra_body={"repetition_penalty": 1.05, "top_k": 20})
+    run_caption(params, "data/raw/manifest.parquet", CAPTIONS, RESUME)
+    stage_body = endpoint.handler.bodies[0]
+    assert len(endpoint.handler.connections) <= 3  # 12 requests, 3 in flight: no connection per request
+
+    cp = params.caption
+    content = stage_body["messages"][0]["content"]
+
+    async def typed_request() -> None:
+        async with openai.AsyncOpenAI(base_url=url, api_key="EMPTY", max_retries=0) as client:
+            await client.chat.completions.create(
+                model=cp.model, messages=[{"role": "user", "content": content}], temperature=cp.temperature, top_p=cp.top_p,
+                max_tokens=cp.max_tokens, presence_penalty=cp.presence_penalty, frequency_penalty=cp.frequency_penalty,
+                seed=cp.seed, extra_body=cp.extra_body)
+
+    asyncio.run(typed_request())
+    assert stage_body == endpoint.handler.bodies[-1]
+    assert content[1]["image_url"]["url"].startswith("data:image/png;base64,")
+
+
 def test_refused_connection_is_not_a_timeout(workdir):
     make_manifest(workdir, 1)
     params = params_for(f"http://127.0.0.1:{closed_port()}/v1", retries=2, backoff_s=0, timeout_s=5)
     item = load_items(params, "data/raw/manifest.parquet")[0][0]
 
     async def ask() -> dict:
-        client = openai.AsyncOpenAI(base_url=params.caption.base_url, api_key="EMPTY", max_retries=0, http_client=openai.DefaultAioHttpClient())
+        client = make_client(params.caption.base_url, params.caption, "")
         try:
             return await Asker(client, params.caption, params.clean, "").ask(item)
         finally:

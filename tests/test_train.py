@@ -7,6 +7,7 @@ an interrupted run resumes, logs and summary are complete.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import shutil
 from pathlib import Path
@@ -387,3 +388,16 @@ def test_deepspeed_config_is_checked(tmp_path):
     (tmp_path / "zero3.json").write_text(json.dumps({"zero_optimization": {"stage": 3}}))
     with pytest.raises(ValueError, match="ZeRO stage 3"):
         check_deepspeed_config(str(tmp_path / "zero3.json"))
+
+
+def test_progress_is_a_few_log_lines_without_a_terminal(workdir, caplog, capfd, monkeypatch):
+    """Under pytest stderr is no terminal: no bar and no printed log dicts, a bounded number of progress lines."""
+    import transformers.utils.logging as hf_logging
+
+    monkeypatch.setattr(hf_logging, "_tqdm_active", False)  # what the entry scripts do (brandcap.progress.quiet_library_bars)
+    with caplog.at_level(logging.INFO, logger="brandcap.train"):
+        _run(workdir, "projector_only", tag="-progress")
+    out, err = capfd.readouterr()
+    assert "\r" not in out + err and "'loss'" not in out + err
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("train projector_only: ")]
+    assert 1 <= len(lines) <= 11 and lines[-1].startswith("train projector_only: 4/4 (100%) step")

@@ -53,12 +53,12 @@ import aiohttp
 import pandas as pd
 from aiohttp import web
 from PIL import Image, ImageOps
-from tqdm import tqdm
 
 from brandcap.atomic import DiskFullError, atomic_path, link_or_copy, write_bytes, write_parquet
 from brandcap.catalog import is_image_url
 from brandcap.resume_state import prepare_resume_dir, stage_fingerprint
 from brandcap.params import DownloadParams, Params
+from brandcap.progress import Progress, progress
 from brandcap.shop import artifact_path
 
 log = logging.getLogger(__name__)
@@ -322,7 +322,7 @@ def human_category(row: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- the stage
-async def _download_all(rows: list[dict], dl: DownloadParams, resume_dir: Path, serve_shop: bool, progress: tqdm) -> tuple[dict[str, dict], int]:
+async def _download_all(rows: list[dict], dl: DownloadParams, resume_dir: Path, serve_shop: bool, bar: Progress) -> tuple[dict[str, dict], int]:
     """Per product_id: status, reason, cached file and (sha256, width, height, bytes); and the HTTP request count."""
     results: dict[str, dict] = {}
     todo = []
@@ -330,13 +330,13 @@ async def _download_all(rows: list[dict], dl: DownloadParams, resume_dir: Path, 
         url = row["imageurl"]
         if not is_image_url(url):
             results[row["product_id"]] = {"status": "failed", "reason": "placeholder_url"}
-            progress.update(1)
+            bar.update(1)
             continue
         cached = resume_dir / f"{image_file_stem(row['product_id'])}.{cache_key(url, dl)}.png"
         info = _cached_image(cached)
         if info is not None:
             results[row["product_id"]] = {"status": "ok", "reason": "", "cache": cached, "info": info, "resumed": True}
-            progress.update(1)
+            bar.update(1)
             continue
         todo.append((row, cached))
 
@@ -363,13 +363,13 @@ async def _download_all(rows: list[dict], dl: DownloadParams, resume_dir: Path, 
             else:  # one odd image must not end the stage
                 log.debug("unexpected error for %s", pid, exc_info=err)
                 results[pid] = {"status": "failed", "reason": "error", "detail": f"{type(err).__name__}: {err}"}
-            progress.update(1)
+            bar.update(1)
 
         async def process(pid: str, data: bytes, cached: Path) -> None:
             try:
                 info = await asyncio.to_thread(_store, data, dl, cached)  # CPU work off the event loop
                 results[pid] = {"status": "ok", "reason": "", "cache": cached, "info": info, "resumed": False}
-                progress.update(1)
+                bar.update(1)
             except DiskFullError as err:  # not the image's fault: stop the stage
                 disk_full.append(err)
             except Exception as err:  # noqa: BLE001
@@ -452,10 +452,10 @@ def run_download(params: Params, catalog_path: Path, images_dir: Path, manifest_
         row["imageurl"] = str(row["imageurl"] or "").strip() if row["imageurl"] is not None else ""
     serve_shop = params.data.source == "synthetic" and params.data.synthetic.serve_over_http
     started = time.perf_counter()
-    with warnings.catch_warnings(), tqdm(total=len(rows), desc="download", unit="img", dynamic_ncols=True) as progress:
+    with warnings.catch_warnings(), progress(len(rows), "download", unit="img", logger=log) as bar:
         # PIL only warns above its own limit; a bomb must fail like any other bad image
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        results, n_requests = asyncio.run(_download_all(rows, dl, resume_dir, serve_shop, progress))
+        results, n_requests = asyncio.run(_download_all(rows, dl, resume_dir, serve_shop, bar))
     elapsed = time.perf_counter() - started
 
     keep = set()

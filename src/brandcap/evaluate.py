@@ -54,7 +54,6 @@ from typing import Any
 
 import torch
 from PIL import Image
-from tqdm import tqdm
 from transformers import AutoProcessor
 
 from brandcap.append_only import read_append_only
@@ -64,6 +63,7 @@ from brandcap.chat import answer_text, check_prompt_settings, encode, prompt_tex
 from brandcap.checkpoints import load_for_inference
 from brandcap.metrics import brand_hallucination_rate, brand_metrics, brand_outcomes, evaluation_sample, mean_token_loss, named_brands
 from brandcap.params import Params
+from brandcap.progress import Progress, progress
 from brandcap.resume_state import finish_resume_dir, prepare_resume_dir, stage_fingerprint
 
 log = logging.getLogger(__name__)
@@ -209,7 +209,7 @@ def _batches(items: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, 
 
 def _predict_set(
     name: str, items: list[dict[str, Any]], key: str, source: Path, instruction: str, model, processor,
-    params: Params, resume_dir: Path, bar: tqdm,
+    params: Params, resume_dir: Path, bar: Progress,
 ) -> tuple[list[dict[str, Any]], int]:
     """Predictions for every item, asked `instruction`, in item order, and how many were generated in this run."""
     partial = resume_dir / f"{name}.partial.jsonl"
@@ -318,7 +318,7 @@ def run_evaluate(
     prepare_resume_dir(resume_dir, _fingerprint(params, base_dir, checkpoint_dir, sets, test + val + general, prompted))
     instruction = prompted_instruction(params, known_brands) if prompted else params.train.instruction
     label = f"evaluate {checkpoint_dir or 'base model'}" + (" (prompted with the brands)" if prompted else "")
-    with tqdm(total=len(test) + len(val) + len(general), desc=label, unit="sample") as bar:
+    with progress(len(test) + len(val) + len(general), label, unit="sample", logger=log) as bar:
         def predict(name, items, key, source, asked):
             return _predict_set(name, items, key, Path(source or "."), asked, model, processor, params, resume_dir, bar)
 

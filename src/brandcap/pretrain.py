@@ -34,10 +34,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from brandcap import shop
 from brandcap.chat import answer_text, encode, prompt_text
+from brandcap.progress import progress
 from brandcap.params import SyntheticShop, TinyModelParams
 from brandcap.simulated_vlm import base_caption
 
@@ -288,19 +288,21 @@ def _pretrain(model, processor, products, tiny, instruction, synthetic, seed, st
     optimizer = torch.optim.AdamW(model.parameters(), lr=tiny.pretrain_learning_rate, weight_decay=0.01)
     history: dict[str, list[float]] = {"text": [], "caption": []}
     model.train()
-    for step, (kind, idx) in enumerate(tqdm(plan, desc="pretrain tiny base", unit="batch", leave=False)):
-        if kind == "text":
-            batch = text_batch([text_ids[i] for i in idx], pad_id)
-        else:
-            batch = caption_batch([cap_ids[i] for i in idx], prompt_len, pixel_values[torch.as_tensor(idx)], pad_id)
-        for group in optimizer.param_groups:
-            group["lr"] = _lr_at(step, len(plan), tiny.pretrain_learning_rate)
-        loss = model(**batch).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        history[kind].append(loss.item())
+    with progress(len(plan), "pretrain tiny base", unit="batch", logger=log) as bar:
+        for step, (kind, idx) in enumerate(plan):
+            if kind == "text":
+                batch = text_batch([text_ids[i] for i in idx], pad_id)
+            else:
+                batch = caption_batch([cap_ids[i] for i in idx], prompt_len, pixel_values[torch.as_tensor(idx)], pad_id)
+            for group in optimizer.param_groups:
+                group["lr"] = _lr_at(step, len(plan), tiny.pretrain_learning_rate)
+            loss = model(**batch).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            history[kind].append(loss.item())
+            bar.update(1)
     model.eval()
 
     def tail(values: list[float]) -> float | None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from brandcap.launch import LAUNCHED_ENV, is_main_process, process_count
 from brandcap.params import Params, ParamsError
 from brandcap.profiles import resolve_params
+from brandcap.progress import quiet_library_bars
 from brandcap.project_lock import ProjectBusy, stage_lock
 
 log = logging.getLogger("brandcap")
@@ -45,6 +46,7 @@ def setup_logging(log_file: Path | None) -> None:
     # Third-party chatter (HTTP request lines, hub checks) would drown the summaries.
     for noisy in ("httpx", "httpx2", "openai", "urllib3", "aiohttp.access", "DeepSpeed", "datasets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    quiet_library_bars()  # their bars would be thousands of \r updates in a log file
 
 
 def run_stage(name: str, args: argparse.Namespace, body: Callable[[Params], None]) -> None:

@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from brandcap import atomic
@@ -53,6 +53,7 @@ from brandcap.checkpoints import (
 )
 from brandcap.launch import check_process_count
 from brandcap.params import Params, TrainParams, check_training_seed, experiment_settings
+from brandcap.progress import Progress
 from brandcap.resume_state import prepare_resume_dir, stage_fingerprint
 from brandcap.strategies import apply_strategy, count_parameters
 from brandcap.training_data import CaptionCollator, CaptionDataset
@@ -216,6 +217,31 @@ class JsonlLogCallback(TrainerCallback):
         atomic.write_jsonl(self.out_log, self.records)
 
 
+class StepProgressCallback(TrainerCallback):
+    """Optimizer steps through brandcap.progress: a bar on a terminal, a few lines in the log. It replaces
+    the Trainer's own bar and its printed log dicts (JsonlLogCallback keeps every logged value)."""
+
+    def __init__(self, experiment: str):
+        self.experiment = experiment
+        self.bar: Progress | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.bar = Progress(state.max_steps, f"train {self.experiment}", unit="step", initial=state.global_step, logger=log)
+        return control
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.done)
+        return control
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        return control
+
+
 # --------------------------------------------------------------------------- trainer
 class DeltaTrainer(Trainer):
     """A Trainer whose resume checkpoints hold only the trainable weights, under their module names.
@@ -340,6 +366,7 @@ def training_arguments(train: TrainParams, learning_rate: float, seed: int, resu
         logging_strategy="steps",
         logging_steps=train.logging_steps,
         logging_first_step=True,
+        disable_tqdm=True,  # StepProgressCallback shows progress (a bar only on a terminal)
         save_strategy="epoch",
         save_total_limit=1,
         save_only_model=False,
@@ -413,9 +440,11 @@ def run_train(
             EpochCheckpointCallback(train.save_epochs, strategy, resume_dir / EPOCHS_SUBDIR, checkpoints_dir, meta, CHECKPOINT_DTYPES[precision]),
             log_callback,
             clock,
+            StepProgressCallback(experiment),
             *callbacks,
         ],
     )
+    trainer.remove_callback(PrinterCallback)  # it prints every log dict; log.jsonl and the progress lines have them
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     result = trainer.train(resume_from_checkpoint=resume_from)
