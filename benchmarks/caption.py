@@ -39,7 +39,7 @@ import pandas as pd
 import yaml
 from PIL import Image
 
-from brandcap.caption import run_caption
+from brandcap.stages.caption import run_caption
 from brandcap.params import validate_params
 
 MODEL = "bench-vlm"  # the model both endpoints list at /v1/models (the stage's pre-flight checks it)
@@ -105,7 +105,7 @@ def start_endpoint(root: Path, kind: str, latency_s: float) -> tuple[subprocess.
         rates = dict(loop_rate=0, garbled_rate=0, case_change_rate=0, missing_brand_rate=0, cutoff_rate=0, http_error_rate=0, slow_rate=0)
         params_file = root / f"server-{latency_s}.yaml"
         params_file.write_text(yaml.safe_dump({"caption": {"model": MODEL, "simulator": {**rates, "latency_s": latency_s}}}))
-        command = [sys.executable, "-m", "brandcap.simulated_vlm", "--port", "0", "--params", str(params_file)]
+        command = [sys.executable, "-m", "brandcap.sim.simulated_vlm", "--port", "0", "--params", str(params_file)]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline()
     if "serving on" not in line:

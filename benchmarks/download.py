@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from brandcap.download import run_download
+from brandcap.stages.download import run_download
 from brandcap.params import validate_params
 
 

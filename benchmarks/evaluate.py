@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/evaluate.py --base models/base   # a saved base model instead
     .venv/bin/python benchmarks/evaluate.py --samples 64 --batch-size 32 --new-tokens 32
 
-Both sides call `brandcap.evaluate.generate_captions` on the same model, images and prompt
+Both sides call `brandcap.stages.evaluate.generate_captions` on the same model, images and prompt
 (left padding, greedy); only the batch size differs. Every answer is forced to the same
 length (min_new_tokens = max_new_tokens) so both do identical work whatever the model emits.
 Runs on CUDA when present. Prints samples/s of each and the speedup (aim: >= 4x).
@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from brandcap.chat import prompt_text
-from brandcap.evaluate import default_device, generate_captions, load_model
+from brandcap.model.chat import prompt_text
+from brandcap.stages.evaluate import default_device, generate_captions, load_model
 from brandcap.params import Params, TinyModelParams
-from brandcap.tiny_model import build_tiny_model
+from brandcap.sim.tiny_model import build_tiny_model
 
 COLOURS = [(200, 30, 30), (30, 30, 200), (30, 160, 30), (220, 200, 40), (120, 60, 160)]
 

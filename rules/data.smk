@@ -12,7 +12,7 @@ def external_tables():
 rule catalog:
     input:
         script=script("catalog"),
-        code=package("catalog", "shop"),
+        code=package("stages/catalog", "sim/shop"),
         external=external_tables(),
     output:
         catalog="data/raw/catalog.parquet",
@@ -29,7 +29,7 @@ rule catalog:
 rule general_set:
     input:
         script=script("general_set"),
-        code=package("general_set", "catalog", "shop"),
+        code=package("stages/general_set", "stages/catalog", "sim/shop"),
     output:
         out=directory("data/raw/general"),
     params:
@@ -45,7 +45,7 @@ rule general_set:
 rule download:
     input:
         script=script("download"),
-        code=package("download", "catalog", "shop"),
+        code=package("stages/download", "stages/catalog", "sim/shop"),
         catalog=rules.catalog.output.catalog,
         shop=rules.catalog.output.shop,
     output:
@@ -63,7 +63,7 @@ rule download:
 rule caption:
     input:
         script=script("caption"),
-        code=package("caption", "simulated_vlm", "clean_rules"),
+        code=package("stages/caption", "sim/simulated_vlm", "clean_rules"),
         manifest=rules.download.output.manifest,
         images=rules.download.output.images,
     output:
@@ -80,7 +80,7 @@ rule caption:
 rule clean:
     input:
         script=script("clean"),
-        code=package("clean", "clean_rules", "brands"),
+        code=package("stages/clean", "clean_rules", "brands"),
         captions=rules.caption.output.captions,
     output:
         out=directory("data/processed"),

@@ -5,7 +5,7 @@
 rule evaluate_base:
     input:
         script=script("evaluate"),
-        code=package("evaluate", "launch", "gpus", "metrics", "caption_metrics", "checkpoints", "chat", "brands"),
+        code=package("stages/evaluate", "launch", "gpus", "evaluation/metrics", "evaluation/caption_metrics", "model/checkpoints", "model/chat", "brands"),
         base=rules.base_model.output.out,
         processed=rules.clean.output.out,
         general=rules.general_set.output.out,
@@ -27,7 +27,7 @@ rule evaluate_base:
 rule evaluate:
     input:
         script=script("evaluate"),
-        code=package("evaluate", "launch", "gpus", "metrics", "caption_metrics", "checkpoints", "chat", "brands"),
+        code=package("stages/evaluate", "launch", "gpus", "evaluation/metrics", "evaluation/caption_metrics", "model/checkpoints", "model/chat", "brands"),
         base=rules.base_model.output.out,
         checkpoints=rules.train.output.checkpoints,
         processed=rules.clean.output.out,
@@ -50,7 +50,7 @@ rule evaluate:
 rule evaluate_prompted:
     input:
         script=script("evaluate"),
-        code=package("evaluate", "launch", "gpus", "metrics", "caption_metrics", "checkpoints", "chat", "brands"),
+        code=package("stages/evaluate", "launch", "gpus", "evaluation/metrics", "evaluation/caption_metrics", "model/checkpoints", "model/chat", "brands"),
         base=rules.base_model.output.out,
         processed=rules.clean.output.out,
         images=rules.download.output.images,
@@ -71,7 +71,7 @@ rule evaluate_prompted:
 rule baselines:
     input:
         script=script("baselines"),
-        code=package("baselines", "metrics", "brands"),
+        code=package("stages/baselines", "evaluation/metrics", "brands"),
         processed=rules.clean.output.out,
         images=rules.download.output.images,
     output:
@@ -88,7 +88,7 @@ rule baselines:
 rule tables:
     input:
         script=script("tables"),
-        code=package("tables", "provenance"),
+        code=package("stages/tables", "provenance"),
         catalog=rules.catalog.output.catalog,
         manifest=rules.download.output.manifest,
         captions=rules.caption.output.captions,

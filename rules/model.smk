@@ -4,7 +4,7 @@
 rule base_model:
     input:
         script=script("base_model"),
-        code=package("base_model", "tiny_model", "chat"),
+        code=package("stages/base_model", "sim/tiny_model", "model/chat"),
         catalog=rules.catalog.output.catalog,
     output:
         out=directory("models/base"),
@@ -21,7 +21,7 @@ rule base_model:
 rule train:
     input:
         script=script("train"),
-        code=package("train", "launch", "gpus", "strategies", "training_data", "checkpoints", "chat"),
+        code=package("stages/train", "launch", "gpus", "model/strategies", "model/training_data", "model/checkpoints", "model/chat"),
         base=rules.base_model.output.out,
         processed=rules.clean.output.out,
         images=rules.download.output.images,

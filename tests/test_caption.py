@@ -23,9 +23,9 @@ import pytest
 import yaml
 
 from brandcap.atomic import read_jsonl
-from brandcap.caption import CaptionError, run_caption
+from brandcap.stages.caption import CaptionError, run_caption
 from brandcap.params import SimulatorParams, validate_params
-from brandcap.simulated_vlm import start_simulated_vlm
+from brandcap.sim.simulated_vlm import start_simulated_vlm
 from tests.test_simulated_vlm import NO_FAILURES, png_bytes
 
 BRANDS = ["Gucci", "Saint Laurent", "Dolce & Gabbana", "Acne Studios"]
@@ -150,7 +150,7 @@ def test_kill_9_mid_run_then_rerun_asks_only_unfinished(workdir):
     with start_simulated_vlm(sim, seed=4) as server:
         params_file = workdir / "params.yaml"
         params_file.write_text(yaml.safe_dump({"caption": {"base_url": server.base_url, "concurrency": 2}}))
-        code = ("import sys; from brandcap.params import load_params; from brandcap.caption import run_caption; "
+        code = ("import sys; from brandcap.params import load_params; from brandcap.stages.caption import run_caption; "
                 f"run_caption(load_params('params.yaml'), 'data/raw/manifest.parquet', '{CAPTIONS}', '{RESUME}')")
         proc = subprocess.Popen([sys.executable, "-c", code], cwd=workdir, stderr=subprocess.DEVNULL)
         cache = workdir / RESUME / "cache.jsonl"

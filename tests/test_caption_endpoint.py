@@ -19,9 +19,9 @@ import openai
 import pytest
 from aiohttp import web
 
-from brandcap.caption import Asker, CaptionError, EndpointDown, EndpointError, load_items, run_caption
+from brandcap.stages.caption import Asker, CaptionError, EndpointDown, EndpointError, load_items, run_caption
 from brandcap.atomic import read_jsonl
-from brandcap.simulated_vlm import SimulatedVLMServer
+from brandcap.sim.simulated_vlm import SimulatedVLMServer
 from tests.test_caption import CAPTIONS, RESUME, make_manifest, params_for
 
 MODEL = "test-vlm"

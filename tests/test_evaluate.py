@@ -11,14 +11,14 @@ from PIL import Image
 from transformers import InternVLForConditionalGeneration
 
 from brandcap.atomic import read_jsonl, write_jsonl
-from brandcap.caption_metrics import METRIC_NAMES
-from brandcap.chat import prompt_text, set_image_tiling
-import brandcap.evaluate as evaluate_module
-from brandcap.evaluate import generate_captions, load_model, reference_losses, run_evaluate
-from brandcap.metrics import brand_outcome, named_brands
+from brandcap.evaluation.caption_metrics import METRIC_NAMES
+from brandcap.model.chat import prompt_text, set_image_tiling
+import brandcap.stages.evaluate as evaluate_module
+from brandcap.stages.evaluate import generate_captions, load_model, reference_losses, run_evaluate
+from brandcap.evaluation.metrics import brand_outcome, named_brands
 from brandcap.params import ImageTilingParams, Params, TinyModelParams, validate_params
-from brandcap.tiny_model import build_tiny_model
-from brandcap.training_data import IGNORE_INDEX, CaptionCollator, CaptionDataset
+from brandcap.sim.tiny_model import build_tiny_model
+from brandcap.model.training_data import IGNORE_INDEX, CaptionCollator, CaptionDataset
 
 TILED = {"enabled": True}  # InternVL's tiling: up to 12 tiles + a thumbnail; 9 tokens per 84 px tile here
 

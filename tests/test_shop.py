@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from brandcap import shop
+from brandcap.sim import shop
 from brandcap.params import SyntheticShop
 
 

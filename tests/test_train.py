@@ -18,12 +18,12 @@ from PIL import Image
 from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText, TrainerCallback
 
-from brandcap.checkpoints import CHECKPOINT_META, TRAINABLE_WEIGHTS, load_for_inference, save_checkpoint, state_bytes
+from brandcap.model.checkpoints import CHECKPOINT_META, TRAINABLE_WEIGHTS, load_for_inference, save_checkpoint, state_bytes
 from brandcap.params import LoraParams, ParamsError, TinyModelParams, validate_params
-from brandcap.strategies import apply_strategy
-from brandcap.tiny_model import build_tiny_model
-from brandcap.train import CHECKPOINT_DTYPES, elapsed_before, gradient_accumulation_steps, resolve_precision, run_train
-from brandcap.training_data import CaptionCollator, CaptionDataset
+from brandcap.model.strategies import apply_strategy
+from brandcap.sim.tiny_model import build_tiny_model
+from brandcap.stages.train import CHECKPOINT_DTYPES, elapsed_before, gradient_accumulation_steps, resolve_precision, run_train
+from brandcap.model.training_data import CaptionCollator, CaptionDataset
 
 TINY = TinyModelParams(vision_hidden=32, vision_layers=1, vision_heads=2, text_hidden=64, text_layers=2, text_heads=2, vocab_size=400)
 BRANDS = {"Gucci": (200, 30, 30), "Prada": (30, 200, 30), "Celine": (30, 30, 200), "Loewe": (200, 200, 30)}
@@ -377,7 +377,7 @@ def test_prompt_settings_are_checked_before_any_work(workdir, tmp_path):
 
 
 def test_deepspeed_config_is_checked(tmp_path):
-    from brandcap.train import check_deepspeed_config
+    from brandcap.stages.train import check_deepspeed_config
 
     check_deepspeed_config("")
     with pytest.raises(FileNotFoundError, match="zero2.json"):

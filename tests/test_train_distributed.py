@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from brandcap.resume_state import FINGERPRINT_FILE
-from brandcap.train import _prepare_run_state
+from brandcap.stages.train import _prepare_run_state
 
 THIS_RUN = {"inputs": {}, "params": "this run", "code": ""}
 OTHER_RUN = {"inputs": {}, "params": "other params", "code": ""}

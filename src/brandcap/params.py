@@ -315,7 +315,7 @@ def batch_layout_error(batch_size: int, per_device_batch_size: int, devices: int
 # The study's seed: the data (sampling, shop, split) and, by default, the one training run per experiment.
 DEFAULT_SEED = 4
 
-# Keys of results/metrics.json beside the experiments' names (brandcap.tables).
+# Keys of results/metrics.json beside the experiments' names (brandcap.stages.tables).
 RESERVED_RESULT_KEYS = ("provenance", "base", "baselines", "selection")
 
 

@@ -3,7 +3,7 @@
     python workflow/scripts/baselines.py --params params.yaml --train data/processed/train.jsonl --test data/processed/test.jsonl --out results/baselines --log logs/baselines.log
 """
 
-from brandcap.baselines import run_baselines
+from brandcap.stages.baselines import run_baselines
 from brandcap.stage import run_stage, stage_args
 
 if __name__ == "__main__":

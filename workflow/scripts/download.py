@@ -5,7 +5,7 @@
 Every failed image is also listed in logs/download.failures.csv (beside --log).
 """
 
-from brandcap.download import run_download
+from brandcap.stages.download import run_download
 from brandcap.stage import run_stage, stage_args
 
 if __name__ == "__main__":

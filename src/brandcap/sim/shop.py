@@ -1,6 +1,6 @@
 """The synthetic shop: a product table in the DBQ schema and one drawn image per product.
 
-    from brandcap.shop import generate_shop
+    from brandcap.sim.shop import generate_shop
     frame = generate_shop(params.data.synthetic, n_products=1500, seed=4, shop_dir=Path("data/raw/shop"))
 
 Stands in for a real product-price dataset (DBQ/My.Theresa...) so the whole study runs
@@ -16,7 +16,7 @@ by their marks, not by the product's colour:
 - with probability `signature_visibility` a product carries its brand's marks, otherwise it
   is a plain product; with probability `distractor_rate` it also carries a mark of no brand
   (a random blob or a label); `noise` adds pixel noise to every image.
-So colour statistics (and pixel lookups, see `brandcap.baselines`) cannot reveal the brand,
+So colour statistics (and pixel lookups, see `brandcap.stages.baselines`) cannot reveal the brand,
 while the marks stay readable at 64 px. Everything is a function of the seed: same seed,
 byte-identical table and images.
 

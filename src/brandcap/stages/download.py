@@ -1,6 +1,6 @@
 """download stage: fetch, validate and normalise every catalog image; record every failure.
 
-    from brandcap.download import run_download
+    from brandcap.stages.download import run_download
     run_download(params, Path("data/raw/catalog.parquet"), Path("data/raw/images"),
                  Path("data/raw/manifest.parquet"), Path("data/cache/images"))
 
@@ -56,10 +56,10 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from brandcap.atomic import DiskFullError, atomic_path, link_or_copy, write_bytes, write_parquet
-from brandcap.catalog import is_image_url
+from brandcap.stages.catalog import is_image_url
 from brandcap.resume_state import prepare_resume_dir, stage_fingerprint
 from brandcap.params import DownloadParams, Params
-from brandcap.shop import artifact_path
+from brandcap.sim.shop import artifact_path
 
 log = logging.getLogger(__name__)
 
@@ -443,7 +443,7 @@ def run_download(params: Params, catalog_path: Path, images_dir: Path, manifest_
     # code (another normaliser) make the whole cache stale (brandcap.resume_state). Concurrency,
     # timeouts and retries change no image, so they keep it.
     shaping = dl.model_dump(include={"max_side", "min_side", "max_pixels", "max_bytes"})
-    prepare_resume_dir(resume_dir, stage_fingerprint("brandcap.download", {}, {"download": shaping}))
+    prepare_resume_dir(resume_dir, stage_fingerprint("brandcap.stages.download", {}, {"download": shaping}))
     images_dir.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(resume_dir, images_dir, manifest_path.parent, failure_report.parent)
 

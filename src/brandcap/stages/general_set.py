@@ -1,6 +1,6 @@
 """The brand-free general set for the forgetting probe: general_dir/general.jsonl + images.
 
-    from brandcap.general_set import run_general_set
+    from brandcap.stages.general_set import run_general_set
     run_general_set(params, Path("data/processed/general"))
 
 Records are `{"id", "image", "caption"}`; `image` is the path of a PNG under
@@ -23,9 +23,9 @@ from pathlib import Path
 from PIL import Image
 
 from brandcap.atomic import write_bytes, write_jsonl
-from brandcap.catalog import product_ids
+from brandcap.stages.catalog import product_ids
 from brandcap.params import Params
-from brandcap.shop import artifact_path, generic_product_images, png_bytes
+from brandcap.sim.shop import artifact_path, generic_product_images, png_bytes
 
 log = logging.getLogger(__name__)
 
