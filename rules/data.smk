@@ -12,7 +12,7 @@ def external_tables():
 rule catalog:
     input:
         script=script("catalog"),
-        code=package("stages/catalog", "sim/shop"),
+        code=package("stages/catalog", "sim/shop", "records"),
         external=external_tables(),
     output:
         catalog="data/raw/catalog.parquet",
@@ -29,7 +29,7 @@ rule catalog:
 rule general_set:
     input:
         script=script("general_set"),
-        code=package("stages/general_set", "stages/catalog", "sim/shop"),
+        code=package("stages/general_set", "stages/catalog", "sim/shop", "records"),
     output:
         out=directory("data/raw/general"),
     params:
@@ -45,7 +45,7 @@ rule general_set:
 rule download:
     input:
         script=script("download"),
-        code=package("stages/download", "stages/catalog", "sim/shop"),
+        code=package("stages/download", "stages/catalog", "sim/shop", "records"),
         catalog=rules.catalog.output.catalog,
         shop=rules.catalog.output.shop,
     output:

@@ -11,7 +11,7 @@ import pytest
 
 from brandcap.stages.catalog import CatalogError, product_ids, run_catalog
 from brandcap.params import ParamsError, validate_params
-from brandcap.sim.shop import DBQ_COLUMNS
+from brandcap.records import DBQ_COLUMNS
 
 SAFE = re.compile(r"^[A-Za-z0-9._-]+$")
 

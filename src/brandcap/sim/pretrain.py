@@ -99,7 +99,7 @@ def read_products(catalog_path: str | Path) -> list[Product]:
     frame = pd.read_parquet(catalog_path)
     missing = {"brand", "title", "category1_code", "category2_code", "category3_code"} - set(frame.columns)
     if missing:
-        raise ValueError(f"{catalog_path}: missing column(s) {sorted(missing)}; the catalog must follow the DBQ schema (see brandcap.sim.shop.DBQ_COLUMNS)")
+        raise ValueError(f"{catalog_path}: missing column(s) {sorted(missing)}; the catalog must follow the DBQ schema (see brandcap.records.DBQ_COLUMNS)")
     frame = frame.fillna("")
     products = [
         Product(str(r.brand).strip(), str(r.title).strip(), category_noun(str(r.category3_code), str(r.category2_code), str(r.category1_code)))

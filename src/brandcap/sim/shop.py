@@ -39,15 +39,11 @@ from PIL import Image, ImageDraw
 
 from brandcap.atomic import write_bytes
 from brandcap.params import SyntheticShop
+from brandcap.records import DBQ_COLUMNS, artifact_path
 
 # Seed streams keep the catalog, the general set and the tiny model's pretraining images apart.
 STREAM_CATALOG, STREAM_GENERAL, STREAM_PRETRAIN = 1, 2, 3
 
-DBQ_COLUMNS = [
-    "website_name", "competence_date", "country_code", "currency_code", "brand",
-    "category1_code", "category2_code", "category3_code", "product_code", "title",
-    "itemurl", "imageurl", "full_price", "price", "full_price_eur", "price_eur", "flg_discount",
-]
 PLACEHOLDER_URL = "N.A."
 
 # Well separated in RGB so the name survives noise and resizing.
@@ -394,17 +390,6 @@ def dominant_colour_name(img: Image.Image) -> str:
     dist = ((foreground[:, None, :] - _COLOUR_ARRAY[None, :, :]) ** 2).sum(axis=2)
     counts = np.bincount(dist.argmin(axis=1), minlength=len(COLOUR_NAMES))
     return COLOUR_NAMES[int(counts.argmax())]
-
-
-def artifact_path(path: str | Path) -> str:
-    """A path as stored inside artifacts: relative to the cwd when it lies under it."""
-    path = Path(path)
-    if not path.is_absolute():
-        return path.as_posix()
-    try:
-        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
-    except ValueError:
-        return path.as_posix()
 
 
 # ----------------------------------------------------------------------------- the shop

@@ -29,7 +29,8 @@ import pandas as pd
 
 from brandcap.atomic import atomic_path, write_parquet
 from brandcap.params import EXTERNAL_DATA_DIR, DataParams, Params, local_table_path
-from brandcap.sim.shop import DBQ_COLUMNS, generate_shop
+from brandcap.records import DBQ_COLUMNS
+from brandcap.sim.shop import generate_shop
 
 log = logging.getLogger(__name__)
 

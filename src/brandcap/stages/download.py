@@ -59,7 +59,7 @@ from brandcap.atomic import DiskFullError, atomic_path, link_or_copy, write_byte
 from brandcap.stages.catalog import is_image_url
 from brandcap.resume_state import prepare_resume_dir, stage_fingerprint
 from brandcap.params import DownloadParams, Params
-from brandcap.sim.shop import artifact_path
+from brandcap.records import artifact_path
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,8 @@ from PIL import Image
 from brandcap.atomic import write_bytes, write_jsonl
 from brandcap.stages.catalog import product_ids
 from brandcap.params import Params
-from brandcap.sim.shop import artifact_path, generic_product_images, png_bytes
+from brandcap.records import artifact_path
+from brandcap.sim.shop import generic_product_images, png_bytes
 
 log = logging.getLogger(__name__)
 
