@@ -28,9 +28,8 @@ COLOURS = [(200, 30, 30), (30, 30, 200), (30, 160, 30), (220, 200, 40), (120, 60
 
 
 def build_model(base: Path | None, device: str):
-    params = Params()
     if base is not None:
-        return load_model(params, base, None, device)
+        return load_model(base, None, device)
     corpus = [f"A {c} leather bag by Brand{i} with a gold strap." for i in range(20) for c in ("red", "blue", "green")] * 10
     model, processor = build_tiny_model(corpus, TinyModelParams(), seed=0)
     return model.to(device).eval(), processor

@@ -19,8 +19,6 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-Fraction = float  # documented as 0..1 and checked with ge/le below
-
 # PyYAML (YAML 1.1, also what Snakemake reads configs with) loads 1e-5 without a dot as a string.
 _EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 

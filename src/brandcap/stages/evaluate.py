@@ -101,7 +101,7 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_model(params: Params, base_dir: Path, checkpoint_dir: Path | None, device: str):
+def load_model(base_dir: Path, checkpoint_dir: Path | None, device: str):
     """(model, processor) in eval mode: the base model, or the base with a checkpoint applied."""
     return load_for_inference(Path(base_dir), Path(checkpoint_dir) if checkpoint_dir else None, device)
 
@@ -313,7 +313,7 @@ def run_evaluate(
         # fewer cores it would only take cycles from generation and distort samples_per_second.
         start_meteor()
     device = default_device()
-    model, processor = load_model(params, base_dir, checkpoint_dir, device)
+    model, processor = load_model(base_dir, checkpoint_dir, device)
     sets = {"test": test_jsonl, "val": val_jsonl, "general": general_jsonl}
     prepare_resume_dir(resume_dir, _fingerprint(params, base_dir, checkpoint_dir, sets, test + val + general, prompted))
     instruction = prompted_instruction(params, known_brands) if prompted else params.train.instruction

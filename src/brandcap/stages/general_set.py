@@ -1,7 +1,7 @@
 """The brand-free general set for the forgetting probe: general_dir/general.jsonl + images.
 
     from brandcap.stages.general_set import run_general_set
-    run_general_set(params, Path("data/processed/general"))
+    run_general_set(params, Path("data/raw/general"))
 
 Records are `{"id", "image", "caption"}`; `image` is the path of a PNG under
 `general_dir/images/`, relative to the cwd (like every path inside an artifact).
