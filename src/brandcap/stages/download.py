@@ -2,7 +2,7 @@
 
     from brandcap.stages.download import run_download
     run_download(params, Path("data/raw/catalog.parquet"), Path("data/raw/images"),
-                 Path("data/raw/manifest.parquet"), Path("data/cache/images"))
+                 Path("data/raw/manifest.parquet"), Path(".resume/download"))
 
 - asyncio + aiohttp, at most `download.concurrency` requests in flight, a per-request
   timeout, retries with exponential backoff and full jitter on timeouts, connection errors,
@@ -340,7 +340,6 @@ async def _download_all(rows: list[dict], dl: DownloadParams, resume_dir: Path, 
             continue
         todo.append((row, cached))
 
-    rewrite: dict[str, str] = {}
     file_urls = [row["imageurl"] for row, _ in todo if row["imageurl"].lower().startswith("file:")]
     server = _serve_files_over_http(file_urls) if serve_shop and file_urls else contextlib.nullcontext({})
     connector = aiohttp.TCPConnector(limit=dl.concurrency, limit_per_host=dl.concurrency)
