@@ -74,7 +74,7 @@ class SyntheticShop(Section):
     serve_over_http: bool = Field(False, description="Serve shop images over loopback HTTP instead of file:// URLs.")
     placeholder_rate: float = Field(0.01, ge=0, le=1, description="Fraction of products whose imageurl is the placeholder 'N.A.' (at least one when > 0), so the catalog's placeholder filter always runs.")
     broken_images: int = Field(2, ge=0, description="Products whose image file is broken (truncated / not an image), so the downloader's failure path always runs.")
-    real_shapes: bool = Field(False, description="Dress the shop as a real catalogue (brandcap/realshape.py): punctuated brand names, 'N.A.' in every text column at placeholder_rate, unsafe product codes, portrait/landscape photos as JPEG/WebP/PNG/CMYK; the table is read back from a CSV.gz like a user's own.")
+    real_shapes: bool = Field(False, description="Dress the shop as a real catalogue (brandcap/sim/realshape.py): punctuated brand names, 'N.A.' in every text column at placeholder_rate, unsafe product codes, portrait/landscape photos as JPEG/WebP/PNG/CMYK; the table is read back from a CSV.gz like a user's own.")
 
 
 class DataParams(Section):

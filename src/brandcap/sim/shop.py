@@ -165,7 +165,7 @@ def brand_names(n_brands: int, seed: int) -> list[str]:
     names: list[str] = []
     used_words: set[str] = set()  # no word shared by two brands, so a mention is never ambiguous
     surnames = list(rng.permutation(_SURNAMES))
-    for attempt in range(100 * n_brands):
+    for _ in range(100 * n_brands):
         if len(names) == n_brands:
             break
         kind = len(names) % 4
