@@ -178,9 +178,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'C':>4} {'L (s)':>6} {'requests':>9} {'ideal/s':>8} {'achieved/ideal':>15} {'baseline':>9} {'client CPU ms/req':>18} {'endpoint CPU ms/req':>20}")
     with tempfile.TemporaryDirectory() as tmp:
         for pair in args.pairs:
-            c, l = pair.split(":")
-            m = measure(Path(tmp), args.endpoint, int(c), float(l), args.rounds, args.image_size)
-            print(f"{int(c):>4} {float(l):>6.2f} {m['n']:>9} {m['ideal']:>8.1f} {m['ratio']:>15.3f} {m['baseline']:>9.3f} {m['cpu_ms']:>18.2f} {m['server_cpu_ms']:>20.2f}", flush=True)
+            concurrency, latency = pair.split(":")
+            m = measure(Path(tmp), args.endpoint, int(concurrency), float(latency), args.rounds, args.image_size)
+            print(f"{int(concurrency):>4} {float(latency):>6.2f} {m['n']:>9} {m['ideal']:>8.1f} {m['ratio']:>15.3f} {m['baseline']:>9.3f} {m['cpu_ms']:>18.2f} {m['server_cpu_ms']:>20.2f}", flush=True)
 
 
 if __name__ == "__main__":

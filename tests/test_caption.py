@@ -82,7 +82,8 @@ def test_every_failure_mode_is_recorded_and_retried(workdir):
     make_manifest(workdir, 16)
     broken.write_bytes(b"this is not a png")
     extra = [
-        {"product_id": "broken", "brand": "Gucci", "title": "Broken", "category": "Bags", "status": "ok", "image": "data/raw/images/broken.png", "sha256": hashlib.sha256(b"this is not a png").hexdigest()},
+        {"product_id": "broken", "brand": "Gucci", "title": "Broken", "category": "Bags", "status": "ok", "image": "data/raw/images/broken.png",
+         "sha256": hashlib.sha256(b"this is not a png").hexdigest()},
         {"product_id": "gone", "brand": "Gucci", "title": "Gone", "category": "Bags", "status": "ok", "image": "data/raw/images/gone.png", "sha256": "0" * 64},
         {"product_id": "failed-download", "brand": "Gucci", "title": "x", "category": "Bags", "status": "failed", "reason": "http_404", "image": None, "sha256": None},
     ]

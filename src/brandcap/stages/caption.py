@@ -383,7 +383,8 @@ class Asker:
                 async for chunk in response.iter_bytes():
                     body += chunk
                     if len(body) > self.max_body_bytes:
-                        raise AnswerRejected("oversize", f"the answer body exceeds {self.max_body_bytes} bytes, far beyond caption.max_answer_chars ({self.cp.answer_char_limit} characters)", retry=False)
+                        limit = f"far beyond caption.max_answer_chars ({self.cp.answer_char_limit} characters)"
+                        raise AnswerRejected("oversize", f"the answer body exceeds {self.max_body_bytes} bytes, {limit}", retry=False)
                 return read_completion(bytes(body), response.headers.get("content-type", ""), self.cp.answer_char_limit)
 
     async def _request(self, item: Item, image_url: str, temperature: float) -> tuple[Reply | None, str | None, int]:
