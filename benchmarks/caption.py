@@ -39,8 +39,8 @@ import pandas as pd
 import yaml
 from PIL import Image
 
-from brandcap.stages.caption import run_caption
 from brandcap.params import validate_params
+from brandcap.stages.caption import run_caption
 
 MODEL = "bench-vlm"  # the model both endpoints list at /v1/models (the stage's pre-flight checks it)
 CANNED = ("The photo shows the Bag by Gucci, a green piece from its Bags range. The lighting is soft and even, "

@@ -20,9 +20,9 @@ import torch
 from PIL import Image
 
 from brandcap.model.chat import prompt_text
-from brandcap.stages.evaluate import default_device, generate_captions, load_model
 from brandcap.params import Params, TinyModelParams
 from brandcap.sim.tiny_model import build_tiny_model
+from brandcap.stages.evaluate import default_device, generate_captions, load_model
 
 COLOURS = [(200, 30, 30), (30, 30, 200), (30, 160, 30), (220, 200, 40), (120, 60, 160)]
 

@@ -45,11 +45,11 @@ from transformers.models.internvl.modeling_internvl import InternVLVisionLayer
 from transformers.trainer_utils import SaveStrategy
 
 from brandcap.model.chat import answer_text, encode_prompts
-from brandcap.params import ImageTilingParams, TinyModelParams, validate_params
 from brandcap.model.strategies import apply_strategy, count_parameters
+from brandcap.model.training_data import CaptionCollator, CaptionDataset
+from brandcap.params import ImageTilingParams, TinyModelParams, validate_params
 from brandcap.sim.tiny_model import build_config, build_processor, train_tokenizer
 from brandcap.stages.train import DeltaTrainer, resolve_precision, training_arguments
-from brandcap.model.training_data import CaptionCollator, CaptionDataset
 
 BRANDS = ["Gucci", "Prada", "Celine", "Loewe", "Balenciaga", "Bottega Veneta", "Saint Laurent", "Valentino"]
 COLOURS = ["red", "black", "ivory", "navy", "green", "camel"]

@@ -73,9 +73,9 @@ def test_the_stage_scores_every_baseline_on_the_evaluated_test_items(tmp_path):
     import json
 
     from brandcap.atomic import read_jsonl, write_jsonl
-    from brandcap.stages.baselines import BASELINES, run_baselines
     from brandcap.evaluation.metrics import evaluation_sample
     from brandcap.params import validate_params
+    from brandcap.stages.baselines import BASELINES, run_baselines
 
     red, blue = (200, 30, 40), (40, 90, 215)
 

@@ -23,9 +23,9 @@ import pytest
 import yaml
 
 from brandcap.atomic import read_jsonl
-from brandcap.stages.caption import CaptionError, run_caption
 from brandcap.params import SimulatorParams, validate_params
 from brandcap.sim.simulated_vlm import start_simulated_vlm
+from brandcap.stages.caption import CaptionError, run_caption
 from tests.test_simulated_vlm import NO_FAILURES, png_bytes
 
 BRANDS = ["Gucci", "Saint Laurent", "Dolce & Gabbana", "Acne Studios"]

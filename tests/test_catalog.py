@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from brandcap.stages.catalog import CatalogError, product_ids, run_catalog
 from brandcap.params import ParamsError, validate_params
 from brandcap.records import DBQ_COLUMNS
+from brandcap.stages.catalog import CatalogError, product_ids, run_catalog
 
 SAFE = re.compile(r"^[A-Za-z0-9._-]+$")
 

@@ -23,8 +23,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from brandcap.stages.download import DownloadError, ImageRejected, image_file_stem, normalise_image, run_download
 from brandcap.params import validate_params
+from brandcap.stages.download import DownloadError, ImageRejected, image_file_stem, normalise_image, run_download
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,15 +10,15 @@ import torch
 from PIL import Image
 from transformers import InternVLForConditionalGeneration
 
+import brandcap.stages.evaluate as evaluate_module
 from brandcap.atomic import read_jsonl, write_jsonl
 from brandcap.evaluation.caption_metrics import METRIC_NAMES
-from brandcap.model.chat import prompt_text, set_image_tiling
-import brandcap.stages.evaluate as evaluate_module
-from brandcap.stages.evaluate import generate_captions, load_model, reference_losses, run_evaluate
 from brandcap.evaluation.metrics import brand_outcome, named_brands
+from brandcap.model.chat import prompt_text, set_image_tiling
+from brandcap.model.training_data import IGNORE_INDEX, CaptionCollator, CaptionDataset
 from brandcap.params import ImageTilingParams, Params, TinyModelParams, validate_params
 from brandcap.sim.tiny_model import build_tiny_model
-from brandcap.model.training_data import IGNORE_INDEX, CaptionCollator, CaptionDataset
+from brandcap.stages.evaluate import generate_captions, load_model, reference_losses, run_evaluate
 
 TILED = {"enabled": True}  # InternVL's tiling: up to 12 tiles + a thumbnail; 9 tokens per 84 px tile here
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from brandcap.sim import shop
 from brandcap.params import SyntheticShop
 from brandcap.records import DBQ_COLUMNS
+from brandcap.sim import shop
 
 
 def files(d: Path) -> dict[str, bytes]:

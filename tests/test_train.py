@@ -7,8 +7,8 @@ an interrupted run resumes, logs and summary are complete.
 from __future__ import annotations
 
 import json
-import time
 import shutil
+import time
 
 import pytest
 import torch
@@ -16,11 +16,12 @@ from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText, TrainerCallback
 
 from brandcap.model.checkpoints import CHECKPOINT_META, TRAINABLE_WEIGHTS, load_for_inference, save_checkpoint, state_bytes
-from brandcap.params import LoraParams, ParamsError, validate_params
 from brandcap.model.strategies import apply_strategy
-from brandcap.stages.train import CHECKPOINT_DTYPES, elapsed_before, gradient_accumulation_steps, resolve_precision, run_train
 from brandcap.model.training_data import CaptionCollator, CaptionDataset
+from brandcap.params import LoraParams, ParamsError, validate_params
+from brandcap.stages.train import CHECKPOINT_DTYPES, elapsed_before, gradient_accumulation_steps, resolve_precision, run_train
 from tests.conftest import delta_weights, run_tiny_training, train_params
+
 
 @pytest.fixture(scope="module")
 def probe_batch(workdir):

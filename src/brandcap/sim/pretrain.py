@@ -36,9 +36,9 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from brandcap.sim import shop
 from brandcap.model.chat import answer_text, encode, prompt_text
 from brandcap.params import SyntheticShop, TinyModelParams
+from brandcap.sim import shop
 from brandcap.sim.simulated_vlm import base_caption
 
 log = logging.getLogger(__name__)

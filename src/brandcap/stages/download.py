@@ -56,10 +56,10 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from brandcap.atomic import DiskFullError, atomic_path, link_or_copy, write_bytes, write_parquet
-from brandcap.stages.catalog import is_image_url
-from brandcap.resume_state import prepare_resume_dir, stage_fingerprint
 from brandcap.params import DownloadParams, Params
 from brandcap.records import artifact_path
+from brandcap.resume_state import prepare_resume_dir, stage_fingerprint
+from brandcap.stages.catalog import is_image_url
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ class _Fetcher:
                 return bytes(body)
         except ImageRejected:
             raise
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as err:
+        except (TimeoutError, aiohttp.ServerTimeoutError) as err:
             raise _Retryable("timeout", str(err) or "timed out") from None
         except aiohttp.TooManyRedirects as err:
             raise ImageRejected("too_many_redirects", str(err)) from None

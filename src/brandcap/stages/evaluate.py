@@ -60,9 +60,9 @@ from transformers import AutoProcessor
 from brandcap.append_only import read_append_only
 from brandcap.atomic import read_jsonl, write_json, write_jsonl
 from brandcap.evaluation.caption_metrics import METRIC_NAMES, caption_scores_many, start_meteor
+from brandcap.evaluation.metrics import brand_hallucination_rate, brand_metrics, brand_outcomes, evaluation_sample, mean_token_loss, named_brands
 from brandcap.model.chat import answer_text, check_prompt_settings, encode, prompt_text
 from brandcap.model.checkpoints import load_for_inference
-from brandcap.evaluation.metrics import brand_hallucination_rate, brand_metrics, brand_outcomes, evaluation_sample, mean_token_loss, named_brands
 from brandcap.params import Params
 from brandcap.resume_state import finish_resume_dir, prepare_resume_dir, stage_fingerprint
 

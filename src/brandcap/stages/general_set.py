@@ -23,10 +23,10 @@ from pathlib import Path
 from PIL import Image
 
 from brandcap.atomic import write_bytes, write_jsonl
-from brandcap.stages.catalog import product_ids
 from brandcap.params import Params
 from brandcap.records import artifact_path
 from brandcap.sim.shop import generic_product_images, png_bytes
+from brandcap.stages.catalog import product_ids
 
 log = logging.getLogger(__name__)
 

@@ -74,10 +74,10 @@ import pandas as pd  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from brandcap.atomic import atomic_path, read_jsonl, write_json, write_text  # noqa: E402
-from brandcap.stages.baselines import BASELINES as IMAGE_AND_MAJORITY_BASELINES  # noqa: E402
 from brandcap.evaluation.metrics import paired_difference  # noqa: E402
 from brandcap.params import Params  # noqa: E402
 from brandcap.provenance import data_files, provenance  # noqa: E402
+from brandcap.stages.baselines import BASELINES as IMAGE_AND_MAJORITY_BASELINES  # noqa: E402
 
 log = logging.getLogger(__name__)
 

@@ -42,6 +42,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from brandcap import atomic
 from brandcap.append_only import read_append_only
+from brandcap.launch import check_process_count
 from brandcap.model.chat import check_prompt_settings
 from brandcap.model.checkpoints import (
     CHECKPOINT_META,
@@ -51,11 +52,10 @@ from brandcap.model.checkpoints import (
     state_bytes,
     trainable_state_dict,
 )
-from brandcap.launch import check_process_count
-from brandcap.params import Params, TrainParams, check_training_seed, experiment_settings
-from brandcap.resume_state import prepare_resume_dir, stage_fingerprint
 from brandcap.model.strategies import apply_strategy, count_parameters
 from brandcap.model.training_data import CaptionCollator, CaptionDataset
+from brandcap.params import Params, TrainParams, check_training_seed, experiment_settings
+from brandcap.resume_state import prepare_resume_dir, stage_fingerprint
 
 log = logging.getLogger(__name__)
 
