@@ -12,14 +12,16 @@ rule evaluate_base:
         images=rules.download.output.images,
     output:
         out=directory("results/eval/base/epoch-0"),
+    log:
+        "logs/evaluate/base/epoch-0.log",
+    conda:
+        "../envs/brandcap.yaml"
+    resources:
+        gpu=1,
     params:
         train__instruction=config["train"]["instruction"],
         train__max_length=config["train"]["max_length"],
         eval=config["eval"],
-    log:
-        "logs/evaluate/base/epoch-0.log",
-    resources:
-        gpu=1,
     shell:
         "python {input.script} {PARAMS_ARGS} --base {input.base} --test {input.processed}/test.jsonl --val {input.processed}/val.jsonl --general {input.general}/general.jsonl --out {output.out} --resume .resume/eval/base/epoch-0 --log {log}"
 
@@ -35,14 +37,16 @@ rule evaluate:
         images=rules.download.output.images,
     output:
         out=directory("results/eval/{exp}/seed-{seed}/epoch-{epoch}"),
+    log:
+        "logs/evaluate/{exp}/seed-{seed}/epoch-{epoch}.log",
+    conda:
+        "../envs/brandcap.yaml"
+    resources:
+        gpu=1,
     params:
         train__instruction=config["train"]["instruction"],
         train__max_length=config["train"]["max_length"],
         eval=config["eval"],
-    log:
-        "logs/evaluate/{exp}/seed-{seed}/epoch-{epoch}.log",
-    resources:
-        gpu=1,
     shell:
         "python {input.script} {PARAMS_ARGS} --base {input.base} --checkpoint {input.checkpoints}/epoch-{wildcards.epoch} --test {input.processed}/test.jsonl --val {input.processed}/val.jsonl --general {input.general}/general.jsonl --out {output.out} --resume .resume/eval/{wildcards.exp}/seed-{wildcards.seed}/epoch-{wildcards.epoch} --log {log}"
 
@@ -56,14 +60,16 @@ rule evaluate_prompted:
         images=rules.download.output.images,
     output:
         out=directory("results/eval/base/prompted"),
+    log:
+        "logs/evaluate/base/prompted.log",
+    conda:
+        "../envs/brandcap.yaml"
+    resources:
+        gpu=1,
     params:
         train__instruction=config["train"]["instruction"],
         train__max_length=config["train"]["max_length"],
         eval=config["eval"],
-    log:
-        "logs/evaluate/base/prompted.log",
-    resources:
-        gpu=1,
     shell:
         "python {input.script} {PARAMS_ARGS} --base {input.base} --prompted --test {input.processed}/test.jsonl --out {output.out} --resume .resume/eval/base/prompted --log {log}"
 
@@ -76,11 +82,13 @@ rule baselines:
         images=rules.download.output.images,
     output:
         out=directory("results/baselines"),
+    log:
+        "logs/baselines.log",
+    conda:
+        "../envs/brandcap.yaml"
     params:
         seed=config["seed"],
         eval__max_test_samples=config["eval"]["max_test_samples"],
-    log:
-        "logs/baselines.log",
     shell:
         "python {input.script} {PARAMS_ARGS} --train {input.processed}/train.jsonl --test {input.processed}/test.jsonl --out {output.out} --log {log}"
 
@@ -95,17 +103,18 @@ rule tables:
         processed=rules.clean.output.out,
         train_logs=expand(str(rules.train.output.train_log), exp=EXPERIMENTS, seed=SEEDS),
         checkpoints=expand(str(rules.train.output.checkpoints), exp=EXPERIMENTS, seed=SEEDS),
-        evaluations=[rules.evaluate_base.output.out, rules.evaluate_prompted.output.out]
-        + expand(str(rules.evaluate.output.out), exp=EXPERIMENTS, seed=SEEDS, epoch=SAVE_EPOCHS),
+        evaluations=[rules.evaluate_base.output.out, rules.evaluate_prompted.output.out] + expand(str(rules.evaluate.output.out), exp=EXPERIMENTS, seed=SEEDS, epoch=SAVE_EPOCHS),
         baselines=rules.baselines.output.out,
     output:
         tables="results/tables.md",
         metrics="results/metrics.json",
         plots=directory("results/plots"),
+    log:
+        "logs/tables.log",
+    conda:
+        "../envs/brandcap.yaml"
     params:
         train=config["train"],
         eval__general_instruction=config["eval"]["general_instruction"],
-    log:
-        "logs/tables.log",
     shell:
         "python {input.script} {PARAMS_ARGS} --catalog {input.catalog} --manifest {input.manifest} --captions {input.captions} --clean-report {input.processed}/clean_report.json --train-dir results/train --checkpoints results/checkpoints --eval-dir results/eval --baselines {input.baselines} --tables {output.tables} --metrics {output.metrics} --plots {output.plots} --log {log}"
