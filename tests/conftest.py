@@ -142,3 +142,23 @@ def delta_weights(checkpoint_dir):
 
     name = TRAINABLE_WEIGHTS if (checkpoint_dir / TRAINABLE_WEIGHTS).exists() else "adapter_model.safetensors"
     return load_file(checkpoint_dir / name)
+
+
+# ----------------------------------------------------------------------------- test groups
+# Every test is in one group, by its module:  pytest -m unit | -m workflow | -m e2e
+# (`-m "not slow"` still leaves out the minutes-long runs, whatever their group).
+WORKFLOW_MODULES = {  # the orchestrators on a copy of the project: Snakemake, DVC, the README's commands
+    "test_dag_agreement", "test_dvc_project", "test_profiles", "test_project_lock", "test_readme",
+}
+END_TO_END_MODULES = {"test_pipeline", "test_realshape_run"}  # the whole DAG, run for real
+
+
+def group_of(module_name: str) -> str:
+    if module_name in END_TO_END_MODULES:
+        return "e2e"
+    return "workflow" if module_name in WORKFLOW_MODULES else "unit"
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        item.add_marker(group_of(item.module.__name__.rsplit(".", 1)[-1]))
