@@ -1,6 +1,7 @@
 # Set-up and the two commands of the README.
 #   make run    install everything, then run the main job on the default profile
 #   make test   install everything (with test dependencies), then run the whole test suite
+#   make lint   ruff and snakefmt, as CI runs them before the tests
 
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -9,13 +10,18 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: run test install java
+.PHONY: run test lint install java
 
 run: install java
 	snakemake --cores 1 results/tables.md
 
 test: install java
 	python -m pytest -q
+
+# ruff over the Python code, snakefmt over the Snakefile and rules (both configured in pyproject.toml).
+lint: install
+	ruff check .
+	snakefmt --check Snakefile rules/
 
 install: $(VENV)/.installed
 

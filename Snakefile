@@ -5,6 +5,7 @@
 #
 # The same stages and commands are in dvc.yaml (tests/test_dag_agreement.py keeps them equal).
 
+
 configfile: "params.yaml"
 
 

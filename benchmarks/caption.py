@@ -39,8 +39,8 @@ import pandas as pd
 import yaml
 from PIL import Image
 
-from brandcap.caption import run_caption
 from brandcap.params import validate_params
+from brandcap.stages.caption import run_caption
 
 MODEL = "bench-vlm"  # the model both endpoints list at /v1/models (the stage's pre-flight checks it)
 CANNED = ("The photo shows the Bag by Gucci, a green piece from its Bags range. The lighting is soft and even, "
@@ -105,7 +105,7 @@ def start_endpoint(root: Path, kind: str, latency_s: float) -> tuple[subprocess.
         rates = dict(loop_rate=0, garbled_rate=0, case_change_rate=0, missing_brand_rate=0, cutoff_rate=0, http_error_rate=0, slow_rate=0)
         params_file = root / f"server-{latency_s}.yaml"
         params_file.write_text(yaml.safe_dump({"caption": {"model": MODEL, "simulator": {**rates, "latency_s": latency_s}}}))
-        command = [sys.executable, "-m", "brandcap.simulated_vlm", "--port", "0", "--params", str(params_file)]
+        command = [sys.executable, "-m", "brandcap.sim.simulated_vlm", "--port", "0", "--params", str(params_file)]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline()
     if "serving on" not in line:
@@ -178,9 +178,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'C':>4} {'L (s)':>6} {'requests':>9} {'ideal/s':>8} {'achieved/ideal':>15} {'baseline':>9} {'client CPU ms/req':>18} {'endpoint CPU ms/req':>20}")
     with tempfile.TemporaryDirectory() as tmp:
         for pair in args.pairs:
-            c, l = pair.split(":")
-            m = measure(Path(tmp), args.endpoint, int(c), float(l), args.rounds, args.image_size)
-            print(f"{int(c):>4} {float(l):>6.2f} {m['n']:>9} {m['ideal']:>8.1f} {m['ratio']:>15.3f} {m['baseline']:>9.3f} {m['cpu_ms']:>18.2f} {m['server_cpu_ms']:>20.2f}", flush=True)
+            concurrency, latency = pair.split(":")
+            m = measure(Path(tmp), args.endpoint, int(concurrency), float(latency), args.rounds, args.image_size)
+            print(f"{int(concurrency):>4} {float(latency):>6.2f} {m['n']:>9} {m['ideal']:>8.1f} {m['ratio']:>15.3f} {m['baseline']:>9.3f} {m['cpu_ms']:>18.2f} {m['server_cpu_ms']:>20.2f}", flush=True)
 
 
 if __name__ == "__main__":

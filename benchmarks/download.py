@@ -31,8 +31,8 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from brandcap.download import run_download
 from brandcap.params import validate_params
+from brandcap.stages.download import run_download
 
 
 def _image_bytes() -> bytes:

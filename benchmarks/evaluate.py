@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/evaluate.py --base models/base   # a saved base model instead
     .venv/bin/python benchmarks/evaluate.py --samples 64 --batch-size 32 --new-tokens 32
 
-Both sides call `brandcap.evaluate.generate_captions` on the same model, images and prompt
+Both sides call `brandcap.stages.evaluate.generate_captions` on the same model, images and prompt
 (left padding, greedy); only the batch size differs. Every answer is forced to the same
 length (min_new_tokens = max_new_tokens) so both do identical work whatever the model emits.
 Runs on CUDA when present. Prints samples/s of each and the speedup (aim: >= 4x).
@@ -19,18 +19,17 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from brandcap.chat import prompt_text
-from brandcap.evaluate import default_device, generate_captions, load_model
+from brandcap.model.chat import prompt_text
 from brandcap.params import Params, TinyModelParams
-from brandcap.tiny_model import build_tiny_model
+from brandcap.sim.tiny_model import build_tiny_model
+from brandcap.stages.evaluate import default_device, generate_captions, load_model
 
 COLOURS = [(200, 30, 30), (30, 30, 200), (30, 160, 30), (220, 200, 40), (120, 60, 160)]
 
 
 def build_model(base: Path | None, device: str):
-    params = Params()
     if base is not None:
-        return load_model(params, base, None, device)
+        return load_model(base, None, device)
     corpus = [f"A {c} leather bag by Brand{i} with a gold strap." for i in range(20) for c in ("red", "blue", "green")] * 10
     model, processor = build_tiny_model(corpus, TinyModelParams(), seed=0)
     return model.to(device).eval(), processor

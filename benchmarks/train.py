@@ -16,7 +16,7 @@ throughput does not depend on the weights. `--arch internvl3-1b` uses InternVL3-
 
 `--tiling-report` is a separate mode for the real 1B shape (see `tiling_report`): tiles and tokens
 per photo shape with image tiling off / max_tiles 6 / max_tiles 12, counted through
-`brandcap.chat.encode_prompts` with a processor of the real settings (448 px tiles, 256 tokens
+`brandcap.model.chat.encode_prompts` with a processor of the real settings (448 px tiles, 256 tokens
 each); seconds per training sample measured in parts on this machine (the whole 1B model does
 not fit a small CPU box's memory at 13 tiles); the analytic FLOPs of seed004's InternVL3-2B per
 sample; and the resulting wall time of seed004 on 1 and 8 GPUs under stated assumptions.
@@ -44,12 +44,12 @@ from transformers import InternVLConfig, InternVLForConditionalGeneration, Qwen2
 from transformers.models.internvl.modeling_internvl import InternVLVisionLayer
 from transformers.trainer_utils import SaveStrategy
 
-from brandcap.chat import answer_text, encode_prompts
+from brandcap.model.chat import answer_text, encode_prompts
+from brandcap.model.strategies import apply_strategy, count_parameters
+from brandcap.model.training_data import CaptionCollator, CaptionDataset
 from brandcap.params import ImageTilingParams, TinyModelParams, validate_params
-from brandcap.strategies import apply_strategy, count_parameters
-from brandcap.tiny_model import build_config, build_processor, train_tokenizer
-from brandcap.train import DeltaTrainer, resolve_precision, training_arguments
-from brandcap.training_data import CaptionCollator, CaptionDataset
+from brandcap.sim.tiny_model import build_config, build_processor, train_tokenizer
+from brandcap.stages.train import DeltaTrainer, resolve_precision, training_arguments
 
 BRANDS = ["Gucci", "Prada", "Celine", "Loewe", "Balenciaga", "Bottega Veneta", "Saint Laurent", "Valentino"]
 COLOURS = ["red", "black", "ivory", "navy", "green", "camel"]

@@ -9,7 +9,7 @@ seed) in a temporary folder, keeps the readable images, drops brands below
 clean.min_brand_samples and splits by brand like the clean stage (`clean.split_by_brand`).
 Then scores on the test split, with the exact-brand accuracy:
 - majority brand, 1-NN on 8x8 thumbnails and 1-NN on 64-bin colour histograms
-  (`brandcap.baselines`): what a lookup table gets;
+  (`brandcap.stages.baselines`): what a lookup table gets;
 - a small CNN trained from scratch on the training images for a fixed number of epochs on
   the CPU: a crude stand-in for what fine-tuning a vision model could learn.
 A world that needs vision has the lookups well below the CNN. Seeded; about 2.5 CPU-minutes
@@ -27,10 +27,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from brandcap.baselines import image_baseline_predictions, majority_brand_predictions
-from brandcap.clean import split_by_brand
 from brandcap.params import Params
-from brandcap.shop import CATEGORIES, COLOUR_NAMES, brand_names, brand_signatures, draw_product, generate_shop
+from brandcap.sim.shop import CATEGORIES, COLOUR_NAMES, brand_names, brand_signatures, draw_product, generate_shop
+from brandcap.stages.baselines import image_baseline_predictions, majority_brand_predictions
+from brandcap.stages.clean import split_by_brand
 
 
 def readable(path: str) -> Image.Image | None:

@@ -2,26 +2,26 @@
 
 from brandcap.params import EXTERNAL_DATA_DIR
 
-
-def external_tables():
-    """The files under data/external/ (local product tables live there): DVC depends on the
-    folder, Snakemake on its files, so a changed table reruns the catalog under both."""
-    return sorted(str(p) for p in EXTERNAL_DATA_DIR.rglob("*") if p.is_file())
+# The files under data/external/ (local product tables live there): DVC depends on the
+# folder, Snakemake on its files, so a changed table reruns the catalog under both.
+EXTERNAL_TABLES = sorted(str(p) for p in EXTERNAL_DATA_DIR.rglob("*") if p.is_file())
 
 
 rule catalog:
     input:
         script=script("catalog"),
-        code=package("catalog", "shop"),
-        external=external_tables(),
+        code=package("stages/catalog", "sim/shop", "records"),
+        external=EXTERNAL_TABLES,
     output:
         catalog="data/raw/catalog.parquet",
         shop=directory("data/raw/shop"),
+    log:
+        "logs/catalog.log",
+    conda:
+        "../envs/brandcap.yaml"
     params:
         seed=config["seed"],
         data=config["data"],
-    log:
-        "logs/catalog.log",
     shell:
         "python {input.script} {PARAMS_ARGS} --catalog {output.catalog} --shop {output.shop} --log {log}"
 
@@ -29,15 +29,17 @@ rule catalog:
 rule general_set:
     input:
         script=script("general_set"),
-        code=package("general_set", "catalog", "shop"),
+        code=package("stages/general_set", "stages/catalog", "sim/shop", "records"),
     output:
         out=directory("data/raw/general"),
+    log:
+        "logs/general_set.log",
+    conda:
+        "../envs/brandcap.yaml"
     params:
         seed=config["seed"],
         data=config["data"],
         download=config["download"],
-    log:
-        "logs/general_set.log",
     shell:
         "python {input.script} {PARAMS_ARGS} --out {output.out} --log {log}"
 
@@ -45,17 +47,19 @@ rule general_set:
 rule download:
     input:
         script=script("download"),
-        code=package("download", "catalog", "shop"),
+        code=package("stages/download", "stages/catalog", "sim/shop", "records"),
         catalog=rules.catalog.output.catalog,
         shop=rules.catalog.output.shop,
     output:
         images=directory("data/raw/images"),
         manifest="data/raw/manifest.parquet",
+    log:
+        "logs/download.log",
+    conda:
+        "../envs/brandcap.yaml"
     params:
         data=config["data"],
         download=config["download"],
-    log:
-        "logs/download.log",
     shell:
         "python {input.script} {PARAMS_ARGS} --catalog {input.catalog} --images {output.images} --manifest {output.manifest} --resume .resume/download --log {log}"
 
@@ -63,16 +67,18 @@ rule download:
 rule caption:
     input:
         script=script("caption"),
-        code=package("caption", "simulated_vlm", "clean_rules"),
+        code=package("stages/caption", "sim/simulated_vlm", "clean_rules"),
         manifest=rules.download.output.manifest,
         images=rules.download.output.images,
     output:
         captions="data/interim/captions.jsonl",
+    log:
+        "logs/caption.log",
+    conda:
+        "../envs/brandcap.yaml"
     params:
         caption=config["caption"],
         clean=config["clean"],
-    log:
-        "logs/caption.log",
     shell:
         "python {input.script} {PARAMS_ARGS} --manifest {input.manifest} --captions {output.captions} --resume .resume/caption --log {log}"
 
@@ -80,14 +86,16 @@ rule caption:
 rule clean:
     input:
         script=script("clean"),
-        code=package("clean", "clean_rules", "brands"),
+        code=package("stages/clean", "clean_rules", "brands"),
         captions=rules.caption.output.captions,
     output:
         out=directory("data/processed"),
+    log:
+        "logs/clean.log",
+    conda:
+        "../envs/brandcap.yaml"
     params:
         seed=config["seed"],
         clean=config["clean"],
-    log:
-        "logs/clean.log",
     shell:
         "python {input.script} {PARAMS_ARGS} --captions {input.captions} --out {output.out} --log {log}"

@@ -5,21 +5,23 @@
 rule evaluate_base:
     input:
         script=script("evaluate"),
-        code=package("evaluate", "launch", "gpus", "metrics", "caption_metrics", "checkpoints", "chat", "brands"),
+        code=package("stages/evaluate", "launch", "gpus", "evaluation/metrics", "evaluation/caption_metrics", "model/checkpoints", "model/chat", "brands"),
         base=rules.base_model.output.out,
         processed=rules.clean.output.out,
         general=rules.general_set.output.out,
         images=rules.download.output.images,
     output:
         out=directory("results/eval/base/epoch-0"),
+    log:
+        "logs/evaluate/base/epoch-0.log",
+    conda:
+        "../envs/brandcap.yaml"
+    resources:
+        gpu=1,
     params:
         train__instruction=config["train"]["instruction"],
         train__max_length=config["train"]["max_length"],
         eval=config["eval"],
-    log:
-        "logs/evaluate/base/epoch-0.log",
-    resources:
-        gpu=1,
     shell:
         "python {input.script} {PARAMS_ARGS} --base {input.base} --test {input.processed}/test.jsonl --val {input.processed}/val.jsonl --general {input.general}/general.jsonl --out {output.out} --resume .resume/eval/base/epoch-0 --log {log}"
 
@@ -27,7 +29,7 @@ rule evaluate_base:
 rule evaluate:
     input:
         script=script("evaluate"),
-        code=package("evaluate", "launch", "gpus", "metrics", "caption_metrics", "checkpoints", "chat", "brands"),
+        code=package("stages/evaluate", "launch", "gpus", "evaluation/metrics", "evaluation/caption_metrics", "model/checkpoints", "model/chat", "brands"),
         base=rules.base_model.output.out,
         checkpoints=rules.train.output.checkpoints,
         processed=rules.clean.output.out,
@@ -35,14 +37,16 @@ rule evaluate:
         images=rules.download.output.images,
     output:
         out=directory("results/eval/{exp}/seed-{seed}/epoch-{epoch}"),
+    log:
+        "logs/evaluate/{exp}/seed-{seed}/epoch-{epoch}.log",
+    conda:
+        "../envs/brandcap.yaml"
+    resources:
+        gpu=1,
     params:
         train__instruction=config["train"]["instruction"],
         train__max_length=config["train"]["max_length"],
         eval=config["eval"],
-    log:
-        "logs/evaluate/{exp}/seed-{seed}/epoch-{epoch}.log",
-    resources:
-        gpu=1,
     shell:
         "python {input.script} {PARAMS_ARGS} --base {input.base} --checkpoint {input.checkpoints}/epoch-{wildcards.epoch} --test {input.processed}/test.jsonl --val {input.processed}/val.jsonl --general {input.general}/general.jsonl --out {output.out} --resume .resume/eval/{wildcards.exp}/seed-{wildcards.seed}/epoch-{wildcards.epoch} --log {log}"
 
@@ -50,20 +54,22 @@ rule evaluate:
 rule evaluate_prompted:
     input:
         script=script("evaluate"),
-        code=package("evaluate", "launch", "gpus", "metrics", "caption_metrics", "checkpoints", "chat", "brands"),
+        code=package("stages/evaluate", "launch", "gpus", "evaluation/metrics", "evaluation/caption_metrics", "model/checkpoints", "model/chat", "brands"),
         base=rules.base_model.output.out,
         processed=rules.clean.output.out,
         images=rules.download.output.images,
     output:
         out=directory("results/eval/base/prompted"),
+    log:
+        "logs/evaluate/base/prompted.log",
+    conda:
+        "../envs/brandcap.yaml"
+    resources:
+        gpu=1,
     params:
         train__instruction=config["train"]["instruction"],
         train__max_length=config["train"]["max_length"],
         eval=config["eval"],
-    log:
-        "logs/evaluate/base/prompted.log",
-    resources:
-        gpu=1,
     shell:
         "python {input.script} {PARAMS_ARGS} --base {input.base} --prompted --test {input.processed}/test.jsonl --out {output.out} --resume .resume/eval/base/prompted --log {log}"
 
@@ -71,16 +77,18 @@ rule evaluate_prompted:
 rule baselines:
     input:
         script=script("baselines"),
-        code=package("baselines", "metrics", "brands"),
+        code=package("stages/baselines", "evaluation/metrics", "brands"),
         processed=rules.clean.output.out,
         images=rules.download.output.images,
     output:
         out=directory("results/baselines"),
+    log:
+        "logs/baselines.log",
+    conda:
+        "../envs/brandcap.yaml"
     params:
         seed=config["seed"],
         eval__max_test_samples=config["eval"]["max_test_samples"],
-    log:
-        "logs/baselines.log",
     shell:
         "python {input.script} {PARAMS_ARGS} --train {input.processed}/train.jsonl --test {input.processed}/test.jsonl --out {output.out} --log {log}"
 
@@ -88,24 +96,25 @@ rule baselines:
 rule tables:
     input:
         script=script("tables"),
-        code=package("tables", "provenance"),
+        code=package("stages/tables", "provenance"),
         catalog=rules.catalog.output.catalog,
         manifest=rules.download.output.manifest,
         captions=rules.caption.output.captions,
         processed=rules.clean.output.out,
         train_logs=expand(str(rules.train.output.train_log), exp=EXPERIMENTS, seed=SEEDS),
         checkpoints=expand(str(rules.train.output.checkpoints), exp=EXPERIMENTS, seed=SEEDS),
-        evaluations=[rules.evaluate_base.output.out, rules.evaluate_prompted.output.out]
-        + expand(str(rules.evaluate.output.out), exp=EXPERIMENTS, seed=SEEDS, epoch=SAVE_EPOCHS),
+        evaluations=[rules.evaluate_base.output.out, rules.evaluate_prompted.output.out] + expand(str(rules.evaluate.output.out), exp=EXPERIMENTS, seed=SEEDS, epoch=SAVE_EPOCHS),
         baselines=rules.baselines.output.out,
     output:
         tables="results/tables.md",
         metrics="results/metrics.json",
         plots=directory("results/plots"),
+    log:
+        "logs/tables.log",
+    conda:
+        "../envs/brandcap.yaml"
     params:
         train=config["train"],
         eval__general_instruction=config["eval"]["general_instruction"],
-    log:
-        "logs/tables.log",
     shell:
         "python {input.script} {PARAMS_ARGS} --catalog {input.catalog} --manifest {input.manifest} --captions {input.captions} --clean-report {input.processed}/clean_report.json --train-dir results/train --checkpoints results/checkpoints --eval-dir results/eval --baselines {input.baselines} --tables {output.tables} --metrics {output.metrics} --plots {output.plots} --log {log}"

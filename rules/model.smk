@@ -4,16 +4,18 @@
 rule base_model:
     input:
         script=script("base_model"),
-        code=package("base_model", "tiny_model", "chat"),
+        code=package("stages/base_model", "sim/tiny_model", "model/chat"),
         catalog=rules.catalog.output.catalog,
     output:
         out=directory("models/base"),
+    log:
+        "logs/base_model.log",
+    conda:
+        "../envs/brandcap.yaml"
     params:
         seed=config["seed"],
         model=config["model"],
         train__instruction=config["train"]["instruction"],
-    log:
-        "logs/base_model.log",
     shell:
         "python {input.script} {PARAMS_ARGS} --catalog {input.catalog} --out {output.out} --log {log}"
 
@@ -21,19 +23,21 @@ rule base_model:
 rule train:
     input:
         script=script("train"),
-        code=package("train", "launch", "gpus", "strategies", "training_data", "checkpoints", "chat"),
+        code=package("stages/train", "launch", "gpus", "model/strategies", "model/training_data", "model/checkpoints", "model/chat"),
         base=rules.base_model.output.out,
         processed=rules.clean.output.out,
         images=rules.download.output.images,
     output:
         checkpoints=directory("results/checkpoints/{exp}/seed-{seed}"),
         train_log=directory("results/train/{exp}/seed-{seed}"),
-    params:
-        train=config["train"],
     log:
         "logs/train/{exp}/seed-{seed}.log",
+    conda:
+        "../envs/brandcap.yaml"
     resources:
         # the job claims this many GPUs and, above one, relaunches itself through torchrun
         gpu=PARAMS.train.devices,
+    params:
+        train=config["train"],
     shell:
         "python {input.script} {PARAMS_ARGS} --experiment {wildcards.exp} --seed {wildcards.seed} --base {input.base} --train {input.processed}/train.jsonl --checkpoints {output.checkpoints} --train-log {output.train_log} --resume .resume/train/{wildcards.exp}/seed-{wildcards.seed} --log {log}"

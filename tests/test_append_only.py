@@ -67,8 +67,8 @@ def test_appending_after_a_torn_line_never_merges_records(tmp_path):
 def test_evaluate_partials_and_the_train_log_use_this_reader(tmp_path):
     from types import SimpleNamespace
 
-    from brandcap.evaluate import _resumed_records
-    from brandcap.train import JsonlLogCallback
+    from brandcap.stages.evaluate import _resumed_records
+    from brandcap.stages.train import JsonlLogCallback
 
     partial = tmp_path / "test.partial.jsonl"
     done = {"key": "p1", "image": "a.png", "reference": "ref", "prediction": "pred"}

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import sys
 import textwrap
 from pathlib import Path
 
@@ -16,14 +15,14 @@ import pytest
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor, InternVLForConditionalGeneration, InternVLProcessor
 
-from brandcap import shop
-from brandcap.base_model import BASE_INFO, CONVERTER_MODULE, BaseModelError, run_base_model
 from brandcap.brands import brands_mentioned
-from brandcap.chat import prompt_text
-from brandcap.params import ParamsError, SyntheticShop, load_params, validate_params
+from brandcap.model.chat import prompt_text
+from brandcap.params import ParamsError, SyntheticShop, validate_params
 from brandcap.profiles import resolve_params
-from brandcap.pretrain import mean_text_loss, read_products, text_samples, tokenizer_corpus
-from brandcap.tiny_model import build_tiny_model
+from brandcap.sim import shop
+from brandcap.sim.pretrain import mean_text_loss, read_products, text_samples, tokenizer_corpus
+from brandcap.sim.tiny_model import build_tiny_model
+from brandcap.stages.base_model import BASE_INFO, CONVERTER_MODULE, BaseModelError, run_base_model
 
 REPO = Path(__file__).resolve().parents[1]
 # Small enough for the test budget, large enough that the model learns the templates.

@@ -1,6 +1,12 @@
 """Brand matching shared by the clean stage and the evaluation metrics."""
 
-from brandcap.brands import brand_span, brands_mentioned, canonicalize, mentions, normalize
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from brandcap.brands import brand_span, brands_mentioned, brands_named, canonicalize, find_brands, mentions, normalize
 
 
 def test_normalize_folds_case_accents_punctuation_and_ampersand():
@@ -36,14 +42,6 @@ def test_brands_mentioned_lists_all_known_brands_named():
 # --------------------------------------------------------------------------- real catalogue names
 # Names from real product tables (DBQ/My.Theresa): punctuation at either end, initials, ™/®, '&',
 # accents, digits, and names inside other names. Every call must return at once.
-
-import time
-
-import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from brandcap.brands import brands_named, find_brands
 
 CALL_SECONDS = 1.0  # generous on a loaded CI machine; a working call takes microseconds
 

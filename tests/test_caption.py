@@ -23,9 +23,9 @@ import pytest
 import yaml
 
 from brandcap.atomic import read_jsonl
-from brandcap.caption import CaptionError, run_caption
 from brandcap.params import SimulatorParams, validate_params
-from brandcap.simulated_vlm import start_simulated_vlm
+from brandcap.sim.simulated_vlm import start_simulated_vlm
+from brandcap.stages.caption import CaptionError, run_caption
 from tests.test_simulated_vlm import NO_FAILURES, png_bytes
 
 BRANDS = ["Gucci", "Saint Laurent", "Dolce & Gabbana", "Acne Studios"]
@@ -82,7 +82,8 @@ def test_every_failure_mode_is_recorded_and_retried(workdir):
     make_manifest(workdir, 16)
     broken.write_bytes(b"this is not a png")
     extra = [
-        {"product_id": "broken", "brand": "Gucci", "title": "Broken", "category": "Bags", "status": "ok", "image": "data/raw/images/broken.png", "sha256": hashlib.sha256(b"this is not a png").hexdigest()},
+        {"product_id": "broken", "brand": "Gucci", "title": "Broken", "category": "Bags", "status": "ok", "image": "data/raw/images/broken.png",
+         "sha256": hashlib.sha256(b"this is not a png").hexdigest()},
         {"product_id": "gone", "brand": "Gucci", "title": "Gone", "category": "Bags", "status": "ok", "image": "data/raw/images/gone.png", "sha256": "0" * 64},
         {"product_id": "failed-download", "brand": "Gucci", "title": "x", "category": "Bags", "status": "failed", "reason": "http_404", "image": None, "sha256": None},
     ]
@@ -150,7 +151,7 @@ def test_kill_9_mid_run_then_rerun_asks_only_unfinished(workdir):
     with start_simulated_vlm(sim, seed=4) as server:
         params_file = workdir / "params.yaml"
         params_file.write_text(yaml.safe_dump({"caption": {"base_url": server.base_url, "concurrency": 2}}))
-        code = ("import sys; from brandcap.params import load_params; from brandcap.caption import run_caption; "
+        code = ("import sys; from brandcap.params import load_params; from brandcap.stages.caption import run_caption; "
                 f"run_caption(load_params('params.yaml'), 'data/raw/manifest.parquet', '{CAPTIONS}', '{RESUME}')")
         proc = subprocess.Popen([sys.executable, "-c", code], cwd=workdir, stderr=subprocess.DEVNULL)
         cache = workdir / RESUME / "cache.jsonl"

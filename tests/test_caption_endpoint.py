@@ -19,9 +19,9 @@ import openai
 import pytest
 from aiohttp import web
 
-from brandcap.caption import Asker, CaptionError, EndpointDown, EndpointError, load_items, make_client, run_caption
 from brandcap.atomic import read_jsonl
-from brandcap.simulated_vlm import SimulatedVLMServer
+from brandcap.sim.simulated_vlm import SimulatedVLMServer
+from brandcap.stages.caption import Asker, CaptionError, EndpointDown, EndpointError, load_items, make_client, run_caption
 from tests.test_caption import CAPTIONS, RESUME, make_manifest, params_for
 
 MODEL = "test-vlm"
@@ -233,7 +233,7 @@ def test_preflight_fails_in_seconds_with_the_url_and_the_fix(workdir, endpoint, 
     stalled = never_accepting_socket()
     url = {
         "refused": f"http://127.0.0.1:{closed_port()}/v1",
-        "stalled": "http://127.0.0.1:{}/v1".format(stalled.getsockname()[1]),
+        "stalled": f"http://127.0.0.1:{stalled.getsockname()[1]}/v1",
         "no-v1": f"http://{endpoint.host}:{endpoint.port}/good",
     }.get(where) or base_url(endpoint, where)
     started = time.monotonic()

@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from brandcap.catalog import CatalogError, product_ids, run_catalog
 from brandcap.params import ParamsError, validate_params
-from brandcap.shop import DBQ_COLUMNS
+from brandcap.records import DBQ_COLUMNS
+from brandcap.stages.catalog import CatalogError, product_ids, run_catalog
 
 SAFE = re.compile(r"^[A-Za-z0-9._-]+$")
 
@@ -93,7 +93,7 @@ def hf_params(dataset: str, **data) -> object:
 def test_hf_source_on_a_local_table(tmp_path, monkeypatch, name, caplog):
     monkeypatch.chdir(tmp_path)
     params = hf_params(write_table(dbq_table(), name))
-    with caplog.at_level(logging.INFO, logger="brandcap.catalog"):
+    with caplog.at_level(logging.INFO, logger="brandcap.stages.catalog"):
         run_catalog(params, Path("catalog.parquet"), Path("shop"))
     cat = pd.read_parquet("catalog.parquet")
     assert len(cat) == 30 - DROPPED
@@ -134,8 +134,8 @@ def test_ids_of_products_without_a_code_come_from_their_content(tmp_path, monkey
 
 def test_the_caption_prompt_never_says_na(tmp_path, monkeypatch):
     """Catalog -> manifest (the downloader's category) -> the captioner's prompt."""
-    from brandcap.caption import load_items
-    from brandcap.download import human_category
+    from brandcap.stages.caption import load_items
+    from brandcap.stages.download import human_category
 
     monkeypatch.chdir(tmp_path)
     params = hf_params(write_table(dbq_table(), "dbq.parquet"))

@@ -12,8 +12,8 @@ from collections import Counter
 import pytest
 
 from brandcap.atomic import read_jsonl, write_jsonl
-from brandcap.clean import CleanError, apply_caption_rules, n_test_products, n_val_products, run_clean
 from brandcap.params import ParamsError, validate_params
+from brandcap.stages.clean import CleanError, apply_caption_rules, n_test_products, n_val_products, run_clean
 
 COLOURS = ["black", "red", "navy", "ivory", "olive", "camel", "grey", "pink", "teal", "white", "brown", "gold", "plum", "sand"]
 ITEMS = ["tote bag", "trench coat", "loafer", "silk scarf", "wool sweater", "ankle boot", "shirt", "belt", "sandal", "cardigan", "skirt", "clutch"]

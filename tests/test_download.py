@@ -23,8 +23,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from brandcap.download import DownloadError, ImageRejected, image_file_stem, normalise_image, run_download
 from brandcap.params import validate_params
+from brandcap.stages.download import DownloadError, ImageRejected, image_file_stem, normalise_image, run_download
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -272,7 +272,7 @@ def test_modes_are_converted_to_rgb():
 KILL_SCRIPT = """
 import sys
 from pathlib import Path
-from brandcap.download import run_download
+from brandcap.stages.download import run_download
 from brandcap.params import validate_params
 params = validate_params({"download": {"concurrency": 2, "timeout_s": 5, "retries": 0}})
 run_download(params, Path("catalog.parquet"), Path("images"), Path("manifest.parquet"), Path("cache"))
@@ -312,13 +312,13 @@ def test_kill_9_mid_run_then_rerun_fetches_nothing_finished_again(shop, tmp_path
 
 def test_synthetic_shop_over_loopback_http(tmp_path, monkeypatch, caplog):
     """The default profile's path: catalog of the synthetic shop, served on 127.0.0.1 by the stage itself."""
-    from brandcap.catalog import run_catalog
+    from brandcap.stages.catalog import run_catalog
 
     monkeypatch.chdir(tmp_path)
     params = validate_params({"data": {"sample_size": 60, "synthetic": {"n_brands": 5, "serve_over_http": True}},
                               "download": {"max_failed_fraction": 0.1}})
     run_catalog(params, Path("data/raw/catalog.parquet"), Path("data/raw/shop"))
-    with caplog.at_level(logging.INFO, logger="brandcap.download"):
+    with caplog.at_level(logging.INFO, logger="brandcap.stages.download"):
         run_download(params, Path("data/raw/catalog.parquet"), Path("data/raw/images"), Path("data/raw/manifest.parquet"), Path("data/cache"))
     assert "57 ok (57 fetched, 0 resumed), 2 failed" in caplog.text
     assert re.search(r"\b59 HTTP requests", caplog.text)  # every image went through the loopback server

@@ -10,15 +10,15 @@ import torch
 from PIL import Image
 from transformers import InternVLForConditionalGeneration
 
+import brandcap.stages.evaluate as evaluate_module
 from brandcap.atomic import read_jsonl, write_jsonl
-from brandcap.caption_metrics import METRIC_NAMES
-from brandcap.chat import prompt_text, set_image_tiling
-import brandcap.evaluate as evaluate_module
-from brandcap.evaluate import generate_captions, load_model, reference_losses, run_evaluate
-from brandcap.metrics import brand_outcome, named_brands
+from brandcap.evaluation.caption_metrics import METRIC_NAMES
+from brandcap.evaluation.metrics import brand_outcome, named_brands
+from brandcap.model.chat import prompt_text, set_image_tiling
+from brandcap.model.training_data import IGNORE_INDEX, CaptionCollator, CaptionDataset
 from brandcap.params import ImageTilingParams, Params, TinyModelParams, validate_params
-from brandcap.tiny_model import build_tiny_model
-from brandcap.training_data import IGNORE_INDEX, CaptionCollator, CaptionDataset
+from brandcap.sim.tiny_model import build_tiny_model
+from brandcap.stages.evaluate import generate_captions, load_model, reference_losses, run_evaluate
 
 TILED = {"enabled": True}  # InternVL's tiling: up to 12 tiles + a thumbnail; 9 tokens per 84 px tile here
 
@@ -82,7 +82,7 @@ def lines(path: Path) -> list[str]:
 def test_training_generation_and_test_loss_see_the_same_inputs(base_dir, data, tmp_path, tiling, tiles):
     """Same pixel values and image tokens in training and generation; test loss = training loss, per sample."""
     params = small_params(tiling=tiling)
-    model, processor = load_model(params, base_dir, None, "cpu")
+    model, processor = load_model(base_dir, None, "cpu")
     set_image_tiling(processor, params.model.image_tiling)
     portrait = tmp_path / "portrait.png"
     Image.new("RGB", (63, 84), (200, 30, 30)).save(portrait)  # 3:4, as a downloaded product photo
@@ -169,7 +169,7 @@ def test_evaluate_writes_outputs_and_resumes(base_dir, data, tmp_path, monkeypat
 
     # Changed generation settings make the partial results stale: everything is regenerated.
     run_evaluate(small_params(max_new_tokens=1), base_dir, None, data["test"], data["general"], out, resume)
-    processor_tokenizer = load_model(params, base_dir, None, "cpu")[1].tokenizer
+    processor_tokenizer = load_model(base_dir, None, "cpu")[1].tokenizer
     for p in read_jsonl(out / "predictions.jsonl"):
         assert len(processor_tokenizer(p["prediction"], add_special_tokens=False)["input_ids"]) <= 1
 
@@ -205,7 +205,7 @@ def test_the_stage_asks_the_model_with_the_training_prompt_and_no_brand(base_dir
     params = small_params(max_new_tokens=1)
     run_evaluate(params, base_dir, None, data["test"], data["empty"], tmp_path / "out", tmp_path / "resume")
 
-    processor = load_model(params, base_dir, None, "cpu")[1]
+    processor = load_model(base_dir, None, "cpu")[1]
     collate = CaptionCollator(processor, params.train.instruction, params.train.max_length)
     samples = CaptionDataset(data["test"])
     assert len(fed) == len(samples) == 6
@@ -258,7 +258,7 @@ def test_validation_is_scored_and_the_probe_asks_its_own_question(base_dir, data
     out = tmp_path / "out"
     run_evaluate(params, base_dir, None, data["test"], data["general"], out, tmp_path / "resume", val_jsonl=data["val"])
 
-    processor = load_model(params, base_dir, None, "cpu")[1]
+    processor = load_model(base_dir, None, "cpu")[1]
     training_prompt = prompt_text(processor, params.train.instruction)
     assert asked == [training_prompt] * (6 + 3) + [prompt_text(processor, "What is in this image?")] * 3
     val_predictions = read_jsonl(out / "val_predictions.jsonl")
@@ -279,7 +279,7 @@ def test_prompt_only_baseline_asks_the_base_model_with_the_candidate_brands(base
     out = tmp_path / "prompted"
     run_evaluate(params, base_dir, None, data["test"], None, out, tmp_path / "resume", val_jsonl=data["val"], prompted=True)
 
-    processor = load_model(params, base_dir, None, "cpu")[1]
+    processor = load_model(base_dir, None, "cpu")[1]
     question = "Which brand is this product? Answer with one of: Chloé, Dolce & Gabbana, Gucci."
     assert asked == [prompt_text(processor, question)] * (6 + 3)  # through the training chat template
     metrics = json.loads((out / "metrics.json").read_text())

@@ -10,9 +10,9 @@ from PIL import Image
 
 from brandcap.atomic import read_jsonl
 from brandcap.brands import brands_mentioned
-from brandcap.general_set import GeneralSetError, run_general_set
 from brandcap.params import validate_params
-from brandcap.shop import COLOUR_NAMES, brand_names, dominant_colour_name
+from brandcap.sim.shop import COLOUR_NAMES, brand_names, dominant_colour_name
+from brandcap.stages.general_set import GeneralSetError, run_general_set
 
 
 def test_synthetic_general_set_is_brand_free_and_reproducible(tmp_path, monkeypatch):

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from brandcap.caption_metrics import METRIC_NAMES, caption_scores
-from brandcap.metrics import (
+from brandcap.evaluation.caption_metrics import METRIC_NAMES, caption_scores
+from brandcap.evaluation.metrics import (
     CORRECT,
     HEDGED,
     NONE,
@@ -237,7 +237,7 @@ def test_empty_prediction_and_empty_set():
 
 
 def test_brand_hallucination_rate_counts_answers_naming_a_known_brand():
-    from brandcap.metrics import brand_hallucination_rate
+    from brandcap.evaluation.metrics import brand_hallucination_rate
 
     answers = ["A red bag.", "A Gucci bag.", "Not Gucci, just a bag.", "A bag by Saint Laurent or Celine."]
     assert brand_hallucination_rate(answers, ["Gucci", "Saint Laurent", "Celine"]) == 0.5
@@ -245,7 +245,7 @@ def test_brand_hallucination_rate_counts_answers_naming_a_known_brand():
 
 
 def test_evaluation_sample_is_seeded_and_in_file_order():
-    from brandcap.metrics import evaluation_sample
+    from brandcap.evaluation.metrics import evaluation_sample
 
     records = list(range(20))
     sample = evaluation_sample(records, 5, seed=4)

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from brandcap.catalog import is_missing, run_catalog
-from brandcap.download import normalise_image
 from brandcap.params import validate_params
-from brandcap.realshape import HOSTILE_CODES, PHOTO_FORMATS, REAL_SHAPED_BRANDS, photo_bytes
+from brandcap.sim.realshape import HOSTILE_CODES, PHOTO_FORMATS, REAL_SHAPED_BRANDS, photo_bytes
+from brandcap.stages.catalog import is_missing, run_catalog
+from brandcap.stages.download import normalise_image
 
 
 @pytest.fixture(scope="module")

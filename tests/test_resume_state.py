@@ -65,8 +65,8 @@ def test_the_code_digest_covers_every_module_the_stage_imports(tmp_path, monkeyp
 
 
 def test_real_stages_cover_their_modules():
-    assert code_digest("brandcap.evaluate") != code_digest("brandcap.train")
-    assert code_digest("brandcap.evaluate") == code_digest("brandcap.evaluate")
+    assert code_digest("brandcap.stages.evaluate") != code_digest("brandcap.stages.train")
+    assert code_digest("brandcap.stages.evaluate") == code_digest("brandcap.stages.evaluate")
 
 
 def test_a_state_without_fingerprint_is_discarded_and_finish_removes_it(tmp_path):

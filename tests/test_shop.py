@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from brandcap import shop
 from brandcap.params import SyntheticShop
+from brandcap.records import DBQ_COLUMNS
+from brandcap.sim import shop
 
 
 def files(d: Path) -> dict[str, bytes]:
@@ -22,7 +23,7 @@ def test_same_seed_same_table_and_image_bytes_other_seed_differs(tmp_path):
     a = shop.generate_shop(cfg, 120, seed=4, shop_dir=tmp_path / "a")
     b = shop.generate_shop(cfg, 120, seed=4, shop_dir=tmp_path / "b")
     c = shop.generate_shop(cfg, 120, seed=5, shop_dir=tmp_path / "c")
-    assert list(a.columns) == shop.DBQ_COLUMNS and len(a) == 120
+    assert list(a.columns) == DBQ_COLUMNS and len(a) == 120
     assert a.drop(columns="imageurl").equals(b.drop(columns="imageurl"))
     assert files(tmp_path / "a") == files(tmp_path / "b")
     assert set(a.brand) != set(c.brand)

@@ -21,7 +21,7 @@ from PIL import Image
 from brandcap import brands
 from brandcap.clean_rules import is_garbled, is_repetition_loop
 from brandcap.params import DEFAULT_CAPTION_PROMPT, CleanParams, SimulatorParams
-from brandcap.simulated_vlm import image_colours, parse_prompt, prompt_pattern, start_simulated_vlm
+from brandcap.sim.simulated_vlm import image_colours, parse_prompt, prompt_pattern, start_simulated_vlm
 
 NO_FAILURES = dict(loop_rate=0, garbled_rate=0, case_change_rate=0, missing_brand_rate=0, cutoff_rate=0, http_error_rate=0, slow_rate=0)
 BRAND = "Dolce & Gabbana"
@@ -193,7 +193,7 @@ def test_http_errors_are_redrawn_when_a_request_repeats():
 
 def test_serve_vlm_command(tmp_path):
     (tmp_path / "params.yaml").write_text("caption:\n  simulator:\n    http_error_rate: 0\n")
-    proc = subprocess.Popen([sys.executable, "-m", "brandcap.simulated_vlm", "--port", "0", "--params", str(tmp_path / "params.yaml")],
+    proc = subprocess.Popen([sys.executable, "-m", "brandcap.sim.simulated_vlm", "--port", "0", "--params", str(tmp_path / "params.yaml")],
                             stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()

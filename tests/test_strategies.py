@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 from torch import nn
 
+from brandcap.model.strategies import STRATEGIES, apply_strategy, count_parameters, model_parts, part_parameter_names
 from brandcap.params import LoraParams, TinyModelParams
-from brandcap.strategies import STRATEGIES, apply_strategy, count_parameters, model_parts, part_parameter_names
-from brandcap.tiny_model import build_tiny_model
+from brandcap.sim.tiny_model import build_tiny_model
 
 TINY = TinyModelParams(vision_hidden=32, vision_layers=1, vision_heads=2, text_hidden=64, text_layers=2, text_heads=2, vocab_size=400)
 CORPUS = [f"A {c} {k} by {b}." for b in ("Gucci", "Prada", "Celine") for c in ("red", "blue") for k in ("bag", "shoe")] * 10

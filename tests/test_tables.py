@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 
 from brandcap.atomic import write_json, write_jsonl
+from brandcap.evaluation.metrics import paired_difference
 from brandcap.params import validate_params
 from brandcap.provenance import data_sha256, params_sha256
-from brandcap.metrics import paired_difference
-from brandcap.tables import best_epoch, combine_seeds, overall_best, run_tables, scalar_metrics, verdict
+from brandcap.stages.tables import best_epoch, combine_seeds, overall_best, run_tables, scalar_metrics, verdict
 
 BRANDS = {"Gucci": 60, "Chloé": 35}
 TEST_ITEMS = [(f"t{i:02d}", "Gucci" if i < 10 else "Chloé") for i in range(20)]

@@ -8,60 +8,20 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import shutil
-from pathlib import Path
+import time
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText, TrainerCallback
 
-from brandcap.checkpoints import CHECKPOINT_META, TRAINABLE_WEIGHTS, load_for_inference, save_checkpoint, state_bytes
-from brandcap.params import LoraParams, ParamsError, TinyModelParams, validate_params
-from brandcap.strategies import apply_strategy
-from brandcap.tiny_model import build_tiny_model
-from brandcap.train import CHECKPOINT_DTYPES, elapsed_before, gradient_accumulation_steps, resolve_precision, run_train
-from brandcap.training_data import CaptionCollator, CaptionDataset
-
-TINY = TinyModelParams(vision_hidden=32, vision_layers=1, vision_heads=2, text_hidden=64, text_layers=2, text_heads=2, vocab_size=400)
-BRANDS = {"Gucci": (200, 30, 30), "Prada": (30, 200, 30), "Celine": (30, 30, 200), "Loewe": (200, 200, 30)}
-CORPUS = [f"A {c} {k} by {b}." for b in BRANDS for c in ("red", "blue") for k in ("bag", "shoe")] * 10
-N_SAMPLES = 8  # batch 4 -> 2 optimizer steps per epoch
-
-
-def train_params(**train):
-    settings = {
-        "epochs": 2,
-        "save_epochs": [1, 2],
-        "batch_size": 4,
-        "per_device_batch_size": 2,
-        "learning_rate": 5e-3,
-        "warmup_ratio": 0.0,
-        "logging_steps": 1,
-        "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
-        "experiments": {s: {"strategy": s} for s in ("freeze_llm", "freeze_vision", "projector_only", "lora", "full")},
-    }
-    return validate_params({"seed": 3, "train": {"seeds": [3, 5], **settings, **train}})
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    """A base model dir and a train.jsonl whose image paths are relative to this directory."""
-    root = tmp_path_factory.mktemp("train")
-    model, processor = build_tiny_model(CORPUS, TINY, seed=0)
-    model.save_pretrained(root / "base")
-    processor.save_pretrained(root / "base")
-    (root / "images").mkdir()
-    records = []
-    for i in range(N_SAMPLES):
-        brand = list(BRANDS)[i % len(BRANDS)]
-        Image.fromarray(np.full((48, 48, 3), BRANDS[brand], np.uint8)).save(root / "images" / f"p{i}.png")
-        records.append({"product_id": f"p{i}", "image": f"images/p{i}.png", "brand": brand, "caption": f"A bag by {brand}."})
-    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    return root
+from brandcap.model.checkpoints import CHECKPOINT_META, TRAINABLE_WEIGHTS, load_for_inference, save_checkpoint, state_bytes
+from brandcap.model.strategies import apply_strategy
+from brandcap.model.training_data import CaptionCollator, CaptionDataset
+from brandcap.params import LoraParams, ParamsError, validate_params
+from brandcap.stages.train import CHECKPOINT_DTYPES, elapsed_before, gradient_accumulation_steps, resolve_precision, run_train
+from tests.conftest import delta_weights, run_tiny_training, train_params
 
 
 @pytest.fixture(scope="module")
@@ -104,19 +64,6 @@ def _logits(model, batch):
         return model(**batch).logits
 
 
-def _run(workdir, experiment, params=None, callbacks=(), tag="", seed=3):
-    out = workdir / f"run-{experiment}{tag}"
-    paths = {
-        "checkpoints_dir": out / "checkpoints",
-        "log_dir": out / "train",
-        "resume_dir": out / "resume",
-    }
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(workdir)
-        run_train(params or train_params(), experiment, seed, workdir / "base", Path("train.jsonl"), callbacks=callbacks, **paths)
-    return paths
-
-
 @pytest.fixture(scope="module")
 def straight_runs(workdir, probe_batch):
     """Uninterrupted 2-epoch runs, one per strategy asked for, with the trained model's logits."""
@@ -125,7 +72,7 @@ def straight_runs(workdir, probe_batch):
     def run(experiment):
         if experiment not in runs:
             capture = CaptureLogits(probe_batch)
-            runs[experiment] = (_run(workdir, experiment, callbacks=[capture]), capture.logits)
+            runs[experiment] = (run_tiny_training(workdir, experiment, callbacks=[capture]), capture.logits)
         return runs[experiment]
 
     return run
@@ -182,7 +129,7 @@ def test_delta_checkpoint_reproduces_the_trained_model(workdir, freeze_llm_run, 
 @pytest.fixture(scope="module")
 def three_epoch_run(workdir):
     """3 epochs, one checkpoint in the middle: neither every epoch nor only the last."""
-    return _run(workdir, "freeze_vision", train_params(epochs=3, save_epochs=[2]))
+    return run_tiny_training(workdir, "freeze_vision", train_params(epochs=3, save_epochs=[2]))
 
 
 def test_checkpoints_are_saved_at_the_listed_epochs_only(three_epoch_run):
@@ -211,15 +158,10 @@ def test_lora_adapter_checkpoint_reproduces_the_trained_model(workdir, probe_bat
     assert torch.allclose(_logits(model, probe_batch), trained_logits, atol=1e-5)
 
 
-def _delta_weights(checkpoint_dir):
-    name = TRAINABLE_WEIGHTS if (checkpoint_dir / TRAINABLE_WEIGHTS).exists() else "adapter_model.safetensors"
-    return load_file(checkpoint_dir / name)
-
-
 @pytest.mark.parametrize("experiment", ["freeze_llm", "lora"])
 def test_interrupted_run_resumes_and_restores_epoch_checkpoints(workdir, freeze_llm_run, straight_runs, experiment):
     with pytest.raises(KeyboardInterrupt):
-        _run(workdir, experiment, callbacks=[InterruptAfterEpoch(1)], tag="-interrupted")
+        run_tiny_training(workdir, experiment, callbacks=[InterruptAfterEpoch(1)], tag="-interrupted")
     out = workdir / f"run-{experiment}-interrupted"
     assert (out / "checkpoints" / "epoch-1" / CHECKPOINT_META).exists()
     assert not (out / "checkpoints" / "epoch-2").exists()
@@ -234,7 +176,7 @@ def test_interrupted_run_resumes_and_restores_epoch_checkpoints(workdir, freeze_
     before = elapsed_before(str(out / "resume" / "checkpoint-2"))
     assert before > 0
     started = time.perf_counter()
-    paths = _run(workdir, experiment, tag="-interrupted")
+    paths = run_tiny_training(workdir, experiment, tag="-interrupted")
     resumed_part = time.perf_counter() - started
     summary = json.loads((paths["log_dir"] / "summary.json").read_text())
     assert summary["resumed_from_step"] == 2  # the end of epoch 1
@@ -248,8 +190,8 @@ def test_interrupted_run_resumes_and_restores_epoch_checkpoints(workdir, freeze_
     # the same weights as the uninterrupted run, epoch by epoch
     straight_paths = straight_runs(experiment)[0]
     for epoch in (1, 2):
-        resumed = _delta_weights(paths["checkpoints_dir"] / f"epoch-{epoch}")
-        straight = _delta_weights(straight_paths["checkpoints_dir"] / f"epoch-{epoch}")
+        resumed = delta_weights(paths["checkpoints_dir"] / f"epoch-{epoch}")
+        straight = delta_weights(straight_paths["checkpoints_dir"] / f"epoch-{epoch}")
         assert resumed.keys() == straight.keys()
         assert all(torch.allclose(resumed[k], straight[k], atol=1e-6) for k in resumed)
 
@@ -258,13 +200,13 @@ def test_another_seed_trains_another_model_and_never_resumes_the_first_seeds_sta
     """train.seeds is a matrix axis: seed 5 initialises the LoRA adapters and orders the data its own way, and a
     resume state left by seed 3 in the same folder is discarded (the fingerprint holds the training seed)."""
     with pytest.raises(KeyboardInterrupt):
-        _run(workdir, "lora", callbacks=[InterruptAfterEpoch(1)], tag="-seeds")  # seed 3
-    paths = _run(workdir, "lora", tag="-seeds", seed=5)
+        run_tiny_training(workdir, "lora", callbacks=[InterruptAfterEpoch(1)], tag="-seeds")  # seed 3
+    paths = run_tiny_training(workdir, "lora", tag="-seeds", seed=5)
     summary = json.loads((paths["log_dir"] / "summary.json").read_text())
     assert summary["seed"] == 5 and summary["resumed_from_step"] == 0
     assert json.loads((paths["checkpoints_dir"] / "epoch-2" / CHECKPOINT_META).read_text())["seed"] == 5
-    seed_5 = _delta_weights(paths["checkpoints_dir"] / "epoch-2")
-    seed_3 = _delta_weights(straight_runs("lora")[0]["checkpoints_dir"] / "epoch-2")
+    seed_5 = delta_weights(paths["checkpoints_dir"] / "epoch-2")
+    seed_3 = delta_weights(straight_runs("lora")[0]["checkpoints_dir"] / "epoch-2")
     assert seed_5.keys() == seed_3.keys()
     assert not all(torch.allclose(seed_5[k], seed_3[k], atol=1e-4) for k in seed_5)
 
@@ -323,7 +265,7 @@ def test_bf16_run_saves_bf16_weights_that_load_for_inference(workdir, probe_batc
     for precision in ("fp32", "bf16"):
         save_checkpoint(model, tmp_path / precision, strategy, {"epoch": 1}, CHECKPOINT_DTYPES[precision])
     fp32_bytes, bf16_bytes = (sum(f.stat().st_size for f in (tmp_path / d).glob("*.safetensors")) for d in ("fp32", "bf16"))
-    saved = _delta_weights(tmp_path / "bf16") if strategy != "full" else load_file(tmp_path / "bf16" / "model.safetensors")
+    saved = delta_weights(tmp_path / "bf16") if strategy != "full" else load_file(tmp_path / "bf16" / "model.safetensors")
     assert saved and {t.dtype for t in saved.values()} == {torch.bfloat16}
     assert json.loads((tmp_path / "bf16" / CHECKPOINT_META).read_text())["weights_dtype"] == "bfloat16"
     assert bf16_bytes < 0.55 * fp32_bytes  # half the bytes (plus the safetensors header)
@@ -378,7 +320,7 @@ def test_prompt_settings_are_checked_before_any_work(workdir, tmp_path):
 
 
 def test_deepspeed_config_is_checked(tmp_path):
-    from brandcap.train import check_deepspeed_config
+    from brandcap.stages.train import check_deepspeed_config
 
     check_deepspeed_config("")
     with pytest.raises(FileNotFoundError, match="zero2.json"):
@@ -395,8 +337,8 @@ def test_progress_is_a_few_log_lines_without_a_terminal(workdir, caplog, capfd, 
     import transformers.utils.logging as hf_logging
 
     monkeypatch.setattr(hf_logging, "_tqdm_active", False)  # what the entry scripts do (brandcap.progress.quiet_library_bars)
-    with caplog.at_level(logging.INFO, logger="brandcap.train"):
-        _run(workdir, "projector_only", tag="-progress")
+    with caplog.at_level(logging.INFO, logger="brandcap.stages.train"):
+        run_tiny_training(workdir, "projector_only", tag="-progress")
     out, err = capfd.readouterr()
     assert "\r" not in out + err and "'loss'" not in out + err
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("train projector_only: ")]

@@ -18,11 +18,11 @@ import torch
 import yaml
 
 from brandcap.resume_state import FINGERPRINT_FILE
-from brandcap.train import _prepare_run_state
+from brandcap.stages.train import _prepare_run_state
+from tests.conftest import delta_weights, run_tiny_training, train_params
 
 THIS_RUN = {"inputs": {}, "params": "this run", "code": ""}
 OTHER_RUN = {"inputs": {}, "params": "other params", "code": ""}
-from tests.test_train import _delta_weights, _run, train_params, workdir  # noqa: F401  (workdir is a fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,7 +49,7 @@ def _records(log_dir: Path) -> list[dict]:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="compares CPU runs; on a GPU machine the in-process run would use CUDA")
 def test_two_processes_match_one_process(workdir):
     # one process: 2 per device x accumulation 2; two processes: 2 per device x 1 each -> the same batches of 4
-    one = _run(workdir, "freeze_llm", train_params(), tag="-one-process")
+    one = run_tiny_training(workdir, "freeze_llm", train_params(), tag="-one-process")
     out = workdir / "run-freeze_llm-two-processes"
     # a stale resume state: discarded once, by rank 0 alone (removed twice, one rank would crash)
     (out / "resume" / "checkpoint-999").mkdir(parents=True)
@@ -72,8 +72,8 @@ def test_two_processes_match_one_process(workdir):
     for a, b in zip(one_records, two_records):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-5) and b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
     for epoch in (1, 2):
-        single = _delta_weights(one["checkpoints_dir"] / f"epoch-{epoch}")
-        double = _delta_weights(out / "checkpoints" / f"epoch-{epoch}")
+        single = delta_weights(one["checkpoints_dir"] / f"epoch-{epoch}")
+        double = delta_weights(out / "checkpoints" / f"epoch-{epoch}")
         assert single.keys() == double.keys()
         assert all(torch.allclose(single[k], double[k], atol=1e-6) for k in single)
 

@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from brandcap.chat import (
+from brandcap.model.chat import (
     check_prompt_fits,
     check_tiling_matches,
     encode_prompts,
     image_tiling_kwargs,
 )
+from brandcap.model.training_data import IGNORE_INDEX, CaptionCollator, CaptionDataset
 from brandcap.params import ImageTilingParams, ParamsError, TinyModelParams, validate_params
-from brandcap.tiny_model import build_processor, build_tiny_model, image_seq_length, train_tokenizer
-from brandcap.training_data import IGNORE_INDEX, CaptionCollator, CaptionDataset
+from brandcap.sim.tiny_model import build_processor, build_tiny_model, image_seq_length, train_tokenizer
 
 TINY = TinyModelParams(vision_hidden=32, vision_layers=1, vision_heads=2, text_hidden=64, text_layers=2, text_heads=2, vocab_size=400)
 CORPUS = [f"A {c} {k} by {b}." for b in ("Gucci", "Prada", "Celine") for c in ("red", "blue") for k in ("bag", "shoe")] * 10

@@ -40,7 +40,7 @@ def compression_ratio(text: str) -> float:
 
 @lru_cache(maxsize=16)
 def _back_to_back(max_repeats: int) -> re.Pattern[str]:
-    return re.compile(r"(.{1,12}?)\1{%d,}" % max_repeats, re.DOTALL)
+    return re.compile(rf"(.{{1,12}}?)\1{{{max_repeats},}}", re.DOTALL)
 
 
 def has_back_to_back_run(text: str, max_repeats: int) -> bool:

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         print(err, file=sys.stderr)
         return 2
     if command == "serve-vlm":
-        from brandcap.simulated_vlm import serve_vlm_main
+        from brandcap.sim.simulated_vlm import serve_vlm_main
 
         return serve_vlm_main(rest) or 0
     print(f"unknown command {command!r}\n{__doc__}", file=sys.stderr)

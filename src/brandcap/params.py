@@ -19,8 +19,6 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-Fraction = float  # documented as 0..1 and checked with ge/le below
-
 # PyYAML (YAML 1.1, also what Snakemake reads configs with) loads 1e-5 without a dot as a string.
 _EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
@@ -76,7 +74,7 @@ class SyntheticShop(Section):
     serve_over_http: bool = Field(False, description="Serve shop images over loopback HTTP instead of file:// URLs.")
     placeholder_rate: float = Field(0.01, ge=0, le=1, description="Fraction of products whose imageurl is the placeholder 'N.A.' (at least one when > 0), so the catalog's placeholder filter always runs.")
     broken_images: int = Field(2, ge=0, description="Products whose image file is broken (truncated / not an image), so the downloader's failure path always runs.")
-    real_shapes: bool = Field(False, description="Dress the shop as a real catalogue (brandcap/realshape.py): punctuated brand names, 'N.A.' in every text column at placeholder_rate, unsafe product codes, portrait/landscape photos as JPEG/WebP/PNG/CMYK; the table is read back from a CSV.gz like a user's own.")
+    real_shapes: bool = Field(False, description="Dress the shop as a real catalogue (brandcap/sim/realshape.py): punctuated brand names, 'N.A.' in every text column at placeholder_rate, unsafe product codes, portrait/landscape photos as JPEG/WebP/PNG/CMYK; the table is read back from a CSV.gz like a user's own.")
 
 
 class DataParams(Section):
@@ -315,7 +313,7 @@ def batch_layout_error(batch_size: int, per_device_batch_size: int, devices: int
 # The study's seed: the data (sampling, shop, split) and, by default, the one training run per experiment.
 DEFAULT_SEED = 4
 
-# Keys of results/metrics.json beside the experiments' names (brandcap.tables).
+# Keys of results/metrics.json beside the experiments' names (brandcap.stages.tables).
 RESERVED_RESULT_KEYS = ("provenance", "base", "baselines", "selection")
 
 

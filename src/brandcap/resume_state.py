@@ -5,7 +5,7 @@ when it was made from the same inputs (content hashes, never modification times,
 `dvc checkout` changes), the same params keys and the same source of the brandcap modules the
 stage runs. Otherwise it is discarded, with a log line that says which part changed.
 
-    fingerprint = stage_fingerprint("brandcap.evaluate", inputs={"test": test_jsonl, "images": images_dir},
+    fingerprint = stage_fingerprint("brandcap.stages.evaluate", inputs={"test": test_jsonl, "images": images_dir},
                                     params={"eval": params.eval.model_dump(mode="json")})
     kept = prepare_resume_dir(resume_dir, fingerprint)
 """

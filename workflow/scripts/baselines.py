@@ -3,8 +3,8 @@
     python workflow/scripts/baselines.py --params params.yaml --train data/processed/train.jsonl --test data/processed/test.jsonl --out results/baselines --log logs/baselines.log
 """
 
-from brandcap.baselines import run_baselines
 from brandcap.stage import run_stage, stage_args
+from brandcap.stages.baselines import run_baselines
 
 if __name__ == "__main__":
     args = stage_args(__doc__, "train", "test", "out")

@@ -3,8 +3,8 @@
     python workflow/scripts/clean.py --params params.yaml --captions data/interim/captions.jsonl --out data/processed --log logs/clean.log
 """
 
-from brandcap.clean import run_clean
 from brandcap.stage import run_stage, stage_args
+from brandcap.stages.clean import run_clean
 
 if __name__ == "__main__":
     args = stage_args(__doc__, "captions", "out")

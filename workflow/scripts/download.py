@@ -5,8 +5,8 @@
 Every failed image is also listed in logs/download.failures.csv (beside --log).
 """
 
-from brandcap.download import run_download
 from brandcap.stage import run_stage, stage_args
+from brandcap.stages.download import run_download
 
 if __name__ == "__main__":
     args = stage_args(__doc__, "catalog", "images", "manifest", "resume")

@@ -9,9 +9,9 @@ brands (results/eval/base/prompted, no --general).
 
 from pathlib import Path
 
-from brandcap.evaluate import run_evaluate
 from brandcap.launch import launch_stage
 from brandcap.stage import run_stage, stage_args
+from brandcap.stages.evaluate import run_evaluate
 
 
 def evaluate_stage(args, params):

@@ -3,8 +3,8 @@
     python workflow/scripts/general_set.py --params params.yaml --out data/raw/general --log logs/general_set.log
 """
 
-from brandcap.general_set import run_general_set
 from brandcap.stage import run_stage, stage_args
+from brandcap.stages.general_set import run_general_set
 
 if __name__ == "__main__":
     args = stage_args(__doc__, "out")

@@ -4,7 +4,7 @@
 """
 
 from brandcap.stage import run_stage, stage_args
-from brandcap.tables import run_tables
+from brandcap.stages.tables import run_tables
 
 if __name__ == "__main__":
     args = stage_args(__doc__, "catalog", "manifest", "captions", "clean-report", "train-dir", "checkpoints", "eval-dir", "baselines", "tables", "metrics", "plots")

@@ -9,7 +9,7 @@ train.devices > 1 (or train.deepspeed) it relaunches itself through torchrun (br
 from brandcap.launch import launch_stage
 from brandcap.params import check_training_seed, experiment_settings
 from brandcap.stage import run_stage, stage_args
-from brandcap.train import run_train
+from brandcap.stages.train import run_train
 
 
 def train_stage(args, params):

@@ -1,8 +1,8 @@
 """download stage: fetch, validate and normalise every catalog image; record every failure.
 
-    from brandcap.download import run_download
+    from brandcap.stages.download import run_download
     run_download(params, Path("data/raw/catalog.parquet"), Path("data/raw/images"),
-                 Path("data/raw/manifest.parquet"), Path("data/cache/images"))
+                 Path("data/raw/manifest.parquet"), Path(".resume/download"))
 
 - asyncio + aiohttp, at most `download.concurrency` requests in flight, a per-request
   timeout, retries with exponential backoff and full jitter on timeouts, connection errors,
@@ -55,11 +55,11 @@ from aiohttp import web
 from PIL import Image, ImageOps
 
 from brandcap.atomic import DiskFullError, atomic_path, link_or_copy, write_bytes, write_parquet
-from brandcap.catalog import is_image_url
-from brandcap.resume_state import prepare_resume_dir, stage_fingerprint
 from brandcap.params import DownloadParams, Params
 from brandcap.progress import Progress, progress
-from brandcap.shop import artifact_path
+from brandcap.records import artifact_path
+from brandcap.resume_state import prepare_resume_dir, stage_fingerprint
+from brandcap.stages.catalog import is_image_url
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ class _Fetcher:
                 return bytes(body)
         except ImageRejected:
             raise
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as err:
+        except (TimeoutError, aiohttp.ServerTimeoutError) as err:
             raise _Retryable("timeout", str(err) or "timed out") from None
         except aiohttp.TooManyRedirects as err:
             raise ImageRejected("too_many_redirects", str(err)) from None
@@ -340,7 +340,6 @@ async def _download_all(rows: list[dict], dl: DownloadParams, resume_dir: Path, 
             continue
         todo.append((row, cached))
 
-    rewrite: dict[str, str] = {}
     file_urls = [row["imageurl"] for row, _ in todo if row["imageurl"].lower().startswith("file:")]
     server = _serve_files_over_http(file_urls) if serve_shop and file_urls else contextlib.nullcontext({})
     connector = aiohttp.TCPConnector(limit=dl.concurrency, limit_per_host=dl.concurrency)
@@ -443,7 +442,7 @@ def run_download(params: Params, catalog_path: Path, images_dir: Path, manifest_
     # code (another normaliser) make the whole cache stale (brandcap.resume_state). Concurrency,
     # timeouts and retries change no image, so they keep it.
     shaping = dl.model_dump(include={"max_side", "min_side", "max_pixels", "max_bytes"})
-    prepare_resume_dir(resume_dir, stage_fingerprint("brandcap.download", {}, {"download": shaping}))
+    prepare_resume_dir(resume_dir, stage_fingerprint("brandcap.stages.download", {}, {"download": shaping}))
     images_dir.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(resume_dir, images_dir, manifest_path.parent, failure_report.parent)
 

@@ -18,11 +18,13 @@ from guessed name patterns, so a renamed layer cannot silently stay trainable.
 
 from __future__ import annotations
 
+from typing import get_args
+
 from torch import nn
 
 from brandcap.params import LoraParams, Strategy
 
-STRATEGIES: tuple[str, ...] = ("freeze_llm", "freeze_vision", "projector_only", "lora", "full")
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
 
 # Which parts train, for the strategies that only toggle requires_grad.
 TRAINED_PARTS: dict[str, tuple[str, ...]] = {

@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from brandcap.strategies import TRAINED_PARTS, model_parts, part_parameter_names
+from brandcap.model.strategies import TRAINED_PARTS, model_parts, part_parameter_names
 
 CHECKPOINT_META = "brandcap_checkpoint.json"
 TRAINABLE_WEIGHTS = "trainable.safetensors"

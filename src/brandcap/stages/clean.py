@@ -86,6 +86,18 @@ def _remove(result: CleanResult, rule: str, rec: dict[str, Any], text: str | Non
         result.examples[rule].append({"product_id": rec["product_id"], "brand": rec["brand"], "text": text, "error": rec.get("error")})
 
 
+def _count_rewrites(result: CleanResult, text: str, trimmed: str, caption: str) -> None:
+    """Rewrites are counted among the captions that pass every caption rule."""
+    if trimmed != text:
+        result.n_trimmed += 1
+        if len(result.trimmed) < EXAMPLES_PER_RULE:
+            result.trimmed.append((text, trimmed))
+    if caption != trimmed:
+        result.n_brand_fixed += 1
+        if len(result.brand_fixed) < EXAMPLES_PER_RULE:
+            result.brand_fixed.append((trimmed, caption))
+
+
 def apply_caption_rules(records: list[dict[str, Any]], clean: CleanParams) -> CleanResult:
     """The caption rules (all but rare_brand) on each caption, in input order; the survivors in `kept`."""
     result = CleanResult()
@@ -125,15 +137,7 @@ def apply_caption_rules(records: list[dict[str, Any]], clean: CleanParams) -> Cl
         if rec["sha256"] in seen_images:
             _remove(result, "duplicate_image", rec, caption)
             continue
-        # Rewrites are counted among the captions that pass every caption rule.
-        if trimmed != text:
-            result.n_trimmed += 1
-            if len(result.trimmed) < EXAMPLES_PER_RULE:
-                result.trimmed.append((text, trimmed))
-        if caption != trimmed:
-            result.n_brand_fixed += 1
-            if len(result.brand_fixed) < EXAMPLES_PER_RULE:
-                result.brand_fixed.append((trimmed, caption))
+        _count_rewrites(result, text, trimmed, caption)
         seen_texts.add(key)
         seen_products.add(rec["product_id"])
         seen_images.add(rec["sha256"])

@@ -5,10 +5,10 @@
 or from Python: `run_baselines(params, Path("data/processed/train.jsonl"), Path("data/processed/test.jsonl"), Path("results/baselines"))`,
 which writes `out_dir/{name}/predictions.jsonl` (`{product_id, brand, prediction, brands_named,
 outcome}` per test item, like the evaluate stage's) and `out_dir/{name}/metrics.json`
-(`brandcap.metrics.brand_metrics`, `n_test`) for each name in `BASELINES`, on the same test items
-as the evaluate stage (`brandcap.metrics.evaluation_sample`). The parts:
+(`brandcap.evaluation.metrics.brand_metrics`, `n_test`) for each name in `BASELINES`, on the same test items
+as the evaluate stage (`brandcap.evaluation.metrics.evaluation_sample`). The parts:
 
-    from brandcap.baselines import image_baseline_predictions, majority_brand_predictions
+    from brandcap.stages.baselines import image_baseline_predictions, majority_brand_predictions
     guesses = majority_brand_predictions([r["brand"] for r in train], len(test))
     by_name = image_baseline_predictions([r["image"] for r in train], [r["brand"] for r in train],
                                          [r["image"] for r in test])
@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from brandcap.atomic import read_jsonl, write_json, write_jsonl
-from brandcap.metrics import brand_metrics, brand_outcomes, evaluation_sample, named_brands
+from brandcap.evaluation.metrics import brand_metrics, brand_outcomes, evaluation_sample, named_brands
 from brandcap.params import Params
 
 log = logging.getLogger(__name__)

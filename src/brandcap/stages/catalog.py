@@ -1,10 +1,10 @@
 """catalog stage: read the product table, drop unusable rows, sample, write data/raw/catalog.parquet.
 
-    from brandcap.catalog import run_catalog
+    from brandcap.stages.catalog import run_catalog
     run_catalog(params, Path("data/raw/catalog.parquet"), Path("data/raw/shop"))
 
 Sources (`params.data.source`):
-- `synthetic`: the built-in shop (`brandcap.shop`) writes its product images into `shop_dir`
+- `synthetic`: the built-in shop (`brandcap.sim.shop`) writes its product images into `shop_dir`
   and a table in the DBQ schema whose image URLs are `file:` URLs into it.
 - `hf`: `params.data.hf_dataset` is a Hugging Face dataset id (read with `datasets`, split
   `params.data.hf_split`, pinned with `params.data.revision`) or a local `.parquet`, `.csv`,
@@ -29,7 +29,8 @@ import pandas as pd
 
 from brandcap.atomic import atomic_path, write_parquet
 from brandcap.params import EXTERNAL_DATA_DIR, DataParams, Params, local_table_path
-from brandcap.shop import DBQ_COLUMNS, generate_shop
+from brandcap.records import DBQ_COLUMNS
+from brandcap.sim.shop import generate_shop
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +185,7 @@ def filter_and_sample(frame: pd.DataFrame, sample_size: int, seed: int, source: 
 
 def dressed_table(frame: pd.DataFrame, shop_dir: Path, params: Params) -> pd.DataFrame:
     """The shop dressed as a real catalogue, written as a DBQ-schema CSV.gz and read back like a user's table."""
-    from brandcap.realshape import dress_as_real_catalogue
+    from brandcap.sim.realshape import dress_as_real_catalogue
 
     dressed = dress_as_real_catalogue(frame, shop_dir, params.seed, params.data.synthetic.placeholder_rate)
     table = shop_dir / "catalog.csv.gz"

@@ -1,6 +1,6 @@
 """tables stage: everything the study produced, in one readable page, one DVC metrics file and plots.
 
-    from brandcap.tables import run_tables
+    from brandcap.stages.tables import run_tables
     run_tables(params, Path("data/raw/catalog.parquet"), Path("data/raw/manifest.parquet"),
                Path("data/interim/captions.jsonl"), Path("data/processed/clean_report.json"),
                Path("results/train"), Path("results/checkpoints"), Path("results/eval"),
@@ -31,7 +31,7 @@ How the findings are read (`select`):
   order. Their *test* figures are reported, with their 95% bootstrap intervals.
 - **Baselines** on the same test items and metric; the strongest is the one with the highest
   test brand accuracy (the hardest bar for a model). Each best epoch shows its margin over it
-  with a 95% paired bootstrap interval (`brandcap.metrics.paired_difference`, items matched by
+  with a 95% paired bootstrap interval (`brandcap.evaluation.metrics.paired_difference`, items matched by
   product_id); with several seeds, the mean ± sd over seeds of each seed's margin.
 - **Forgetting**: the general (brand-free) set, asked its own question, gives the change in
   CIDEr from the base model, "no signal" when the base model's own CIDEr there is below
@@ -74,10 +74,10 @@ import pandas as pd  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from brandcap.atomic import atomic_path, read_jsonl, write_json, write_text  # noqa: E402
-from brandcap.baselines import BASELINES as IMAGE_AND_MAJORITY_BASELINES  # noqa: E402
-from brandcap.metrics import paired_difference  # noqa: E402
+from brandcap.evaluation.metrics import paired_difference  # noqa: E402
 from brandcap.params import Params  # noqa: E402
 from brandcap.provenance import data_files, provenance  # noqa: E402
+from brandcap.stages.baselines import BASELINES as IMAGE_AND_MAJORITY_BASELINES  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ BASELINE_TITLES = {
 PROBE_SIGNAL_FLOOR = 0.05
 NO_SIGNAL = "no signal"
 NO_LEARNING = "no learning"
-CHECKPOINT_META = "brandcap_checkpoint.json"  # written by brandcap.checkpoints
+CHECKPOINT_META = "brandcap_checkpoint.json"  # written by brandcap.model.checkpoints
 # With several training seeds, these carry `{key}_sd`, their standard deviation over seeds.
 SEED_SPREAD_METRICS = ("brand_accuracy", "macro_brand_accuracy", "val_brand_accuracy")
 # (metrics.json key, column title) of the per-epoch table, in order; a key with a `{key}_ci`

@@ -6,7 +6,7 @@
 
 Each sample is `prompt_text(processor, instruction)` (user turn: image + instruction, then the
 assistant header) followed by `answer_text(processor, caption)` (caption + end-of-turn token).
-The prompt is encoded by `brandcap.chat.encode_prompts` exactly as evaluation encodes it (images
+The prompt is encoded by `brandcap.model.chat.encode_prompts` exactly as evaluation encodes it (images
 tiled as the processor's saved tiling says and expanded into image tokens) and the answer by
 the tokenizer; the two are concatenated, so the prompt
 tokens are identical to the evaluation prompt's by construction and the label boundary is exact.
@@ -25,7 +25,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from brandcap.atomic import read_jsonl
-from brandcap.chat import answer_text, encode_prompts
+from brandcap.model.chat import answer_text, encode_prompts
 
 IGNORE_INDEX = -100
 REQUIRED_KEYS = ("product_id", "image", "brand", "caption")

@@ -12,7 +12,7 @@ properties from two kinds of samples, mixed in shuffled batches:
   Rossi & Figli." (a brand repeated in one sentence also teaches the model to copy a name),
   and text-only chat turns whose user turn *writes* the brand and whose answer repeats it;
 * image + the fine-tuning instruction -> a brand-free caption such as "A red tote bag with a
-  top handle.", rendered with `brandcap.chat` exactly as fine-tuning and evaluation render
+  top handle.", rendered with `brandcap.model.chat` exactly as fine-tuning and evaluation render
   samples. Images are the synthetic shop's signature-free products (`generic_product_images`,
   its own seed stream), the colour word is the shop's `dominant_colour_name` of the pixels.
 
@@ -35,11 +35,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from brandcap import shop
-from brandcap.chat import answer_text, encode, prompt_text
-from brandcap.progress import progress
+from brandcap.model.chat import answer_text, encode, prompt_text
 from brandcap.params import SyntheticShop, TinyModelParams
-from brandcap.simulated_vlm import base_caption
+from brandcap.progress import progress
+from brandcap.sim import shop
+from brandcap.sim.simulated_vlm import base_caption
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def read_products(catalog_path: str | Path) -> list[Product]:
     frame = pd.read_parquet(catalog_path)
     missing = {"brand", "title", "category1_code", "category2_code", "category3_code"} - set(frame.columns)
     if missing:
-        raise ValueError(f"{catalog_path}: missing column(s) {sorted(missing)}; the catalog must follow the DBQ schema (see brandcap.shop.DBQ_COLUMNS)")
+        raise ValueError(f"{catalog_path}: missing column(s) {sorted(missing)}; the catalog must follow the DBQ schema (see brandcap.records.DBQ_COLUMNS)")
     frame = frame.fillna("")
     products = [
         Product(str(r.brand).strip(), str(r.title).strip(), category_noun(str(r.category3_code), str(r.category2_code), str(r.category1_code)))

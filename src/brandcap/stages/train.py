@@ -1,7 +1,7 @@
 """The train stage: one experiment (a freezing strategy) with one training seed, trained with the Hugging Face Trainer.
 
     from brandcap.params import load_params
-    from brandcap.train import run_train
+    from brandcap.stages.train import run_train
     run_train(load_params("params.yaml"), "freeze_llm", 4, base_dir=Path("models/base"),
               train_jsonl=Path("data/processed/train.jsonl"),
               checkpoints_dir=Path("results/checkpoints/freeze_llm/seed-4"),
@@ -42,8 +42,9 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from brandcap import atomic
 from brandcap.append_only import read_append_only
-from brandcap.chat import check_prompt_settings
-from brandcap.checkpoints import (
+from brandcap.launch import check_process_count
+from brandcap.model.chat import check_prompt_settings
+from brandcap.model.checkpoints import (
     CHECKPOINT_META,
     TRAINABLE_WEIGHTS,
     read_checkpoint_meta,
@@ -51,12 +52,11 @@ from brandcap.checkpoints import (
     state_bytes,
     trainable_state_dict,
 )
-from brandcap.launch import check_process_count
+from brandcap.model.strategies import apply_strategy, count_parameters
+from brandcap.model.training_data import CaptionCollator, CaptionDataset
 from brandcap.params import Params, TrainParams, check_training_seed, experiment_settings
 from brandcap.progress import Progress
 from brandcap.resume_state import prepare_resume_dir, stage_fingerprint
-from brandcap.strategies import apply_strategy, count_parameters
-from brandcap.training_data import CaptionCollator, CaptionDataset
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def run_fingerprint(params: Params, experiment: str, seed: int, base_dir: Path, 
     inputs = {"base": base_dir, "train": train_jsonl, "images": [record["image"] for record in dataset.records]}
     read = {"experiment": experiment, "seed": seed, "train": params.train.model_dump(mode="json"),
             "image_tiling": params.model.image_tiling.model_dump(mode="json")}
-    return stage_fingerprint("brandcap.train", inputs, read)
+    return stage_fingerprint("brandcap.stages.train", inputs, read)
 
 
 class ElapsedTimeCallback(TrainerCallback):

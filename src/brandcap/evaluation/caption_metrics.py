@@ -1,6 +1,6 @@
 """Caption metrics with pycocoevalcap: PTB tokenizer, BLEU-1..4, METEOR, ROUGE_L, CIDEr.
 
-    from brandcap.caption_metrics import caption_scores
+    from brandcap.evaluation.caption_metrics import caption_scores
     caption_scores(references=["a red bag"], predictions=["a red leather bag"])
     # {"bleu1": ..., "bleu2": ..., "bleu3": ..., "bleu4": ..., "meteor": ..., "rouge_l": ..., "cider": ...}
 

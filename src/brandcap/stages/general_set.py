@@ -1,7 +1,7 @@
 """The brand-free general set for the forgetting probe: general_dir/general.jsonl + images.
 
-    from brandcap.general_set import run_general_set
-    run_general_set(params, Path("data/processed/general"))
+    from brandcap.stages.general_set import run_general_set
+    run_general_set(params, Path("data/raw/general"))
 
 Records are `{"id", "image", "caption"}`; `image` is the path of a PNG under
 `general_dir/images/`, relative to the cwd (like every path inside an artifact).
@@ -23,9 +23,10 @@ from pathlib import Path
 from PIL import Image
 
 from brandcap.atomic import write_bytes, write_jsonl
-from brandcap.catalog import product_ids
 from brandcap.params import Params
-from brandcap.shop import artifact_path, generic_product_images, png_bytes
+from brandcap.records import artifact_path
+from brandcap.sim.shop import generic_product_images, png_bytes
+from brandcap.stages.catalog import product_ids
 
 log = logging.getLogger(__name__)
 

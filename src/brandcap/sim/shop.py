@@ -1,6 +1,6 @@
 """The synthetic shop: a product table in the DBQ schema and one drawn image per product.
 
-    from brandcap.shop import generate_shop
+    from brandcap.sim.shop import generate_shop
     frame = generate_shop(params.data.synthetic, n_products=1500, seed=4, shop_dir=Path("data/raw/shop"))
 
 Stands in for a real product-price dataset (DBQ/My.Theresa...) so the whole study runs
@@ -16,7 +16,7 @@ by their marks, not by the product's colour:
 - with probability `signature_visibility` a product carries its brand's marks, otherwise it
   is a plain product; with probability `distractor_rate` it also carries a mark of no brand
   (a random blob or a label); `noise` adds pixel noise to every image.
-So colour statistics (and pixel lookups, see `brandcap.baselines`) cannot reveal the brand,
+So colour statistics (and pixel lookups, see `brandcap.stages.baselines`) cannot reveal the brand,
 while the marks stay readable at 64 px. Everything is a function of the seed: same seed,
 byte-identical table and images.
 
@@ -39,15 +39,11 @@ from PIL import Image, ImageDraw
 
 from brandcap.atomic import write_bytes
 from brandcap.params import SyntheticShop
+from brandcap.records import DBQ_COLUMNS, artifact_path
 
 # Seed streams keep the catalog, the general set and the tiny model's pretraining images apart.
 STREAM_CATALOG, STREAM_GENERAL, STREAM_PRETRAIN = 1, 2, 3
 
-DBQ_COLUMNS = [
-    "website_name", "competence_date", "country_code", "currency_code", "brand",
-    "category1_code", "category2_code", "category3_code", "product_code", "title",
-    "itemurl", "imageurl", "full_price", "price", "full_price_eur", "price_eur", "flg_discount",
-]
 PLACEHOLDER_URL = "N.A."
 
 # Well separated in RGB so the name survives noise and resizing.
@@ -169,7 +165,7 @@ def brand_names(n_brands: int, seed: int) -> list[str]:
     names: list[str] = []
     used_words: set[str] = set()  # no word shared by two brands, so a mention is never ambiguous
     surnames = list(rng.permutation(_SURNAMES))
-    for attempt in range(100 * n_brands):
+    for _ in range(100 * n_brands):
         if len(names) == n_brands:
             break
         kind = len(names) % 4
@@ -394,17 +390,6 @@ def dominant_colour_name(img: Image.Image) -> str:
     dist = ((foreground[:, None, :] - _COLOUR_ARRAY[None, :, :]) ** 2).sum(axis=2)
     counts = np.bincount(dist.argmin(axis=1), minlength=len(COLOUR_NAMES))
     return COLOUR_NAMES[int(counts.argmax())]
-
-
-def artifact_path(path: str | Path) -> str:
-    """A path as stored inside artifacts: relative to the cwd when it lies under it."""
-    path = Path(path)
-    if not path.is_absolute():
-        return path.as_posix()
-    try:
-        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
-    except ValueError:
-        return path.as_posix()
 
 
 # ----------------------------------------------------------------------------- the shop

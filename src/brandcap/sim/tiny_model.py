@@ -24,7 +24,7 @@ from transformers import (
 )
 from transformers.models.internvl.video_processing_internvl import InternVLVideoProcessor
 
-from brandcap.chat import set_image_tiling
+from brandcap.model.chat import set_image_tiling
 from brandcap.params import ImageTilingParams, TinyModelParams
 
 END_OF_TEXT, IM_START, IM_END, PAD = "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"

@@ -1,14 +1,14 @@
 """base_model stage: the pretrained model every experiment starts from, saved to `models/base/`.
 
-    from brandcap.base_model import run_base_model
+    from brandcap.stages.base_model import run_base_model
     run_base_model(params, Path("data/raw/catalog.parquet"), Path("models/base"))
 
 Later stages read only `models/base/` with `AutoModelForImageTextToText.from_pretrained(dir)`
 and `AutoProcessor.from_pretrained(dir)`. Three sources, chosen by `params.model`:
 
 * `base: tiny` (the default CPU profile): a tiny `InternVLForConditionalGeneration` with a
-  tokenizer trained on the catalog's text (`brandcap.tiny_model`), then pretrained briefly
-  (`brandcap.pretrain`): it knows brand names as words and describes colour and category from
+  tokenizer trained on the catalog's text (`brandcap.sim.tiny_model`), then pretrained briefly
+  (`brandcap.sim.pretrain`): it knows brand names as words and describes colour and category from
   images, but was never shown a brand with an image.
 * `base: <Hugging Face id or local dir>` of an HF-native InternVL checkpoint, e.g.
   `OpenGVLab/InternVL3-1B-hf` or `OpenGVLab/InternVL3-2B-hf`, at `model.revision` (a commit hash
@@ -18,7 +18,7 @@ and `AutoProcessor.from_pretrained(dir)`. Three sources, chosen by `params.model
   fails at once with the `hf download` command that fixes it (huggingface_hub >= 1.0
   ships `hf`; older versions call it `huggingface-cli download`).
 
-Every source's processor is saved with `model.image_tiling` (`brandcap.chat.set_image_tiling`),
+Every source's processor is saved with `model.image_tiling` (`brandcap.model.chat.set_image_tiling`),
 so every later stage tiles images as the params say.
 * `convert_from: <id or dir>`: a custom-code InternVL checkpoint (InternVL2.5, e.g.
   `OpenGVLab/InternVL2_5-4B-MPO`) converted first with transformers' own converter
@@ -57,7 +57,7 @@ from huggingface_hub import is_offline_mode, try_to_load_from_cache
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from brandcap.atomic import write_json
-from brandcap.chat import set_image_tiling
+from brandcap.model.chat import set_image_tiling
 from brandcap.params import ModelParams, Params
 
 log = logging.getLogger(__name__)
@@ -99,8 +99,8 @@ def parameter_count(model) -> int:
 def build_tiny_base(params: Params, catalog_path: Path, out_dir: Path) -> dict:
     """Build, pretrain and save the tiny model; returns its record for brandcap_base.json."""
     # Imported here: the tiny path needs the shop and tokenizers, the HF path does not.
-    from brandcap.pretrain import mean_text_loss, pretrain, read_products, text_samples, tokenizer_corpus
-    from brandcap.tiny_model import build_tiny_model
+    from brandcap.sim.pretrain import mean_text_loss, pretrain, read_products, text_samples, tokenizer_corpus
+    from brandcap.sim.tiny_model import build_tiny_model
 
     tiny = params.model.tiny
     products = read_products(catalog_path)

@@ -1,6 +1,6 @@
 """Brand metrics of generated answers, with bootstrap confidence intervals.
 
-    from brandcap.metrics import brand_metrics
+    from brandcap.evaluation.metrics import brand_metrics
     brand_metrics(["A red Chloé bag"], ["Chloé"], known_brands=["Chloé", "Gucci"])
 
 Which brands an answer names (`named_brands`): the known brands that `brandcap.brands.find_brands`

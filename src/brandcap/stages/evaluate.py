@@ -1,6 +1,6 @@
 """evaluate stage: generate captions with one checkpoint (or the base model) and score them.
 
-    from brandcap.evaluate import run_evaluate
+    from brandcap.stages.evaluate import run_evaluate
     run_evaluate(params, Path("models/base"), Path("results/checkpoints/freeze_llm/seed-4/epoch-2"),
                  Path("data/processed/test.jsonl"), Path("data/raw/general/general.jsonl"),
                  Path("results/eval/freeze_llm/seed-4/epoch-2"), Path(".resume/eval/freeze_llm/seed-4/epoch-2"),
@@ -9,11 +9,11 @@
 (`checkpoint_dir=None` evaluates the base model: epoch 0; `prompted=True` with it is the
 prompt-only baseline, see below.) Writes to `out_dir`:
 - `predictions.jsonl`: `{product_id, brand, reference, prediction, brands_named, outcome, reference_loss}`
-  per test sample (`brands_named` and `outcome` as `brandcap.metrics` decides them: correct,
+  per test sample (`brands_named` and `outcome` as `brandcap.evaluation.metrics` decides them: correct,
   hedged, wrong or none; `reference_loss`: mean next-token loss of the reference caption);
 - `val_predictions.jsonl`: the same per validation sample (empty without a validation set);
 - `general_predictions.jsonl`: `{id, reference, prediction, brands_named}` per general (brand-free) sample;
-- `metrics.json`: brand metrics (`brandcap.metrics.brand_metrics`: strict and lenient brand
+- `metrics.json`: brand metrics (`brandcap.evaluation.metrics.brand_metrics`: strict and lenient brand
   accuracy, macro accuracy, their 95% bootstrap intervals, hedged/wrong/no-brand rates),
   `test_loss`, caption metrics (`bleu1..4, meteor, rouge_l, cider`); the same brand metrics on
   the validation set prefixed `val_` with `val_loss` (the best epoch is chosen on these, never on
@@ -24,7 +24,7 @@ prompt-only baseline, see below.) Writes to `out_dir`:
   hedged rate, n).
 
 Generation is batched and greedy with left padding; prompts are rendered by
-`brandcap.chat.prompt_text` and encoded by `brandcap.chat.encode` (the base processor's image
+`brandcap.model.chat.prompt_text` and encoded by `brandcap.model.chat.encode` (the base processor's image
 tiling), exactly as in training. The test and validation sets are asked `train.instruction`, the
 training prompt; the general set its own generic question, `eval.general_instruction` (with the
 fine-tuning instruction the probe would score the training captions' style, not general
@@ -58,10 +58,10 @@ from transformers import AutoProcessor
 
 from brandcap.append_only import read_append_only
 from brandcap.atomic import read_jsonl, write_json, write_jsonl
-from brandcap.caption_metrics import METRIC_NAMES, caption_scores_many, start_meteor
-from brandcap.chat import answer_text, check_prompt_settings, encode, prompt_text
-from brandcap.checkpoints import load_for_inference
-from brandcap.metrics import brand_hallucination_rate, brand_metrics, brand_outcomes, evaluation_sample, mean_token_loss, named_brands
+from brandcap.evaluation.caption_metrics import METRIC_NAMES, caption_scores_many, start_meteor
+from brandcap.evaluation.metrics import brand_hallucination_rate, brand_metrics, brand_outcomes, evaluation_sample, mean_token_loss, named_brands
+from brandcap.model.chat import answer_text, check_prompt_settings, encode, prompt_text
+from brandcap.model.checkpoints import load_for_inference
 from brandcap.params import Params
 from brandcap.progress import Progress, progress
 from brandcap.resume_state import finish_resume_dir, prepare_resume_dir, stage_fingerprint
@@ -101,7 +101,7 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_model(params: Params, base_dir: Path, checkpoint_dir: Path | None, device: str):
+def load_model(base_dir: Path, checkpoint_dir: Path | None, device: str):
     """(model, processor) in eval mode: the base model, or the base with a checkpoint applied."""
     return load_for_inference(Path(base_dir), Path(checkpoint_dir) if checkpoint_dir else None, device)
 
@@ -183,7 +183,7 @@ def _fingerprint(params: Params, base_dir: Path, checkpoint_dir: Path | None, se
         inputs["checkpoint"] = checkpoint_dir
     read = {"seed": params.seed, "eval": params.eval.model_dump(mode="json"),
             "train.instruction": params.train.instruction, "train.max_length": params.train.max_length, "prompted": prompted}
-    return stage_fingerprint("brandcap.evaluate", inputs, read)
+    return stage_fingerprint("brandcap.stages.evaluate", inputs, read)
 
 
 def _resumed_records(partial: Path, items: list[dict[str, Any]], key: str) -> dict[Any, dict[str, Any]]:
@@ -265,7 +265,7 @@ def _scored_predictions(items: list[dict[str, Any]], preds: list[dict[str, Any]]
 
 
 def _brand_scores(items: list[dict[str, Any]], preds: list[dict[str, Any]], known_brands: list[str]) -> dict[str, Any]:
-    """brandcap.metrics.brand_metrics of one set, with its mean reference loss as `loss`."""
+    """brandcap.evaluation.metrics.brand_metrics of one set, with its mean reference loss as `loss`."""
     scores = brand_metrics([p["prediction"] for p in preds], [i["brand"] for i in items], known_brands)
     scores["loss"] = mean_token_loss([p["loss_sum"] for p in preds], [p["loss_tokens"] for p in preds])
     return scores
@@ -313,7 +313,7 @@ def run_evaluate(
         # fewer cores it would only take cycles from generation and distort samples_per_second.
         start_meteor()
     device = default_device()
-    model, processor = load_model(params, base_dir, checkpoint_dir, device)
+    model, processor = load_model(base_dir, checkpoint_dir, device)
     sets = {"test": test_jsonl, "val": val_jsonl, "general": general_jsonl}
     prepare_resume_dir(resume_dir, _fingerprint(params, base_dir, checkpoint_dir, sets, test + val + general, prompted))
     instruction = prompted_instruction(params, known_brands) if prompted else params.train.instruction

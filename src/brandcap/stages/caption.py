@@ -6,7 +6,7 @@
 or from Python: `run_caption(params, manifest_path, captions_path, resume_dir)`.
 
 - Asks `caption.base_url` (vLLM, SGLang, OpenAI, ...) with the official async `openai` client; when
-  `caption.base_url` is empty it starts the built-in simulated VLM (`brandcap.simulated_vlm`) on
+  `caption.base_url` is empty it starts the built-in simulated VLM (`brandcap.sim.simulated_vlm`) on
   127.0.0.1 for the duration of the stage. The API key comes from the environment variable named
   by `caption.api_key_env` and is never logged or written.
 - Retries are ours (the client's are off): a concurrency limit, a per-request timeout, exponential
@@ -60,7 +60,7 @@ from brandcap.atomic import write_jsonl
 from brandcap.clean_rules import is_garbled, is_repetition_loop
 from brandcap.params import CaptionParams, CleanParams, Params
 from brandcap.progress import Progress, progress
-from brandcap.simulated_vlm import start_simulated_vlm
+from brandcap.sim.simulated_vlm import start_simulated_vlm
 
 log = logging.getLogger(__name__)
 
@@ -405,7 +405,8 @@ class Asker:
                 async for chunk in response.aiter_bytes():
                     data += chunk
                     if len(data) > self.max_body_bytes:
-                        raise AnswerRejected("oversize", f"the answer body exceeds {self.max_body_bytes} bytes, far beyond caption.max_answer_chars ({self.cp.answer_char_limit} characters)", retry=False)
+                        limit = f"far beyond caption.max_answer_chars ({self.cp.answer_char_limit} characters)"
+                        raise AnswerRejected("oversize", f"the answer body exceeds {self.max_body_bytes} bytes, {limit}", retry=False)
             finally:
                 await response.aclose()
             return read_completion(bytes(data), response.headers.get("content-type", ""), self.cp.answer_char_limit)

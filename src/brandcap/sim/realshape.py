@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from brandcap.shop import artifact_path
+from brandcap.records import artifact_path
 
 REAL_SHAPED_BRANDS = [
     "Saint Laurent", "A.P.C.", "Off-White™", "Chloé", "(di)vision", "3.1 Phillip Lim", "Dolce & Gabbana",

@@ -1,0 +1,1 @@
+"""Evaluation measures: brand metrics (accuracy, hedging, hallucination) and caption metrics."""

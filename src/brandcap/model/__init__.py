@@ -1,0 +1,1 @@
+"""The model code the stages share: chat template, freezing strategies, checkpoints, training data."""

@@ -1,0 +1,30 @@
+"""What the study's artifacts hold, whatever source filled them: the product table's schema and
+how a file path is written inside an artifact.
+
+    from brandcap.records import DBQ_COLUMNS, artifact_path
+    artifact_path(Path.cwd() / "data/raw/images/p1.png")   # 'data/raw/images/p1.png'
+
+The real DBQ dataset and the synthetic shop (brandcap.sim.shop) both follow `DBQ_COLUMNS`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# The columns of the DBQ product-price tables (e.g. DBQ/My.Theresa.Product.prices.France), in order.
+DBQ_COLUMNS = [
+    "website_name", "competence_date", "country_code", "currency_code", "brand",
+    "category1_code", "category2_code", "category3_code", "product_code", "title",
+    "itemurl", "imageurl", "full_price", "price", "full_price_eur", "price_eur", "flg_discount",
+]
+
+
+def artifact_path(path: str | Path) -> str:
+    """A path as stored inside artifacts: relative to the cwd when it lies under it."""
+    path = Path(path)
+    if not path.is_absolute():
+        return path.as_posix()
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()

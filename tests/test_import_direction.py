@@ -1,0 +1,94 @@
+"""Imports run one way: stages use the rest; model/ and evaluation/ use the core; sim/ (the simulated
+world) uses only the core; nothing outside sim/ imports sim/ except where the default profile selects it."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+PACKAGE = SRC / "brandcap"
+
+# part -> the parts it may import (the core is every top-level module of brandcap)
+MAY_IMPORT = {
+    "core": {"core"},
+    "model": {"core", "model"},
+    "evaluation": {"core", "evaluation"},
+    "sim": {"core", "sim"},
+    "stages": {"core", "model", "evaluation", "stages"},
+}
+
+# (importer, imported): why this one crossing is allowed
+ALLOWED = {
+    ("brandcap.stages.catalog", "brandcap.sim.shop"): "data.source synthetic: the default profile's product table",
+    ("brandcap.stages.catalog", "brandcap.sim.realshape"): "data.source realshape: the synthetic shop dressed in real shapes",
+    ("brandcap.stages.general_set", "brandcap.sim.shop"): "data.source synthetic: the general set's brand-free shop images",
+    ("brandcap.stages.caption", "brandcap.sim.simulated_vlm"): "caption.base_url empty: the built-in simulated VLM endpoint",
+    ("brandcap.stages.base_model", "brandcap.sim.tiny_model"): "model.source tiny: the tiny InternVL built locally",
+    ("brandcap.stages.base_model", "brandcap.sim.pretrain"): "model.source tiny: its brief pretraining",
+    ("brandcap.cli", "brandcap.sim.simulated_vlm"): "`brandcap serve-vlm` serves the simulated VLM by hand",
+    ("brandcap.sim.tiny_model", "brandcap.model.chat"): "the tiny model's processor gets the image tiling every model gets",
+    ("brandcap.sim.pretrain", "brandcap.model.chat"): "pretraining renders prompts through the chat template training and evaluation use",
+}
+
+
+def module_name(path: Path, src: Path) -> str:
+    parts = path.relative_to(src).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def part_of(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in MAY_IMPORT.keys() - {"core"} else "core"
+
+
+def _is_module(name: str, src: Path) -> bool:
+    path = src.joinpath(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def brandcap_imports(path: Path, src: Path) -> set[str]:
+    """The brandcap modules a source file imports, lazy imports included."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("brandcap.")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "brandcap":
+            for alias in node.names:
+                submodule = f"{node.module}.{alias.name}"  # `from brandcap.sim import shop`
+                found.add(submodule if _is_module(submodule, src) else node.module)
+    return found - {"brandcap"}
+
+
+def all_imports(src: Path = SRC) -> set[tuple[str, str]]:
+    """(importer, imported) for every brandcap import under src/brandcap."""
+    return {(module_name(path, src), imported)
+            for path in sorted((src / "brandcap").rglob("*.py")) for imported in brandcap_imports(path, src)}
+
+
+def forbidden(edges: set[tuple[str, str]]) -> list[str]:
+    return sorted(f"{a} imports {b} ({part_of(a)} may import {sorted(MAY_IMPORT[part_of(a)])} only; "
+                  f"a place where the default profile selects the simulated world goes in ALLOWED, with its reason)"
+                  for a, b in edges if part_of(b) not in MAY_IMPORT[part_of(a)] and (a, b) not in ALLOWED)
+
+
+def test_imports_run_one_way():
+    wrong = forbidden(all_imports())
+    assert not wrong, "\n".join(wrong)
+
+
+def test_allow_list_names_real_imports():
+    stale = set(ALLOWED) - all_imports()
+    assert not stale, f"allowed imports that no longer happen (remove them from ALLOWED): {sorted(stale)}"
+
+
+def test_check_reports_a_forbidden_import(tmp_path):
+    """The check itself: a sim module importing a stage (lazily, in a function) is reported."""
+    for name, text in {"stages/__init__.py": "", "stages/clean.py": "", "sim/__init__.py": "",
+                       "sim/shop.py": "def f():\n    from brandcap.stages.clean import run_clean\n",
+                       "model/chat.py": "from brandcap import sim\nfrom brandcap.sim import shop\n"}.items():
+        (tmp_path / "brandcap" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "brandcap" / name).write_text(text)
+    wrong = forbidden(all_imports(tmp_path))
+    assert [w.split(" (")[0] for w in wrong] == ["brandcap.model.chat imports brandcap.sim", "brandcap.model.chat imports brandcap.sim.shop",
+                                                 "brandcap.sim.shop imports brandcap.stages.clean"]
