@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
+
 from brandcap.launch import LAUNCHED_ENV, is_main_process, process_count
 from brandcap.params import Params, ParamsError
 from brandcap.profiles import resolve_params
@@ -49,6 +51,11 @@ def setup_logging(log_file: Path | None) -> None:
     quiet_library_bars()  # their bars would be thousands of \r updates in a log file
 
 
+def startup_seconds() -> float:
+    """Seconds since this process started: the interpreter, the imports and parameter validation."""
+    return time.time() - psutil.Process().create_time()
+
+
 def run_stage(name: str, args: argparse.Namespace, body: Callable[[Params], None]) -> None:
     """Validate params, run the stage body under the project lock, log its wall time; a bad parameter
     file exits 2 with its message, a project busy with another orchestrator exits 3."""
@@ -61,7 +68,8 @@ def run_stage(name: str, args: argparse.Namespace, body: Callable[[Params], None
     try:
         with stage_lock(name):
             start = time.perf_counter()
-            log.info("stage %s: start (params %s)", name, " + ".join(map(str, [args.params, *args.overlay])))
+            params_files = " + ".join(map(str, [args.params, *args.overlay]))
+            log.info("stage %s: start (params %s) after %.1f s of interpreter and import start-up", name, params_files, startup_seconds())
             body(params)
             log.info("stage %s: done in %.1f s", name, time.perf_counter() - start)
     except ProjectBusy as err:
