@@ -10,12 +10,12 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: run test lint install java
+.PHONY: run test lint install java chromium
 
 run: install java
 	snakemake --cores 1 results/tables.md
 
-test: install java
+test: install java chromium
 	python -m pytest -q
 
 # ruff over the Python code, snakefmt over the Snakefile and rules (both configured in pyproject.toml).
@@ -34,3 +34,7 @@ $(VENV)/.installed: pyproject.toml
 # pycocoevalcap's PTB tokenizer and METEOR need a Java runtime.
 java:
 	@command -v java >/dev/null || { apt-get update -q && apt-get install -y -q default-jre-headless; }
+
+# The review page's browser test (tests/test_review_browser.py) needs Debian's headless Chromium.
+chromium:
+	@command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium; }

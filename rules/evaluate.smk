@@ -1,5 +1,5 @@
 # Evaluation of the base model (epoch 0) and of every checkpoint (experiment x seed x epoch), the
-# baselines, then the tables.
+# baselines, the review page, then the tables.
 
 
 rule evaluate_base:
@@ -93,6 +93,25 @@ rule baselines:
         "python {input.script} {PARAMS_ARGS} --train {input.processed}/train.jsonl --test {input.processed}/test.jsonl --out {output.out} --log {log}"
 
 
+rule review:
+    input:
+        script=script("review"),
+        code=package("stages/review", "stages/tables", "stages/download", "evaluation/metrics", "brands"),
+        processed=rules.clean.output.out,
+        images=rules.download.output.images,
+        evaluations=[rules.evaluate_base.output.out] + expand(str(rules.evaluate.output.out), exp=EXPERIMENTS, seed=SEEDS, epoch=SAVE_EPOCHS),
+    output:
+        out=directory("results/review"),
+    log:
+        "logs/review.log",
+    conda:
+        "../envs/brandcap.yaml"
+    params:
+        train=config["train"],
+    shell:
+        "python {input.script} {PARAMS_ARGS} --test {input.processed}/test.jsonl --val {input.processed}/val.jsonl --eval-dir results/eval --out {output.out} --log {log}"
+
+
 rule tables:
     input:
         script=script("tables"),
@@ -105,6 +124,7 @@ rule tables:
         checkpoints=expand(str(rules.train.output.checkpoints), exp=EXPERIMENTS, seed=SEEDS),
         evaluations=[rules.evaluate_base.output.out, rules.evaluate_prompted.output.out] + expand(str(rules.evaluate.output.out), exp=EXPERIMENTS, seed=SEEDS, epoch=SAVE_EPOCHS),
         baselines=rules.baselines.output.out,
+        review=rules.review.output.out,
     output:
         tables="results/tables.md",
         metrics="results/metrics.json",
@@ -117,4 +137,4 @@ rule tables:
         train=config["train"],
         eval__general_instruction=config["eval"]["general_instruction"],
     shell:
-        "python {input.script} {PARAMS_ARGS} --catalog {input.catalog} --manifest {input.manifest} --captions {input.captions} --clean-report {input.processed}/clean_report.json --train-dir results/train --checkpoints results/checkpoints --eval-dir results/eval --baselines {input.baselines} --tables {output.tables} --metrics {output.metrics} --plots {output.plots} --log {log}"
+        "python {input.script} {PARAMS_ARGS} --catalog {input.catalog} --manifest {input.manifest} --captions {input.captions} --clean-report {input.processed}/clean_report.json --train-dir results/train --checkpoints results/checkpoints --eval-dir results/eval --baselines {input.baselines} --review {input.review} --tables {output.tables} --metrics {output.metrics} --plots {output.plots} --log {log}"

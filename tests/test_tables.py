@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from brandcap.atomic import write_json, write_jsonl
+from brandcap.atomic import write_json, write_jsonl, write_text
 from brandcap.evaluation.metrics import paired_difference
 from brandcap.params import validate_params
 from brandcap.provenance import data_sha256, params_sha256
@@ -419,3 +419,16 @@ def test_a_missing_seed_names_its_run(two_seed_study, tmp_path):
     (eval_folder(two_seed_study, "lora", 2, seed=5) / "metrics.json").unlink()
     with pytest.raises(FileNotFoundError, match=r"lora/seed-5/epoch-2/metrics.json: not found; run the evaluate stage for lora seed 5 epoch 2"):
         tables(two_seed_study, tmp_path)
+
+
+def test_tables_link_the_review_page_relatively(study, tmp_path):
+    data, train, checkpoints, evals, baselines = study["paths"]
+    review_dir = tmp_path / "results" / "review"
+    args = [study["params"], data / "catalog.parquet", data / "manifest.parquet", data / "captions.jsonl", data / "clean_report.json",
+            train, checkpoints, evals, baselines, study["out"] / "tables.md", study["out"] / "metrics.json", study["out"] / "plots"]
+    assert "review/index.html" not in tables(study)
+    with pytest.raises(FileNotFoundError, match=r"review/index\.html: not found; run the review stage"):
+        run_tables(*args, review_dir=review_dir)
+    write_text(review_dir / "index.html", "<!DOCTYPE html>")
+    run_tables(*args, review_dir=review_dir)
+    assert "Review page: [review/index.html](review/index.html), each test item's photo" in (study["out"] / "tables.md").read_text()

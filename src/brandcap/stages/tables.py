@@ -5,7 +5,7 @@
                Path("data/interim/captions.jsonl"), Path("data/processed/clean_report.json"),
                Path("results/train"), Path("results/checkpoints"), Path("results/eval"),
                Path("results/baselines"), Path("results/tables.md"), Path("results/metrics.json"),
-               Path("results/plots"))
+               Path("results/plots"), review_dir=Path("results/review"))
 
 Both `tables.md` and `metrics.json` begin with their provenance (`brandcap.provenance`): the
 commit, the params hash and the data hash (the processed split files beside the clean report).
@@ -38,9 +38,10 @@ How the findings are read (`select`):
   `PROBE_SIGNAL_FLOOR`, and the brand hallucination rate.
 
 Writes (all atomically):
-- `tables.md`: (1) data funnel, (2) baselines, (3) the best epoch of each experiment with its
-  margin and forgetting figures, and the overall best, (4) metrics per experiment and epoch with
-  the best epoch marked, brand and macro accuracy shown with their 95% bootstrap intervals
+- `tables.md`: a link to the review page (`brandcap.stages.review`, when `review_dir` is given),
+  (1) data funnel, (2) baselines, (3) the best epoch of each experiment with its margin and
+  forgetting figures, and the overall best, (4) metrics per experiment and epoch with the best
+  epoch marked, brand and macro accuracy shown with their 95% bootstrap intervals
   (`0.812 [0.75, 0.87]`), (5) resources per experiment, (6) per-brand accuracy and n of the best;
 - `metrics.json`: `{"provenance": {commit, params_sha256, data_sha256}, exp: {"epoch-N": {metric: value}}
   (with several seeds also "seed-S": {"epoch-N": ...} per seed),
@@ -61,6 +62,7 @@ import csv
 import io
 import json
 import logging
+import os
 import statistics
 from collections import Counter
 from pathlib import Path
@@ -513,6 +515,7 @@ def render_markdown(
     provenance_block: list[str],
     baselines: dict[str, dict[str, Any]],
     selection: dict[str, Any],
+    review_link: str | None = None,
 ) -> str:
     experiments = list(params.train.experiments)
     best = {exp: selection["experiments"][exp]["epoch"] for exp in experiments}
@@ -528,6 +531,7 @@ def render_markdown(
         f"parts of the model should be frozen? {_runs_sentence(params)} Caption metrics (BLEU, METEOR, ROUGE_L, CIDEr) are reported **next to** brand "
         "accuracy, never instead of it: they reward the training captions' style, not naming the right brand.",
         "",
+        *([REVIEW_NOTE.format(link=review_link), ""] if review_link else []),
         f"Profile: data `{params.data.source}` ({params.data.sample_size} rows sampled), base model "
         f"`{params.model.base}`, {params.train.epochs} epochs, checkpoints at epochs "
         f"{', '.join(map(str, params.train.save_epochs))}, effective batch {params.train.batch_size}, "
@@ -593,6 +597,20 @@ def render_markdown(
 
     lines += ["", *_per_brand_section(evaluations, selection, brands_kept, n_seeds)]
     return "\n".join(lines) + "\n"
+
+
+REVIEW_NOTE = ("Review page: [{link}]({link}), each test item's photo, reference caption, and the base model's and each "
+               "experiment's best checkpoint's answers with their brand outcomes; it opens in a browser from the file system.")
+
+
+def review_link(review_dir: Path | None, out_md: Path) -> str | None:
+    """The review page's address relative to tables.md (None without a review page)."""
+    if review_dir is None:
+        return None
+    page = Path(review_dir) / "index.html"
+    if not page.exists():
+        raise FileNotFoundError(f"{page}: not found; run the review stage")
+    return Path(os.path.relpath(page, Path(out_md).parent)).as_posix()
 
 
 def _runs_sentence(params: Params) -> str:
@@ -797,8 +815,9 @@ def run_tables(
     out_md: Path,
     out_metrics: Path,
     plots_dir: Path,
+    review_dir: Path | None = None,
 ) -> None:
-    """Collect the study into tables.md, metrics.json and plots; see the module docstring."""
+    """Collect the study into tables.md, metrics.json and plots (linking the review page in review_dir); see the module docstring."""
     funnel = data_funnel(Path(catalog_path), Path(manifest_path), Path(captions_path), Path(clean_report_path))
     evaluations, per_seed = load_evaluations(params, Path(eval_dir))
     baselines = load_baselines(Path(eval_dir), Path(baselines_dir))
@@ -809,7 +828,8 @@ def run_tables(
     origin = provenance(params, processed_dir, written=[Path(out_md), Path(out_metrics), Path(plots_dir)])
     origin_block = provenance_lines(origin, data_files(processed_dir))
 
-    write_text(out_md, render_markdown(params, funnel, evaluations, training, brands_kept, origin_block, baselines, selection))
+    write_text(out_md, render_markdown(params, funnel, evaluations, training, brands_kept, origin_block, baselines, selection,
+                                         review_link(review_dir, out_md)))
     write_json(out_metrics, {
         "provenance": origin,
         **results_metrics(evaluations, per_seed),
