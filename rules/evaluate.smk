@@ -1,5 +1,5 @@
 # Evaluation of the base model (epoch 0) and of every checkpoint (experiment x seed x epoch), the
-# baselines, the review page, then the tables.
+# baselines, the review page, the export of the best checkpoint, then the tables.
 
 
 rule evaluate_base:
@@ -93,6 +93,26 @@ rule baselines:
         "python {input.script} {PARAMS_ARGS} --train {input.processed}/train.jsonl --test {input.processed}/test.jsonl --out {output.out} --log {log}"
 
 
+rule export:
+    input:
+        script=script("export"),
+        code=package("stages/export", "stages/tables", "model/checkpoints", "provenance"),
+        base=rules.base_model.output.out,
+        checkpoints=expand(str(rules.train.output.checkpoints), exp=EXPERIMENTS, seed=SEEDS),
+        evaluations=[rules.evaluate_base.output.out] + expand(str(rules.evaluate.output.out), exp=EXPERIMENTS, seed=SEEDS, epoch=SAVE_EPOCHS),
+        processed=rules.clean.output.out,
+    output:
+        out=directory("results/export/best"),
+    log:
+        "logs/export.log",
+    conda:
+        "../envs/brandcap.yaml"
+    params:
+        train=config["train"],
+    shell:
+        "python {input.script} {PARAMS_ARGS} --base {input.base} --checkpoints results/checkpoints --eval-dir results/eval --processed {input.processed} --out {output.out} --log {log}"
+
+
 rule review:
     input:
         script=script("review"),
@@ -125,6 +145,8 @@ rule tables:
         evaluations=[rules.evaluate_base.output.out, rules.evaluate_prompted.output.out] + expand(str(rules.evaluate.output.out), exp=EXPERIMENTS, seed=SEEDS, epoch=SAVE_EPOCHS),
         baselines=rules.baselines.output.out,
         review=rules.review.output.out,
+        # not read by the tables: built with them, so the default run ends with a servable best model
+        export=rules.export.output.out,
     output:
         tables="results/tables.md",
         metrics="results/metrics.json",

@@ -14,7 +14,7 @@ import os
 import re
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -129,6 +129,8 @@ DEFAULT_CAPTION_PROMPT = (
 
 
 class CaptionParams(Section):
+    section: ClassVar[str] = "caption"  # where these keys live, for messages (the endpoint client is shared with eval.endpoint)
+
     base_url: str = Field("", description="OpenAI-compatible endpoint; empty = start the built-in simulated VLM on 127.0.0.1.")
     model: str = Field("simulated-vlm", description="Model name sent to the endpoint.")
     api_key_env: str = Field("BRANDCAP_API_KEY", description="Name of the environment variable holding the API key (never the key itself).")
@@ -390,11 +392,34 @@ class TrainParams(Section):
 
 
 # --------------------------------------------------------------------------- eval
+class EvalEndpointParams(Section):
+    """An OpenAI-compatible server that serves an exported model (eval.backend: endpoint); asked with the
+    caption stage's client, retries and circuit breaker."""
+
+    section: ClassVar[str] = "eval.endpoint"
+
+    base_url: str = Field("", description="API root of the server that serves the model to evaluate, e.g. http://127.0.0.1:8000/v1 (`vllm serve results/export/best --served-model-name brandcap-best`); needed with eval.backend: endpoint.")
+    model: str = Field("brandcap-best", min_length=1, description="Model name sent to the server (vLLM: its --served-model-name).")
+    api_key_env: str = Field("BRANDCAP_API_KEY", description="Name of the environment variable holding the API key (never the key itself).")
+    concurrency: int = Field(8, ge=1, description="Requests in flight (at most eval.batch_size: the items of one batch are asked at once).")
+    timeout_s: float = Field(120.0, gt=0, description="Wall-clock bound of one request, seconds.")
+    retries: int = Field(4, ge=0, description="Retries on timeouts, connection errors, 429 and 5xx.")
+    backoff_s: float = Field(0.5, ge=0, description="Base of the exponential backoff, seconds (full jitter); Retry-After wins.")
+    breaker_s: float = Field(120.0, gt=0, description="Circuit breaker: the stage stops when every answer has failed for this many seconds in a row (answered items stay in the resume folder).")
+    max_answer_chars: int = Field(20_000, ge=1, description="Answers longer than this many characters are refused (failure reason 'oversize').")
+
+    @property
+    def answer_char_limit(self) -> int:
+        return self.max_answer_chars
+
+
 class EvalParams(Section):
     max_new_tokens: int = Field(48, ge=1, description="Generation limit for predictions.")
     batch_size: int = Field(32, ge=1, description="Prompts generated at once (left padding).")
     max_test_samples: int = Field(0, ge=0, description="Evaluate at most this many test samples (and as many validation and general samples); 0 = all.")
     general_instruction: str = Field("What is in this image?", min_length=1, description="The question the brand-free general set (forgetting probe) is asked: a generic one, not train.instruction, so the probe measures general captioning rather than the fine-tuning style.")
+    backend: Literal["hf", "endpoint"] = Field("hf", description="hf: generate in-process with transformers (base + checkpoint); endpoint: ask the server at eval.endpoint for the model it serves (an exported checkpoint, see the export stage), greedily, with the same prompt; the test loss is then null (not available over HTTP).")
+    endpoint: EvalEndpointParams = EvalEndpointParams()
     prompted_instruction: str = Field(
         "Which brand is this product? Answer with one of: {brands}.",
         description="The prompt-only baseline's question (the base model asked with the candidate brands, before any fine-tuning); {brands} becomes the kept brands, comma-separated. Rendered through the same chat template as training.",
@@ -406,6 +431,13 @@ class EvalParams(Section):
         if "{brands}" not in v:
             raise ValueError("eval.prompted_instruction must contain {brands}, where the candidate brand list goes")
         return v
+
+    @model_validator(mode="after")
+    def _endpoint_named(self):
+        if self.backend == "endpoint" and not self.endpoint.base_url:
+            raise ValueError("eval.backend is endpoint but eval.endpoint.base_url is empty; set it to the API root of the server "
+                             "that serves the exported model (e.g. http://127.0.0.1:8000/v1), or use eval.backend: hf")
+        return self
 
 
 # --------------------------------------------------------------------------- all

@@ -58,7 +58,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from brandcap.append_only import open_append_only, read_append_only
 from brandcap.atomic import write_jsonl
 from brandcap.clean_rules import is_garbled, is_repetition_loop
-from brandcap.params import CaptionParams, CleanParams, Params
+from brandcap.params import CaptionParams, CleanParams, EvalEndpointParams, Params
 from brandcap.progress import Progress, progress
 from brandcap.sim.simulated_vlm import start_simulated_vlm
 
@@ -245,7 +245,7 @@ def looks_like_html(body: bytes, content_type: str) -> bool:
     return "html" in content_type.lower() or body.lstrip()[:1] == b"<"
 
 
-def read_completion(body: bytes, content_type: str, max_chars: int) -> Reply:
+def read_completion(body: bytes, content_type: str, max_chars: int, section: str = "caption") -> Reply:
     """The caption in an HTTP 200 answer's body, or AnswerRejected naming why there is none."""
     try:
         data = json.loads(body)
@@ -264,7 +264,7 @@ def read_completion(body: bytes, content_type: str, max_chars: int) -> Reply:
     if not text or not text.strip():
         raise AnswerRejected("empty_answer", f"message content is {text!r} (finish_reason {choice.finish_reason!r})", retry=False)
     if len(text) > max_chars:
-        raise AnswerRejected("oversize", f"{len(text)} characters, above caption.max_answer_chars ({max_chars})", retry=False)
+        raise AnswerRejected("oversize", f"{len(text)} characters, above {section}.max_answer_chars ({max_chars})", retry=False)
     usage = completion.usage or _Usage()
     return Reply(text, choice.finish_reason, usage.prompt_tokens, usage.completion_tokens)
 
@@ -318,14 +318,14 @@ class Failure:
         return f"{self.reason}: {self.detail}"
 
 
-def classify(err: Exception, timeout_s: float) -> Failure:
-    """What went wrong with one request, and whether asking again may help."""
+def classify(err: Exception, timeout_s: float, section: str = "caption") -> Failure:
+    """What went wrong with one request, and whether asking again may help (`section`: where the settings live)."""
     if isinstance(err, AnswerRejected):
         return Failure(err.reason, err.detail, err.retry)
     if _caused_by(err, ConnectionRefusedError):  # the aiohttp transport reports it as a connect timeout
         return Failure("connection_refused", "nothing listens at that host and port", True)
     if isinstance(err, (TimeoutError, openai.APITimeoutError)):
-        return Failure("timeout", f"no complete answer within {timeout_s:g} s (caption.timeout_s)", True)
+        return Failure("timeout", f"no complete answer within {timeout_s:g} s ({section}.timeout_s)", True)
     if isinstance(err, openai.APIConnectionError):
         return Failure("connection", str(getattr(err, "__cause__", None) or err), True)
     if isinstance(err, openai.APIStatusError):
@@ -381,11 +381,13 @@ def completion_request(cp: CaptionParams, prompt: str, image_url: str, temperatu
     return {**body, **cp.extra_body}  # as the client's extra_body: server-specific keys at the top level
 
 
-class Asker:
-    """Asks for one item's caption with transport retries and the loop-aware temperature ladder."""
+class Requester:
+    """Sends chat-completions bodies to one endpoint: our retries, a wall-clock bound per attempt, a bound on
+    the body read, the circuit breaker, the key redacted from messages. `cp` holds the endpoint settings
+    (caption, or eval.endpoint for the evaluate stage's endpoint backend)."""
 
-    def __init__(self, client: openai.AsyncOpenAI, cp: CaptionParams, clean: CleanParams, secret: str):
-        self.client, self.cp, self.clean, self.secret = client, cp, clean, secret
+    def __init__(self, client: openai.AsyncOpenAI, cp: CaptionParams | EvalEndpointParams, secret: str):
+        self.client, self.cp, self.secret = client, cp, secret
         self.jitter = random.Random()
         self.breaker = CircuitBreaker(cp.breaker_s)
         # JSON escapes a character in at most 12 bytes; the rest of a completion is small.
@@ -405,20 +407,20 @@ class Asker:
                 async for chunk in response.aiter_bytes():
                     data += chunk
                     if len(data) > self.max_body_bytes:
-                        limit = f"far beyond caption.max_answer_chars ({self.cp.answer_char_limit} characters)"
+                        limit = f"far beyond {self.cp.section}.max_answer_chars ({self.cp.answer_char_limit} characters)"
                         raise AnswerRejected("oversize", f"the answer body exceeds {self.max_body_bytes} bytes, {limit}", retry=False)
             finally:
                 await response.aclose()
-            return read_completion(bytes(data), response.headers.get("content-type", ""), self.cp.answer_char_limit)
+            return read_completion(bytes(data), response.headers.get("content-type", ""), self.cp.answer_char_limit, self.cp.section)
 
-    async def _request(self, body: dict[str, Any]) -> tuple[Reply | None, str | None, int]:
+    async def request(self, body: dict[str, Any]) -> tuple[Reply | None, str | None, int]:
         """(answer, None) or (None, "reason: detail") for one request body, and the transport retries spent."""
         cp = self.cp
         for retry in range(cp.retries + 1):
             try:
                 reply = await self._post(body)
             except Exception as err:  # noqa: BLE001 - every failure is classified and recorded
-                failure = classify(err, cp.timeout_s)
+                failure = classify(err, cp.timeout_s, cp.section)
                 message = self._redact(str(failure))
                 if self.breaker.failure(message):
                     raise EndpointDown(message) from None
@@ -430,6 +432,14 @@ class Asker:
             self.breaker.success()
             return reply, None, retry
         raise AssertionError("unreachable")
+
+
+class Asker(Requester):
+    """Asks for one item's caption with transport retries and the loop-aware temperature ladder."""
+
+    def __init__(self, client: openai.AsyncOpenAI, cp: CaptionParams, clean: CleanParams, secret: str):
+        super().__init__(client, cp, secret)
+        self.clean = clean
 
     async def ask(self, item: Item) -> dict[str, Any]:
         started = time.monotonic()
@@ -444,7 +454,7 @@ class Asker:
         mime = mimetypes.guess_type(item.image)[0] or "image/png"
         image_url = f"data:{mime};base64,{base64.b64encode(image_bytes).decode('ascii')}"
         for temperature in [self.cp.temperature, *self.cp.retry_temperatures]:
-            reply, error, retries = await self._request(completion_request(self.cp, item.prompt, image_url, temperature))
+            reply, error, retries = await self.request(completion_request(self.cp, item.prompt, image_url, temperature))
             result["attempts"] += 1
             result["retries"] += retries
             if reply is None:
@@ -466,25 +476,26 @@ class EndpointError(CaptionError):
     """The endpoint failed the pre-flight check; the message names the URL, the problem and the fix."""
 
 
-def _preflight_problem(err: Exception, cp: CaptionParams, timeout_s: float) -> str:
-    failure = classify(err, timeout_s)
+def _preflight_problem(err: Exception, cp: CaptionParams | EvalEndpointParams, timeout_s: float) -> str:
+    failure = classify(err, timeout_s, cp.section)
+    key = cp.section
     status = getattr(err, "status_code", None)
     if failure.reason == "connection_refused":
-        return f"connection refused: nothing listens there; start the server (e.g. `vllm serve {cp.model}`) or correct caption.base_url"
+        return f"connection refused: nothing listens there; start the server (e.g. `vllm serve {cp.model}`) or correct {key}.base_url"
     if failure.reason == "timeout":
         return (f"no answer to GET /models within {timeout_s:g} s; check that host and port are right and reachable "
                 "(firewall, VPN, SSH tunnel) and that the server has finished loading the model")
     if status in (401, 403):
-        return f"HTTP {status}: the API key was refused; put a valid key in the environment variable ${cp.api_key_env} (caption.api_key_env)"
+        return f"HTTP {status}: the API key was refused; put a valid key in the environment variable ${cp.api_key_env} ({key}.api_key_env)"
     if status == 404:
-        return "HTTP 404: no /models there; caption.base_url must be the API root, usually ending in /v1 (http://host:8000/v1)"
+        return f"HTTP 404: no /models there; {key}.base_url must be the API root, usually ending in /v1 (http://host:8000/v1)"
     if status is not None:
         return f"HTTP {status}: {failure.detail[:200]}; check the server's log"
-    return f"cannot connect ({failure.detail[:200]}); check the host name and port in caption.base_url"
+    return f"cannot connect ({failure.detail[:200]}); check the host name and port in {key}.base_url"
 
 
-async def check_endpoint(client: openai.AsyncOpenAI, base_url: str, cp: CaptionParams, secret: str) -> None:
-    """GET {base_url}/models must answer JSON within seconds and list caption.model; else EndpointError with the fix."""
+async def check_endpoint(client: openai.AsyncOpenAI, base_url: str, cp: CaptionParams | EvalEndpointParams, secret: str) -> None:
+    """GET {base_url}/models must answer JSON within seconds and list `cp.model`; else EndpointError with the fix."""
     timeout_s = min(cp.timeout_s, PREFLIGHT_TIMEOUT_S)
     problem = None
     try:
@@ -498,18 +509,18 @@ async def check_endpoint(client: openai.AsyncOpenAI, base_url: str, cp: CaptionP
             served = [m["id"] for m in json.loads(body)["data"]]
         except (ValueError, KeyError, TypeError):
             kind = "an HTML page" if looks_like_html(body, content_type) else f"something that is not a model list ({_snippet(body)})"
-            problem = (f"GET /models answered {kind}; caption.base_url must be the OpenAI-compatible API root, "
+            problem = (f"GET /models answered {kind}; {cp.section}.base_url must be the OpenAI-compatible API root, "
                        "usually ending in /v1, not a web page or a proxy")
         else:
             if cp.model not in served:
-                problem = f"the model {cp.model!r} (caption.model) is not served; it serves {served}; set caption.model to one of them"
+                problem = f"the model {cp.model!r} ({cp.section}.model) is not served; it serves {served}; set {cp.section}.model to one of them"
     if problem is not None:
-        message = f"caption.base_url {base_url}: {problem}"
+        message = f"{cp.section}.base_url {base_url}: {problem}"
         raise EndpointError(message.replace(secret, "***") if secret else message)
 
 
-def make_client(base_url: str, cp: CaptionParams, secret: str) -> openai.AsyncOpenAI:
-    """The openai client the stage asks with: no retries of its own (ours are), `caption.timeout_s`, and a
+def make_client(base_url: str, cp: CaptionParams | EvalEndpointParams, secret: str) -> openai.AsyncOpenAI:
+    """The openai client the stage asks with: no retries of its own (ours are), `timeout_s`, and a
     connection pool that holds one kept-alive connection per concurrent request (no request waits for a
     connection or reconnects). Its aiohttp transport costs about half the CPU per request of the httpx2
     one at 32 requests in flight (benchmarks/caption.py), and the CPU per request is what keeps a

@@ -36,6 +36,14 @@ the settings allow leaves room for an answer within `train.max_length`. The test
 uses the training sample layout (processor-encoded prompt + tokenizer-encoded answer, labels on
 the answer and its end token only, answer cut at `train.max_length`).
 
+Backends (`eval.backend`): `hf` (default) generates in this process with the base model and the
+checkpoint; `endpoint` asks the OpenAI-compatible server at `eval.endpoint` for the model it serves
+(an exported checkpoint: the export stage), with the same prompt and greedy decoding
+(`brandcap.stages.evaluate_endpoint`), and refuses `checkpoint_dir` (the server decides the model).
+Both write the same files with the same keys; over HTTP there is no reference loss, so
+`reference_loss`, `test_loss` and `val_loss` are null. Items the server does not answer stop the
+stage with their reasons (EndpointAnswersMissing) after the answered ones are kept for the rerun.
+
 Resumable: each finished batch is appended and flushed to `resume_dir/{test,val,general}.partial.jsonl`;
 a rerun generates only the items missing there. They are discarded when anything they depend on
 changed (brandcap.resume_state: the content of the model, checkpoint, records and images, the
@@ -48,7 +56,9 @@ import json
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +118,44 @@ def load_model(base_dir: Path, checkpoint_dir: Path | None, device: str):
 
 def _model_dtype(model) -> torch.dtype:
     return next(model.parameters()).dtype
+
+
+class LocalModel:
+    """eval.backend hf: the model in this process; greedy answers and the reference captions' loss."""
+
+    def __init__(self, model, processor, max_new_tokens: int, max_length: int):
+        self.model, self.processor, self.max_new_tokens, self.max_length = model, processor, max_new_tokens, max_length
+
+    def predict(self, images: list[Image.Image], instruction: str, references: list[str]) -> list[dict[str, Any]]:
+        """{"prediction", "loss_sum", "loss_tokens", "error": None} per image, in order."""
+        prompt = prompt_text(self.processor, instruction)
+        texts, prompt_inputs = generate_captions(self.model, self.processor, prompt, images, self.max_new_tokens)
+        losses = reference_losses(self.model, self.processor, prompt_inputs, references, self.max_length)
+        return [{"prediction": text, "loss_sum": loss_sum, "loss_tokens": tokens, "error": None}
+                for text, (loss_sum, tokens) in zip(texts, losses)]
+
+
+class _ServedModel:
+    """eval.backend endpoint: brandcap.stages.evaluate_endpoint's answers, without a loss (not available over HTTP)."""
+
+    def __init__(self, endpoint):
+        self.endpoint = endpoint
+
+    def predict(self, images: list[Image.Image], instruction: str, references: list[str]) -> list[dict[str, Any]]:
+        return [{**answer, "loss_sum": None, "loss_tokens": None} for answer in self.endpoint.predict(images, instruction)]
+
+
+@contextmanager
+def open_backend(params: Params, base_dir: Path, checkpoint_dir: Path | None) -> Iterator[LocalModel | _ServedModel]:
+    """What answers, as eval.backend says: the base (+ checkpoint) in this process, or the server at eval.endpoint."""
+    if params.eval.backend == "hf":
+        model, processor = load_model(base_dir, checkpoint_dir, default_device())
+        yield LocalModel(model, processor, params.eval.max_new_tokens, params.train.max_length)
+        return
+    from brandcap.stages.evaluate_endpoint import EndpointModel  # the HTTP client only where it is used
+
+    with EndpointModel(params.eval.endpoint, params.eval.max_new_tokens) as endpoint:
+        yield _ServedModel(endpoint)
 
 
 # ----------------------------------------------------------------------------- one batch
@@ -207,8 +255,12 @@ def _batches(items: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, 
         yield items[start : start + size]
 
 
+class EndpointAnswersMissing(RuntimeError):
+    """Items the server at eval.endpoint gave no answer; the message says how many, why, and what to do."""
+
+
 def _predict_set(
-    name: str, items: list[dict[str, Any]], key: str, source: Path, instruction: str, model, processor,
+    name: str, items: list[dict[str, Any]], key: str, source: Path, instruction: str, backend: LocalModel | _ServedModel,
     params: Params, resume_dir: Path, bar: Progress,
 ) -> tuple[list[dict[str, Any]], int]:
     """Predictions for every item, asked `instruction`, in item order, and how many were generated in this run."""
@@ -216,28 +268,38 @@ def _predict_set(
     done = _resumed_records(partial, items, key)
     bar.update(len(done))
     todo = [item for item in items if item[key] not in done]
-    prompt = prompt_text(processor, instruction)
+    failures: Counter[str] = Counter()
+    last_failure = ""
     with open(partial, "a", encoding="utf-8") as sink:
         for batch in _batches(todo, params.eval.batch_size):
             images = [_load_image(item["image"], source) for item in batch]
             started = time.perf_counter()
-            texts, prompt_inputs = generate_captions(model, processor, prompt, images, params.eval.max_new_tokens)
+            answers = backend.predict(images, instruction, [item["caption"] for item in batch])
             seconds = time.perf_counter() - started
-            losses = reference_losses(model, processor, prompt_inputs, [i["caption"] for i in batch], params.train.max_length)
-            for item, text, (loss_sum, tokens) in zip(batch, texts, losses):
+            for item, answer in zip(batch, answers):
+                if answer["error"] is not None:
+                    failures[answer["error"].split(":", 1)[0]] += 1
+                    last_failure = answer["error"]
+                    continue
                 rec = {
                     "key": item[key],
                     "image": item["image"],
                     "reference": item["caption"],
-                    "prediction": text,
-                    "loss_sum": loss_sum,
-                    "loss_tokens": tokens,
+                    "prediction": answer["prediction"],
+                    "loss_sum": answer["loss_sum"],
+                    "loss_tokens": answer["loss_tokens"],
                     "generation_seconds": seconds / len(batch),
                 }
                 done[item[key]] = rec
                 sink.write(json.dumps(rec, ensure_ascii=False) + "\n")
             sink.flush()
             bar.update(len(batch))
+    if failures:
+        raise EndpointAnswersMissing(
+            f"{source}: {sum(failures.values())} of {len(items)} {name} items got no answer from eval.endpoint.base_url "
+            f"{params.eval.endpoint.base_url} (by reason: {dict(failures)}; the last: {last_failure}); the {len(done)} answered "
+            f"are kept in {partial}; check the server's log, then rerun the stage to ask only the rest"
+        )
     return [done[item[key]] for item in items], len(todo)
 
 
@@ -267,7 +329,8 @@ def _scored_predictions(items: list[dict[str, Any]], preds: list[dict[str, Any]]
 def _brand_scores(items: list[dict[str, Any]], preds: list[dict[str, Any]], known_brands: list[str]) -> dict[str, Any]:
     """brandcap.evaluation.metrics.brand_metrics of one set, with its mean reference loss as `loss`."""
     scores = brand_metrics([p["prediction"] for p in preds], [i["brand"] for i in items], known_brands)
-    scores["loss"] = mean_token_loss([p["loss_sum"] for p in preds], [p["loss_tokens"] for p in preds])
+    without_loss = any(p["loss_tokens"] is None for p in preds)  # eval.backend endpoint: no loss over HTTP
+    scores["loss"] = None if without_loss else mean_token_loss([p["loss_sum"] for p in preds], [p["loss_tokens"] for p in preds])
     return scores
 
 
@@ -295,6 +358,12 @@ def run_evaluate(
 ) -> None:
     """Generate and score captions for the test, validation and general sets; see the module docstring."""
     out_dir, resume_dir = Path(out_dir), Path(resume_dir)
+    if params.eval.backend == "endpoint" and checkpoint_dir is not None:
+        raise ValueError(
+            f"{checkpoint_dir}: eval.backend endpoint evaluates the model the server at eval.endpoint.base_url serves, not a "
+            "checkpoint; export the checkpoint (workflow/scripts/export.py --checkpoint ...), serve the export and run without "
+            "--checkpoint, or set eval.backend: hf"
+        )
     if prompted and checkpoint_dir is not None:
         raise ValueError(f"{checkpoint_dir}: the prompt-only baseline asks the base model; drop --checkpoint or --prompted")
     all_test = _read_records(Path(test_jsonl), TEST_KEYS, "test")
@@ -312,15 +381,17 @@ def run_evaluate(
         # METEOR's Java start-up (seconds of CPU) then overlaps model loading and generation; on
         # fewer cores it would only take cycles from generation and distort samples_per_second.
         start_meteor()
-    device = default_device()
-    model, processor = load_model(base_dir, checkpoint_dir, device)
     sets = {"test": test_jsonl, "val": val_jsonl, "general": general_jsonl}
-    prepare_resume_dir(resume_dir, _fingerprint(params, base_dir, checkpoint_dir, sets, test + val + general, prompted))
     instruction = prompted_instruction(params, known_brands) if prompted else params.train.instruction
-    label = f"evaluate {checkpoint_dir or 'base model'}" + (" (prompted with the brands)" if prompted else "")
-    with progress(len(test) + len(val) + len(general), label, unit="sample", logger=log) as bar:
+    endpoint = params.eval.endpoint
+    served = f"{endpoint.model} at {endpoint.base_url}" if params.eval.backend == "endpoint" else None
+    label = f"evaluate {served or checkpoint_dir or 'base model'}" + (" (prompted with the brands)" if prompted else "")
+    with open_backend(params, base_dir, checkpoint_dir) as backend, \
+            progress(len(test) + len(val) + len(general), label, unit="sample", logger=log) as bar:
+        prepare_resume_dir(resume_dir, _fingerprint(params, base_dir, checkpoint_dir, sets, test + val + general, prompted))
+
         def predict(name, items, key, source, asked):
-            return _predict_set(name, items, key, Path(source or "."), asked, model, processor, params, resume_dir, bar)
+            return _predict_set(name, items, key, Path(source or "."), asked, backend, params, resume_dir, bar)
 
         test_preds, new_test = predict("test", test, "product_id", test_jsonl, instruction)
         val_preds, new_val = predict("val", val, "product_id", val_jsonl, instruction)
