@@ -11,7 +11,8 @@ from PIL import Image
 from brandcap.atomic import read_jsonl
 from brandcap.brands import brands_mentioned
 from brandcap.params import validate_params
-from brandcap.sim.shop import COLOUR_NAMES, brand_names, dominant_colour_name
+from brandcap.sim.colours import dominant_colour_name
+from brandcap.sim.shop import COLOUR_NAMES, brand_names
 from brandcap.stages.general_set import GeneralSetError, run_general_set
 
 

@@ -14,7 +14,7 @@ properties from two kinds of samples, mixed in shuffled batches:
 * image + the fine-tuning instruction -> a brand-free caption such as "A red tote bag with a
   top handle.", rendered with `brandcap.model.chat` exactly as fine-tuning and evaluation render
   samples. Images are the synthetic shop's signature-free products (`generic_product_images`,
-  its own seed stream), the colour word is the shop's `dominant_colour_name` of the pixels.
+  its own seed stream), the colour word is `brandcap.sim.colours.dominant_colour_name` of the pixels.
 
 No brand is ever paired with an image, so the pretrained model cannot name brands from
 pixels: fine-tuning has to teach that. A plain PyTorch loop (AdamW, warm-up then cosine),

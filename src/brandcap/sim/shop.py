@@ -20,8 +20,8 @@ So colour statistics (and pixel lookups, see `brandcap.stages.baselines`) cannot
 while the marks stay readable at 64 px. Everything is a function of the seed: same seed,
 byte-identical table and images.
 
-`dominant_colour_name(image)` names the product's main colour from the pixels; the simulated
-VLM and the general set's reference captions use it.
+`brandcap.sim.colours.dominant_colour_name(image)` names the product's main colour from the
+pixels; the general set's and pretraining's brand-free captions use it.
 """
 
 from __future__ import annotations
@@ -40,29 +40,16 @@ from PIL import Image, ImageDraw
 from brandcap.atomic import write_bytes
 from brandcap.params import SyntheticShop
 from brandcap.records import DBQ_COLUMNS, artifact_path
+from brandcap.sim.colours import PRODUCT_PALETTE, dominant_colour_name
 
 # Seed streams keep the catalog, the general set and the tiny model's pretraining images apart.
 STREAM_CATALOG, STREAM_GENERAL, STREAM_PRETRAIN = 1, 2, 3
 
 PLACEHOLDER_URL = "N.A."
 
-# Well separated in RGB so the name survives noise and resizing.
-NAMED_COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (200, 30, 40),
-    "blue": (40, 90, 215),
-    "navy": (25, 30, 95),
-    "green": (35, 140, 60),
-    "yellow": (240, 205, 40),
-    "orange": (240, 125, 25),
-    "purple": (125, 50, 165),
-    "pink": (240, 125, 180),
-    "brown": (115, 70, 35),
-    "black": (25, 25, 25),
-    "teal": (20, 150, 150),
-    "grey": (130, 130, 130),
-}
-COLOUR_NAMES = list(NAMED_COLOURS)
-_COLOUR_ARRAY = np.array([NAMED_COLOURS[n] for n in COLOUR_NAMES], dtype=np.float32)
+# The colours products are drawn in (their home, with the colour naming, is brandcap.sim.colours).
+NAMED_COLOURS = PRODUCT_PALETTE.colours
+COLOUR_NAMES = PRODUCT_PALETTE.names
 
 EMBLEMS = ["circle", "ring", "triangle", "star", "square", "diamond", "cross", "chevron", "monogram-h", "bars"]
 # Emblem centre relative to the product centre, in units of the product's half-size.
@@ -376,20 +363,6 @@ def png_bytes(img: Image.Image) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG", compress_level=6)
     return buf.getvalue()
-
-
-def dominant_colour_name(img: Image.Image) -> str:
-    """Name of the most common named colour among the non-background pixels."""
-    arr = np.asarray(img.convert("RGB"), dtype=np.float32)
-    border = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]])
-    background = np.median(border, axis=0)
-    pixels = arr.reshape(-1, 3)
-    foreground = pixels[np.linalg.norm(pixels - background, axis=1) > 60]
-    if len(foreground) == 0:
-        foreground = pixels
-    dist = ((foreground[:, None, :] - _COLOUR_ARRAY[None, :, :]) ** 2).sum(axis=2)
-    counts = np.bincount(dist.argmin(axis=1), minlength=len(COLOUR_NAMES))
-    return COLOUR_NAMES[int(counts.argmax())]
 
 
 # ----------------------------------------------------------------------------- the shop
