@@ -26,7 +26,6 @@ pixels; the general set's and pretraining's brand-free captions use it.
 
 from __future__ import annotations
 
-import io
 import itertools
 import math
 from collections.abc import Callable
@@ -38,6 +37,7 @@ import pandas as pd
 from PIL import Image, ImageDraw
 
 from brandcap.atomic import write_bytes
+from brandcap.images import png_bytes
 from brandcap.params import SyntheticShop
 from brandcap.records import DBQ_COLUMNS, artifact_path
 from brandcap.sim.colours import PRODUCT_PALETTE, dominant_colour_name
@@ -357,12 +357,6 @@ def _draw_marks(img: Image.Image, rng: np.random.Generator, category: Category, 
     dx, dy = PLACEMENTS[signature.placement]
     ex, ey = cx + dx * s + float(rng.uniform(-1, 1)), cy + dy * s + float(rng.uniform(-1, 1))
     _draw_emblem(d, signature.emblem, (ex - e / 2, ey - e / 2, ex + e / 2, ey + e / 2), _contrasting_colour(rng, body_colour))
-
-
-def png_bytes(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", compress_level=6)
-    return buf.getvalue()
 
 
 # ----------------------------------------------------------------------------- the shop

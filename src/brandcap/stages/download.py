@@ -52,9 +52,10 @@ from urllib.parse import quote, unquote, urlsplit
 import aiohttp
 import pandas as pd
 from aiohttp import web
-from PIL import Image, ImageOps
+from PIL import Image
 
 from brandcap.atomic import DiskFullError, atomic_path, link_or_copy, write_bytes, write_parquet
+from brandcap.images import png_bytes, shrunk, upright_rgb
 from brandcap.params import DownloadParams, Params
 from brandcap.progress import Progress, progress
 from brandcap.records import artifact_path
@@ -124,8 +125,7 @@ def normalise_image(data: bytes, dl: DownloadParams) -> tuple[bytes, int, int]:
             raise ImageRejected("too_small", f"{width}x{height} below download.min_side={dl.min_side}")
         try:
             img.load()  # decodes every byte: truncated files fail here, not later in training
-            img = ImageOps.exif_transpose(img)
-            rgb = _to_rgb(img)
+            rgb = upright_rgb(img)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
             raise ImageRejected("decompression_bomb", str(err)) from None
         except OSError as err:
@@ -133,23 +133,8 @@ def normalise_image(data: bytes, dl: DownloadParams) -> tuple[bytes, int, int]:
             raise ImageRejected(reason, str(err)) from None
         except (SyntaxError, ValueError, EOFError, MemoryError) as err:
             raise ImageRejected("corrupt", str(err)) from None
-    if max(rgb.size) > dl.max_side:
-        rgb.thumbnail((dl.max_side, dl.max_side), Image.Resampling.LANCZOS)
-    buf = io.BytesIO()
-    rgb.save(buf, format="PNG")
-    return buf.getvalue(), rgb.size[0], rgb.size[1]
-
-
-def _to_rgb(img: Image.Image) -> Image.Image:
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        flat = Image.new("RGB", rgba.size, (255, 255, 255))
-        flat.paste(rgba, mask=rgba.getchannel("A"))
-        return flat
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16-bit greyscale: scale to 8 bit instead of clipping everything to white
-        img = img.point(lambda v: v / 256).convert("L")
-    return img.convert("RGB")
+    rgb = shrunk(rgb, dl.max_side)
+    return png_bytes(rgb), rgb.size[0], rgb.size[1]
 
 
 # ----------------------------------------------------------------------------- fetching
