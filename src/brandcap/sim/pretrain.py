@@ -27,7 +27,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +38,7 @@ import torch
 from brandcap.model.chat import answer_text, encode, prompt_text
 from brandcap.params import SyntheticShop, TinyModelParams
 from brandcap.progress import progress
+from brandcap.records import category_text
 from brandcap.sim import shop
 from brandcap.sim.simulated_vlm import base_caption
 
@@ -80,15 +81,13 @@ _BRAND_SENTENCES = [
 
 
 # ----------------------------------------------------------------------------- catalog -> text
-def category_noun(category3: str, category2: str = "", category1: str = "") -> str:
-    """The noun a sentence uses for a catalog category (the shop's own noun when it is a shop category)."""
+def category_noun(row: Mapping) -> str:
+    """The noun a sentence uses for a catalog row's category: the shop's own noun for a shop
+    category ('TOTE BAGS' -> 'tote bag'), else the category in words, else 'product'."""
     for cat in shop.CATEGORIES:
-        if category3.strip().upper() == cat.category3:
+        if str(row.get("category3_code", "")).strip().upper() == cat.category3:
             return cat.noun
-    for name in (category3, category2, category1):
-        if isinstance(name, str) and name.strip():
-            return name.strip().lower()
-    return "product"
+    return category_text(row) or "product"
 
 
 def read_products(catalog_path: str | Path) -> list[Product]:
@@ -102,9 +101,9 @@ def read_products(catalog_path: str | Path) -> list[Product]:
         raise ValueError(f"{catalog_path}: missing column(s) {sorted(missing)}; the catalog must follow the DBQ schema (see brandcap.records.DBQ_COLUMNS)")
     frame = frame.fillna("")
     products = [
-        Product(str(r.brand).strip(), str(r.title).strip(), category_noun(str(r.category3_code), str(r.category2_code), str(r.category1_code)))
-        for r in frame.itertuples(index=False)
-        if str(r.brand).strip()
+        Product(str(row["brand"]).strip(), str(row["title"]).strip(), category_noun(row))
+        for row in frame.to_dict("records")
+        if str(row["brand"]).strip()
     ]
     if not products:
         raise ValueError(f"{catalog_path}: no row has a brand; the tiny base model needs brand names to learn")

@@ -58,7 +58,7 @@ from brandcap.atomic import DiskFullError, atomic_path, link_or_copy, write_byte
 from brandcap.images import png_bytes, shrunk, upright_rgb
 from brandcap.params import DownloadParams, Params
 from brandcap.progress import Progress, progress
-from brandcap.records import artifact_path
+from brandcap.records import artifact_path, category_text
 from brandcap.resume_state import prepare_resume_dir, stage_fingerprint
 from brandcap.stages.catalog import is_image_url
 
@@ -297,15 +297,6 @@ def _materialise(source: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
-def human_category(row: dict) -> str:
-    for col in ("category3_code", "category2_code", "category1_code"):
-        value = row.get(col)
-        if isinstance(value, str) and value.strip():
-            text = value.strip().replace("_", " ")
-            return text.lower() if text.isupper() else text
-    return ""
-
-
 # ----------------------------------------------------------------------------- the stage
 async def _download_all(rows: list[dict], dl: DownloadParams, resume_dir: Path, serve_shop: bool, bar: Progress) -> tuple[dict[str, dict], int]:
     """Per product_id: status, reason, cached file and (sha256, width, height, bytes); and the HTTP request count."""
@@ -449,7 +440,7 @@ def run_download(params: Params, catalog_path: Path, images_dir: Path, manifest_
         pid = row["product_id"]
         res = results[pid]
         rec = {
-            "product_id": pid, "brand": row["brand"], "title": row["title"], "category": human_category(row),
+            "product_id": pid, "brand": row["brand"], "title": row["title"], "category": category_text(row),
             "imageurl": row["imageurl"] if isinstance(row["imageurl"], str) else "", "status": res["status"],
             "reason": res["reason"], "image": "", "sha256": "", "width": 0, "height": 0, "bytes": 0,
         }
