@@ -20,6 +20,9 @@ DBQ_COLUMNS = [
     "itemurl", "imageurl", "full_price", "price", "full_price_eur", "price_eur", "flg_discount",
 ]
 
+# The file in every checkpoint directory that says what it holds (written by brandcap.model.checkpoints).
+CHECKPOINT_META = "brandcap_checkpoint.json"
+
 # Most specific first: a product's category in words is its category3, else category2, else category1.
 CATEGORY_COLUMNS = ("category3_code", "category2_code", "category1_code")
 

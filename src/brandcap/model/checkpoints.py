@@ -26,8 +26,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from brandcap.model.strategies import TRAINED_PARTS, model_parts, part_parameter_names
+from brandcap.records import CHECKPOINT_META
 
-CHECKPOINT_META = "brandcap_checkpoint.json"
 TRAINABLE_WEIGHTS = "trainable.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 # Parts whose weights a trainable.safetensors checkpoint holds (full saves the whole model instead)

@@ -36,6 +36,7 @@ import pandas as pd
 import torch
 
 from brandcap.model.chat import answer_text, encode, prompt_text
+from brandcap.model.training_data import IGNORE_INDEX
 from brandcap.params import SyntheticShop, TinyModelParams
 from brandcap.progress import progress
 from brandcap.records import category_text
@@ -43,8 +44,6 @@ from brandcap.sim import shop
 from brandcap.sim.simulated_vlm import base_caption
 
 log = logging.getLogger(__name__)
-
-IGNORE_INDEX = -100
 
 
 @dataclass(frozen=True)

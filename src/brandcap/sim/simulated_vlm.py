@@ -47,6 +47,7 @@ from aiohttp import web
 from PIL import Image, UnidentifiedImageError
 
 from brandcap import brands
+from brandcap.clean_rules import word_count
 from brandcap.params import DEFAULT_CAPTION_PROMPT, SimulatorParams, load_params
 from brandcap.sim.colours import dominant_and_accent
 
@@ -126,10 +127,6 @@ _GENERIC = (
 _MISSING_BRAND = "an unnamed designer"
 _MOJIBAKE = {"e": "Ã©", "a": "Ã¤", "o": "Ã¶", "u": "Ã¼", "'": "â€™", "i": "Ã¯"}
 _SYMBOLS = "#@%¤§¶~^|¦¬"
-
-
-def word_count(text: str) -> int:
-    return len(text.split())
 
 
 def base_caption(fields: dict[str, str], colour: str, accent: str, rng: random.Random) -> str:
