@@ -35,8 +35,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from brandcap.model.chat import answer_text, encode, prompt_text
-from brandcap.model.training_data import IGNORE_INDEX
+from brandcap.model.chat import answer_text, encode_prompts
+from brandcap.model.training_data import IGNORE_INDEX, answer_ids, prompt_answer_batch
 from brandcap.params import SyntheticShop, TinyModelParams
 from brandcap.progress import progress
 from brandcap.records import category_text
@@ -186,33 +186,34 @@ def encode_text(processor, sentences: Sequence[str]) -> list[torch.Tensor]:
     return [torch.tensor(ids) for ids in tok(list(sentences), add_special_tokens=False)["input_ids"]]
 
 
-def encode_captions(processor, pairs: Sequence[tuple[object, str]], instruction: str):
-    """Token ids, label masks and pixel values, rendered through the fine-tuning chat template."""
-    prompt = prompt_text(processor, instruction)
-    images = [img for img, _ in pairs]
-    texts = [prompt + answer_text(processor, caption) for _, caption in pairs]
-    prompt_len = len(encode(processor, [prompt], images[:1])["input_ids"][0])
-    enc = encode(processor, texts, images, return_tensors=None)
-    ids = [torch.tensor(x) for x in enc["input_ids"]]
-    pixel_values = torch.as_tensor(np.asarray(enc["pixel_values"]))
-    return ids, prompt_len, pixel_values
+@dataclass(frozen=True)
+class EncodedCaptions:
+    """Pretraining's captioned images, encoded once: prompt and answer tokens and pixel values per sample."""
+
+    prompts: list[list[int]]
+    answers: list[list[int]]
+    pixel_values: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.prompts)
 
 
-def _pad(seqs: Sequence[torch.Tensor], value: int) -> torch.Tensor:
-    return torch.nn.utils.rnn.pad_sequence(list(seqs), batch_first=True, padding_value=value)
+def encode_captions(processor, pairs: Sequence[tuple[object, str]], instruction: str) -> EncodedCaptions:
+    """(image, caption) pairs encoded as fine-tuning encodes them (`encode_prompts`, `answer_ids`)."""
+    prompts = encode_prompts(processor, instruction, [img for img, _ in pairs])
+    pixel_values = torch.as_tensor(np.asarray(prompts["pixel_values"]))
+    return EncodedCaptions(prompts["input_ids"], answer_ids(processor, [c for _, c in pairs]), pixel_values)
 
 
 def text_batch(ids: Sequence[torch.Tensor], pad_id: int) -> dict[str, torch.Tensor]:
-    input_ids = _pad(ids, pad_id)
-    mask = _pad([torch.ones_like(x) for x in ids], 0)
-    labels = input_ids.masked_fill(mask == 0, IGNORE_INDEX)
-    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+    """Text-only sentences: every token is learned (an answer with an empty prompt)."""
+    return prompt_answer_batch([[]] * len(ids), [x.tolist() for x in ids], pad_id)
 
 
-def caption_batch(ids: Sequence[torch.Tensor], prompt_len: int, pixel_values: torch.Tensor, pad_id: int) -> dict[str, torch.Tensor]:
-    batch = text_batch(ids, pad_id)
-    batch["labels"][:, :prompt_len] = IGNORE_INDEX  # only the answer and its end token are learned
-    batch["pixel_values"] = pixel_values
+def caption_batch(captions: EncodedCaptions, idx: Sequence[int], pad_id: int) -> dict[str, torch.Tensor]:
+    """Samples `idx` laid out as fine-tuning lays them out: only the answer and its end token are learned."""
+    batch = prompt_answer_batch([captions.prompts[i] for i in idx], [captions.answers[i] for i in idx], pad_id)
+    batch["pixel_values"] = captions.pixel_values[torch.as_tensor(list(idx))]
     return batch
 
 
@@ -266,7 +267,7 @@ def _pretrain(model, processor, products, tiny, instruction, synthetic, seed, st
     sentences = text_samples(products, tiny.pretrain_text_samples, seed, processor, instruction)
     pairs = caption_samples(tiny.pretrain_samples, synthetic, seed)
     text_ids = encode_text(processor, sentences)
-    cap_ids, prompt_len, pixel_values = encode_captions(processor, pairs, instruction) if pairs else ([], 0, None)
+    cap_ids = encode_captions(processor, pairs, instruction) if pairs else EncodedCaptions([], [], torch.empty(0))
 
     bs = tiny.pretrain_batch_size
     rng = np.random.default_rng([seed, shop.STREAM_PRETRAIN, 2])
@@ -291,7 +292,7 @@ def _pretrain(model, processor, products, tiny, instruction, synthetic, seed, st
             if kind == "text":
                 batch = text_batch([text_ids[i] for i in idx], pad_id)
             else:
-                batch = caption_batch([cap_ids[i] for i in idx], prompt_len, pixel_values[torch.as_tensor(idx)], pad_id)
+                batch = caption_batch(cap_ids, idx, pad_id)
             for group in optimizer.param_groups:
                 group["lr"] = _lr_at(step, len(plan), tiny.pretrain_learning_rate)
             loss = model(**batch).loss
