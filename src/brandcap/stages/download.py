@@ -37,7 +37,6 @@ import contextlib
 import hashlib
 import io
 import logging
-import os
 import random
 import re
 import socket
@@ -54,7 +53,7 @@ import pandas as pd
 from aiohttp import web
 from PIL import Image
 
-from brandcap.atomic import DiskFullError, atomic_path, link_or_copy, write_bytes, write_parquet
+from brandcap.atomic import DiskFullError, atomic_path, place_link_or_copy, write_bytes, write_parquet
 from brandcap.images import png_bytes, shrunk, upright_rgb
 from brandcap.params import DownloadParams, Params
 from brandcap.progress import Progress, progress
@@ -281,22 +280,6 @@ def _remove_stale_temporaries(*dirs: Path) -> None:
                 tmp.unlink(missing_ok=True)
 
 
-def _materialise(source: Path, target: Path) -> None:
-    """target = source, as a hard link when possible (no copy of the bytes), atomically."""
-    try:
-        os.link(source, target)  # the usual case: the orchestrator emptied images_dir
-        return
-    except FileExistsError:
-        if os.path.samefile(source, target):
-            return
-    except OSError:
-        pass  # another file system: copy below
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    link_or_copy(source, tmp)
-    os.replace(tmp, target)
-
-
 # ----------------------------------------------------------------------------- the stage
 async def _download_all(rows: list[dict], dl: DownloadParams, resume_dir: Path, serve_shop: bool, bar: Progress) -> tuple[dict[str, dict], int]:
     """Per product_id: status, reason, cached file and (sha256, width, height, bytes); and the HTTP request count."""
@@ -446,7 +429,7 @@ def run_download(params: Params, catalog_path: Path, images_dir: Path, manifest_
         }
         if res["status"] == "ok":
             target = images_dir / f"{image_file_stem(pid)}.png"
-            _materialise(res["cache"], target)
+            place_link_or_copy(res["cache"], target)
             keep.add(target.name)
             sha, width, height, size = res["info"]
             rec.update(image=f"{images_prefix}/{target.name}", sha256=sha, width=width, height=height, bytes=size)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import resource
 import shutil
 import time
@@ -138,19 +137,6 @@ def elapsed_before(checkpoint: str | None) -> float:
 
 
 # --------------------------------------------------------------------------- callbacks
-def _mirror_dir(src: Path, dst: Path) -> None:
-    """Place a copy of `src` at `dst` atomically, with hard links where the filesystem allows."""
-    tmp = dst.parent / f".{dst.name}.mirror.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-
-    shutil.copytree(src, tmp, copy_function=atomic.link_or_copy)
-    if dst.exists():
-        shutil.rmtree(dst)
-    os.replace(tmp, dst)
-
-
 class EpochCheckpointCallback(TrainerCallback):
     """Saves the trained delta at exactly the listed epochs (kept in resume_dir, mirrored to the outputs)."""
 
@@ -167,7 +153,7 @@ class EpochCheckpointCallback(TrainerCallback):
         if epoch in self.save_epochs and state.is_world_process_zero:
             name = f"epoch-{epoch}"
             save_checkpoint(model, self.store_dir / name, self.strategy, {**self.meta, "epoch": epoch, "global_step": state.global_step}, self.dtype)
-            _mirror_dir(self.store_dir / name, self.checkpoints_dir / name)
+            atomic.mirror_directory(self.store_dir / name, self.checkpoints_dir / name)
             log.info("saved checkpoint %s", self.checkpoints_dir / name)
         return control
 
@@ -317,7 +303,7 @@ def _restore_epoch_checkpoints(store_dir: Path, checkpoints_dir: Path, up_to_epo
         epoch = int(ckpt.name.split("-", 1)[1])
         if epoch <= up_to_epoch and (ckpt / CHECKPOINT_META).exists():
             if not (checkpoints_dir / ckpt.name / CHECKPOINT_META).exists():
-                _mirror_dir(ckpt, checkpoints_dir / ckpt.name)
+                atomic.mirror_directory(ckpt, checkpoints_dir / ckpt.name)
             restored.append(epoch)
         else:
             shutil.rmtree(ckpt)
