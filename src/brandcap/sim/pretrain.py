@@ -261,6 +261,26 @@ def pretrain(
         torch.set_num_threads(threads)
 
 
+def batch_plan(n_text: int, n_captions: int, tiny: TinyModelParams, seed: int) -> list[tuple[str, np.ndarray]]:
+    """(kind, sample indices) of every pretraining step, in order."""
+    rng = np.random.default_rng([seed, shop.STREAM_PRETRAIN, 2])
+
+    # One epoch = every sample once, text and caption batches interleaved in a shuffled order.
+    def batches(kind: str, n: int) -> list[tuple[str, np.ndarray]]:
+        chunks = np.array_split(rng.permutation(n), max(1, math.ceil(n / tiny.pretrain_batch_size)))
+        return [(kind, c) for c in chunks if len(c)]
+
+    # Captions alone first: a randomly initialised model learns to look at the image tokens much
+    # sooner when text-only batches (whose colour words are random) do not compete.
+    plan: list[tuple[str, np.ndarray]] = []
+    for _ in range(tiny.pretrain_caption_first_epochs):
+        plan += batches("caption", n_captions)
+    for _ in range(tiny.pretrain_epochs):
+        epoch = batches("text", n_text) + batches("caption", n_captions)
+        plan += [epoch[i] for i in rng.permutation(len(epoch))]
+    return plan
+
+
 def _pretrain(model, processor, products, tiny, instruction, synthetic, seed, started) -> dict:
     torch.manual_seed(seed)
     pad_id = processor.tokenizer.pad_token_id
@@ -269,21 +289,7 @@ def _pretrain(model, processor, products, tiny, instruction, synthetic, seed, st
     text_ids = encode_text(processor, sentences)
     cap_ids = encode_captions(processor, pairs, instruction) if pairs else EncodedCaptions([], [], torch.empty(0))
 
-    bs = tiny.pretrain_batch_size
-    rng = np.random.default_rng([seed, shop.STREAM_PRETRAIN, 2])
-    # One epoch = every sample once, text and caption batches interleaved in a shuffled order.
-    def batches(kind: str, n: int) -> list[tuple[str, np.ndarray]]:
-        return [(kind, c) for c in np.array_split(rng.permutation(n), max(1, math.ceil(n / bs))) if len(c)]
-
-    # Captions alone first: a randomly initialised model learns to look at the image tokens much
-    # sooner when text-only batches (whose colour words are random) do not compete.
-    plan: list[tuple[str, np.ndarray]] = []
-    for _ in range(tiny.pretrain_caption_first_epochs):
-        plan += batches("caption", len(cap_ids))
-    for _ in range(tiny.pretrain_epochs):
-        epoch = batches("text", len(text_ids)) + batches("caption", len(cap_ids))
-        plan += [epoch[i] for i in rng.permutation(len(epoch))]
-
+    plan = batch_plan(len(text_ids), len(cap_ids), tiny, seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tiny.pretrain_learning_rate, weight_decay=0.01)
     history: dict[str, list[float]] = {"text": [], "caption": []}
     model.train()

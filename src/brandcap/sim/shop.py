@@ -366,12 +366,8 @@ def _broken_image_bytes(kind: int, good_png: bytes) -> bytes:
     return b"<!DOCTYPE html><html><body>Image not available</body></html>\n"
 
 
-def generate_shop(shop: SyntheticShop, n_products: int, seed: int, shop_dir: str | Path) -> pd.DataFrame:
-    """Write one PNG per product into shop_dir and return the product table (DBQ columns)."""
-    shop_dir = Path(shop_dir)
-    shop_dir.mkdir(parents=True, exist_ok=True)
-    names = brand_names(shop.n_brands, seed)
-    signatures = brand_signatures(shop.n_brands, seed)
+def _brands_and_defects(shop: SyntheticShop, n_products: int, seed: int) -> tuple[np.ndarray, set[int], list[int]]:
+    """Each product's brand index, the products with a placeholder URL and those with a broken image."""
     rng = np.random.default_rng([seed, STREAM_CATALOG])
 
     # every brand at least once (when there is room), the rest Zipf-distributed
@@ -386,6 +382,16 @@ def generate_shop(shop: SyntheticShop, n_products: int, seed: int, shop_dir: str
     chosen = rng.permutation(spare)[: n_placeholder + n_broken] if spare else np.array([], dtype=int)
     placeholder = set(int(i) for i in chosen[:n_placeholder])
     broken = [int(i) for i in chosen[n_placeholder:]]
+    return brand_idx, placeholder, broken
+
+
+def generate_shop(shop: SyntheticShop, n_products: int, seed: int, shop_dir: str | Path) -> pd.DataFrame:
+    """Write one PNG per product into shop_dir and return the product table (DBQ columns)."""
+    shop_dir = Path(shop_dir)
+    shop_dir.mkdir(parents=True, exist_ok=True)
+    names = brand_names(shop.n_brands, seed)
+    signatures = brand_signatures(shop.n_brands, seed)
+    brand_idx, placeholder, broken = _brands_and_defects(shop, n_products, seed)
 
     for stale in shop_dir.glob(".*.tmp"):  # left by a killed run
         stale.unlink(missing_ok=True)
