@@ -7,7 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from brandcap.atomic import atomic_path, read_jsonl, write_bytes, write_jsonl, write_text
+from brandcap.atomic import (
+    atomic_path,
+    mirror_directory,
+    place_link_or_copy,
+    read_jsonl,
+    staged_directory,
+    write_bytes,
+    write_jsonl,
+    write_text,
+)
 
 
 def test_failed_write_leaves_old_file_and_no_temp(tmp_path):
@@ -63,3 +72,40 @@ def test_written_files_are_readable_as_the_umask_allows(tmp_path, umask, mode):
             assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
     finally:
         os.umask(old)
+
+
+def test_staged_directory_swaps_in_whole_or_not_at_all(tmp_path):
+    out = tmp_path / "models" / "base"
+    (tmp_path / "models" / ".base.dead0000.tmp").mkdir(parents=True)  # left by a killed writer
+    with staged_directory(out) as stage:
+        (stage / "a.txt").write_text("one")
+    assert (out / "a.txt").read_text() == "one"
+    with pytest.raises(RuntimeError), staged_directory(out) as stage:
+        (stage / "a.txt").write_text("half")
+        raise RuntimeError("killed")
+    assert (out / "a.txt").read_text() == "one"  # the failed write left the old directory
+    with staged_directory(out) as stage:
+        (stage / "b.txt").write_text("two")
+    assert [p.name for p in out.iterdir()] == ["b.txt"]  # replaced, not merged
+    assert sorted(p.name for p in out.parent.iterdir()) == ["base"]  # no temporaries left
+    assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_mirror_and_place_link_the_bytes(tmp_path):
+    source = tmp_path / "store" / "epoch-1"
+    (source / "sub").mkdir(parents=True)
+    (source / "sub" / "w.bin").write_bytes(b"weights")
+    mirror_directory(source, tmp_path / "out" / "epoch-1")
+    copied = tmp_path / "out" / "epoch-1" / "sub" / "w.bin"
+    assert copied.read_bytes() == b"weights" and copied.stat().st_ino == (source / "sub" / "w.bin").stat().st_ino
+    target = tmp_path / "images" / "p.png"
+    target.parent.mkdir()
+    target.write_bytes(b"old")
+    place_link_or_copy(source / "sub" / "w.bin", target)
+    assert target.read_bytes() == b"weights" and sorted(p.name for p in target.parent.iterdir()) == ["p.png"]

@@ -134,14 +134,14 @@ def test_ids_of_products_without_a_code_come_from_their_content(tmp_path, monkey
 
 def test_the_caption_prompt_never_says_na(tmp_path, monkeypatch):
     """Catalog -> manifest (the downloader's category) -> the captioner's prompt."""
+    from brandcap.records import category_text
     from brandcap.stages.caption import load_items
-    from brandcap.stages.download import human_category
 
     monkeypatch.chdir(tmp_path)
     params = hf_params(write_table(dbq_table(), "dbq.parquet"))
     run_catalog(params, Path("catalog.parquet"), Path("shop"))
     manifest = pd.read_parquet("catalog.parquet")
-    manifest["category"] = [human_category(row) for row in manifest.to_dict("records")]
+    manifest["category"] = [category_text(row) for row in manifest.to_dict("records")]
     manifest = manifest.assign(status="ok", image="x.png", sha256="0" * 64)
     manifest.to_parquet("manifest.parquet")
     prompts = {item.title or f"<{item.product_id}>": item.prompt for item in load_items(params, "manifest.parquet")[0]}

@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from brandcap.atomic import atomic_directory, write_json
+from brandcap.atomic import write_json
 from brandcap.model.checkpoints import load_for_inference
 from brandcap.model.training_data import CaptionCollator, CaptionDataset
 from brandcap.provenance import data_sha256
@@ -114,14 +114,3 @@ def test_export_without_a_checkpoint_or_a_selection_names_the_fix(workdir, proce
         run_export(train_params(), workdir / "base", processed, tmp_path / "out", checkpoints_dir=tmp_path)
 
 
-def test_atomic_directory_replaces_whole_or_leaves_nothing(tmp_path):
-    target = tmp_path / "best"
-    with pytest.raises(RuntimeError), atomic_directory(target) as tmp:
-        (tmp / "config.json").write_text("{}")
-        raise RuntimeError("killed while saving")
-    assert list(tmp_path.iterdir()) == []
-    for content in ("old", "new"):
-        with atomic_directory(target) as tmp:
-            (tmp / content).write_text(content)
-    assert [p.name for p in tmp_path.iterdir()] == ["best"] and [p.name for p in target.iterdir()] == ["new"]
-    assert target.stat().st_mode & 0o755 == 0o755  # readable like any folder, not mkdtemp's 0700

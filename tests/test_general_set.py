@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from brandcap.atomic import read_jsonl
 from brandcap.brands import brands_mentioned
 from brandcap.params import validate_params
-from brandcap.sim.shop import COLOUR_NAMES, brand_names, dominant_colour_name
+from brandcap.sim.colours import dominant_colour_name
+from brandcap.sim.shop import COLOUR_NAMES, brand_names
 from brandcap.stages.general_set import GeneralSetError, run_general_set
 
 
@@ -58,3 +60,24 @@ def test_no_general_set_writes_an_empty_file(tmp_path):
     params = validate_params({"data": {"source": "hf", "general_set": ""}})
     run_general_set(params, tmp_path / "g")
     assert (tmp_path / "g" / "general.jsonl").read_text() == ""
+
+
+def test_user_images_are_normalised_as_the_download_stage_normalises_them(tmp_path):
+    """16-bit grey and EXIF-rotated photos: the general set stores them as catalog images are stored."""
+    from brandcap.stages.download import normalise_image
+
+    src = tmp_path / "probe"
+    src.mkdir()
+    Image.fromarray(np.full((40, 60), 32768, dtype=np.uint16)).save(src / "grey16.png")  # mid-grey, 16 bit
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to view
+    Image.new("RGB", (80, 40), (20, 40, 200)).save(src / "rotated.jpg", exif=exif)
+    lines = [{"image": "grey16.png", "caption": "A grey card."}, {"image": "rotated.jpg", "caption": "A blue card."}]
+    (src / "general.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    params = validate_params({"data": {"source": "hf", "general_set": str(src / "general.jsonl")}})
+    run_general_set(params, tmp_path / "out")
+    for rec, name in zip(read_jsonl(tmp_path / "out" / "general.jsonl"), ["grey16.png", "rotated.jpg"]):
+        stored = Path(rec["image"]).read_bytes()
+        assert stored == normalise_image((src / name).read_bytes(), params.download)[0]
+    with Image.open(tmp_path / "out" / "images" / "general-00000.png") as grey, Image.open(tmp_path / "out" / "images" / "general-00001.png") as rotated:
+        assert grey.getpixel((0, 0)) == (128, 128, 128) and rotated.size == (40, 80)

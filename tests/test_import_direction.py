@@ -29,6 +29,7 @@ ALLOWED = {
     ("brandcap.cli", "brandcap.sim.simulated_vlm"): "`brandcap serve-vlm` serves the simulated VLM by hand",
     ("brandcap.sim.tiny_model", "brandcap.model.chat"): "the tiny model's processor gets the image tiling every model gets",
     ("brandcap.sim.pretrain", "brandcap.model.chat"): "pretraining renders prompts through the chat template training and evaluation use",
+    ("brandcap.sim.pretrain", "brandcap.model.training_data"): "pretraining lays out prompt and answer (labels) as fine-tuning does",
 }
 
 

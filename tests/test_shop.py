@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw
 from brandcap.params import SyntheticShop
 from brandcap.records import DBQ_COLUMNS
 from brandcap.sim import shop
+from brandcap.sim.colours import dominant_colour_name
 
 
 def files(d: Path) -> dict[str, bytes]:
@@ -95,7 +96,7 @@ def test_the_brand_cannot_be_read_from_the_colours(tmp_path):
     predicted = [min(centroids, key=lambda b: np.linalg.norm(x - centroids[b])) for x in mean_rgb[test]]
     assert np.mean(np.array(predicted) == brands[test]) < 0.45  # 4 balanced brands: chance is 0.25
     for brand in set(brands):
-        colours = {shop.dominant_colour_name(im) for im, b in zip(images, brands) if b == brand}
+        colours = {dominant_colour_name(im) for im, b in zip(images, brands) if b == brand}
         assert len(colours) >= 9, (brand, colours)  # every brand comes in most of the 12 colours
 
 
@@ -149,7 +150,7 @@ def test_same_colours_different_brands_differ_only_by_marks():
     draw = [shop.draw_product(np.random.default_rng(1), 64, shop.CATEGORIES[0], "red", "navy", sig, 0.0) for sig in (a, b)]
     plain = shop.draw_product(np.random.default_rng(1), 64, shop.CATEGORIES[0], "red", "navy", None, 0.0)
     assert draw[0].tobytes() != draw[1].tobytes()
-    assert shop.dominant_colour_name(draw[0]) == shop.dominant_colour_name(draw[1]) == shop.dominant_colour_name(plain) == "red"
+    assert dominant_colour_name(draw[0]) == dominant_colour_name(draw[1]) == dominant_colour_name(plain) == "red"
 
 
 def test_dominant_colour_is_read_from_pixels():
@@ -159,7 +160,7 @@ def test_dominant_colour_is_read_from_pixels():
     for i, name in enumerate(shop.COLOUR_NAMES * 3):
         other = shop.COLOUR_NAMES[(i + 3) % len(shop.COLOUR_NAMES)]
         img = shop.draw_product(rng, 64, shop.CATEGORIES[i % len(shop.CATEGORIES)], name, other, signatures[i], 0.08, distractor=True)
-        hits += shop.dominant_colour_name(img) == name
+        hits += dominant_colour_name(img) == name
     assert hits >= 0.9 * 36
 
 

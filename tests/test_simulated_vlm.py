@@ -21,7 +21,8 @@ from PIL import Image
 from brandcap import brands
 from brandcap.clean_rules import is_garbled, is_repetition_loop
 from brandcap.params import DEFAULT_CAPTION_PROMPT, CleanParams, SimulatorParams
-from brandcap.sim.simulated_vlm import image_colours, parse_prompt, prompt_pattern, start_simulated_vlm
+from brandcap.sim.colours import dominant_and_accent
+from brandcap.sim.simulated_vlm import parse_prompt, prompt_pattern, start_simulated_vlm
 
 NO_FAILURES = dict(loop_rate=0, garbled_rate=0, case_change_rate=0, missing_brand_rate=0, cutoff_rate=0, http_error_rate=0, slow_rate=0)
 BRAND = "Dolce & Gabbana"
@@ -125,8 +126,8 @@ def test_prompt_template_parsing_with_repeated_placeholders():
 
 
 def test_dominant_colour_ignores_background():
-    assert image_colours(png_bytes((40, 155, 60), background=(245, 245, 245)))[0] == "green"
-    assert image_colours(png_bytes((245, 245, 245), background=(20, 20, 20)))[0] == "white"
+    assert dominant_and_accent(png_bytes((40, 155, 60), background=(245, 245, 245)))[0] == "green"
+    assert dominant_and_accent(png_bytes((245, 245, 245), background=(20, 20, 20)))[0] == "white"
 
 
 def _answers(rate_name: str, n: int = 12, **extra) -> list[dict]:

@@ -196,3 +196,15 @@ def test_tiling_params_are_validated():
     with pytest.raises(ParamsError, match="model.image_tiling.min_tiles \\(4\\) is above max_tiles \\(2\\)"):
         validate_params({"model": {"image_tiling": {"enabled": True, "min_tiles": 4, "max_tiles": 2}}})
     assert validate_params({}).model.image_tiling == ImageTilingParams(enabled=False, min_tiles=1, max_tiles=12)
+
+
+def test_one_layout_pads_either_side_and_cuts_only_the_answer():
+    from brandcap.model.training_data import prompt_answer_batch
+
+    right = prompt_answer_batch([[5, 6, 7], [5]], [[8, 9], [8, 9, 10, 11]], pad_id=0, max_length=4)
+    assert right["input_ids"].tolist() == [[5, 6, 7, 8], [5, 8, 9, 10]]
+    assert right["labels"].tolist() == [[IGNORE_INDEX] * 3 + [8], [IGNORE_INDEX, 8, 9, 10]]
+    left = prompt_answer_batch([[5], []], [[8], [8, 9, 10]], pad_id=0, padding_side="left")
+    assert left["input_ids"].tolist() == [[0, 5, 8], [8, 9, 10]]
+    assert left["attention_mask"].tolist() == [[0, 1, 1], [1, 1, 1]]
+    assert left["labels"].tolist() == [[IGNORE_INDEX, IGNORE_INDEX, 8], [8, 9, 10]]

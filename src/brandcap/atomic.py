@@ -1,6 +1,10 @@
-"""Atomic file writes: write to a temporary name beside the target, then rename.
+"""Atomic file and directory writes: write to a temporary name beside the target, then rename.
 
-A killed stage never leaves a partial file under the final name. Files are created readable
+    with staged_directory("models/base") as stage:    # a whole directory: appears complete or not at all
+        model.save_pretrained(stage)
+    write_json("results/metrics.json", metrics)        # one file
+
+A killed stage never leaves a partial file or directory under the final name. Files are created readable
 by others (0o666 minus the umask, as `open` would; tempfile.mkstemp makes them 0600), and a
 full disk is reported with the path being written.
 """
@@ -12,7 +16,6 @@ import json
 import os
 import secrets
 import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,24 +59,48 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp_path.unlink(missing_ok=True)
 
 
+def _new_temporary_directory(path: Path) -> Path:
+    """A new empty directory beside `path`, named .<name>.<random>.tmp (mode as mkdir makes it)."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            tmp.mkdir()
+            return tmp
+        except FileExistsError:
+            continue
+
+
+def _remove_stale_directories(path: Path) -> None:
+    # left by a killed writer of `path` (each output directory has one writer at a time)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+
+
 @contextmanager
-def atomic_directory(path: str | Path) -> Iterator[Path]:
-    """Yield a new empty directory beside `path`; on success it replaces `path` (an older one is removed
-    first), on failure it is removed: the directory appears complete or not at all."""
+def staged_directory(path: str | Path) -> Iterator[Path]:
+    """Yield a fresh directory beside `path`; it replaces `path` only when the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    _remove_stale_directories(path)
+    stage = _new_temporary_directory(path)
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)  # as mkdir would make it (mkdtemp makes it 0700)
-        yield tmp
+        yield stage
         if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+            old = _new_temporary_directory(path)
+            os.replace(path, old)  # a directory cannot be renamed over a non-empty one
+            os.replace(stage, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(stage, path)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def mirror_directory(source: str | Path, target: str | Path) -> None:
+    """Place a copy of `source` at `target` atomically, with hard links where the file system allows."""
+    with staged_directory(target) as stage:
+        shutil.copytree(source, stage, dirs_exist_ok=True, copy_function=link_or_copy)
 
 
 def link_or_copy(source: str | Path, target: str | Path) -> None:
@@ -82,6 +109,13 @@ def link_or_copy(source: str | Path, target: str | Path) -> None:
         os.link(source, target)
     except OSError:
         shutil.copy2(source, target)
+
+
+def place_link_or_copy(source: str | Path, target: str | Path) -> None:
+    """`target` = `source`, atomically: a hard link where the file system allows, else a copy."""
+    with atomic_path(target) as tmp:
+        tmp.unlink()  # os.link needs a free name
+        link_or_copy(source, tmp)
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:

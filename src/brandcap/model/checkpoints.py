@@ -15,9 +15,6 @@ model's size in bytes. Loading casts the weights to the inference dtype.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +22,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from brandcap.atomic import staged_directory
 from brandcap.model.strategies import TRAINED_PARTS, model_parts, part_parameter_names
+from brandcap.records import CHECKPOINT_META
 
-CHECKPOINT_META = "brandcap_checkpoint.json"
 TRAINABLE_WEIGHTS = "trainable.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 # Parts whose weights a trainable.safetensors checkpoint holds (full saves the whole model instead)
@@ -89,10 +87,7 @@ def save_checkpoint(model: nn.Module, out_dir: Path, strategy: str, meta: dict[s
     bf16 run's checkpoint is half the size of its fp32 master weights. The directory appears
     complete or not at all: it is written under a temporary name and renamed.
     """
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+    with staged_directory(out_dir) as tmp:
         if strategy in ("lora", "full"):
             model.save_pretrained(tmp, state_dict=_state_with_trainable_cast(model, dtype))
         else:
@@ -101,12 +96,6 @@ def save_checkpoint(model: nn.Module, out_dir: Path, strategy: str, meta: dict[s
         weights_dtype = str(dtype or next(model.parameters()).dtype).removeprefix("torch.")
         record = {**meta, "strategy": strategy, "format": checkpoint_format(strategy), "weights_dtype": weights_dtype, "saved_bytes": saved}
         (tmp / CHECKPOINT_META).write_text(json.dumps(record, indent=2) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return saved
 
 

@@ -11,11 +11,14 @@ tiled as the processor's saved tiling says and expanded into image tokens) and t
 the tokenizer; the two are concatenated, so the prompt
 tokens are identical to the evaluation prompt's by construction and the label boundary is exact.
 Labels are -100 on the prompt and on padding; only the answer and its end token are learned.
-Padding is on the right; truncation cuts the answer only, never image tokens.
+Padding is on the right; truncation cuts the answer only, never image tokens. `prompt_answer_batch`
+is this layout, and the only one: pretraining (`brandcap.sim.pretrain`) and the evaluate stage's
+test loss build their batches with it too.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,15 +68,43 @@ class CaptionDataset(Dataset):
         return {"image": image, "caption": rec["caption"], "product_id": rec["product_id"], "brand": rec["brand"]}
 
 
+def answer_ids(processor, captions: Sequence[str]) -> list[list[int]]:
+    """Each caption's answer tokens: the caption and the end-of-turn token, no special tokens added."""
+    return processor.tokenizer([answer_text(processor, c) for c in captions], add_special_tokens=False)["input_ids"]
+
+
+def prompt_answer_batch(
+    prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]], pad_id: int,
+    max_length: int | None = None, padding_side: str = "right",
+) -> dict[str, torch.Tensor]:
+    """The one prompt/answer layout of training, pretraining and the test loss.
+
+    Row i is prompts[i] + answers[i], the answer cut so the row fits `max_length` (None: no cut);
+    `labels` are the answer tokens and IGNORE_INDEX on the prompt and the padding; rows are padded
+    with `pad_id` on `padding_side` ("left" puts every answer's end at the last position).
+    """
+    answers = [list(a) if max_length is None else list(a)[: max(max_length - len(p), 0)] for p, a in zip(prompts, answers)]
+    width = max(len(p) + len(a) for p, a in zip(prompts, answers))
+    input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    labels = torch.full((len(prompts), width), IGNORE_INDEX, dtype=torch.long)
+    for i, (prompt, answer) in enumerate(zip(prompts, answers)):
+        n = len(prompt) + len(answer)
+        row = slice(width - n, width) if padding_side == "left" else slice(0, n)
+        input_ids[i, row] = torch.tensor(list(prompt) + answer, dtype=torch.long)
+        attention_mask[i, row] = 1
+        labels[i, row] = torch.tensor([IGNORE_INDEX] * len(prompt) + answer, dtype=torch.long)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
 class CaptionCollator:
     """Turns samples `{image, caption}` into a right-padded, label-masked training batch."""
 
     def __init__(self, processor, instruction: str, max_length: int):
         self.processor = processor
-        self.tokenizer = processor.tokenizer
         self.instruction = instruction
         self.max_length = max_length
-        self.pad_id = self.tokenizer.pad_token_id
+        self.pad_id = processor.tokenizer.pad_token_id
         if self.pad_id is None:
             raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token before training")
 
@@ -83,27 +114,15 @@ class CaptionCollator:
 
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         prompts = self.prompt_inputs([s["image"] for s in samples])
-        answers = self.tokenizer(
-            [answer_text(self.processor, s["caption"]) for s in samples], add_special_tokens=False
-        )["input_ids"]
-        rows, row_labels = [], []
-        for prompt_ids, answer_ids in zip(prompts["input_ids"], answers):
-            if len(prompt_ids) >= self.max_length:
-                raise ValueError(
-                    f"train.max_length ({self.max_length}) leaves no room for the answer: the prompt alone is "
-                    f"{len(prompt_ids)} tokens (image tokens cannot be cut); raise train.max_length or lower "
-                    "model.image_tiling.max_tiles"
-                )
-            answer_ids = answer_ids[: self.max_length - len(prompt_ids)]
-            rows.append(list(prompt_ids) + list(answer_ids))
-            row_labels.append([IGNORE_INDEX] * len(prompt_ids) + list(answer_ids))
-        width = max(len(r) for r in rows)
-        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-        for i, (ids, lab) in enumerate(zip(rows, row_labels)):
-            input_ids[i, : len(ids)] = torch.tensor(ids)
-            attention_mask[i, : len(ids)] = 1
-            labels[i, : len(lab)] = torch.tensor(lab)
+        longest_prompt = max(len(ids) for ids in prompts["input_ids"])
+        if longest_prompt >= self.max_length:
+            raise ValueError(
+                f"train.max_length ({self.max_length}) leaves no room for the answer: the prompt alone is "
+                f"{longest_prompt} tokens (image tokens cannot be cut); raise train.max_length or lower "
+                "model.image_tiling.max_tiles"
+            )
+        answers = answer_ids(self.processor, [s["caption"] for s in samples])
+        batch = prompt_answer_batch(prompts["input_ids"], answers, self.pad_id, self.max_length)
         pixel_values = torch.from_numpy(np.stack([np.asarray(p) for p in prompts["pixel_values"]]))
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "pixel_values": pixel_values, "labels": labels}
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
+                "pixel_values": pixel_values, "labels": batch["labels"]}

@@ -14,7 +14,7 @@ properties from two kinds of samples, mixed in shuffled batches:
 * image + the fine-tuning instruction -> a brand-free caption such as "A red tote bag with a
   top handle.", rendered with `brandcap.model.chat` exactly as fine-tuning and evaluation render
   samples. Images are the synthetic shop's signature-free products (`generic_product_images`,
-  its own seed stream), the colour word is the shop's `dominant_colour_name` of the pixels.
+  its own seed stream), the colour word is `brandcap.sim.colours.dominant_colour_name` of the pixels.
 
 No brand is ever paired with an image, so the pretrained model cannot name brands from
 pixels: fine-tuning has to teach that. A plain PyTorch loop (AdamW, warm-up then cosine),
@@ -27,7 +27,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,15 +35,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from brandcap.model.chat import answer_text, encode, prompt_text
+from brandcap.model.chat import answer_text, encode_prompts
+from brandcap.model.training_data import IGNORE_INDEX, answer_ids, prompt_answer_batch
 from brandcap.params import SyntheticShop, TinyModelParams
 from brandcap.progress import progress
+from brandcap.records import category_text
 from brandcap.sim import shop
 from brandcap.sim.simulated_vlm import base_caption
 
 log = logging.getLogger(__name__)
-
-IGNORE_INDEX = -100
 
 
 @dataclass(frozen=True)
@@ -80,15 +80,13 @@ _BRAND_SENTENCES = [
 
 
 # ----------------------------------------------------------------------------- catalog -> text
-def category_noun(category3: str, category2: str = "", category1: str = "") -> str:
-    """The noun a sentence uses for a catalog category (the shop's own noun when it is a shop category)."""
+def category_noun(row: Mapping) -> str:
+    """The noun a sentence uses for a catalog row's category: the shop's own noun for a shop
+    category ('TOTE BAGS' -> 'tote bag'), else the category in words, else 'product'."""
     for cat in shop.CATEGORIES:
-        if category3.strip().upper() == cat.category3:
+        if str(row.get("category3_code", "")).strip().upper() == cat.category3:
             return cat.noun
-    for name in (category3, category2, category1):
-        if isinstance(name, str) and name.strip():
-            return name.strip().lower()
-    return "product"
+    return category_text(row) or "product"
 
 
 def read_products(catalog_path: str | Path) -> list[Product]:
@@ -102,9 +100,9 @@ def read_products(catalog_path: str | Path) -> list[Product]:
         raise ValueError(f"{catalog_path}: missing column(s) {sorted(missing)}; the catalog must follow the DBQ schema (see brandcap.records.DBQ_COLUMNS)")
     frame = frame.fillna("")
     products = [
-        Product(str(r.brand).strip(), str(r.title).strip(), category_noun(str(r.category3_code), str(r.category2_code), str(r.category1_code)))
-        for r in frame.itertuples(index=False)
-        if str(r.brand).strip()
+        Product(str(row["brand"]).strip(), str(row["title"]).strip(), category_noun(row))
+        for row in frame.to_dict("records")
+        if str(row["brand"]).strip()
     ]
     if not products:
         raise ValueError(f"{catalog_path}: no row has a brand; the tiny base model needs brand names to learn")
@@ -188,33 +186,34 @@ def encode_text(processor, sentences: Sequence[str]) -> list[torch.Tensor]:
     return [torch.tensor(ids) for ids in tok(list(sentences), add_special_tokens=False)["input_ids"]]
 
 
-def encode_captions(processor, pairs: Sequence[tuple[object, str]], instruction: str):
-    """Token ids, label masks and pixel values, rendered through the fine-tuning chat template."""
-    prompt = prompt_text(processor, instruction)
-    images = [img for img, _ in pairs]
-    texts = [prompt + answer_text(processor, caption) for _, caption in pairs]
-    prompt_len = len(encode(processor, [prompt], images[:1])["input_ids"][0])
-    enc = encode(processor, texts, images, return_tensors=None)
-    ids = [torch.tensor(x) for x in enc["input_ids"]]
-    pixel_values = torch.as_tensor(np.asarray(enc["pixel_values"]))
-    return ids, prompt_len, pixel_values
+@dataclass(frozen=True)
+class EncodedCaptions:
+    """Pretraining's captioned images, encoded once: prompt and answer tokens and pixel values per sample."""
+
+    prompts: list[list[int]]
+    answers: list[list[int]]
+    pixel_values: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.prompts)
 
 
-def _pad(seqs: Sequence[torch.Tensor], value: int) -> torch.Tensor:
-    return torch.nn.utils.rnn.pad_sequence(list(seqs), batch_first=True, padding_value=value)
+def encode_captions(processor, pairs: Sequence[tuple[object, str]], instruction: str) -> EncodedCaptions:
+    """(image, caption) pairs encoded as fine-tuning encodes them (`encode_prompts`, `answer_ids`)."""
+    prompts = encode_prompts(processor, instruction, [img for img, _ in pairs])
+    pixel_values = torch.as_tensor(np.asarray(prompts["pixel_values"]))
+    return EncodedCaptions(prompts["input_ids"], answer_ids(processor, [c for _, c in pairs]), pixel_values)
 
 
 def text_batch(ids: Sequence[torch.Tensor], pad_id: int) -> dict[str, torch.Tensor]:
-    input_ids = _pad(ids, pad_id)
-    mask = _pad([torch.ones_like(x) for x in ids], 0)
-    labels = input_ids.masked_fill(mask == 0, IGNORE_INDEX)
-    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+    """Text-only sentences: every token is learned (an answer with an empty prompt)."""
+    return prompt_answer_batch([[]] * len(ids), [x.tolist() for x in ids], pad_id)
 
 
-def caption_batch(ids: Sequence[torch.Tensor], prompt_len: int, pixel_values: torch.Tensor, pad_id: int) -> dict[str, torch.Tensor]:
-    batch = text_batch(ids, pad_id)
-    batch["labels"][:, :prompt_len] = IGNORE_INDEX  # only the answer and its end token are learned
-    batch["pixel_values"] = pixel_values
+def caption_batch(captions: EncodedCaptions, idx: Sequence[int], pad_id: int) -> dict[str, torch.Tensor]:
+    """Samples `idx` laid out as fine-tuning lays them out: only the answer and its end token are learned."""
+    batch = prompt_answer_batch([captions.prompts[i] for i in idx], [captions.answers[i] for i in idx], pad_id)
+    batch["pixel_values"] = captions.pixel_values[torch.as_tensor(list(idx))]
     return batch
 
 
@@ -262,29 +261,35 @@ def pretrain(
         torch.set_num_threads(threads)
 
 
+def batch_plan(n_text: int, n_captions: int, tiny: TinyModelParams, seed: int) -> list[tuple[str, np.ndarray]]:
+    """(kind, sample indices) of every pretraining step, in order."""
+    rng = np.random.default_rng([seed, shop.STREAM_PRETRAIN, 2])
+
+    # One epoch = every sample once, text and caption batches interleaved in a shuffled order.
+    def batches(kind: str, n: int) -> list[tuple[str, np.ndarray]]:
+        chunks = np.array_split(rng.permutation(n), max(1, math.ceil(n / tiny.pretrain_batch_size)))
+        return [(kind, c) for c in chunks if len(c)]
+
+    # Captions alone first: a randomly initialised model learns to look at the image tokens much
+    # sooner when text-only batches (whose colour words are random) do not compete.
+    plan: list[tuple[str, np.ndarray]] = []
+    for _ in range(tiny.pretrain_caption_first_epochs):
+        plan += batches("caption", n_captions)
+    for _ in range(tiny.pretrain_epochs):
+        epoch = batches("text", n_text) + batches("caption", n_captions)
+        plan += [epoch[i] for i in rng.permutation(len(epoch))]
+    return plan
+
+
 def _pretrain(model, processor, products, tiny, instruction, synthetic, seed, started) -> dict:
     torch.manual_seed(seed)
     pad_id = processor.tokenizer.pad_token_id
     sentences = text_samples(products, tiny.pretrain_text_samples, seed, processor, instruction)
     pairs = caption_samples(tiny.pretrain_samples, synthetic, seed)
     text_ids = encode_text(processor, sentences)
-    cap_ids, prompt_len, pixel_values = encode_captions(processor, pairs, instruction) if pairs else ([], 0, None)
+    cap_ids = encode_captions(processor, pairs, instruction) if pairs else EncodedCaptions([], [], torch.empty(0))
 
-    bs = tiny.pretrain_batch_size
-    rng = np.random.default_rng([seed, shop.STREAM_PRETRAIN, 2])
-    # One epoch = every sample once, text and caption batches interleaved in a shuffled order.
-    def batches(kind: str, n: int) -> list[tuple[str, np.ndarray]]:
-        return [(kind, c) for c in np.array_split(rng.permutation(n), max(1, math.ceil(n / bs))) if len(c)]
-
-    # Captions alone first: a randomly initialised model learns to look at the image tokens much
-    # sooner when text-only batches (whose colour words are random) do not compete.
-    plan: list[tuple[str, np.ndarray]] = []
-    for _ in range(tiny.pretrain_caption_first_epochs):
-        plan += batches("caption", len(cap_ids))
-    for _ in range(tiny.pretrain_epochs):
-        epoch = batches("text", len(text_ids)) + batches("caption", len(cap_ids))
-        plan += [epoch[i] for i in rng.permutation(len(epoch))]
-
+    plan = batch_plan(len(text_ids), len(cap_ids), tiny, seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tiny.pretrain_learning_rate, weight_decay=0.01)
     history: dict[str, list[float]] = {"text": [], "caption": []}
     model.train()
@@ -293,7 +298,7 @@ def _pretrain(model, processor, products, tiny, instruction, synthetic, seed, st
             if kind == "text":
                 batch = text_batch([text_ids[i] for i in idx], pad_id)
             else:
-                batch = caption_batch([cap_ids[i] for i in idx], prompt_len, pixel_values[torch.as_tensor(idx)], pad_id)
+                batch = caption_batch(cap_ids, idx, pad_id)
             for group in optimizer.param_groups:
                 group["lr"] = _lr_at(step, len(plan), tiny.pretrain_learning_rate)
             loss = model(**batch).loss

@@ -20,13 +20,12 @@ So colour statistics (and pixel lookups, see `brandcap.stages.baselines`) cannot
 while the marks stay readable at 64 px. Everything is a function of the seed: same seed,
 byte-identical table and images.
 
-`dominant_colour_name(image)` names the product's main colour from the pixels; the simulated
-VLM and the general set's reference captions use it.
+`brandcap.sim.colours.dominant_colour_name(image)` names the product's main colour from the
+pixels; the general set's and pretraining's brand-free captions use it.
 """
 
 from __future__ import annotations
 
-import io
 import itertools
 import math
 from collections.abc import Callable
@@ -38,31 +37,19 @@ import pandas as pd
 from PIL import Image, ImageDraw
 
 from brandcap.atomic import write_bytes
+from brandcap.images import png_bytes
 from brandcap.params import SyntheticShop
 from brandcap.records import DBQ_COLUMNS, artifact_path
+from brandcap.sim.colours import PRODUCT_PALETTE, dominant_colour_name
 
 # Seed streams keep the catalog, the general set and the tiny model's pretraining images apart.
 STREAM_CATALOG, STREAM_GENERAL, STREAM_PRETRAIN = 1, 2, 3
 
 PLACEHOLDER_URL = "N.A."
 
-# Well separated in RGB so the name survives noise and resizing.
-NAMED_COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (200, 30, 40),
-    "blue": (40, 90, 215),
-    "navy": (25, 30, 95),
-    "green": (35, 140, 60),
-    "yellow": (240, 205, 40),
-    "orange": (240, 125, 25),
-    "purple": (125, 50, 165),
-    "pink": (240, 125, 180),
-    "brown": (115, 70, 35),
-    "black": (25, 25, 25),
-    "teal": (20, 150, 150),
-    "grey": (130, 130, 130),
-}
-COLOUR_NAMES = list(NAMED_COLOURS)
-_COLOUR_ARRAY = np.array([NAMED_COLOURS[n] for n in COLOUR_NAMES], dtype=np.float32)
+# The colours products are drawn in (their home, with the colour naming, is brandcap.sim.colours).
+NAMED_COLOURS = PRODUCT_PALETTE.colours
+COLOUR_NAMES = PRODUCT_PALETTE.names
 
 EMBLEMS = ["circle", "ring", "triangle", "star", "square", "diamond", "cross", "chevron", "monogram-h", "bars"]
 # Emblem centre relative to the product centre, in units of the product's half-size.
@@ -372,26 +359,6 @@ def _draw_marks(img: Image.Image, rng: np.random.Generator, category: Category, 
     _draw_emblem(d, signature.emblem, (ex - e / 2, ey - e / 2, ex + e / 2, ey + e / 2), _contrasting_colour(rng, body_colour))
 
 
-def png_bytes(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", compress_level=6)
-    return buf.getvalue()
-
-
-def dominant_colour_name(img: Image.Image) -> str:
-    """Name of the most common named colour among the non-background pixels."""
-    arr = np.asarray(img.convert("RGB"), dtype=np.float32)
-    border = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]])
-    background = np.median(border, axis=0)
-    pixels = arr.reshape(-1, 3)
-    foreground = pixels[np.linalg.norm(pixels - background, axis=1) > 60]
-    if len(foreground) == 0:
-        foreground = pixels
-    dist = ((foreground[:, None, :] - _COLOUR_ARRAY[None, :, :]) ** 2).sum(axis=2)
-    counts = np.bincount(dist.argmin(axis=1), minlength=len(COLOUR_NAMES))
-    return COLOUR_NAMES[int(counts.argmax())]
-
-
 # ----------------------------------------------------------------------------- the shop
 def _broken_image_bytes(kind: int, good_png: bytes) -> bytes:
     if kind % 2 == 0:
@@ -399,12 +366,8 @@ def _broken_image_bytes(kind: int, good_png: bytes) -> bytes:
     return b"<!DOCTYPE html><html><body>Image not available</body></html>\n"
 
 
-def generate_shop(shop: SyntheticShop, n_products: int, seed: int, shop_dir: str | Path) -> pd.DataFrame:
-    """Write one PNG per product into shop_dir and return the product table (DBQ columns)."""
-    shop_dir = Path(shop_dir)
-    shop_dir.mkdir(parents=True, exist_ok=True)
-    names = brand_names(shop.n_brands, seed)
-    signatures = brand_signatures(shop.n_brands, seed)
+def _brands_and_defects(shop: SyntheticShop, n_products: int, seed: int) -> tuple[np.ndarray, set[int], list[int]]:
+    """Each product's brand index, the products with a placeholder URL and those with a broken image."""
     rng = np.random.default_rng([seed, STREAM_CATALOG])
 
     # every brand at least once (when there is room), the rest Zipf-distributed
@@ -419,6 +382,16 @@ def generate_shop(shop: SyntheticShop, n_products: int, seed: int, shop_dir: str
     chosen = rng.permutation(spare)[: n_placeholder + n_broken] if spare else np.array([], dtype=int)
     placeholder = set(int(i) for i in chosen[:n_placeholder])
     broken = [int(i) for i in chosen[n_placeholder:]]
+    return brand_idx, placeholder, broken
+
+
+def generate_shop(shop: SyntheticShop, n_products: int, seed: int, shop_dir: str | Path) -> pd.DataFrame:
+    """Write one PNG per product into shop_dir and return the product table (DBQ columns)."""
+    shop_dir = Path(shop_dir)
+    shop_dir.mkdir(parents=True, exist_ok=True)
+    names = brand_names(shop.n_brands, seed)
+    signatures = brand_signatures(shop.n_brands, seed)
+    brand_idx, placeholder, broken = _brands_and_defects(shop, n_products, seed)
 
     for stale in shop_dir.glob(".*.tmp"):  # left by a killed run
         stale.unlink(missing_ok=True)

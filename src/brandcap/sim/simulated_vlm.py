@@ -12,7 +12,7 @@ or start it inside a process for the duration of a stage or a test:
 
 It speaks `POST /v1/chat/completions` and `GET /v1/models`. The caption comes from what the prompt
 gives (brand, title and category, parsed back out of the prompt template) and from what the image
-pixels give (dominant and accent colour). It injects the failure modes of the reference study at
+pixels give (dominant and accent colour, `brandcap.sim.colours.dominant_and_accent`). It injects the failure modes of the reference study at
 the rates in `SimulatorParams`: repetition loops, garbled characters, brand case changes, a missing
 brand, text cut at max_tokens (`finish_reason: "length"`), HTTP 429 (with Retry-After) / 500, and
 slow answers. Every decision is drawn from an RNG seeded by (seed, request content, temperature),
@@ -43,12 +43,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from aiohttp import web
 from PIL import Image, UnidentifiedImageError
 
 from brandcap import brands
+from brandcap.clean_rules import word_count
 from brandcap.params import DEFAULT_CAPTION_PROMPT, SimulatorParams, load_params
+from brandcap.sim.colours import dominant_and_accent
 
 log = logging.getLogger(__name__)
 
@@ -89,34 +90,6 @@ def parse_prompt(prompt: str, pattern: re.Pattern[str] | None) -> dict[str, str]
 
 # --------------------------------------------------------------------------- reading the image
 
-_PALETTE = {
-    "black": (20, 20, 20), "white": (245, 245, 245), "grey": (128, 128, 128), "silver": (192, 192, 192),
-    "red": (205, 30, 35), "burgundy": (120, 10, 35), "orange": (240, 135, 25), "yellow": (240, 215, 40),
-    "beige": (215, 195, 155), "brown": (115, 70, 35), "green": (40, 155, 60), "olive": (110, 115, 40),
-    "teal": (0, 128, 128), "blue": (40, 80, 215), "navy": (20, 30, 95), "light blue": (140, 190, 235),
-    "purple": (120, 50, 160), "pink": (240, 150, 190),
-}
-_NAMES = list(_PALETTE)
-_RGB = np.array([_PALETTE[n] for n in _NAMES], dtype=np.float32)
-
-
-def image_colours(png: bytes) -> tuple[str, str]:
-    """(dominant, accent) colour names of the object in the image; the border colour counts as background."""
-    img = Image.open(io.BytesIO(png))
-    img = img.convert("RGB").resize((32, 32), Image.Resampling.BOX)
-    pixels = np.asarray(img, dtype=np.float32).reshape(-1, 3)
-    names = np.argmin(((pixels[:, None, :] - _RGB[None, :, :]) ** 2).sum(-1), axis=1).reshape(32, 32)
-    border = np.concatenate([names[0], names[-1], names[:, 0], names[:, -1]])
-    background = Counter(border.tolist()).most_common(1)[0][0]
-    counts = Counter(names.ravel().tolist())
-    foreground = [(n, c) for n, c in counts.most_common() if n != background and c >= 0.03 * names.size]
-    if not foreground:
-        return _NAMES[background], _NAMES[background]
-    dominant = foreground[0][0]
-    accent = foreground[1][0] if len(foreground) > 1 else background
-    return _NAMES[dominant], _NAMES[accent]
-
-
 def decode_data_url(url: str) -> bytes:
     if not url.startswith("data:") or ";base64," not in url:
         raise ValueError("image_url must be a base64 data: URL (data:image/png;base64,...)")
@@ -154,10 +127,6 @@ _GENERIC = (
 _MISSING_BRAND = "an unnamed designer"
 _MOJIBAKE = {"e": "Ã©", "a": "Ã¤", "o": "Ã¶", "u": "Ã¼", "'": "â€™", "i": "Ã¯"}
 _SYMBOLS = "#@%¤§¶~^|¦¬"
-
-
-def word_count(text: str) -> int:
-    return len(text.split())
 
 
 def base_caption(fields: dict[str, str], colour: str, accent: str, rng: random.Random) -> str:
@@ -237,7 +206,7 @@ class Answer:
 
 
 def write_answer(fields: dict[str, str] | None, png: bytes, max_tokens: int, sim: SimulatorParams, rng: random.Random) -> Answer:
-    colour, accent = image_colours(png)
+    colour, accent = dominant_and_accent(png)
     if fields is None:
         text = _GENERIC.format(colour=colour, accent=accent)
     else:

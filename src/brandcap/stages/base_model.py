@@ -48,15 +48,13 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import transformers
 from huggingface_hub import is_offline_mode, try_to_load_from_cache
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from brandcap.atomic import write_json
+from brandcap.atomic import staged_directory, write_json
 from brandcap.model.chat import set_image_tiling
 from brandcap.params import ModelParams, Params
 
@@ -69,26 +67,6 @@ BASE_INFO = "brandcap_base.json"
 
 class BaseModelError(RuntimeError):
     """The base model cannot be built, loaded or converted; the message says how to fix it."""
-
-
-# ----------------------------------------------------------------------------- staging
-@contextmanager
-def staged_directory(out_dir: Path) -> Iterator[Path]:
-    """A fresh directory beside `out_dir`, renamed to `out_dir` only when the block succeeds."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    stage = out_dir.parent / f".{out_dir.name}.building-{os.getpid()}"
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir()
-    try:
-        yield stage
-        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-        if out_dir.exists():
-            os.replace(out_dir, old)
-        os.replace(stage, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
 
 
 def parameter_count(model) -> int:

@@ -37,7 +37,6 @@ import contextlib
 import hashlib
 import io
 import logging
-import os
 import random
 import re
 import socket
@@ -52,12 +51,13 @@ from urllib.parse import quote, unquote, urlsplit
 import aiohttp
 import pandas as pd
 from aiohttp import web
-from PIL import Image, ImageOps
+from PIL import Image
 
-from brandcap.atomic import DiskFullError, atomic_path, link_or_copy, write_bytes, write_parquet
+from brandcap.atomic import DiskFullError, atomic_path, place_link_or_copy, write_bytes, write_parquet
+from brandcap.images import png_bytes, shrunk, upright_rgb
 from brandcap.params import DownloadParams, Params
 from brandcap.progress import Progress, progress
-from brandcap.records import artifact_path
+from brandcap.records import artifact_path, category_text
 from brandcap.resume_state import prepare_resume_dir, stage_fingerprint
 from brandcap.stages.catalog import is_image_url
 
@@ -124,8 +124,7 @@ def normalise_image(data: bytes, dl: DownloadParams) -> tuple[bytes, int, int]:
             raise ImageRejected("too_small", f"{width}x{height} below download.min_side={dl.min_side}")
         try:
             img.load()  # decodes every byte: truncated files fail here, not later in training
-            img = ImageOps.exif_transpose(img)
-            rgb = _to_rgb(img)
+            rgb = upright_rgb(img)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
             raise ImageRejected("decompression_bomb", str(err)) from None
         except OSError as err:
@@ -133,23 +132,8 @@ def normalise_image(data: bytes, dl: DownloadParams) -> tuple[bytes, int, int]:
             raise ImageRejected(reason, str(err)) from None
         except (SyntaxError, ValueError, EOFError, MemoryError) as err:
             raise ImageRejected("corrupt", str(err)) from None
-    if max(rgb.size) > dl.max_side:
-        rgb.thumbnail((dl.max_side, dl.max_side), Image.Resampling.LANCZOS)
-    buf = io.BytesIO()
-    rgb.save(buf, format="PNG")
-    return buf.getvalue(), rgb.size[0], rgb.size[1]
-
-
-def _to_rgb(img: Image.Image) -> Image.Image:
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        flat = Image.new("RGB", rgba.size, (255, 255, 255))
-        flat.paste(rgba, mask=rgba.getchannel("A"))
-        return flat
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16-bit greyscale: scale to 8 bit instead of clipping everything to white
-        img = img.point(lambda v: v / 256).convert("L")
-    return img.convert("RGB")
+    rgb = shrunk(rgb, dl.max_side)
+    return png_bytes(rgb), rgb.size[0], rgb.size[1]
 
 
 # ----------------------------------------------------------------------------- fetching
@@ -296,31 +280,6 @@ def _remove_stale_temporaries(*dirs: Path) -> None:
                 tmp.unlink(missing_ok=True)
 
 
-def _materialise(source: Path, target: Path) -> None:
-    """target = source, as a hard link when possible (no copy of the bytes), atomically."""
-    try:
-        os.link(source, target)  # the usual case: the orchestrator emptied images_dir
-        return
-    except FileExistsError:
-        if os.path.samefile(source, target):
-            return
-    except OSError:
-        pass  # another file system: copy below
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    link_or_copy(source, tmp)
-    os.replace(tmp, target)
-
-
-def human_category(row: dict) -> str:
-    for col in ("category3_code", "category2_code", "category1_code"):
-        value = row.get(col)
-        if isinstance(value, str) and value.strip():
-            text = value.strip().replace("_", " ")
-            return text.lower() if text.isupper() else text
-    return ""
-
-
 # ----------------------------------------------------------------------------- the stage
 async def _download_all(rows: list[dict], dl: DownloadParams, resume_dir: Path, serve_shop: bool, bar: Progress) -> tuple[dict[str, dict], int]:
     """Per product_id: status, reason, cached file and (sha256, width, height, bytes); and the HTTP request count."""
@@ -464,13 +423,13 @@ def run_download(params: Params, catalog_path: Path, images_dir: Path, manifest_
         pid = row["product_id"]
         res = results[pid]
         rec = {
-            "product_id": pid, "brand": row["brand"], "title": row["title"], "category": human_category(row),
+            "product_id": pid, "brand": row["brand"], "title": row["title"], "category": category_text(row),
             "imageurl": row["imageurl"] if isinstance(row["imageurl"], str) else "", "status": res["status"],
             "reason": res["reason"], "image": "", "sha256": "", "width": 0, "height": 0, "bytes": 0,
         }
         if res["status"] == "ok":
             target = images_dir / f"{image_file_stem(pid)}.png"
-            _materialise(res["cache"], target)
+            place_link_or_copy(res["cache"], target)
             keep.add(target.name)
             sha, width, height, size = res["info"]
             rec.update(image=f"{images_prefix}/{target.name}", sha256=sha, width=width, height=height, bytes=size)

@@ -70,8 +70,9 @@ from brandcap.append_only import read_append_only
 from brandcap.atomic import read_jsonl, write_json, write_jsonl
 from brandcap.evaluation.caption_metrics import METRIC_NAMES, caption_scores_many, start_meteor
 from brandcap.evaluation.metrics import brand_hallucination_rate, brand_metrics, brand_outcomes, evaluation_sample, mean_token_loss, named_brands
-from brandcap.model.chat import answer_text, check_prompt_settings, encode, prompt_text
+from brandcap.model.chat import check_prompt_settings, encode, prompt_text
 from brandcap.model.checkpoints import load_for_inference
+from brandcap.model.training_data import IGNORE_INDEX, answer_ids, prompt_answer_batch
 from brandcap.params import Params
 from brandcap.progress import Progress, progress
 from brandcap.resume_state import finish_resume_dir, prepare_resume_dir, stage_fingerprint
@@ -182,25 +183,18 @@ def generate_captions(model, processor, prompt: str, images: list[Image.Image], 
 def reference_losses(model, processor, prompt_inputs, captions: list[str], max_length: int) -> list[tuple[float, int]]:
     """(summed next-token loss, answer tokens) of each reference caption under teacher forcing.
 
-    Same layout as training: the processor-encoded prompt (reused from generation) followed by
+    Training's layout (`prompt_answer_batch`): the processor-encoded prompt (reused from generation) followed by
     the tokenizer-encoded answer (caption + end token), labels on the answer only, cut at
     `max_length`. Rows are left-padded so every answer ends at the last position, which lets
     the model compute logits for the answer span only (a full-vocabulary logit tensor over
     the image tokens would be large on real models).
     """
-    tokenizer = processor.tokenizer
     mask = prompt_inputs["attention_mask"].bool()
     prompts = [ids[m].tolist() for ids, m in zip(prompt_inputs["input_ids"], mask)]
-    answers = tokenizer([answer_text(processor, c) for c in captions], add_special_tokens=False)["input_ids"]
-    answers = [a[: max(max_length - len(p), 0)] for p, a in zip(prompts, answers)]
-    width = max(len(p) + len(a) for p, a in zip(prompts, answers))
-    input_ids = torch.full((len(prompts), width), tokenizer.pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros_like(input_ids)
-    for i, (p, a) in enumerate(zip(prompts, answers)):
-        row = p + a
-        input_ids[i, width - len(row) :] = torch.tensor(row)
-        attention_mask[i, width - len(row) :] = 1
-    longest_answer = max(len(a) for a in answers)
+    batch = prompt_answer_batch(prompts, answer_ids(processor, captions), processor.tokenizer.pad_token_id, max_length, "left")
+    input_ids, attention_mask, width = batch["input_ids"], batch["attention_mask"], batch["input_ids"].shape[1]
+    answer_tokens = (batch["labels"] != IGNORE_INDEX).sum(dim=1).tolist()
+    longest_answer = max(answer_tokens)
     if longest_answer == 0:
         return [(0.0, 0)] * len(captions)
     device = model.device
@@ -215,8 +209,7 @@ def reference_losses(model, processor, prompt_inputs, captions: list[str], max_l
     targets = input_ids[:, width - longest_answer :].to(device)
     token_loss = torch.nn.functional.cross_entropy(predicted.transpose(1, 2), targets, reduction="none")
     results = []
-    for i, a in enumerate(answers):
-        n = len(a)
+    for i, n in enumerate(answer_tokens):
         results.append((float(token_loss[i, longest_answer - n :].sum()) if n else 0.0, n))
     return results
 

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 import yaml
 
-from brandcap.atomic import atomic_directory, write_json, write_text
+from brandcap.atomic import staged_directory, write_json, write_text
 from brandcap.model.chat import image_tiling_kwargs
 from brandcap.model.checkpoints import load_for_inference, read_checkpoint_meta
 from brandcap.params import Params
@@ -169,7 +169,7 @@ def export_model(params: Params, base_dir: Path, processed_dir: Path, out_dir: P
         "processor_kwargs": image_tiling_kwargs(processor),
         "provenance": provenance(params, processed_dir, written=[out_dir]),
     }
-    with atomic_directory(out_dir) as tmp:
+    with staged_directory(out_dir) as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         write_text(tmp / "README.md", model_card(record, _trained_params(choice, params)))

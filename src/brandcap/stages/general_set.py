@@ -15,7 +15,6 @@ Records are `{"id", "image", "caption"}`; `image` is the path of a PNG under
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 from pathlib import Path
@@ -23,9 +22,10 @@ from pathlib import Path
 from PIL import Image
 
 from brandcap.atomic import write_bytes, write_jsonl
+from brandcap.images import png_bytes, shrunk, upright_rgb
 from brandcap.params import Params
 from brandcap.records import artifact_path
-from brandcap.sim.shop import generic_product_images, png_bytes
+from brandcap.sim.shop import generic_product_images
 from brandcap.stages.catalog import product_ids
 
 log = logging.getLogger(__name__)
@@ -59,16 +59,7 @@ def _synthetic_records(params: Params, images_dir: Path) -> list[dict]:
 def _normalised_png(source: Path, max_side: int) -> bytes:
     with Image.open(source) as img:
         img.load()
-        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-            rgba = img.convert("RGBA")
-            img = Image.new("RGB", rgba.size, (255, 255, 255))
-            img.paste(rgba, mask=rgba.getchannel("A"))
-        else:
-            img = img.convert("RGB")
-        img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-        buf = io.BytesIO()
-        img.save(buf, format="PNG")
-        return buf.getvalue()
+        return png_bytes(shrunk(upright_rgb(img), max_side))
 
 
 def _jsonl_records(params: Params, images_dir: Path) -> list[dict]:

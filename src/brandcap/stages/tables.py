@@ -79,6 +79,7 @@ from brandcap.atomic import atomic_path, read_jsonl, write_json, write_text  # n
 from brandcap.evaluation.metrics import paired_difference  # noqa: E402
 from brandcap.params import Params  # noqa: E402
 from brandcap.provenance import data_files, provenance  # noqa: E402
+from brandcap.records import CHECKPOINT_META  # noqa: E402
 from brandcap.stages.baselines import BASELINES as IMAGE_AND_MAJORITY_BASELINES  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,6 @@ BASELINE_TITLES = {
 PROBE_SIGNAL_FLOOR = 0.05
 NO_SIGNAL = "no signal"
 NO_LEARNING = "no learning"
-CHECKPOINT_META = "brandcap_checkpoint.json"  # written by brandcap.model.checkpoints
 # With several training seeds, these carry `{key}_sd`, their standard deviation over seeds.
 SEED_SPREAD_METRICS = ("brand_accuracy", "macro_brand_accuracy", "val_brand_accuracy")
 # (metrics.json key, column title) of the per-epoch table, in order; a key with a `{key}_ci`

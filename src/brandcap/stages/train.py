@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import resource
 import shutil
 import time
@@ -97,6 +96,12 @@ def check_deepspeed_config(path: str) -> None:
         )
 
 
+def reset_peak_memory() -> None:
+    """Start counting `peak_memory` afresh (CUDA counts from the process start otherwise)."""
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
 def peak_memory() -> tuple[int, str]:
     """(bytes, kind): CUDA max allocated on a GPU, else this process's peak resident set size."""
     if torch.cuda.is_available():
@@ -138,19 +143,6 @@ def elapsed_before(checkpoint: str | None) -> float:
 
 
 # --------------------------------------------------------------------------- callbacks
-def _mirror_dir(src: Path, dst: Path) -> None:
-    """Place a copy of `src` at `dst` atomically, with hard links where the filesystem allows."""
-    tmp = dst.parent / f".{dst.name}.mirror.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-
-    shutil.copytree(src, tmp, copy_function=atomic.link_or_copy)
-    if dst.exists():
-        shutil.rmtree(dst)
-    os.replace(tmp, dst)
-
-
 class EpochCheckpointCallback(TrainerCallback):
     """Saves the trained delta at exactly the listed epochs (kept in resume_dir, mirrored to the outputs)."""
 
@@ -167,7 +159,7 @@ class EpochCheckpointCallback(TrainerCallback):
         if epoch in self.save_epochs and state.is_world_process_zero:
             name = f"epoch-{epoch}"
             save_checkpoint(model, self.store_dir / name, self.strategy, {**self.meta, "epoch": epoch, "global_step": state.global_step}, self.dtype)
-            _mirror_dir(self.store_dir / name, self.checkpoints_dir / name)
+            atomic.mirror_directory(self.store_dir / name, self.checkpoints_dir / name)
             log.info("saved checkpoint %s", self.checkpoints_dir / name)
         return control
 
@@ -317,7 +309,7 @@ def _restore_epoch_checkpoints(store_dir: Path, checkpoints_dir: Path, up_to_epo
         epoch = int(ckpt.name.split("-", 1)[1])
         if epoch <= up_to_epoch and (ckpt / CHECKPOINT_META).exists():
             if not (checkpoints_dir / ckpt.name / CHECKPOINT_META).exists():
-                _mirror_dir(ckpt, checkpoints_dir / ckpt.name)
+                atomic.mirror_directory(ckpt, checkpoints_dir / ckpt.name)
             restored.append(epoch)
         else:
             shutil.rmtree(ckpt)
@@ -373,6 +365,86 @@ def training_arguments(train: TrainParams, learning_rate: float, seed: int, resu
     )
 
 
+def _checked_setup(params: Params, seed: int, base_dir: Path):
+    """(precision, processor) after every check that can fail before the model is loaded."""
+    from transformers import AutoProcessor
+
+    check_training_seed(params, seed)
+    check_deepspeed_config(params.train.deepspeed)
+    if not (base_dir / "config.json").exists():
+        raise FileNotFoundError(f"{base_dir}: no base model (config.json missing); run the base_model stage first")
+    precision = resolve_precision(params.train.precision)
+    processor = AutoProcessor.from_pretrained(base_dir)
+    check_prompt_settings(processor, params, str(base_dir))
+    check_process_count(params.train.devices)
+    return precision, processor
+
+
+def _trainable_model(params: Params, experiment: str, seed: int, base_dir: Path, strategy: str, lora) -> tuple[Any, dict[str, Any]]:
+    """The base model with `strategy` applied, and the meta every checkpoint of the run carries."""
+    from transformers import AutoModelForImageTextToText
+
+    # fp32 master weights; bf16/fp16 run as mixed precision (autocast) through the Trainer
+    model = AutoModelForImageTextToText.from_pretrained(base_dir, dtype=torch.float32)
+    model.config.use_cache = False
+    full_model_bytes = state_bytes(model)
+    set_seed(seed)  # LoRA adapters are initialised randomly: the same seed, the same run
+    model = apply_strategy(model, strategy, lora)
+    trainable, total = count_parameters(model)
+    log.info("%s seed %d: strategy %s, %d of %d parameters train (%.2f%%)", experiment, seed, strategy, trainable, total, 100 * trainable / total)
+    meta = {
+        "experiment": experiment,
+        "seed": seed,
+        "base_model": str(base_dir),
+        "trainable_params": trainable,
+        "total_params": total,
+        "full_model_bytes": full_model_bytes,
+        "params": params.model_dump(mode="json"),
+    }
+    return model, meta
+
+
+def _checkpoint_bytes(save_epochs: Sequence[int], checkpoints_dir: Path, resume_dir: Path) -> dict[str, int]:
+    """Saved bytes of each listed epoch's checkpoint; fails when one was not written."""
+    missing = [e for e in save_epochs if not (checkpoints_dir / f"epoch-{e}" / CHECKPOINT_META).exists()]
+    if missing:
+        raise RuntimeError(f"{checkpoints_dir}: epoch checkpoints {missing} were not written; delete {resume_dir} and rerun")
+    return {str(e): read_checkpoint_meta(checkpoints_dir / f"epoch-{e}")["saved_bytes"] for e in save_epochs}
+
+
+def training_summary(train, args, run: dict[str, Any], wall_time: float, n_samples: int, train_loss: float | None,
+                     log_records: list[dict[str, Any]], checkpoint_bytes: dict[str, int]) -> dict[str, Any]:
+    """summary.json: what ran (`run`: the checkpoint meta plus strategy, rate, precision, resume step) and what it cost."""
+    peak_bytes, peak_kind = peak_memory()
+    return {
+        "experiment": run["experiment"],
+        "seed": run["seed"],
+        "strategy": run["strategy"],
+        "trainable_params": run["trainable_params"],
+        "total_params": run["total_params"],
+        "peak_memory_bytes": peak_bytes,
+        "peak_memory_kind": peak_kind,
+        "wall_time_s": round(wall_time, 3),
+        "samples_per_second": round(train.epochs * n_samples / wall_time, 3) if wall_time else None,
+        "train_loss": train_loss,
+        "final_loss": log_records[-1]["loss"] if log_records else None,
+        "checkpoint_bytes": checkpoint_bytes,
+        "full_model_bytes": run["full_model_bytes"],
+        "epochs": train.epochs,
+        "save_epochs": list(train.save_epochs),
+        "n_train_samples": n_samples,
+        "effective_batch_size": train.batch_size,
+        "per_device_batch_size": train.per_device_batch_size,
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "devices": train.devices,
+        "distributed_backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None,
+        "learning_rate": run["learning_rate"],
+        "precision": run["precision"],
+        "device": str(args.device),
+        "resumed_from_step": run["resumed_from_step"],
+    }
+
+
 def run_train(
     params: Params,
     experiment: str,
@@ -388,56 +460,27 @@ def run_train(
 
     `callbacks` are extra Trainer callbacks (tests use one to interrupt a run).
     """
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
     base_dir, train_jsonl = Path(base_dir), Path(train_jsonl)
     checkpoints_dir, log_dir, resume_dir = Path(checkpoints_dir), Path(log_dir), Path(resume_dir)
-    train = params.train
     strategy, learning_rate, lora = experiment_settings(params, experiment)
-    check_training_seed(params, seed)
-    check_deepspeed_config(train.deepspeed)
-    if not (base_dir / "config.json").exists():
-        raise FileNotFoundError(f"{base_dir}: no base model (config.json missing); run the base_model stage first")
-    precision = resolve_precision(train.precision)
-    processor = AutoProcessor.from_pretrained(base_dir)
-    check_prompt_settings(processor, params, str(base_dir))
-
-    check_process_count(train.devices)
+    precision, processor = _checked_setup(params, seed, base_dir)
 
     dataset = CaptionDataset(train_jsonl)
     # under torchrun, creating the arguments joins the process group
-    args = training_arguments(train, learning_rate, seed, resume_dir, precision)
-    fingerprint = run_fingerprint(params, experiment, seed, base_dir, train_jsonl, dataset)
-    resume_from = _prepare_run_state(args, resume_dir, fingerprint, checkpoints_dir)
-    resumed_step = _trainer_state_step(resume_from)
+    args = training_arguments(params.train, learning_rate, seed, resume_dir, precision)
+    resume_from = _prepare_run_state(args, resume_dir, run_fingerprint(params, experiment, seed, base_dir, train_jsonl, dataset), checkpoints_dir)
+    resumed_step = _trainer_state_step(resume_from)  # read now: training deletes older Trainer checkpoints
 
-    # fp32 master weights; bf16/fp16 run as mixed precision (autocast) through the Trainer
-    model = AutoModelForImageTextToText.from_pretrained(base_dir, dtype=torch.float32)
-    model.config.use_cache = False
-    full_model_bytes = state_bytes(model)
-    set_seed(seed)  # LoRA adapters are initialised randomly: the same seed, the same run
-    model = apply_strategy(model, strategy, lora)
-    trainable, total = count_parameters(model)
-    log.info("%s seed %d: strategy %s, %d of %d parameters train (%.2f%%)", experiment, seed, strategy, trainable, total, 100 * trainable / total)
-
-    meta = {
-        "experiment": experiment,
-        "seed": seed,
-        "base_model": str(base_dir),
-        "trainable_params": trainable,
-        "total_params": total,
-        "full_model_bytes": full_model_bytes,
-        "params": params.model_dump(mode="json"),
-    }
+    model, meta = _trainable_model(params, experiment, seed, base_dir, strategy, lora)
     log_callback = JsonlLogCallback(resume_dir / RESUME_LOG, log_dir / "log.jsonl", len(dataset))
     clock = ElapsedTimeCallback(elapsed_before(resume_from))
     trainer = DeltaTrainer(
         model=model,
         args=args,
         train_dataset=dataset,
-        data_collator=CaptionCollator(processor, train.instruction, train.max_length),
+        data_collator=CaptionCollator(processor, params.train.instruction, params.train.max_length),
         callbacks=[
-            EpochCheckpointCallback(train.save_epochs, strategy, resume_dir / EPOCHS_SUBDIR, checkpoints_dir, meta, CHECKPOINT_DTYPES[precision]),
+            EpochCheckpointCallback(params.train.save_epochs, strategy, resume_dir / EPOCHS_SUBDIR, checkpoints_dir, meta, CHECKPOINT_DTYPES[precision]),
             log_callback,
             clock,
             StepProgressCallback(experiment),
@@ -445,49 +488,20 @@ def run_train(
         ],
     )
     trainer.remove_callback(PrinterCallback)  # it prints every log dict; log.jsonl and the progress lines have them
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
+    reset_peak_memory()
     result = trainer.train(resume_from_checkpoint=resume_from)
     wall_time = clock.elapsed()  # the whole run, across resumes
     if not trainer.is_world_process_zero():
         return
 
-    missing = [e for e in train.save_epochs if not (checkpoints_dir / f"epoch-{e}" / CHECKPOINT_META).exists()]
-    if missing:
-        raise RuntimeError(f"{checkpoints_dir}: epoch checkpoints {missing} were not written; delete {resume_dir} and rerun")
-    peak_bytes, peak_kind = peak_memory()
-    checkpoint_bytes = {str(e): read_checkpoint_meta(checkpoints_dir / f"epoch-{e}")["saved_bytes"] for e in train.save_epochs}
-    summary = {
-        "experiment": experiment,
-        "seed": seed,
-        "strategy": strategy,
-        "trainable_params": trainable,
-        "total_params": total,
-        "peak_memory_bytes": peak_bytes,
-        "peak_memory_kind": peak_kind,
-        "wall_time_s": round(wall_time, 3),
-        "samples_per_second": round(train.epochs * len(dataset) / wall_time, 3) if wall_time else None,
-        "train_loss": result.metrics.get("train_loss"),
-        "final_loss": log_callback.records[-1]["loss"] if log_callback.records else None,
-        "checkpoint_bytes": checkpoint_bytes,
-        "full_model_bytes": full_model_bytes,
-        "epochs": train.epochs,
-        "save_epochs": list(train.save_epochs),
-        "n_train_samples": len(dataset),
-        "effective_batch_size": train.batch_size,
-        "per_device_batch_size": train.per_device_batch_size,
-        "gradient_accumulation_steps": args.gradient_accumulation_steps,
-        "devices": train.devices,
-        "distributed_backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None,
-        "learning_rate": learning_rate,
-        "precision": precision,
-        "device": str(args.device),
-        "resumed_from_step": resumed_step,
-    }
+    run = {**meta, "strategy": strategy, "learning_rate": learning_rate, "precision": precision,
+           "resumed_from_step": resumed_step}
+    summary = training_summary(params.train, args, run, wall_time, len(dataset), result.metrics.get("train_loss"),
+                               log_callback.records, _checkpoint_bytes(params.train.save_epochs, checkpoints_dir, resume_dir))
     atomic.write_json(log_dir / "summary.json", summary)
     shutil.rmtree(resume_dir, ignore_errors=True)
     log.info(
         "%s seed %d done: %d epochs, %d samples, %.1f samples/s, %.0f s, final loss %s, peak memory %.0f MB, checkpoints %s",
-        experiment, seed, train.epochs, len(dataset), summary["samples_per_second"], wall_time,
-        summary["final_loss"], peak_bytes / 1e6, {k: f"{v / 1e6:.1f} MB" for k, v in checkpoint_bytes.items()},
+        experiment, seed, params.train.epochs, len(dataset), summary["samples_per_second"], wall_time, summary["final_loss"],
+        summary["peak_memory_bytes"] / 1e6, {k: f"{v / 1e6:.1f} MB" for k, v in summary["checkpoint_bytes"].items()},
     )
