@@ -17,7 +17,7 @@ properties from two kinds of samples, mixed in shuffled batches:
   its own seed stream), the colour word is `brandcap.sim.colours.dominant_colour_name` of the pixels.
 
 No brand is ever paired with an image, so the pretrained model cannot name brands from
-pixels: fine-tuning has to teach that. A plain PyTorch loop (AdamW, warm-up then cosine),
+pixels: fine-tuning has to teach that. A plain PyTorch loop (AdamW; transformers' cosine schedule with warm-up),
 seeded: the same seed gives the same weights.
 """
 
@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from brandcap.model.chat import answer_text, encode_prompts
 from brandcap.model.training_data import IGNORE_INDEX, answer_ids, prompt_answer_batch
@@ -232,14 +233,6 @@ def mean_text_loss(model, processor, sentences: Sequence[str], batch_size: int =
     return total / max(count, 1)
 
 
-def _lr_at(step: int, total: int, peak: float) -> float:
-    warmup = max(1, total // 20)
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
 def pretrain(
     model,
     processor,
@@ -291,21 +284,22 @@ def _pretrain(model, processor, products, tiny, instruction, synthetic, seed, st
 
     plan = batch_plan(len(text_ids), len(cap_ids), tiny, seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tiny.pretrain_learning_rate, weight_decay=0.01)
+    # transformers' own schedule (as the Trainer's cosine): 5% warm-up, then cosine down to a tenth of the peak
+    schedule = get_cosine_with_min_lr_schedule_with_warmup(optimizer, max(1, len(plan) // 20), len(plan), min_lr_rate=0.1)
     history: dict[str, list[float]] = {"text": [], "caption": []}
     model.train()
     with progress(len(plan), "pretrain tiny base", unit="batch", logger=log) as bar:
-        for step, (kind, idx) in enumerate(plan):
+        for kind, idx in plan:
             if kind == "text":
                 batch = text_batch([text_ids[i] for i in idx], pad_id)
             else:
                 batch = caption_batch(cap_ids, idx, pad_id)
-            for group in optimizer.param_groups:
-                group["lr"] = _lr_at(step, len(plan), tiny.pretrain_learning_rate)
             loss = model(**batch).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
+            schedule.step()
             history[kind].append(loss.item())
             bar.update(1)
     model.eval()
