@@ -83,11 +83,20 @@ class CaptionCollator:
 
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         prompts = self.prompt_inputs([s["image"] for s in samples])
-        answers = self.tokenizer(
-            [answer_text(self.processor, s["caption"]) for s in samples], add_special_tokens=False
-        )["input_ids"]
+        batch = self.text_batch(prompts["input_ids"], [s["caption"] for s in samples])
+        batch["pixel_values"] = torch.from_numpy(self.stack_pixel_values(prompts))
+        return batch
+
+    @staticmethod
+    def stack_pixel_values(prompts) -> np.ndarray:
+        """All tiles of the encoded prompts, in sample order, as one array."""
+        return np.stack([np.asarray(p) for p in prompts["pixel_values"]])
+
+    def text_batch(self, prompts: list[list[int]], captions: list[str]) -> dict[str, torch.Tensor]:
+        """Encoded prompts followed by their encoded answers: input_ids, attention_mask, labels."""
+        answers = self.tokenizer([answer_text(self.processor, c) for c in captions], add_special_tokens=False)["input_ids"]
         rows, row_labels = [], []
-        for prompt_ids, answer_ids in zip(prompts["input_ids"], answers):
+        for prompt_ids, answer_ids in zip(prompts, answers):
             if len(prompt_ids) >= self.max_length:
                 raise ValueError(
                     f"train.max_length ({self.max_length}) leaves no room for the answer: the prompt alone is "
@@ -105,5 +114,4 @@ class CaptionCollator:
             input_ids[i, : len(ids)] = torch.tensor(ids)
             attention_mask[i, : len(ids)] = 1
             labels[i, : len(lab)] = torch.tensor(lab)
-        pixel_values = torch.from_numpy(np.stack([np.asarray(p) for p in prompts["pixel_values"]]))
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "pixel_values": pixel_values, "labels": labels}
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}

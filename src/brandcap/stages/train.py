@@ -54,6 +54,7 @@ from brandcap.model.checkpoints import (
 )
 from brandcap.model.strategies import apply_strategy, count_parameters
 from brandcap.model.training_data import CaptionCollator, CaptionDataset
+from brandcap.model.vision_cache import FrozenVisionCache, cache_megabytes, feed_cached_vision_features, vision_cache_blocker
 from brandcap.params import Params, TrainParams, check_training_seed, experiment_settings
 from brandcap.progress import Progress
 from brandcap.resume_state import prepare_resume_dir, stage_fingerprint
@@ -373,6 +374,28 @@ def training_arguments(train: TrainParams, learning_rate: float, seed: int, resu
     )
 
 
+def frozen_vision_cache(model, processor, collator: CaptionCollator, dataset: CaptionDataset, train: TrainParams,
+                        device: torch.device, precision: str) -> FrozenVisionCache | None:
+    """The frozen vision tower's outputs for every training sample (brandcap.model.vision_cache), or None
+    when the tower trains, has dropout, or its outputs would not fit train.frozen_vision_cache_mb."""
+    if train.frozen_vision_cache_mb == 0:
+        return None
+    blocker = vision_cache_blocker(model)
+    if blocker is None:
+        dtype = CHECKPOINT_DTYPES[precision]
+        megabytes = cache_megabytes(model, processor, len(dataset), dtype.itemsize)
+        if megabytes > train.frozen_vision_cache_mb:
+            blocker = f"its outputs may take {megabytes:,.0f} MB, above train.frozen_vision_cache_mb ({train.frozen_vision_cache_mb})"
+    if blocker is not None:
+        log.info("the vision tower runs every step: %s", blocker)
+        return None
+    started = time.perf_counter()
+    autocast_dtype = None if precision == "fp32" else CHECKPOINT_DTYPES[precision]
+    cache = FrozenVisionCache.build(model, collator, dataset, device, autocast_dtype)
+    log.info("frozen vision tower: outputs of %d images computed once in %.1f s and reused every epoch", len(dataset), time.perf_counter() - started)
+    return cache
+
+
 def run_train(
     params: Params,
     experiment: str,
@@ -416,6 +439,7 @@ def run_train(
     model.config.use_cache = False
     full_model_bytes = state_bytes(model)
     set_seed(seed)  # LoRA adapters are initialised randomly: the same seed, the same run
+    hf_model = model
     model = apply_strategy(model, strategy, lora)
     trainable, total = count_parameters(model)
     log.info("%s seed %d: strategy %s, %d of %d parameters train (%.2f%%)", experiment, seed, strategy, trainable, total, 100 * trainable / total)
@@ -431,11 +455,17 @@ def run_train(
     }
     log_callback = JsonlLogCallback(resume_dir / RESUME_LOG, log_dir / "log.jsonl", len(dataset))
     clock = ElapsedTimeCallback(elapsed_before(resume_from))
+    collator = CaptionCollator(processor, train.instruction, train.max_length)
+    train_dataset, data_collator = dataset, collator
+    cache = frozen_vision_cache(hf_model, processor, collator, dataset, train, args.device, precision)
+    if cache is not None:
+        train_dataset, data_collator = cache.dataset(dataset), cache.collator(collator)
+        feed_cached_vision_features(hf_model)
     trainer = DeltaTrainer(
         model=model,
         args=args,
-        train_dataset=dataset,
-        data_collator=CaptionCollator(processor, train.instruction, train.max_length),
+        train_dataset=train_dataset,
+        data_collator=data_collator,
         callbacks=[
             EpochCheckpointCallback(train.save_epochs, strategy, resume_dir / EPOCHS_SUBDIR, checkpoints_dir, meta, CHECKPOINT_DTYPES[precision]),
             log_callback,
