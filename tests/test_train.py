@@ -19,7 +19,7 @@ from transformers import AutoModelForImageTextToText, TrainerCallback
 from brandcap.model.checkpoints import CHECKPOINT_META, TRAINABLE_WEIGHTS, load_for_inference, save_checkpoint, state_bytes
 from brandcap.model.strategies import apply_strategy
 from brandcap.model.training_data import CaptionCollator, CaptionDataset
-from brandcap.model.vision_cache import vision_cache_blocker
+from brandcap.model.vision_cache import cache_megabytes, vision_cache_blocker
 from brandcap.params import LoraParams, ParamsError, validate_params
 from brandcap.stages.train import CHECKPOINT_DTYPES, elapsed_before, gradient_accumulation_steps, resolve_precision, run_train
 from tests.conftest import delta_weights, run_tiny_training, train_params
@@ -235,6 +235,15 @@ def test_vision_cache_applies_only_to_a_frozen_tower_without_dropout(workdir):
     assert vision_cache_blocker(model) is None
     model.model.vision_tower.embeddings.dropout.p = 0.1
     assert "dropout" in vision_cache_blocker(model)
+
+
+def test_vision_cache_size_bound_counts_the_most_tiles_in_fp32(workdir):
+    model, processor = load_for_inference(workdir / "base", None)
+    one_tile = cache_megabytes(model, processor, 10)
+    width = model.config.vision_config.hidden_size * 4  # InternVL's pixel shuffle: 2 x 2 patches per token
+    assert one_tile == pytest.approx(10 * processor.image_seq_length * width * 4 / 1e6)
+    processor.image_processor.crop_to_patches, processor.image_processor.max_patches = True, 12
+    assert cache_megabytes(model, processor, 10) == pytest.approx(13 * one_tile)  # 12 tiles + the thumbnail
 
 
 def test_another_seed_trains_another_model_and_never_resumes_the_first_seeds_state(workdir, straight_runs):

@@ -51,13 +51,14 @@ def vision_cache_blocker(model: nn.Module) -> str | None:
     return None
 
 
-def cache_megabytes(model: nn.Module, processor, n_samples: int, element_bytes: int) -> float:
-    """Upper bound of the cache's size: every sample at the most tiles the processor's tiling allows."""
+def cache_megabytes(model: nn.Module, processor, n_samples: int) -> float:
+    """Upper bound of the cache's size: every sample at the most tiles the processor's tiling allows, in
+    fp32 (under bf16/fp16 autocast the tower's output can still come out in fp32)."""
     image_processor = processor.image_processor
     tiles = int(image_processor.max_patches) + 1 if image_processor.crop_to_patches else 1
     config = model.config
     width = config.vision_config.hidden_size * int(round(1 / config.downsample_ratio)) ** 2
-    return n_samples * tiles * processor.image_seq_length * width * element_bytes / 1e6
+    return n_samples * tiles * processor.image_seq_length * width * torch.float32.itemsize / 1e6
 
 
 class FrozenVisionCache:

@@ -382,8 +382,7 @@ def frozen_vision_cache(model, processor, collator: CaptionCollator, dataset: Ca
         return None
     blocker = vision_cache_blocker(model)
     if blocker is None:
-        dtype = CHECKPOINT_DTYPES[precision]
-        megabytes = cache_megabytes(model, processor, len(dataset), dtype.itemsize)
+        megabytes = cache_megabytes(model, processor, len(dataset))
         if megabytes > train.frozen_vision_cache_mb:
             blocker = f"its outputs may take {megabytes:,.0f} MB, above train.frozen_vision_cache_mb ({train.frozen_vision_cache_mb})"
     if blocker is not None:
