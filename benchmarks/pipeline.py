@@ -23,8 +23,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-START = re.compile(r"stage (\S+): start \(params [^)]*\) after ([\d.]+) s of interpreter and import start-up")
-DONE = re.compile(r"stage (\S+): done in ([\d.]+) s")
+# stage names may hold spaces: train[freeze_llm, seed 4]
+START = re.compile(r"stage (.+?): start \(params [^)]*\) after ([\d.]+) s of interpreter and import start-up")
+DONE = re.compile(r"stage (.+?): done in ([\d.]+) s")
 
 
 def fresh_copy(dest: Path) -> None:

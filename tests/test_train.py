@@ -19,6 +19,7 @@ from transformers import AutoModelForImageTextToText, TrainerCallback
 from brandcap.model.checkpoints import CHECKPOINT_META, TRAINABLE_WEIGHTS, load_for_inference, save_checkpoint, state_bytes
 from brandcap.model.strategies import apply_strategy
 from brandcap.model.training_data import CaptionCollator, CaptionDataset
+from brandcap.model.vision_cache import cache_megabytes, vision_cache_blocker
 from brandcap.params import LoraParams, ParamsError, validate_params
 from brandcap.stages.train import CHECKPOINT_DTYPES, elapsed_before, gradient_accumulation_steps, resolve_precision, run_train
 from tests.conftest import delta_weights, run_tiny_training, train_params
@@ -194,6 +195,55 @@ def test_interrupted_run_resumes_and_restores_epoch_checkpoints(workdir, freeze_
         straight = delta_weights(straight_paths["checkpoints_dir"] / f"epoch-{epoch}")
         assert resumed.keys() == straight.keys()
         assert all(torch.allclose(resumed[k], straight[k], atol=1e-6) for k in resumed)
+
+
+class CountVisionTowerRuns(TrainerCallback):
+    """How often the vision tower runs during training steps."""
+
+    def __init__(self):
+        self.runs, self.hook = 0, None
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        tower = (model.get_base_model() if hasattr(model, "get_base_model") else model).model.vision_tower
+        self.hook = tower.register_forward_hook(lambda *_: setattr(self, "runs", self.runs + 1))
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.hook.remove()
+
+
+@pytest.mark.parametrize("experiment", ["freeze_vision", "lora"])
+def test_frozen_vision_cache_trains_the_same_model_without_running_the_tower(workdir, experiment):
+    counts, paths = {}, {}
+    for tag, cache_mb in (("-cached", 4096), ("-uncached", 0)):
+        counts[tag] = CountVisionTowerRuns()
+        paths[tag] = run_tiny_training(workdir, experiment, train_params(frozen_vision_cache_mb=cache_mb), callbacks=[counts[tag]], tag=tag)
+    assert counts["-cached"].runs == 0 and counts["-uncached"].runs == 8  # 2 epochs x 2 steps x 2 micro-batches
+    cached_log, uncached_log = ([json.loads(line) for line in (p["log_dir"] / "log.jsonl").read_text().splitlines()] for p in paths.values())
+    assert [r["step"] for r in cached_log] == [r["step"] for r in uncached_log] == [1, 2, 3, 4]
+    for a, b in zip(cached_log, uncached_log):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5) and a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
+    for epoch in (1, 2):
+        cached, uncached = (delta_weights(p["checkpoints_dir"] / f"epoch-{epoch}") for p in paths.values())
+        assert cached.keys() == uncached.keys()
+        assert all(torch.allclose(cached[k], uncached[k], atol=1e-6) for k in cached)
+
+
+def test_vision_cache_applies_only_to_a_frozen_tower_without_dropout(workdir):
+    model, _ = load_for_inference(workdir / "base", None)
+    assert vision_cache_blocker(apply_strategy(model, "freeze_llm", LoraParams())) == "the vision tower trains"
+    model = apply_strategy(model, "freeze_vision", LoraParams())
+    assert vision_cache_blocker(model) is None
+    model.model.vision_tower.embeddings.dropout.p = 0.1
+    assert "dropout" in vision_cache_blocker(model)
+
+
+def test_vision_cache_size_bound_counts_the_most_tiles_in_fp32(workdir):
+    model, processor = load_for_inference(workdir / "base", None)
+    one_tile = cache_megabytes(model, processor, 10)
+    width = model.config.vision_config.hidden_size * 4  # InternVL's pixel shuffle: 2 x 2 patches per token
+    assert one_tile == pytest.approx(10 * processor.image_seq_length * width * 4 / 1e6)
+    processor.image_processor.crop_to_patches, processor.image_processor.max_patches = True, 12
+    assert cache_megabytes(model, processor, 10) == pytest.approx(13 * one_tile)  # 12 tiles + the thumbnail
 
 
 def test_another_seed_trains_another_model_and_never_resumes_the_first_seeds_state(workdir, straight_runs):

@@ -337,6 +337,12 @@ class TrainParams(Section):
     deepspeed: str = Field("", description="Path to a DeepSpeed config (configs/deepspeed/zero2.json); empty = none.")
     dataloader_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
     logging_steps: int = Field(5, ge=1, description="Log loss, lr, grad norm and samples/s every this many optimizer steps.")
+    frozen_vision_cache_mb: int = Field(
+        4096, ge=0,
+        description="With the vision tower frozen (freeze_vision, projector_only, lora), compute its output per training image once, "
+                    "in the training precision, and reuse it every epoch (same losses and checkpoints, less time) when it fits in "
+                    "this many MB of host memory; 0 = rerun the tower every step.",
+    )
     lora: LoraParams = LoraParams()
     experiments: dict[str, Experiment] = Field(
         default_factory=lambda: {

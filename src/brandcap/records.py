@@ -1,15 +1,19 @@
 """What the study's artifacts hold, whatever source filled them: the product table's schema and
 how a file path is written inside an artifact.
 
-    from brandcap.records import DBQ_COLUMNS, artifact_path, category_text
+    from brandcap.records import DBQ_COLUMNS, artifact_path, category_text, image_file_stem
     artifact_path(Path.cwd() / "data/raw/images/p1.png")   # 'data/raw/images/p1.png'
     category_text({"category3_code": "TOTE BAGS"})          # 'tote bags'
+    image_file_stem("../../escape")                         # 'escape-efbf103bcec5'
 
 The real DBQ dataset and the synthetic shop (brandcap.sim.shop) both follow `DBQ_COLUMNS`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
+import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -47,3 +51,20 @@ def artifact_path(path: str | Path) -> str:
         return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
     except ValueError:
         return path.as_posix()
+
+
+_NOT_SLUG = re.compile(r"[^A-Za-z0-9._-]+")
+SLUG_CHARS = 40  # keeps every name far below the 255-byte file-name limit
+
+
+def image_file_stem(product_id: str) -> str:
+    """A file name stem for any product id, never a path: a readable ASCII slug plus a hash of the exact id.
+
+    `../../escape` -> `escape-efbf103bcec5`, `Sac "Été"/2` -> `Sac_Ete_2-776603eca56c`, `名前` -> `product-...`.
+    Ids equal after slugging keep distinct stems, also on case-insensitive file systems (the hash
+    is of the id as given).
+    """
+    ascii_text = unicodedata.normalize("NFKD", product_id).encode("ascii", "ignore").decode()
+    slug = _NOT_SLUG.sub("_", ascii_text).strip("._-")[:SLUG_CHARS].rstrip("._-") or "product"
+    digest = hashlib.sha256(product_id.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{slug}-{digest}"

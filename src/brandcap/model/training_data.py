@@ -114,15 +114,23 @@ class CaptionCollator:
 
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         prompts = self.prompt_inputs([s["image"] for s in samples])
-        longest_prompt = max(len(ids) for ids in prompts["input_ids"])
+        batch = self.text_batch(prompts["input_ids"], [s["caption"] for s in samples])
+        batch["pixel_values"] = torch.from_numpy(self.stack_pixel_values(prompts))
+        return batch
+
+    @staticmethod
+    def stack_pixel_values(prompts) -> np.ndarray:
+        """All tiles of the encoded prompts, in sample order, as one array."""
+        return np.stack([np.asarray(p) for p in prompts["pixel_values"]])
+
+    def text_batch(self, prompts: list[list[int]], captions: list[str]) -> dict[str, torch.Tensor]:
+        """Encoded prompts followed by their encoded answers: input_ids, attention_mask, labels."""
+        longest_prompt = max(len(ids) for ids in prompts)
         if longest_prompt >= self.max_length:
             raise ValueError(
                 f"train.max_length ({self.max_length}) leaves no room for the answer: the prompt alone is "
                 f"{longest_prompt} tokens (image tokens cannot be cut); raise train.max_length or lower "
                 "model.image_tiling.max_tiles"
             )
-        answers = answer_ids(self.processor, [s["caption"] for s in samples])
-        batch = prompt_answer_batch(prompts["input_ids"], answers, self.pad_id, self.max_length)
-        pixel_values = torch.from_numpy(np.stack([np.asarray(p) for p in prompts["pixel_values"]]))
-        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
-                "pixel_values": pixel_values, "labels": batch["labels"]}
+        batch = prompt_answer_batch(prompts, answer_ids(self.processor, captions), self.pad_id, self.max_length)
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "labels": batch["labels"]}

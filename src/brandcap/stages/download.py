@@ -38,10 +38,8 @@ import hashlib
 import io
 import logging
 import random
-import re
 import socket
 import time
-import unicodedata
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -57,7 +55,7 @@ from brandcap.atomic import DiskFullError, atomic_path, place_link_or_copy, writ
 from brandcap.images import png_bytes, shrunk, upright_rgb
 from brandcap.params import DownloadParams, Params
 from brandcap.progress import Progress, progress
-from brandcap.records import artifact_path, category_text
+from brandcap.records import artifact_path, category_text, image_file_stem
 from brandcap.resume_state import prepare_resume_dir, stage_fingerprint
 from brandcap.stages.catalog import is_image_url
 
@@ -82,24 +80,6 @@ class ImageRejected(Exception):
 
 class _Retryable(ImageRejected):
     """A failure worth another attempt (timeout, connection error, 5xx)."""
-
-
-# ----------------------------------------------------------------------------- file names
-_NOT_SLUG = re.compile(r"[^A-Za-z0-9._-]+")
-SLUG_CHARS = 40  # keeps every name far below the 255-byte file-name limit
-
-
-def image_file_stem(product_id: str) -> str:
-    """A file name stem for any product id, never a path: a readable ASCII slug plus a hash of the exact id.
-
-    `../../escape` -> `escape-efbf103bcec5`, `Sac "Été"/2` -> `Sac_Ete_2-776603eca56c`, `名前` -> `product-...`.
-    Ids equal after slugging keep distinct stems, also on case-insensitive file systems (the hash
-    is of the id as given).
-    """
-    ascii_text = unicodedata.normalize("NFKD", product_id).encode("ascii", "ignore").decode()
-    slug = _NOT_SLUG.sub("_", ascii_text).strip("._-")[:SLUG_CHARS].rstrip("._-") or "product"
-    digest = hashlib.sha256(product_id.encode("utf-8", "surrogatepass")).hexdigest()[:12]
-    return f"{slug}-{digest}"
 
 
 # ----------------------------------------------------------------------------- images

@@ -47,7 +47,7 @@ from brandcap.atomic import atomic_path, read_jsonl, write_text
 from brandcap.brands import find_brands
 from brandcap.evaluation.metrics import CORRECT, HEDGED, NONE, OUTCOMES, WRONG, brand_outcome, named_brands
 from brandcap.params import Params
-from brandcap.stages.download import image_file_stem
+from brandcap.records import image_file_stem
 from brandcap.stages.tables import BASE, best_epoch, epoch_key, load_evaluations, overall_best, run_dir, seed_key, top_validation_epoch
 
 log = logging.getLogger(__name__)

@@ -72,7 +72,6 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; never a window
 import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from brandcap.atomic import atomic_path, read_jsonl, write_json, write_text  # noqa: E402
@@ -329,15 +328,19 @@ def load_training(params: Params, train_dir: Path, checkpoints_dir: Path) -> dic
     return out
 
 
+def _or_unknown(reason: str | None) -> str:
+    return "unknown" if reason is None else reason
+
+
 def data_funnel(catalog_path: Path, manifest_path: Path, captions_path: Path, clean_report_path: Path) -> list[tuple[str, str]]:
     """(step, count) rows from the catalog to the train/test split."""
     catalog_rows = pq.ParquetFile(catalog_path).metadata.num_rows
-    manifest = pd.read_parquet(manifest_path)
-    if "status" not in manifest.columns:
+    manifest = pq.read_table(manifest_path).to_pydict()  # pyarrow alone: pandas would add seconds of import
+    if "status" not in manifest:
         raise ValueError(f"{manifest_path}: no 'status' column; rerun the download stage")
-    ok = int((manifest["status"] == "ok").sum())
-    failed = manifest[manifest["status"] != "ok"]
-    reasons = Counter(failed["reason"].fillna("unknown")) if "reason" in failed.columns else Counter()
+    ok = manifest["status"].count("ok")
+    failed = [i for i, status in enumerate(manifest["status"]) if status != "ok"]
+    reasons = Counter(_or_unknown(manifest["reason"][i]) for i in failed) if "reason" in manifest else Counter()
     captions = read_jsonl(captions_path)
     captioned = sum(1 for c in captions if c.get("text"))
     report = _read_json(Path(clean_report_path), "rerun the clean stage")

@@ -53,6 +53,7 @@ from brandcap.model.checkpoints import (
 )
 from brandcap.model.strategies import apply_strategy, count_parameters
 from brandcap.model.training_data import CaptionCollator, CaptionDataset
+from brandcap.model.vision_cache import FrozenVisionCache, cache_megabytes, feed_cached_vision_features, vision_cache_blocker
 from brandcap.params import Params, TrainParams, check_training_seed, experiment_settings
 from brandcap.progress import Progress
 from brandcap.resume_state import prepare_resume_dir, stage_fingerprint
@@ -380,8 +381,9 @@ def _checked_setup(params: Params, seed: int, base_dir: Path):
     return precision, processor
 
 
-def _trainable_model(params: Params, experiment: str, seed: int, base_dir: Path, strategy: str, lora) -> tuple[Any, dict[str, Any]]:
-    """The base model with `strategy` applied, and the meta every checkpoint of the run carries."""
+def _trainable_model(params: Params, experiment: str, seed: int, base_dir: Path, strategy: str, lora) -> tuple[Any, Any, dict[str, Any]]:
+    """The Hugging Face model, the same with `strategy` applied (a peft wrapper for LoRA), and the meta
+    every checkpoint of the run carries."""
     from transformers import AutoModelForImageTextToText
 
     # fp32 master weights; bf16/fp16 run as mixed precision (autocast) through the Trainer
@@ -389,6 +391,7 @@ def _trainable_model(params: Params, experiment: str, seed: int, base_dir: Path,
     model.config.use_cache = False
     full_model_bytes = state_bytes(model)
     set_seed(seed)  # LoRA adapters are initialised randomly: the same seed, the same run
+    hf_model = model
     model = apply_strategy(model, strategy, lora)
     trainable, total = count_parameters(model)
     log.info("%s seed %d: strategy %s, %d of %d parameters train (%.2f%%)", experiment, seed, strategy, trainable, total, 100 * trainable / total)
@@ -401,7 +404,7 @@ def _trainable_model(params: Params, experiment: str, seed: int, base_dir: Path,
         "full_model_bytes": full_model_bytes,
         "params": params.model_dump(mode="json"),
     }
-    return model, meta
+    return hf_model, model, meta
 
 
 def _checkpoint_bytes(save_epochs: Sequence[int], checkpoints_dir: Path, resume_dir: Path) -> dict[str, int]:
@@ -445,6 +448,37 @@ def training_summary(train, args, run: dict[str, Any], wall_time: float, n_sampl
     }
 
 
+def frozen_vision_cache(model, processor, collator: CaptionCollator, dataset: CaptionDataset, train: TrainParams,
+                        device: torch.device, precision: str) -> FrozenVisionCache | None:
+    """The frozen vision tower's outputs for every training sample (brandcap.model.vision_cache), or None
+    when the tower trains, has dropout, or its outputs would not fit train.frozen_vision_cache_mb."""
+    if train.frozen_vision_cache_mb == 0:
+        return None
+    blocker = vision_cache_blocker(model)
+    if blocker is None:
+        megabytes = cache_megabytes(model, processor, len(dataset))
+        if megabytes > train.frozen_vision_cache_mb:
+            blocker = f"its outputs may take {megabytes:,.0f} MB, above train.frozen_vision_cache_mb ({train.frozen_vision_cache_mb})"
+    if blocker is not None:
+        log.info("the vision tower runs every step: %s", blocker)
+        return None
+    started = time.perf_counter()
+    autocast_dtype = None if precision == "fp32" else CHECKPOINT_DTYPES[precision]
+    cache = FrozenVisionCache.build(model, collator, dataset, device, autocast_dtype)
+    log.info("frozen vision tower: outputs of %d images computed once in %.1f s and reused every epoch", len(dataset), time.perf_counter() - started)
+    return cache
+
+
+def _training_inputs(hf_model, processor, dataset: CaptionDataset, train: TrainParams, device, precision: str):
+    """(dataset, collator) for the Trainer: with the frozen vision tower cache when it applies."""
+    collator = CaptionCollator(processor, train.instruction, train.max_length)
+    cache = frozen_vision_cache(hf_model, processor, collator, dataset, train, device, precision)
+    if cache is None:
+        return dataset, collator
+    feed_cached_vision_features(hf_model)
+    return cache.dataset(dataset), cache.collator(collator)
+
+
 def run_train(
     params: Params,
     experiment: str,
@@ -460,8 +494,7 @@ def run_train(
 
     `callbacks` are extra Trainer callbacks (tests use one to interrupt a run).
     """
-    base_dir, train_jsonl = Path(base_dir), Path(train_jsonl)
-    checkpoints_dir, log_dir, resume_dir = Path(checkpoints_dir), Path(log_dir), Path(resume_dir)
+    base_dir, train_jsonl, checkpoints_dir, log_dir, resume_dir = map(Path, (base_dir, train_jsonl, checkpoints_dir, log_dir, resume_dir))
     strategy, learning_rate, lora = experiment_settings(params, experiment)
     precision, processor = _checked_setup(params, seed, base_dir)
 
@@ -471,14 +504,15 @@ def run_train(
     resume_from = _prepare_run_state(args, resume_dir, run_fingerprint(params, experiment, seed, base_dir, train_jsonl, dataset), checkpoints_dir)
     resumed_step = _trainer_state_step(resume_from)  # read now: training deletes older Trainer checkpoints
 
-    model, meta = _trainable_model(params, experiment, seed, base_dir, strategy, lora)
+    hf_model, model, meta = _trainable_model(params, experiment, seed, base_dir, strategy, lora)
     log_callback = JsonlLogCallback(resume_dir / RESUME_LOG, log_dir / "log.jsonl", len(dataset))
     clock = ElapsedTimeCallback(elapsed_before(resume_from))
+    train_dataset, data_collator = _training_inputs(hf_model, processor, dataset, params.train, args.device, precision)
     trainer = DeltaTrainer(
         model=model,
         args=args,
-        train_dataset=dataset,
-        data_collator=CaptionCollator(processor, params.train.instruction, params.train.max_length),
+        train_dataset=train_dataset,
+        data_collator=data_collator,
         callbacks=[
             EpochCheckpointCallback(params.train.save_epochs, strategy, resume_dir / EPOCHS_SUBDIR, checkpoints_dir, meta, CHECKPOINT_DTYPES[precision]),
             log_callback,
