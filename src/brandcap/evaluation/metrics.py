@@ -76,6 +76,11 @@ def named_brands(answer: str, known_brands: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(named))
 
 
+def candidate_brands(test: Iterable[dict], val: Iterable[dict]) -> list[str]:
+    """The known brands answers are scored against: every brand of the test and validation records."""
+    return sorted({r["brand"] for r in [*test, *val]})
+
+
 def brand_outcome(prediction: str, brand: str, known_brands: Iterable[str]) -> str:
     """'correct', 'hedged', 'wrong' or 'none' (see the module docstring)."""
     named = named_brands(prediction, [*known_brands, brand])

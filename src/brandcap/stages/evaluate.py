@@ -69,7 +69,7 @@ from transformers import AutoProcessor
 from brandcap.append_only import read_append_only
 from brandcap.atomic import read_jsonl, write_json, write_jsonl
 from brandcap.evaluation.caption_metrics import METRIC_NAMES, caption_scores_many, start_meteor
-from brandcap.evaluation.metrics import brand_hallucination_rate, brand_metrics, brand_outcomes, evaluation_sample, mean_token_loss, named_brands
+from brandcap.evaluation.metrics import brand_hallucination_rate, brand_metrics, brand_outcomes, candidate_brands, evaluation_sample, mean_token_loss, named_brands
 from brandcap.model.chat import check_prompt_settings, encode, prompt_text
 from brandcap.model.checkpoints import load_for_inference
 from brandcap.model.training_data import IGNORE_INDEX, answer_ids, prompt_answer_batch
@@ -363,7 +363,7 @@ def run_evaluate(
     if not all_test:
         raise ValueError(f"{test_jsonl}: no test records; check the clean stage's report (clean_report.json)")
     all_val = _read_records(Path(val_jsonl), TEST_KEYS, "validation") if val_jsonl else []
-    known_brands = sorted({r["brand"] for r in all_test + all_val})
+    known_brands = candidate_brands(all_test, all_val)
     test = evaluation_sample(all_test, params.eval.max_test_samples, params.seed)
     val = evaluation_sample(all_val, params.eval.max_test_samples, params.seed)
     general = _read_records(Path(general_jsonl), GENERAL_KEYS, "general set") if general_jsonl else []

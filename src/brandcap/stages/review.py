@@ -45,7 +45,7 @@ from PIL import Image
 
 from brandcap.atomic import atomic_path, read_jsonl, write_text
 from brandcap.brands import find_brands
-from brandcap.evaluation.metrics import CORRECT, HEDGED, NONE, OUTCOMES, WRONG, brand_outcome, named_brands
+from brandcap.evaluation.metrics import CORRECT, HEDGED, NONE, OUTCOMES, WRONG, brand_outcome, candidate_brands, named_brands
 from brandcap.params import Params
 from brandcap.records import image_file_stem
 from brandcap.stages.tables import BASE, best_epoch, epoch_key, load_evaluations, overall_best, run_dir, seed_key, top_validation_epoch
@@ -85,11 +85,6 @@ class ReviewItem:
 
 
 # ----------------------------------------------------------------------------- reading
-def candidate_brands(test: list[dict[str, Any]], val: list[dict[str, Any]]) -> list[str]:
-    """The known brands answers are scored against: every test and validation brand, as the evaluate stage takes them."""
-    return sorted({r["brand"] for r in test + val})
-
-
 def score_answers(predictions: list[dict[str, Any]], known_brands: list[str], source: Path) -> dict[str, Answer]:
     """{product_id: Answer} with the outcome brandcap.evaluation.metrics gives; a recorded outcome that differs is refused."""
     answers = {}
