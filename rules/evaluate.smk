@@ -5,7 +5,7 @@
 rule evaluate_base:
     input:
         script=script("evaluate"),
-        code=package("stages/evaluate", "launch", "gpus", "evaluation/metrics", "evaluation/caption_metrics", "model/checkpoints", "model/chat", "brands"),
+        code=package("stages/evaluate", "stages/evaluate_endpoint", "stages/caption", "launch", "gpus", "evaluation/metrics", "evaluation/caption_metrics", "model/checkpoints", "model/chat", "brands"),
         base=rules.base_model.output.out,
         processed=rules.clean.output.out,
         general=rules.general_set.output.out,
@@ -29,7 +29,7 @@ rule evaluate_base:
 rule evaluate:
     input:
         script=script("evaluate"),
-        code=package("stages/evaluate", "launch", "gpus", "evaluation/metrics", "evaluation/caption_metrics", "model/checkpoints", "model/chat", "brands"),
+        code=package("stages/evaluate", "stages/evaluate_endpoint", "stages/caption", "launch", "gpus", "evaluation/metrics", "evaluation/caption_metrics", "model/checkpoints", "model/chat", "brands"),
         base=rules.base_model.output.out,
         checkpoints=rules.train.output.checkpoints,
         processed=rules.clean.output.out,
@@ -54,7 +54,7 @@ rule evaluate:
 rule evaluate_prompted:
     input:
         script=script("evaluate"),
-        code=package("stages/evaluate", "launch", "gpus", "evaluation/metrics", "evaluation/caption_metrics", "model/checkpoints", "model/chat", "brands"),
+        code=package("stages/evaluate", "stages/evaluate_endpoint", "stages/caption", "launch", "gpus", "evaluation/metrics", "evaluation/caption_metrics", "model/checkpoints", "model/chat", "brands"),
         base=rules.base_model.output.out,
         processed=rules.clean.output.out,
         images=rules.download.output.images,
