@@ -10,6 +10,7 @@ store images this way, so training and evaluation see both alike.
 
 from __future__ import annotations
 
+import base64
 import io
 
 from PIL import Image, ImageOps
@@ -37,6 +38,11 @@ def shrunk(img: Image.Image, max_side: int) -> Image.Image:
     if max(img.size) > max_side:
         img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     return img
+
+
+def data_url(data: bytes, mime: str) -> str:
+    """`data` as a base64 data URL, as OpenAI-compatible servers take images inline."""
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
 def png_bytes(img: Image.Image) -> bytes:

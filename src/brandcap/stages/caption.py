@@ -35,7 +35,6 @@ or from Python: `run_caption(params, manifest_path, captions_path, resume_dir)`.
 from __future__ import annotations
 
 import asyncio
-import base64
 import email.utils
 import hashlib
 import json
@@ -58,6 +57,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from brandcap.append_only import open_append_only, read_append_only
 from brandcap.atomic import write_jsonl
 from brandcap.clean_rules import is_garbled, is_repetition_loop
+from brandcap.images import data_url
 from brandcap.params import CaptionParams, CleanParams, EvalEndpointParams, Params
 from brandcap.progress import Progress, progress
 from brandcap.sim.simulated_vlm import start_simulated_vlm
@@ -452,7 +452,7 @@ class Asker(Requester):
             result["latency_s"] = round(time.monotonic() - started, 4)
             return result
         mime = mimetypes.guess_type(item.image)[0] or "image/png"
-        image_url = f"data:{mime};base64,{base64.b64encode(image_bytes).decode('ascii')}"
+        image_url = data_url(image_bytes, mime)
         for temperature in [self.cp.temperature, *self.cp.retry_temperatures]:
             reply, error, retries = await self.request(completion_request(self.cp, item.prompt, image_url, temperature))
             result["attempts"] += 1

@@ -20,24 +20,17 @@ model said nothing, as the `hf` backend records it); any other failure is return
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 import os
 from typing import Any
 
 from PIL import Image
 
+from brandcap.images import data_url, png_bytes
 from brandcap.model.chat import user_messages
 from brandcap.params import EvalEndpointParams
 from brandcap.stages.caption import EndpointDown, Requester, check_endpoint, make_client
 
 EMPTY_ANSWER = "empty_answer"  # brandcap.stages.caption's reason for content null or blank
-
-
-def png_data_url(image: Image.Image) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def chat_request(model: str, instruction: str, image: Image.Image, max_new_tokens: int) -> dict[str, Any]:
@@ -46,7 +39,7 @@ def chat_request(model: str, instruction: str, image: Image.Image, max_new_token
     for part in messages[0]["content"]:
         if part["type"] == "image":
             part.clear()
-            part.update({"type": "image_url", "image_url": {"url": png_data_url(image)}})
+            part.update({"type": "image_url", "image_url": {"url": data_url(png_bytes(image), "image/png")}})
     return {"model": model, "messages": messages, "temperature": 0.0, "max_tokens": max_new_tokens}
 
 
