@@ -13,15 +13,24 @@ import time
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from transformers import AutoModelForImageTextToText, TrainerCallback
+from transformers.utils import SAFE_WEIGHTS_NAME
 
 from brandcap.model.checkpoints import CHECKPOINT_META, TRAINABLE_WEIGHTS, load_for_inference, save_checkpoint, state_bytes
 from brandcap.model.strategies import apply_strategy
 from brandcap.model.training_data import CaptionCollator, CaptionDataset
 from brandcap.model.vision_cache import cache_megabytes, vision_cache_blocker
 from brandcap.params import LoraParams, ParamsError, validate_params
-from brandcap.stages.train import CHECKPOINT_DTYPES, elapsed_before, gradient_accumulation_steps, resolve_precision, run_train
+from brandcap.stages.train import (
+    CHECKPOINT_DTYPES,
+    ResumedWeightsCheck,
+    elapsed_before,
+    expect_trainable_only_resume,
+    gradient_accumulation_steps,
+    resolve_precision,
+    run_train,
+)
 from tests.conftest import delta_weights, run_tiny_training, train_params
 
 
@@ -393,3 +402,35 @@ def test_progress_is_a_few_log_lines_without_a_terminal(workdir, caplog, capfd, 
     assert "\r" not in out + err and "'loss'" not in out + err
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("train projector_only: ")]
     assert 1 <= len(lines) <= 11 and lines[-1].startswith("train projector_only: 4/4 (100%) step")
+
+
+def _two_layer_model() -> torch.nn.Module:
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    model[0].requires_grad_(False)
+    return model
+
+
+def test_a_resume_checkpoint_with_other_weights_is_refused_before_training(tmp_path):
+    model = _two_layer_model()
+    checkpoint = tmp_path / "checkpoint-4"
+    checkpoint.mkdir()
+    save_file({"0.weight": torch.zeros(2, 2)}, checkpoint / SAFE_WEIGHTS_NAME)
+    with pytest.raises(RuntimeError, match="holds other weights than this run trains.*delete"):
+        expect_trainable_only_resume(model, str(checkpoint))
+    save_file({"1.weight": torch.zeros(2, 2), "1.bias": torch.zeros(2)}, checkpoint / SAFE_WEIGHTS_NAME)
+    expect_trainable_only_resume(model, str(checkpoint))
+    assert sorted(model._keys_to_ignore_on_save) == ["0.bias", "0.weight"]  # the frozen ones, absent on purpose
+
+
+def test_a_resume_that_did_not_restore_the_weights_fails_loudly(tmp_path):
+    """If a transformers upgrade loaded resume checkpoints otherwise, training must not go on from the base."""
+    model = _two_layer_model()
+    checkpoint = tmp_path / "checkpoint-4"
+    checkpoint.mkdir()
+    save_file({k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}, checkpoint / SAFE_WEIGHTS_NAME)
+    ResumedWeightsCheck(str(checkpoint)).on_train_begin(None, None, None, model=model)  # restored: fine
+    with torch.no_grad():
+        model[1].weight.add_(1.0)
+    with pytest.raises(RuntimeError, match="did not restore 1 trainable weights"):
+        ResumedWeightsCheck(str(checkpoint)).on_train_begin(None, None, None, model=model)
+    ResumedWeightsCheck(None).on_train_begin(None, None, None, model=model)  # a fresh run checks nothing

@@ -35,9 +35,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
+from transformers.utils import SAFE_WEIGHTS_NAME
 
 from brandcap import atomic
 from brandcap.append_only import read_append_only
@@ -45,7 +47,6 @@ from brandcap.launch import check_process_count
 from brandcap.model.chat import check_prompt_settings
 from brandcap.model.checkpoints import (
     CHECKPOINT_META,
-    TRAINABLE_WEIGHTS,
     read_checkpoint_meta,
     save_checkpoint,
     state_bytes,
@@ -240,35 +241,65 @@ class DeltaTrainer(Trainer):
     """A Trainer whose resume checkpoints hold only the trainable weights, under their module names.
 
     Why: in transformers 5, `save_pretrained` writes InternVL weights under the original checkpoint
-    names (`language_model.model.*`) while `Trainer._load_from_checkpoint` loads them with a plain
-    `load_state_dict`, so a resumed run silently kept the base weights. Saving `named_parameters`
-    names and loading them back strictly avoids the renaming, and the frozen weights (which come from
-    the base model) are not copied into every resume checkpoint. Peft adapters use the default path.
+    names (`language_model.model.*`) while the Trainer resumes with a plain `load_state_dict`, so a
+    resumed run would silently keep the base weights. The public `save_model` is overridden to write
+    `named_parameters` names, which the stock resume loads by name; the frozen weights (which come from
+    the base model) are not copied into every resume checkpoint. `ResumedWeightsCheck` then verifies
+    that the resume really restored them, so a transformers upgrade that loads otherwise fails loudly.
+    Peft adapters, DeepSpeed and FSDP keep the stock path.
     """
 
-    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        from peft import PeftModel
-
-        if isinstance(self.model, PeftModel):
-            return super()._save(output_dir, state_dict)
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        if not _saves_trainable_only(self):
+            return super().save_model(output_dir, _internal_call)
         output_dir = Path(output_dir or self.args.output_dir)
         if self.args.should_save:
             output_dir.mkdir(parents=True, exist_ok=True)
-            save_file(trainable_state_dict(self.model), output_dir / TRAINABLE_WEIGHTS)
+            save_file(trainable_state_dict(self.model), output_dir / SAFE_WEIGHTS_NAME)
 
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-        weights_path = Path(resume_from_checkpoint) / TRAINABLE_WEIGHTS
-        if not weights_path.exists():
-            return super()._load_from_checkpoint(resume_from_checkpoint, model)
-        model = model or self.model
-        weights = load_file(weights_path)
-        expected = {name for name, p in model.named_parameters() if p.requires_grad}
-        if set(weights) != expected:
+
+def _saves_trainable_only(trainer: Trainer) -> bool:
+    from peft import PeftModel
+
+    return not (isinstance(trainer.model, PeftModel) or trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled)
+
+
+def expect_trainable_only_resume(model, resume_from: str | None) -> None:
+    """Before resuming: the checkpoint must hold exactly the weights this run trains (a clear error
+    otherwise), and the frozen ones are declared absent on purpose, so the Trainer's load does not
+    warn about each of them."""
+    weights_path = Path(resume_from or "") / SAFE_WEIGHTS_NAME
+    if resume_from is None or not weights_path.exists():
+        return
+    expected = {name for name, p in model.named_parameters() if p.requires_grad}
+    with safe_open(weights_path, "pt") as f:
+        stored = set(f.keys())
+    if stored != expected:
+        raise RuntimeError(
+            f"{weights_path}: holds other weights than this run trains "
+            f"({sorted(stored ^ expected)[:3]}...); delete {Path(resume_from).parent} and rerun"
+        )
+    model._keys_to_ignore_on_save = [k for k in model.state_dict() if k not in expected]
+
+
+class ResumedWeightsCheck(TrainerCallback):
+    """At the start of a resumed run, the trainable weights must equal the resume checkpoint's."""
+
+    def __init__(self, resume_from: str | None):
+        self.weights_path = Path(resume_from or "") / SAFE_WEIGHTS_NAME if resume_from else None
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if self.weights_path is None or not self.weights_path.exists():
+            return
+        stored = load_file(self.weights_path)
+        params = dict(model.named_parameters())
+        differing = [k for k, v in stored.items() if not torch.equal(params[k].detach().cpu(), v)]
+        if differing:
             raise RuntimeError(
-                f"{weights_path}: holds other weights than this run trains "
-                f"({sorted(set(weights) ^ expected)[:3]}...); delete {Path(resume_from_checkpoint).parent} and rerun"
+                f"resuming from {self.weights_path.parent} did not restore {len(differing)} trainable weights "
+                f"(e.g. {differing[0]}): the installed transformers loads checkpoints differently; "
+                f"delete {self.weights_path.parent.parent} to train from the start"
             )
-        model.load_state_dict(weights, strict=False)
 
 
 # --------------------------------------------------------------------------- the stage
@@ -518,10 +549,12 @@ def run_train(
             log_callback,
             clock,
             StepProgressCallback(experiment),
+            ResumedWeightsCheck(resume_from),
             *callbacks,
         ],
     )
     trainer.remove_callback(PrinterCallback)  # it prints every log dict; log.jsonl and the progress lines have them
+    expect_trainable_only_resume(model, resume_from)
     reset_peak_memory()
     result = trainer.train(resume_from_checkpoint=resume_from)
     wall_time = clock.elapsed()  # the whole run, across resumes
