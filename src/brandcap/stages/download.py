@@ -261,8 +261,8 @@ def _remove_stale_temporaries(*dirs: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- the stage
-async def _download_all(rows: list[dict], dl: DownloadParams, resume_dir: Path, serve_shop: bool, bar: Progress) -> tuple[dict[str, dict], int]:
-    """Per product_id: status, reason, cached file and (sha256, width, height, bytes); and the HTTP request count."""
+def _resumed_and_todo(rows: list[dict], dl: DownloadParams, resume_dir: Path, bar: Progress) -> tuple[dict[str, dict], list[tuple[dict, Path]]]:
+    """Results for placeholder URLs and images already in the resume folder; the rest to fetch."""
     results: dict[str, dict] = {}
     todo = []
     for row in rows:
@@ -278,65 +278,79 @@ async def _download_all(rows: list[dict], dl: DownloadParams, resume_dir: Path, 
             bar.update(1)
             continue
         todo.append((row, cached))
+    return results, todo
 
+
+class _FetchAndStore:
+    """Workers that fetch images and hand each one to a decode-and-write task.
+
+    Decoding and writing run beside the fetches, so a slot is free for the next request as soon as
+    its bytes arrived; the bound on tasks in processing keeps memory flat when the CPU is the bottleneck.
+    """
+
+    def __init__(self, dl: DownloadParams, fetcher: _Fetcher, results: dict[str, dict], bar: Progress):
+        self.dl, self.fetcher, self.results, self.bar = dl, fetcher, results, bar
+        self.processing_slots = asyncio.Semaphore(2 * dl.concurrency)
+        self.processing: set[asyncio.Task] = set()
+        self.disk_full: list[DiskFullError] = []
+
+    def record_failure(self, pid: str, err: Exception) -> None:
+        if isinstance(err, ImageRejected):
+            self.results[pid] = {"status": "failed", "reason": err.reason, "detail": str(err)}
+        else:  # one odd image must not end the stage
+            log.debug("unexpected error for %s", pid, exc_info=err)
+            self.results[pid] = {"status": "failed", "reason": "error", "detail": f"{type(err).__name__}: {err}"}
+        self.bar.update(1)
+
+    async def process(self, pid: str, data: bytes, cached: Path) -> None:
+        try:
+            info = await asyncio.to_thread(_store, data, self.dl, cached)  # CPU work off the event loop
+            self.results[pid] = {"status": "ok", "reason": "", "cache": cached, "info": info, "resumed": False}
+            self.bar.update(1)
+        except DiskFullError as err:  # not the image's fault: stop the stage
+            self.disk_full.append(err)
+        except Exception as err:  # noqa: BLE001
+            self.record_failure(pid, err)
+        finally:
+            self.processing_slots.release()
+
+    async def worker(self, queue: asyncio.Queue) -> None:
+        while not self.disk_full:
+            try:
+                row, cached = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            pid = row["product_id"]
+            try:
+                data = await self.fetcher.fetch(row["imageurl"])
+            except Exception as err:  # noqa: BLE001
+                self.record_failure(pid, err)
+                continue
+            await self.processing_slots.acquire()
+            task = asyncio.create_task(self.process(pid, data, cached))
+            self.processing.add(task)
+            task.add_done_callback(self.processing.discard)
+
+    async def run(self, todo: list[tuple[dict, Path]]) -> None:
+        queue: asyncio.Queue = asyncio.Queue()
+        for item in todo:
+            queue.put_nowait(item)
+        await asyncio.gather(*(self.worker(queue) for _ in range(min(self.dl.concurrency, max(1, len(todo))))))
+        while self.processing:
+            await asyncio.gather(*list(self.processing))
+        if self.disk_full:
+            raise self.disk_full[0]
+
+
+async def _download_all(rows: list[dict], dl: DownloadParams, resume_dir: Path, serve_shop: bool, bar: Progress) -> tuple[dict[str, dict], int]:
+    """Per product_id: status, reason, cached file and (sha256, width, height, bytes); and the HTTP request count."""
+    results, todo = _resumed_and_todo(rows, dl, resume_dir, bar)
     file_urls = [row["imageurl"] for row, _ in todo if row["imageurl"].lower().startswith("file:")]
     server = _serve_files_over_http(file_urls) if serve_shop and file_urls else contextlib.nullcontext({})
     connector = aiohttp.TCPConnector(limit=dl.concurrency, limit_per_host=dl.concurrency)
-    queue: asyncio.Queue = asyncio.Queue()
-    for item in todo:
-        queue.put_nowait(item)
-
     async with server as rewrite, aiohttp.ClientSession(connector=connector, headers={"User-Agent": "brandcap/0.1"}) as session:
         fetcher = _Fetcher(dl, session, rewrite)
-
-        # Decoding and writing run beside the fetches, so a slot is free for the next request as
-        # soon as its bytes arrived; the bound keeps memory flat when the CPU is the bottleneck.
-        processing_slots = asyncio.Semaphore(2 * dl.concurrency)
-        processing: set[asyncio.Task] = set()
-        disk_full: list[DiskFullError] = []
-
-        def record_failure(pid: str, err: Exception) -> None:
-            if isinstance(err, ImageRejected):
-                results[pid] = {"status": "failed", "reason": err.reason, "detail": str(err)}
-            else:  # one odd image must not end the stage
-                log.debug("unexpected error for %s", pid, exc_info=err)
-                results[pid] = {"status": "failed", "reason": "error", "detail": f"{type(err).__name__}: {err}"}
-            bar.update(1)
-
-        async def process(pid: str, data: bytes, cached: Path) -> None:
-            try:
-                info = await asyncio.to_thread(_store, data, dl, cached)  # CPU work off the event loop
-                results[pid] = {"status": "ok", "reason": "", "cache": cached, "info": info, "resumed": False}
-                bar.update(1)
-            except DiskFullError as err:  # not the image's fault: stop the stage
-                disk_full.append(err)
-            except Exception as err:  # noqa: BLE001
-                record_failure(pid, err)
-            finally:
-                processing_slots.release()
-
-        async def worker() -> None:
-            while not disk_full:
-                try:
-                    row, cached = queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    return
-                pid = row["product_id"]
-                try:
-                    data = await fetcher.fetch(row["imageurl"])
-                except Exception as err:  # noqa: BLE001
-                    record_failure(pid, err)
-                    continue
-                await processing_slots.acquire()
-                task = asyncio.create_task(process(pid, data, cached))
-                processing.add(task)
-                task.add_done_callback(processing.discard)
-
-        await asyncio.gather(*(worker() for _ in range(min(dl.concurrency, max(1, len(todo))))))
-        while processing:
-            await asyncio.gather(*list(processing))
-    if disk_full:
-        raise disk_full[0]
+        await _FetchAndStore(dl, fetcher, results, bar).run(todo)
     return results, fetcher.requests
 
 
@@ -369,33 +383,16 @@ def write_failure_report(path: Path, results: dict[str, dict], catalog: pd.DataF
         frame.to_csv(tmp, index=False)
 
 
-def run_download(params: Params, catalog_path: Path, images_dir: Path, manifest_path: Path, resume_dir: Path,
-                 failure_report: Path | None = None) -> None:
-    """Fetch every catalog image into resume_dir, materialise images_dir, write manifest_path and the
-    failure report (default: resume_dir/failures.csv; both survive an orchestrator's cleanup)."""
-    dl = params.download
-    catalog_path, images_dir, manifest_path, resume_dir = map(Path, (catalog_path, images_dir, manifest_path, resume_dir))
-    failure_report = Path(failure_report) if failure_report is not None else resume_dir / "failures.csv"
-    catalog = read_catalog(catalog_path)
-    # Each cached image is keyed by its URL and the settings that shape it; other such settings or other
-    # code (another normaliser) make the whole cache stale (brandcap.resume_state). Concurrency,
-    # timeouts and retries change no image, so they keep it.
-    shaping = dl.model_dump(include={"max_side", "min_side", "max_pixels", "max_bytes"})
-    prepare_resume_dir(resume_dir, stage_fingerprint("brandcap.stages.download", {}, {"download": shaping}))
-    images_dir.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(resume_dir, images_dir, manifest_path.parent, failure_report.parent)
-
+def _catalog_rows(catalog: pd.DataFrame) -> list[dict]:
     rows = catalog.to_dict("records")
     for row in rows:
         row["imageurl"] = str(row["imageurl"] or "").strip() if row["imageurl"] is not None else ""
-    serve_shop = params.data.source == "synthetic" and params.data.synthetic.serve_over_http
-    started = time.perf_counter()
-    with warnings.catch_warnings(), progress(len(rows), "download", unit="img", logger=log) as bar:
-        # PIL only warns above its own limit; a bomb must fail like any other bad image
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        results, n_requests = asyncio.run(_download_all(rows, dl, resume_dir, serve_shop, bar))
-    elapsed = time.perf_counter() - started
+    return rows
 
+
+def _manifest(catalog: pd.DataFrame, results: dict[str, dict], images_dir: Path) -> pd.DataFrame:
+    """One manifest row per catalog row; fetched images linked (or copied) into images_dir, and the
+    images of products no longer in the catalog removed from it."""
     keep = set()
     records = []
     images_prefix = artifact_path(images_dir)
@@ -414,12 +411,13 @@ def run_download(params: Params, catalog_path: Path, images_dir: Path, manifest_
             sha, width, height, size = res["info"]
             rec.update(image=f"{images_prefix}/{target.name}", sha256=sha, width=width, height=height, bytes=size)
         records.append(rec)
-    for stale in images_dir.glob("*.png"):  # images of products no longer in the catalog
+    for stale in images_dir.glob("*.png"):
         if stale.name not in keep:
             stale.unlink()
-    manifest = pd.DataFrame(records, columns=MANIFEST_COLUMNS).astype({"width": "int64", "height": "int64", "bytes": "int64"})
-    write_parquet(manifest_path, manifest)
+    return pd.DataFrame(records, columns=MANIFEST_COLUMNS).astype({"width": "int64", "height": "int64", "bytes": "int64"})
 
+
+def _log_summary(manifest: pd.DataFrame, results: dict[str, dict], elapsed: float, n_requests: int) -> None:
     ok = manifest["status"] == "ok"
     failures = Counter(manifest.loc[~ok, "reason"])
     fetched = sum(1 for r in results.values() if r["status"] == "ok" and not r.get("resumed"))
@@ -429,16 +427,53 @@ def run_download(params: Params, catalog_path: Path, images_dir: Path, manifest_
         "download: %d ok (%d fetched, %d resumed), %d failed%s, %.1f MB, %.1f images/s over %.1f s, %d HTTP requests",
         int(ok.sum()), fetched, resumed, int((~ok).sum()),
         " (" + ", ".join(f"{k}={v}" for k, v in failures.most_common()) + ")" if failures else "",
-        megabytes, len(rows) / elapsed if elapsed > 0 else 0.0, elapsed, n_requests,
+        megabytes, len(manifest) / elapsed if elapsed > 0 else 0.0, elapsed, n_requests,
     )
     for pid, res in results.items():
         if res["status"] == "failed" and res.get("detail"):
             log.debug("failed %s: %s", pid, res["detail"])
-    write_failure_report(failure_report, results, catalog)
+
+
+def _check_failed_fraction(manifest: pd.DataFrame, dl: DownloadParams, failure_report: Path) -> None:
+    ok = manifest["status"] == "ok"
     failed_fraction = float((~ok).mean()) if len(manifest) else 0.0
     if failed_fraction > dl.max_failed_fraction:
+        failures = Counter(manifest.loc[~ok, "reason"])
         raise DownloadError(
             f"{failed_fraction:.1%} of {len(manifest)} images failed ({dict(failures)}), more than "
             f"download.max_failed_fraction={dl.max_failed_fraction}; see {failure_report} for each failure "
             f"(product_id, imageurl, reason), fix the source or raise download.max_failed_fraction"
         )
+
+
+def run_download(params: Params, catalog_path: Path, images_dir: Path, manifest_path: Path, resume_dir: Path,
+                 failure_report: Path | None = None) -> None:
+    """Fetch every catalog image into resume_dir, materialise images_dir, write manifest_path and the
+    failure report (default: resume_dir/failures.csv; both survive an orchestrator's cleanup)."""
+    dl = params.download
+    catalog_path, images_dir, manifest_path, resume_dir = map(Path, (catalog_path, images_dir, manifest_path, resume_dir))
+    failure_report = Path(failure_report) if failure_report is not None else resume_dir / "failures.csv"
+    catalog = read_catalog(catalog_path)
+    # Each cached image is keyed by its URL and the settings that shape it; other such settings or other
+    # code (another normaliser) make the whole cache stale (brandcap.resume_state). Concurrency,
+    # timeouts and retries change no image, so they keep it.
+    shaping = dl.model_dump(include={"max_side", "min_side", "max_pixels", "max_bytes"})
+    prepare_resume_dir(resume_dir, stage_fingerprint("brandcap.stages.download", {}, {"download": shaping}))
+    images_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(resume_dir, images_dir, manifest_path.parent, failure_report.parent)
+
+    rows = _catalog_rows(catalog)
+    serve_shop = params.data.source == "synthetic" and params.data.synthetic.serve_over_http
+    started = time.perf_counter()
+    with warnings.catch_warnings(), progress(len(rows), "download", unit="img", logger=log) as bar:
+        # PIL only warns above its own limit; a bomb must fail like any other bad image
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        results, n_requests = asyncio.run(_download_all(rows, dl, resume_dir, serve_shop, bar))
+    elapsed = time.perf_counter() - started
+
+    manifest = _manifest(catalog, results, images_dir)
+    write_parquet(manifest_path, manifest)
+    _log_summary(manifest, results, elapsed, n_requests)
+    write_failure_report(failure_report, results, catalog)
+    _check_failed_fraction(manifest, dl, failure_report)
+
