@@ -118,8 +118,9 @@ def workdir(tmp_path_factory):
     return root
 
 
-def run_tiny_training(workdir, experiment, params=None, callbacks=(), tag="", seed=3):
-    """run_train in workdir, into workdir/run-<experiment><tag>/{checkpoints,train,resume}; those paths."""
+def run_tiny_training(workdir, experiment, params=None, callbacks=(), tag="", seed=3, general_train=None):
+    """run_train in workdir, into workdir/run-<experiment><tag>/{checkpoints,train,resume}; those paths.
+    `general_train`: the generic training set's JSONL (relative to workdir), for runs with train.general_mix."""
     from brandcap.stages.train import run_train
 
     out = workdir / f"run-{experiment}{tag}"
@@ -130,7 +131,8 @@ def run_tiny_training(workdir, experiment, params=None, callbacks=(), tag="", se
     }
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(workdir)
-        run_train(params or train_params(), experiment, seed, workdir / "base", Path("train.jsonl"), callbacks=callbacks, **paths)
+        run_train(params or train_params(), experiment, seed, workdir / "base", Path("train.jsonl"), callbacks=callbacks,
+                  general_train_jsonl=general_train, **paths)
     return paths
 
 
