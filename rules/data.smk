@@ -44,6 +44,28 @@ rule general_set:
         "python {input.script} {PARAMS_ARGS} --out {output.out} --log {log}"
 
 
+rule general_train_set:
+    input:
+        script=script("general_train_set"),
+        code=package("stages/general_train_set", "stages/general_set", "stages/catalog", "sim/shop", "records"),
+        probe=rules.general_set.output.out,
+    output:
+        out=directory("data/raw/general_train"),
+    log:
+        "logs/general_train_set.log",
+    conda:
+        "../envs/brandcap.yaml"
+    params:
+        seed=config["seed"],
+        data=config["data"],
+        download=config["download"],
+        # the set is built only when an experiment mixes it in
+        train__general_mix=config["train"]["general_mix"],
+        train__experiments=config["train"]["experiments"],
+    shell:
+        "python {input.script} {PARAMS_ARGS} --probe {input.probe}/general.jsonl --out {output.out} --log {log}"
+
+
 rule download:
     input:
         script=script("download"),

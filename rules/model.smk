@@ -23,10 +23,21 @@ rule base_model:
 rule train:
     input:
         script=script("train"),
-        code=package("stages/train", "launch", "gpus", "model/strategies", "model/training_data", "model/checkpoints", "model/chat"),
+        code=package(
+            "stages/train",
+            "launch",
+            "gpus",
+            "model/strategies",
+            "model/training_data",
+            "model/general_mix",
+            "model/vision_cache",
+            "model/checkpoints",
+            "model/chat",
+        ),
         base=rules.base_model.output.out,
         processed=rules.clean.output.out,
         images=rules.download.output.images,
+        general_train=rules.general_train_set.output.out,
     output:
         checkpoints=directory("results/checkpoints/{exp}/seed-{seed}"),
         train_log=directory("results/train/{exp}/seed-{seed}"),
@@ -39,5 +50,6 @@ rule train:
         gpu=PARAMS.train.devices,
     params:
         train=config["train"],
+        eval__general_instruction=config["eval"]["general_instruction"],
     shell:
-        "python {input.script} {PARAMS_ARGS} --experiment {wildcards.exp} --seed {wildcards.seed} --base {input.base} --train {input.processed}/train.jsonl --checkpoints {output.checkpoints} --train-log {output.train_log} --resume .resume/train/{wildcards.exp}/seed-{wildcards.seed} --log {log}"
+        "python {input.script} {PARAMS_ARGS} --experiment {wildcards.exp} --seed {wildcards.seed} --base {input.base} --train {input.processed}/train.jsonl --general-train {input.general_train}/general_train.jsonl --checkpoints {output.checkpoints} --train-log {output.train_log} --resume .resume/train/{wildcards.exp}/seed-{wildcards.seed} --log {log}"

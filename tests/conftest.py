@@ -118,8 +118,9 @@ def workdir(tmp_path_factory):
     return root
 
 
-def run_tiny_training(workdir, experiment, params=None, callbacks=(), tag="", seed=3):
-    """run_train in workdir, into workdir/run-<experiment><tag>/{checkpoints,train,resume}; those paths."""
+def run_tiny_training(workdir, experiment, params=None, callbacks=(), tag="", seed=3, general_train=None):
+    """run_train in workdir, into workdir/run-<experiment><tag>/{checkpoints,train,resume}; those paths.
+    `general_train`: the generic training set's JSONL (relative to workdir), for runs with train.general_mix."""
     from brandcap.stages.train import run_train
 
     out = workdir / f"run-{experiment}{tag}"
@@ -130,7 +131,8 @@ def run_tiny_training(workdir, experiment, params=None, callbacks=(), tag="", se
     }
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(workdir)
-        run_train(params or train_params(), experiment, seed, workdir / "base", Path("train.jsonl"), callbacks=callbacks, **paths)
+        run_train(params or train_params(), experiment, seed, workdir / "base", Path("train.jsonl"), callbacks=callbacks,
+                  general_train_jsonl=general_train, **paths)
     return paths
 
 
@@ -162,3 +164,33 @@ def group_of(module_name: str) -> str:
 def pytest_collection_modifyitems(items):
     for item in items:
         item.add_marker(group_of(item.module.__name__.rsplit(".", 1)[-1]))
+
+
+def interrupt_after_epoch(epoch: int):
+    """A Trainer callback that fails right after the Trainer saved its state at the end of `epoch` (a crash or a kill)."""
+    from transformers import TrainerCallback
+
+    class InterruptAfterEpoch(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.epoch >= epoch:
+                raise KeyboardInterrupt(f"interrupted after epoch {epoch}")
+
+    return InterruptAfterEpoch()
+
+
+def count_vision_tower_runs():
+    """A Trainer callback counting (in `.runs`) how often the vision tower runs during training steps."""
+    from transformers import TrainerCallback
+
+    class CountVisionTowerRuns(TrainerCallback):
+        def __init__(self):
+            self.runs, self.hook = 0, None
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            tower = (model.get_base_model() if hasattr(model, "get_base_model") else model).model.vision_tower
+            self.hook = tower.register_forward_hook(lambda *_: setattr(self, "runs", self.runs + 1))
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.hook.remove()
+
+    return CountVisionTowerRuns()

@@ -23,6 +23,7 @@ ALLOWED = {
     ("brandcap.stages.catalog", "brandcap.sim.shop"): "data.source synthetic: the default profile's product table",
     ("brandcap.stages.catalog", "brandcap.sim.realshape"): "data.source realshape: the synthetic shop dressed in real shapes",
     ("brandcap.stages.general_set", "brandcap.sim.shop"): "data.source synthetic: the general set's brand-free shop images",
+    ("brandcap.stages.general_train_set", "brandcap.sim.shop"): "data.source synthetic: the generic training set's own seed stream of brand-free shop images",
     ("brandcap.stages.caption", "brandcap.sim.simulated_vlm"): "caption.base_url empty: the built-in simulated VLM endpoint",
     ("brandcap.stages.base_model", "brandcap.sim.tiny_model"): "model.source tiny: the tiny InternVL built locally",
     ("brandcap.stages.base_model", "brandcap.sim.pretrain"): "model.source tiny: its brief pretraining",

@@ -31,7 +31,7 @@ from brandcap.stages.train import (
     resolve_precision,
     run_train,
 )
-from tests.conftest import delta_weights, run_tiny_training, train_params
+from tests.conftest import count_vision_tower_runs, delta_weights, interrupt_after_epoch, run_tiny_training, train_params
 
 
 @pytest.fixture(scope="module")
@@ -56,17 +56,6 @@ class CaptureLogits(TrainerCallback):
         model.eval()
         with torch.no_grad():
             self.logits = model(**self.batch).logits.clone()
-
-
-class InterruptAfterEpoch(TrainerCallback):
-    """Fails right after the Trainer saved its state at the end of `epoch` (a crash or a kill)."""
-
-    def __init__(self, epoch):
-        self.epoch = epoch
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.epoch >= self.epoch:
-            raise KeyboardInterrupt(f"interrupted after epoch {self.epoch}")
 
 
 def _logits(model, batch):
@@ -171,7 +160,7 @@ def test_lora_adapter_checkpoint_reproduces_the_trained_model(workdir, probe_bat
 @pytest.mark.parametrize("experiment", ["freeze_llm", "lora"])
 def test_interrupted_run_resumes_and_restores_epoch_checkpoints(workdir, freeze_llm_run, straight_runs, experiment):
     with pytest.raises(KeyboardInterrupt):
-        run_tiny_training(workdir, experiment, callbacks=[InterruptAfterEpoch(1)], tag="-interrupted")
+        run_tiny_training(workdir, experiment, callbacks=[interrupt_after_epoch(1)], tag="-interrupted")
     out = workdir / f"run-{experiment}-interrupted"
     assert (out / "checkpoints" / "epoch-1" / CHECKPOINT_META).exists()
     assert not (out / "checkpoints" / "epoch-2").exists()
@@ -206,25 +195,11 @@ def test_interrupted_run_resumes_and_restores_epoch_checkpoints(workdir, freeze_
         assert all(torch.allclose(resumed[k], straight[k], atol=1e-6) for k in resumed)
 
 
-class CountVisionTowerRuns(TrainerCallback):
-    """How often the vision tower runs during training steps."""
-
-    def __init__(self):
-        self.runs, self.hook = 0, None
-
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
-        tower = (model.get_base_model() if hasattr(model, "get_base_model") else model).model.vision_tower
-        self.hook = tower.register_forward_hook(lambda *_: setattr(self, "runs", self.runs + 1))
-
-    def on_train_end(self, args, state, control, **kwargs):
-        self.hook.remove()
-
-
 @pytest.mark.parametrize("experiment", ["freeze_vision", "lora"])
 def test_frozen_vision_cache_trains_the_same_model_without_running_the_tower(workdir, experiment):
     counts, paths = {}, {}
     for tag, cache_mb in (("-cached", 4096), ("-uncached", 0)):
-        counts[tag] = CountVisionTowerRuns()
+        counts[tag] = count_vision_tower_runs()
         paths[tag] = run_tiny_training(workdir, experiment, train_params(frozen_vision_cache_mb=cache_mb), callbacks=[counts[tag]], tag=tag)
     assert counts["-cached"].runs == 0 and counts["-uncached"].runs == 8  # 2 epochs x 2 steps x 2 micro-batches
     cached_log, uncached_log = ([json.loads(line) for line in (p["log_dir"] / "log.jsonl").read_text().splitlines()] for p in paths.values())
@@ -259,7 +234,7 @@ def test_another_seed_trains_another_model_and_never_resumes_the_first_seeds_sta
     """train.seeds is a matrix axis: seed 5 initialises the LoRA adapters and orders the data its own way, and a
     resume state left by seed 3 in the same folder is discarded (the fingerprint holds the training seed)."""
     with pytest.raises(KeyboardInterrupt):
-        run_tiny_training(workdir, "lora", callbacks=[InterruptAfterEpoch(1)], tag="-seeds")  # seed 3
+        run_tiny_training(workdir, "lora", callbacks=[interrupt_after_epoch(1)], tag="-seeds")  # seed 3
     paths = run_tiny_training(workdir, "lora", tag="-seeds", seed=5)
     summary = json.loads((paths["log_dir"] / "summary.json").read_text())
     assert summary["seed"] == 5 and summary["resumed_from_step"] == 0

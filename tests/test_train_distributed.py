@@ -34,7 +34,8 @@ def _run_stage(workdir: Path, params, out: Path) -> subprocess.CompletedProcess:
     params_file.write_text(yaml.safe_dump(params.model_dump(mode="json")))
     command = [
         sys.executable, ROOT / "workflow/scripts/train.py", "--params", params_file, "--experiment", "freeze_llm", "--seed", "3",
-        "--base", "base", "--train", "train.jsonl", "--checkpoints", out / "checkpoints", "--train-log", out / "train",
+        "--base", "base", "--train", "train.jsonl", "--general-train", "general_train.jsonl",  # read only with train.general_mix
+        "--checkpoints", out / "checkpoints", "--train-log", out / "train",
         "--resume", out / "resume", "--log", out / "train.log",
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "CUDA_VISIBLE_DEVICES": ""}  # CPU processes, gloo

@@ -100,7 +100,7 @@ def test_images_tiled_into_several_patches_keep_all_their_tokens(processor, samp
 
 def test_truncation_cuts_the_answer_never_the_image(processor, samples):
     collate = CaptionCollator(processor, INSTRUCTION, max_length=512)
-    prompt_len = len(collate.prompt_inputs([samples[0]["image"]])["input_ids"][0])
+    prompt_len = len(collate.prompt_inputs([samples[0]])["input_ids"][0])
     batch = CaptionCollator(processor, INSTRUCTION, max_length=prompt_len + 3)(samples)
     assert batch["input_ids"].shape[1] == prompt_len + 3
     assert ((batch["labels"] != IGNORE_INDEX).sum(dim=1) == 3).all()

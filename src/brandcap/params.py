@@ -71,6 +71,7 @@ class SyntheticShop(Section):
     noise: float = Field(0.08, ge=0, le=1, description="Std of pixel noise added to every image (0..1 of full scale).")
     image_size: int = Field(64, ge=16, le=1024, description="Side of the generated square product images, pixels.")
     n_general: int = Field(48, ge=0, description="Size of the brand-free general set (forgetting probe).")
+    n_general_train: int = Field(1000, ge=0, description="Size of the brand-free generic training set that train.general_mix draws from (its own seed stream, disjoint from the probe's).")
     serve_over_http: bool = Field(False, description="Serve shop images over loopback HTTP instead of file:// URLs.")
     placeholder_rate: float = Field(0.01, ge=0, le=1, description="Fraction of products whose imageurl is the placeholder 'N.A.' (at least one when > 0), so the catalog's placeholder filter always runs.")
     broken_images: int = Field(2, ge=0, description="Products whose image file is broken (truncated / not an image), so the downloader's failure path always runs.")
@@ -84,6 +85,7 @@ class DataParams(Section):
     revision: str = Field("", description="Revision (commit sha, tag or branch) of the HF dataset to read (source: hf); empty = the latest. Pin a commit sha to reproduce a study.")
     sample_size: int = Field(1500, ge=1, description="Rows sampled from the product table.")
     general_set: str = Field("", description="JSONL of brand-free {image, caption} references for the forgetting probe (source: hf); empty = no probe.")
+    general_train_set: str = Field("", description="JSONL of generic {image, caption} pairs (e.g. a COCO-captions extract) that train.general_mix mixes into training (source: hf); none of its images may be in data.general_set; empty = none.")
     synthetic: SyntheticShop = SyntheticShop()
 
     @field_validator("hf_dataset")
@@ -290,6 +292,7 @@ class Experiment(Section):
     strategy: Strategy = Field(description="Which parts of the model train.")
     learning_rate: float | None = Field(None, gt=0, description="Overrides train.learning_rate for this experiment.")
     lora: LoraParams | None = Field(None, description="Overrides train.lora for this experiment.")
+    general_mix: float | None = Field(None, ge=0, description="Overrides train.general_mix for this experiment.")
 
 
 def _divisors(n: int) -> list[int]:
@@ -342,6 +345,12 @@ class TrainParams(Section):
         description="With the vision tower frozen (freeze_vision, projector_only, lora), compute its output per training image once, "
                     "in the training precision, and reuse it every epoch (same losses and checkpoints, less time) when it fits in "
                     "this many MB of host memory; 0 = rerun the tower every step.",
+    )
+    general_mix: float = Field(
+        0.0, ge=0,
+        description="Generic image-caption pairs mixed into each epoch per task sample (against forgetting; 10 is a common "
+                    "starting point on real models): round(general_mix x task samples) pairs drawn from the generic training "
+                    "set, asked eval.general_instruction; 0 = task data only.",
     )
     lora: LoraParams = LoraParams()
     experiments: dict[str, Experiment] = Field(
@@ -457,6 +466,19 @@ class Params(Section):
     train: TrainParams = TrainParams()
     eval: EvalParams = EvalParams()
 
+    @model_validator(mode="after")
+    def _generic_training_set(self):
+        mixed = mixing_experiments(self)
+        if not mixed:
+            return self
+        if self.data.source == "synthetic" and self.data.synthetic.n_general_train == 0:
+            raise ValueError(f"experiment(s) {mixed} mix generic data (train.general_mix) but data.synthetic.n_general_train is 0; "
+                             "raise it (e.g. 1000) or set general_mix to 0")
+        if self.data.source == "hf" and not self.data.general_train_set:
+            raise ValueError(f"experiment(s) {mixed} mix generic data (train.general_mix) but data.general_train_set is empty; set it "
+                             "to a JSONL of {image, caption} pairs (e.g. a COCO-captions extract) or set general_mix to 0")
+        return self
+
 
 class ParamsError(ValueError):
     """A parameter file is invalid; the message names the file, the key and the fix."""
@@ -558,9 +580,22 @@ def check_training_seed(params: Params, seed: int) -> None:
         raise ParamsError(f"training seed {seed} is not in train.seeds {params.train.seeds}; add it there or pass one of them")
 
 
-def experiment_settings(params: Params, name: str) -> tuple[Strategy, float, LoraParams]:
-    """(strategy, learning rate, LoRA settings) of one experiment, overrides applied."""
+class ExperimentSettings(typing.NamedTuple):
+    strategy: Strategy
+    learning_rate: float
+    lora: LoraParams
+    general_mix: float
+
+
+def experiment_settings(params: Params, name: str) -> ExperimentSettings:
+    """One experiment's settings, its overrides applied over the train section."""
     if name not in params.train.experiments:
         raise ParamsError(f"unknown experiment {name!r}; params define {sorted(params.train.experiments)}")
     exp = params.train.experiments[name]
-    return exp.strategy, exp.learning_rate or params.train.learning_rate, exp.lora or params.train.lora
+    general_mix = params.train.general_mix if exp.general_mix is None else exp.general_mix
+    return ExperimentSettings(exp.strategy, exp.learning_rate or params.train.learning_rate, exp.lora or params.train.lora, general_mix)
+
+
+def mixing_experiments(params: Params) -> list[str]:
+    """The experiments whose train.general_mix (overrides applied) mixes generic pairs into training."""
+    return sorted(name for name in params.train.experiments if experiment_settings(params, name).general_mix > 0)

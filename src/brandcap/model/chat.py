@@ -16,6 +16,7 @@ training, generation and the test loss tile every image alike.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from PIL import Image
@@ -79,9 +80,12 @@ def encode(processor, texts: list[str], images: list[Image.Image], **kwargs):
     return processor(text=texts, images=images, **image_tiling_kwargs(processor), **kwargs)
 
 
-def encode_prompts(processor, instruction: str, images: list[Image.Image], **kwargs):
-    """Each image's prompt (user turn + assistant header), encoded with its image tokens and pixel values."""
-    return encode(processor, [prompt_text(processor, instruction)] * len(images), images, **kwargs)
+def encode_prompts(processor, instruction: str | Sequence[str], images: list[Image.Image], **kwargs):
+    """Each image's prompt (user turn + assistant header), encoded with its image tokens and pixel values;
+    `instruction` is one question for every image or one per image."""
+    instructions = [instruction] * len(images) if isinstance(instruction, str) else list(instruction)
+    rendered = {question: prompt_text(processor, question) for question in set(instructions)}
+    return encode(processor, [rendered[question] for question in instructions], images, **kwargs)
 
 
 def most_tiled_image(processor) -> Image.Image:

@@ -108,12 +108,15 @@ class CaptionCollator:
         if self.pad_id is None:
             raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token before training")
 
-    def prompt_inputs(self, images: list[Image.Image]) -> dict[str, Any]:
-        """The evaluation-identical prompt encoding (same tiling): token ids per sample and pixel values."""
-        return encode_prompts(self.processor, self.instruction, images)
+    def prompt_inputs(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        """The evaluation-identical prompt encoding (same tiling) of the samples' images: token ids per sample
+        and pixel values. A sample's question is its "instruction" when it has one (a generic pair mixed in
+        by brandcap.model.general_mix), else the collator's (train.instruction)."""
+        questions = [s.get("instruction") or self.instruction for s in samples]
+        return encode_prompts(self.processor, questions, [s["image"] for s in samples])
 
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        prompts = self.prompt_inputs([s["image"] for s in samples])
+        prompts = self.prompt_inputs(samples)
         batch = self.text_batch(prompts["input_ids"], [s["caption"] for s in samples])
         batch["pixel_values"] = torch.from_numpy(self.stack_pixel_values(prompts))
         return batch

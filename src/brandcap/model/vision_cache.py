@@ -81,7 +81,7 @@ class FrozenVisionCache:
             with torch.no_grad(), autocast:
                 for start in range(0, len(dataset), batch_size):
                     samples = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-                    prompts = collator.prompt_inputs([s["image"] for s in samples])
+                    prompts = collator.prompt_inputs(samples)
                     pixel_values = torch.from_numpy(collator.stack_pixel_values(prompts)).to(device)
                     captured.clear()
                     model.model.get_image_features(pixel_values=pixel_values)

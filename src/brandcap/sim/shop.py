@@ -42,8 +42,9 @@ from brandcap.params import SyntheticShop
 from brandcap.records import DBQ_COLUMNS, artifact_path
 from brandcap.sim.colours import PRODUCT_PALETTE, dominant_colour_name
 
-# Seed streams keep the catalog, the general set and the tiny model's pretraining images apart.
-STREAM_CATALOG, STREAM_GENERAL, STREAM_PRETRAIN = 1, 2, 3
+# Seed streams keep the catalog, the general set (forgetting probe), the tiny model's pretraining images
+# and the generic training set (train.general_mix) apart.
+STREAM_CATALOG, STREAM_GENERAL, STREAM_PRETRAIN, STREAM_GENERAL_TRAIN = 1, 2, 3, 4
 
 PLACEHOLDER_URL = "N.A."
 

@@ -25,7 +25,7 @@ from brandcap.atomic import write_bytes, write_jsonl
 from brandcap.images import png_bytes, shrunk, upright_rgb
 from brandcap.params import Params
 from brandcap.records import artifact_path
-from brandcap.sim.shop import generic_product_images
+from brandcap.sim.shop import STREAM_GENERAL, generic_product_images
 from brandcap.stages.catalog import product_ids
 
 log = logging.getLogger(__name__)
@@ -45,11 +45,12 @@ def generic_caption(colour: str, noun: str, index: int) -> str:
     return _TEMPLATES[index % len(_TEMPLATES)].format(colour=colour, noun=noun)
 
 
-def _synthetic_records(params: Params, images_dir: Path) -> list[dict]:
+def synthetic_records(params: Params, images_dir: Path, n: int, stream: int, prefix: str) -> list[dict]:
+    """`n` signature-free shop products from seed stream `stream`, with generic captions, as
+    records `{id: prefix-NNNNN, image, caption}`; their PNGs go to images_dir."""
     records = []
-    shop = params.data.synthetic
-    for i, (img, colour, category) in enumerate(generic_product_images(shop.n_general, shop, params.seed)):
-        gid = f"general-{i:05d}"
+    for i, (img, colour, category) in enumerate(generic_product_images(n, params.data.synthetic, params.seed, stream)):
+        gid = f"{prefix}-{i:05d}"
         path = images_dir / f"{gid}.png"
         write_bytes(path, png_bytes(img))
         records.append({"id": gid, "image": artifact_path(path), "caption": generic_caption(colour, category.noun, i)})
@@ -62,22 +63,27 @@ def _normalised_png(source: Path, max_side: int) -> bytes:
         return png_bytes(shrunk(upright_rgb(img), max_side))
 
 
-def _jsonl_records(params: Params, images_dir: Path) -> list[dict]:
-    source = Path(params.data.general_set)
+def _parsed_line(line: str, where: str) -> dict:
+    try:
+        rec = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise GeneralSetError(f"{where}: not valid JSON ({err}); each line must be {{\"image\": ..., \"caption\": ...}}") from None
+    if not isinstance(rec, dict) or not isinstance(rec.get("image"), str) or not isinstance(rec.get("caption"), str) or not rec["caption"].strip():
+        raise GeneralSetError(f"{where}: needs a string 'image' and a non-empty string 'caption'")
+    return rec
+
+
+def jsonl_records(key: str, source: Path, params: Params, images_dir: Path, prefix: str) -> list[dict]:
+    """The `{image, caption}` lines of the JSONL that param `key` names (image paths relative to it, or
+    absolute), each image validated and normalised into images_dir as the download stage stores images."""
     if not source.exists():
-        raise GeneralSetError(f"data.general_set: {source} does not exist; fix the path or set it to '' for no probe")
+        raise GeneralSetError(f"{key}: {source} does not exist; fix the path or set {key} to ''")
     records = []
-    lines = source.read_text(encoding="utf-8").splitlines()
-    for lineno, line in enumerate(lines, 1):
+    for lineno, line in enumerate(source.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
         where = f"{source}:{lineno}"
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise GeneralSetError(f"{where}: not valid JSON ({err}); each line must be {{\"image\": ..., \"caption\": ...}}") from None
-        if not isinstance(rec, dict) or not isinstance(rec.get("image"), str) or not isinstance(rec.get("caption"), str) or not rec["caption"].strip():
-            raise GeneralSetError(f"{where}: needs a string 'image' and a non-empty string 'caption'")
+        rec = _parsed_line(line, where)
         image = Path(rec["image"])
         if not image.is_absolute():
             image = source.parent / image
@@ -85,7 +91,7 @@ def _jsonl_records(params: Params, images_dir: Path) -> list[dict]:
             data = _normalised_png(image, params.download.max_side)
         except (OSError, ValueError, Image.DecompressionBombError) as err:
             raise GeneralSetError(f"{where}: image {image} cannot be read as an image ({err}); fix or remove the line") from None
-        gid = product_ids([rec["id"]])[0] if rec.get("id") else f"general-{len(records):05d}"  # a safe file name
+        gid = product_ids([rec["id"]])[0] if rec.get("id") else f"{prefix}-{len(records):05d}"  # a safe file name
         path = images_dir / f"{gid}.png"
         write_bytes(path, data)
         records.append({"id": gid, "image": artifact_path(path), "caption": rec["caption"].strip()})
@@ -101,9 +107,9 @@ def run_general_set(params: Params, general_dir: Path) -> None:
     images_dir = general_dir / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
     if params.data.source == "synthetic":
-        records = _synthetic_records(params, images_dir)
+        records = synthetic_records(params, images_dir, params.data.synthetic.n_general, STREAM_GENERAL, "general")
     elif params.data.general_set:
-        records = _jsonl_records(params, images_dir)
+        records = jsonl_records("data.general_set", Path(params.data.general_set), params, images_dir, "general")
     else:
         records = []
     write_jsonl(general_dir / "general.jsonl", records)

@@ -44,7 +44,7 @@ from transformers.utils import SAFE_WEIGHTS_NAME
 from brandcap import atomic
 from brandcap.append_only import read_append_only
 from brandcap.launch import check_process_count
-from brandcap.model.chat import check_prompt_settings
+from brandcap.model.chat import check_prompt_fits, check_prompt_settings
 from brandcap.model.checkpoints import (
     CHECKPOINT_META,
     read_checkpoint_meta,
@@ -52,6 +52,7 @@ from brandcap.model.checkpoints import (
     state_bytes,
     trainable_state_dict,
 )
+from brandcap.model.general_mix import GenericPairs, MixedCaptionPool, MixedEpochCallback, MixedEpochSamples
 from brandcap.model.strategies import apply_strategy, count_parameters
 from brandcap.model.training_data import CaptionCollator, CaptionDataset
 from brandcap.model.vision_cache import FrozenVisionCache, cache_megabytes, feed_cached_vision_features, vision_cache_blocker
@@ -111,13 +112,19 @@ def peak_memory() -> tuple[int, str]:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "process_peak_rss"
 
 
-def run_fingerprint(params: Params, experiment: str, seed: int, base_dir: Path, train_jsonl: Path, dataset: CaptionDataset) -> dict:
+def run_fingerprint(params: Params, experiment: str, seed: int, base_dir: Path, train_jsonl: Path, dataset: CaptionDataset,
+                    generic: GenericPairs | None = None) -> dict:
     """What a resume state depends on (brandcap.resume_state): the base model's, the records' and the
     images' content, the params the run reads (its training seed among them) and the code; a state
-    made under another is not reused."""
+    made under another is not reused. A run that mixes in generic pairs also depends on their records,
+    images, ratio and question."""
     inputs = {"base": base_dir, "train": train_jsonl, "images": [record["image"] for record in dataset.records]}
     read = {"experiment": experiment, "seed": seed, "train": params.train.model_dump(mode="json"),
-            "image_tiling": params.model.image_tiling.model_dump(mode="json")}
+            "image_tiling": params.model.image_tiling.model_dump(mode="json"),
+            "general_mix": experiment_settings(params, experiment).general_mix}
+    if generic is not None:
+        inputs |= {"general_train": generic.path, "general_images": [record["image"] for record in generic.records]}
+        read["general_instruction"] = generic.instruction
     return stage_fingerprint("brandcap.stages.train", inputs, read)
 
 
@@ -397,7 +404,7 @@ def training_arguments(train: TrainParams, learning_rate: float, seed: int, resu
     )
 
 
-def _checked_setup(params: Params, seed: int, base_dir: Path):
+def _checked_setup(params: Params, seed: int, base_dir: Path, general_mix: float):
     """(precision, processor) after every check that can fail before the model is loaded."""
     from transformers import AutoProcessor
 
@@ -408,6 +415,8 @@ def _checked_setup(params: Params, seed: int, base_dir: Path):
     precision = resolve_precision(params.train.precision)
     processor = AutoProcessor.from_pretrained(base_dir)
     check_prompt_settings(processor, params, str(base_dir))
+    if general_mix > 0:  # generic pairs are asked the general question
+        check_prompt_fits(processor, params.eval.general_instruction, params.train.max_length)
     check_process_count(params.train.devices)
     return precision, processor
 
@@ -459,7 +468,7 @@ def training_summary(train, args, run: dict[str, Any], wall_time: float, n_sampl
         "peak_memory_bytes": peak_bytes,
         "peak_memory_kind": peak_kind,
         "wall_time_s": round(wall_time, 3),
-        "samples_per_second": round(train.epochs * n_samples / wall_time, 3) if wall_time else None,
+        "samples_per_second": round(train.epochs * (n_samples + run["n_generic_per_epoch"]) / wall_time, 3) if wall_time else None,
         "train_loss": train_loss,
         "final_loss": log_records[-1]["loss"] if log_records else None,
         "checkpoint_bytes": checkpoint_bytes,
@@ -467,6 +476,8 @@ def training_summary(train, args, run: dict[str, Any], wall_time: float, n_sampl
         "epochs": train.epochs,
         "save_epochs": list(train.save_epochs),
         "n_train_samples": n_samples,
+        "general_mix": run["general_mix"],
+        "n_generic_per_epoch": run["n_generic_per_epoch"],
         "effective_batch_size": train.batch_size,
         "per_device_batch_size": train.per_device_batch_size,
         "gradient_accumulation_steps": args.gradient_accumulation_steps,
@@ -510,6 +521,29 @@ def _training_inputs(hf_model, processor, dataset: CaptionDataset, train: TrainP
     return cache.dataset(dataset), cache.collator(collator)
 
 
+def _generic_pool(params: Params, general_mix: float, general_train_jsonl: Path | None,
+                  dataset: CaptionDataset) -> tuple[GenericPairs | None, CaptionDataset | MixedCaptionPool]:
+    """(generic pairs, every sample an epoch can draw): the task samples alone when general_mix is 0;
+    else the task samples and every generic pair."""
+    if general_mix == 0:
+        return None, dataset
+    if general_train_jsonl is None:
+        raise ValueError(f"train.general_mix is {general_mix} but no generic training set was given; pass --general-train "
+                         "data/raw/general_train/general_train.jsonl (the general_train_set stage writes it)")
+    generic = GenericPairs(general_train_jsonl, params.eval.general_instruction)
+    return generic, MixedCaptionPool(dataset, generic)
+
+
+def mixed_epochs(pool, n_task: int, generic: GenericPairs | None, general_mix: float, seed: int) -> tuple[Any, list[TrainerCallback]]:
+    """(the Trainer's train_dataset, its callbacks): `pool` itself without mixing; else each epoch's mix."""
+    if generic is None:
+        return pool, []
+    samples = MixedEpochSamples(pool, n_task, len(generic), general_mix, seed)
+    log.info("mixing %d generic pairs (train.general_mix %s, from %d) into the %d task samples of each epoch",
+             samples.n_mixed, general_mix, len(generic), n_task)
+    return samples, [MixedEpochCallback(samples)]
+
+
 def run_train(
     params: Params,
     experiment: str,
@@ -520,25 +554,28 @@ def run_train(
     log_dir: Path,
     resume_dir: Path,
     callbacks: Sequence[TrainerCallback] = (),
+    general_train_jsonl: Path | None = None,
 ) -> None:
     """Train one experiment with training seed `seed`; write its epoch checkpoints, log.jsonl and summary.json.
-
-    `callbacks` are extra Trainer callbacks (tests use one to interrupt a run).
-    """
+    `callbacks`: extra Trainer callbacks (tests interrupt runs with one); `general_train_jsonl`: the generic
+    training set, read only when the experiment's train.general_mix is above 0."""
     base_dir, train_jsonl, checkpoints_dir, log_dir, resume_dir = map(Path, (base_dir, train_jsonl, checkpoints_dir, log_dir, resume_dir))
-    strategy, learning_rate, lora = experiment_settings(params, experiment)
-    precision, processor = _checked_setup(params, seed, base_dir)
+    strategy, learning_rate, lora, general_mix = experiment_settings(params, experiment)
+    precision, processor = _checked_setup(params, seed, base_dir, general_mix)
 
     dataset = CaptionDataset(train_jsonl)
+    generic, pool = _generic_pool(params, general_mix, general_train_jsonl, dataset)
     # under torchrun, creating the arguments joins the process group
     args = training_arguments(params.train, learning_rate, seed, resume_dir, precision)
-    resume_from = _prepare_run_state(args, resume_dir, run_fingerprint(params, experiment, seed, base_dir, train_jsonl, dataset), checkpoints_dir)
+    resume_from = _prepare_run_state(args, resume_dir, run_fingerprint(params, experiment, seed, base_dir, train_jsonl, dataset, generic),
+                                     checkpoints_dir)
     resumed_step = _trainer_state_step(resume_from)  # read now: training deletes older Trainer checkpoints
 
     hf_model, model, meta = _trainable_model(params, experiment, seed, base_dir, strategy, lora)
-    log_callback = JsonlLogCallback(resume_dir / RESUME_LOG, log_dir / "log.jsonl", len(dataset))
+    pool, data_collator = _training_inputs(hf_model, processor, pool, params.train, args.device, precision)
+    train_dataset, mix_callbacks = mixed_epochs(pool, len(dataset), generic, general_mix, seed)
+    log_callback = JsonlLogCallback(resume_dir / RESUME_LOG, log_dir / "log.jsonl", len(train_dataset))
     clock = ElapsedTimeCallback(elapsed_before(resume_from))
-    train_dataset, data_collator = _training_inputs(hf_model, processor, dataset, params.train, args.device, precision)
     trainer = DeltaTrainer(
         model=model,
         args=args,
@@ -546,11 +583,7 @@ def run_train(
         data_collator=data_collator,
         callbacks=[
             EpochCheckpointCallback(params.train.save_epochs, strategy, resume_dir / EPOCHS_SUBDIR, checkpoints_dir, meta, CHECKPOINT_DTYPES[precision]),
-            log_callback,
-            clock,
-            StepProgressCallback(experiment),
-            ResumedWeightsCheck(resume_from),
-            *callbacks,
+            log_callback, clock, StepProgressCallback(experiment), ResumedWeightsCheck(resume_from), *mix_callbacks, *callbacks,
         ],
     )
     trainer.remove_callback(PrinterCallback)  # it prints every log dict; log.jsonl and the progress lines have them
@@ -562,13 +595,19 @@ def run_train(
         return
 
     run = {**meta, "strategy": strategy, "learning_rate": learning_rate, "precision": precision,
-           "resumed_from_step": resumed_step}
+           "resumed_from_step": resumed_step, "general_mix": general_mix, "n_generic_per_epoch": len(train_dataset) - len(dataset)}
     summary = training_summary(params.train, args, run, wall_time, len(dataset), result.metrics.get("train_loss"),
                                log_callback.records, _checkpoint_bytes(params.train.save_epochs, checkpoints_dir, resume_dir))
     atomic.write_json(log_dir / "summary.json", summary)
     shutil.rmtree(resume_dir, ignore_errors=True)
+    log_summary(summary)
+
+
+def log_summary(summary: dict[str, Any]) -> None:
+    """The run's one-line summary."""
     log.info(
-        "%s seed %d done: %d epochs, %d samples, %.1f samples/s, %.0f s, final loss %s, peak memory %.0f MB, checkpoints %s",
-        experiment, seed, params.train.epochs, len(dataset), summary["samples_per_second"], wall_time, summary["final_loss"],
+        "%s seed %d done: %d epochs, %d samples (%d generic), %.1f samples/s, %.0f s, final loss %s, peak memory %.0f MB, checkpoints %s",
+        summary["experiment"], summary["seed"], summary["epochs"], summary["n_train_samples"] + summary["n_generic_per_epoch"],
+        summary["n_generic_per_epoch"], summary["samples_per_second"], summary["wall_time_s"], summary["final_loss"],
         summary["peak_memory_bytes"] / 1e6, {k: f"{v / 1e6:.1f} MB" for k, v in summary["checkpoint_bytes"].items()},
     )
