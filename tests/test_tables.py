@@ -15,7 +15,7 @@ from brandcap.atomic import write_json, write_jsonl, write_text
 from brandcap.evaluation.metrics import paired_difference
 from brandcap.params import validate_params
 from brandcap.provenance import data_sha256, params_sha256
-from brandcap.stages.tables import best_epoch, combine_seeds, overall_best, run_tables, scalar_metrics, verdict
+from brandcap.stages.tables import best_epoch, combine_seeds, experiment_strategy, overall_best, run_tables, scalar_metrics, verdict
 
 BRANDS = {"Gucci": 60, "Chloé": 35}
 TEST_ITEMS = [(f"t{i:02d}", "Gucci" if i < 10 else "Chloé") for i in range(20)]
@@ -432,3 +432,11 @@ def test_tables_link_the_review_page_relatively(study, tmp_path):
     write_text(review_dir / "index.html", "<!DOCTYPE html>")
     run_tables(*args, review_dir=review_dir)
     assert "Review page: [review/index.html](review/index.html), each test item's photo" in (study["out"] / "tables.md").read_text()
+
+
+def test_a_mixing_experiment_says_so_beside_its_strategy():
+    params = validate_params({"train": {"general_mix": 0.0, "experiments": {
+        "plain": {"strategy": "freeze_vision"}, "mixed": {"strategy": "freeze_vision", "general_mix": 1.0},
+        "tenfold": {"strategy": "lora", "general_mix": 10}}}})
+    assert [experiment_strategy(params, exp) for exp in ("plain", "mixed", "tenfold")] == [
+        "freeze_vision", "freeze_vision + generic 1:1", "lora + generic 10:1"]

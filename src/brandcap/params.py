@@ -324,8 +324,8 @@ RESERVED_RESULT_KEYS = ("provenance", "base", "baselines", "selection")
 
 class TrainParams(Section):
     instruction: str = Field("Describe this product photo.", description="User turn after the image, identical in training and evaluation.")
-    epochs: int = Field(10, ge=1, description="Training epochs (reference study: 20).")
-    save_epochs: list[int] = Field(default_factory=lambda: [2, 6, 10], description="Epochs at which a checkpoint is kept (reference study: 5, 10, 15, 20).")
+    epochs: int = Field(20, ge=1, description="Training epochs (the reference study's 20).")
+    save_epochs: list[int] = Field(default_factory=lambda: [5, 10, 15, 20], description="Epochs at which a checkpoint is kept and evaluated (the reference study's 5, 10, 15, 20).")
     batch_size: int = Field(24, ge=1, description="Effective batch = per_device_batch_size x gradient accumulation x devices (reference study: 24).")
     per_device_batch_size: int = Field(24, ge=1, description="Micro-batch per device; accumulation makes up the rest.")
     devices: int = Field(1, ge=1, description="Processes (GPUs) per training run; above 1, or with train.deepspeed, the train stage launches itself through torchrun. Each train job claims this many GPUs (Snakemake: resources gpu).")
@@ -358,6 +358,8 @@ class TrainParams(Section):
             "freeze_llm": Experiment(strategy="freeze_llm"),
             "freeze_vision": Experiment(strategy="freeze_vision"),
             "lora": Experiment(strategy="lora"),
+            # freeze_vision with one generic pair per task sample: what mixing does to brand accuracy and forgetting
+            "freeze_vision_mix": Experiment(strategy="freeze_vision", general_mix=1.0),
         },
         description="Experiment name -> freezing strategy and overrides; one training run per seed in train.seeds.",
     )

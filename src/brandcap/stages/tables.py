@@ -76,7 +76,7 @@ import pyarrow.parquet as pq  # noqa: E402
 
 from brandcap.atomic import atomic_path, read_jsonl, write_json, write_text  # noqa: E402
 from brandcap.evaluation.metrics import paired_difference  # noqa: E402
-from brandcap.params import Params  # noqa: E402
+from brandcap.params import Params, experiment_settings  # noqa: E402
 from brandcap.provenance import data_files, provenance  # noqa: E402
 from brandcap.records import CHECKPOINT_META  # noqa: E402
 from brandcap.stages.baselines import BASELINES as IMAGE_AND_MAJORITY_BASELINES  # noqa: E402
@@ -466,7 +466,7 @@ def _selection_section(params: Params, evaluations, selection: dict[str, Any], s
     rows = []
     for exp, entry in selection["experiments"].items():
         epoch = entry["epoch"]
-        strategy = params.train.experiments[exp].strategy
+        strategy = experiment_strategy(params, exp)
         if epoch is None:
             top = top_validation_epoch(evaluations[exp])
             rows.append([exp, strategy, NO_LEARNING, f"{_with_spread(evaluations[exp][top], 'val_brand_accuracy')} (epoch {top})", *["n/a"] * 5])
@@ -509,23 +509,14 @@ def _selection_section(params: Params, evaluations, selection: dict[str, Any], s
     ]
 
 
-def render_markdown(
-    params: Params,
-    funnel: list[tuple[str, str]],
-    evaluations: dict[str, dict[int, dict[str, Any]]],
-    training: dict[str, dict[str, Any]],
-    brands_kept: dict[str, int],
-    provenance_block: list[str],
-    baselines: dict[str, dict[str, Any]],
-    selection: dict[str, Any],
-    review_link: str | None = None,
-) -> str:
-    experiments = list(params.train.experiments)
-    best = {exp: selection["experiments"][exp]["epoch"] for exp in experiments}
-    base = evaluations[BASE][0]
-    signal = probe_has_signal(base)
-    n_seeds = len(params.train.seeds)
-    lines = [
+def experiment_strategy(params: Params, exp: str) -> str:
+    """The experiment's freezing strategy, with its generic-data mixing when it mixes."""
+    settings = experiment_settings(params, exp)
+    return f"{settings.strategy} + generic {settings.general_mix:g}:1" if settings.general_mix else settings.strategy
+
+
+def _header(params: Params, base: dict[str, Any], provenance_block: list[str], review_link: str | None) -> list[str]:
+    return [
         "# brandcap results",
         "",
         *provenance_block,
@@ -541,51 +532,51 @@ def render_markdown(
         f"learning rate {params.train.learning_rate:g}, {_seeds_text(params)}. "
         f"Test samples: {base.get('n_test')}; validation samples: {base.get('n_val')}; general (brand-free) samples: {base.get('n_general')}.",
         "",
-        "## 1. Data funnel",
-        "",
-        *_table(["step", "count"], [[step, count] for step, count in funnel]),
-        "",
-        *_baseline_section(baselines, selection["strongest_baseline"]),
-        *_selection_section(params, evaluations, selection, signal),
-        "## 4. Results per experiment and epoch",
-        "",
-        "Epoch 0 is the base model before fine-tuning (shared by all experiments). **best** marks each "
-        "experiment's best epoch on validation (section 3). Brand accuracy: the answer names the right "
-        "brand and no other (a brand after 'not', 'no', 'never'... is not named); macro: the mean over "
-        "brands. In brackets: 95% bootstrap interval over the test items, resampled within each brand. "
-        "Hedged: the right brand named among others (not counted correct). Wrong brand: another known "
-        "brand named and the right one absent. Lenient acc.: the right brand appears anywhere, the "
-        "gameable figure of the reference study. Val. acc.: brand accuracy on the validation split. "
-        "General CIDEr change and hallucinated brand: the forgetting probe (section 3)."
-        + (seeds_note(params) + " Epoch 0, the base model, is one model: its figures keep their 95% bootstrap intervals." if n_seeds > 1 else ""),
-        "",
     ]
+
+
+RESULTS_NOTE = (
+    "Epoch 0 is the base model before fine-tuning (shared by all experiments). **best** marks each "
+    "experiment's best epoch on validation (section 3). Brand accuracy: the answer names the right "
+    "brand and no other (a brand after 'not', 'no', 'never'... is not named); macro: the mean over "
+    "brands. In brackets: 95% bootstrap interval over the test items, resampled within each brand. "
+    "Hedged: the right brand named among others (not counted correct). Wrong brand: another known "
+    "brand named and the right one absent. Lenient acc.: the right brand appears anywhere, the "
+    "gameable figure of the reference study. Val. acc.: brand accuracy on the validation split. "
+    "General CIDEr change and hallucinated brand: the forgetting probe (section 3)."
+)
+
+
+def _results_section(params: Params, evaluations, best: dict[str, int | None], signal: bool) -> list[str]:
+    n_seeds = len(params.train.seeds)
+    note = RESULTS_NOTE + (seeds_note(params) + " Epoch 0, the base model, is one model: its figures keep their 95% bootstrap intervals."
+                           if n_seeds > 1 else "")
     rows = []
-    for exp in experiments:
-        strategy = params.train.experiments[exp].strategy
+    for exp in params.train.experiments:
         for epoch in [0, *params.train.save_epochs]:
             m = evaluations[BASE][0] if epoch == 0 else evaluations[exp][epoch]
             mark = " **best**" if epoch == best[exp] else f" ({NO_LEARNING})" if epoch == 0 and best[exp] is None else ""
             cells = [_cell(m, key, signal) for key, _ in RESULT_COLUMNS]
             seeds_cell = [] if n_seeds == 1 else ["n/a (base model)" if epoch == 0 else str(m.get("n_seeds"))]
-            rows.append([exp, strategy, f"{epoch}{mark}", *seeds_cell, _with_spread(m, "val_brand_accuracy"), *cells])
+            rows.append([exp, experiment_strategy(params, exp), f"{epoch}{mark}", *seeds_cell, _with_spread(m, "val_brand_accuracy"), *cells])
     seeds_title = [] if n_seeds == 1 else ["seeds (n)"]
     titles = [_spread_title(title, n_seeds) if key in SEED_SPREAD_METRICS else title for key, title in RESULT_COLUMNS]
-    lines += _table(["experiment", "strategy", "epoch", *seeds_title, _spread_title("val. acc.", n_seeds), *titles], rows, align_left=3)
+    return ["## 4. Results per experiment and epoch", "", note, "",
+            *_table(["experiment", "strategy", "epoch", *seeds_title, _spread_title("val. acc.", n_seeds), *titles], rows, align_left=3)]
 
-    lines += ["", "## 5. Resources per experiment", ""]
+
+def _resources_section(params: Params, training: dict[str, dict[str, Any]]) -> list[str]:
     rows = []
-    for exp, seed in ((exp, seed) for exp in experiments for seed in params.train.seeds):
+    for exp, seed in ((exp, seed) for exp in params.train.experiments for seed in params.train.seeds):
         s = training[exp][seed]["summary"]
         trainable, total = s.get("trainable_params"), s.get("total_params")
         share = f" ({100 * trainable / total:.1f}%)" if trainable is not None and total else ""
-        sizes = training[exp][seed]["checkpoint_bytes"]
-        size = sizes.get(params.train.save_epochs[-1])
+        size = training[exp][seed]["checkpoint_bytes"].get(params.train.save_epochs[-1])
         full = s.get("full_model_bytes")
         size_share = f" ({100 * size / full:.0f}% of the full model)" if size is not None and full else ""
         rows.append([
-            exp if n_seeds == 1 else f"{exp} (seed {seed})",
-            s.get("strategy", params.train.experiments[exp].strategy),
+            exp if len(params.train.seeds) == 1 else f"{exp} (seed {seed})",
+            experiment_strategy(params, exp),
             f"{_count(trainable)}{share}",
             _count(total),
             f"{_bytes(size)}{size_share}",
@@ -593,12 +584,40 @@ def render_markdown(
             _num(s.get("wall_time_s"), 1),
             _num(s.get("samples_per_second"), 1),
         ])
-    lines += _table(
+    return ["## 5. Resources per experiment", "", *_table(
         ["experiment", "strategy", "trainable params", "total params", "checkpoint size", "peak memory", "wall time (s)", "train samples/s"],
         rows, align_left=2,
-    )
+    )]
 
-    lines += ["", *_per_brand_section(evaluations, selection, brands_kept, n_seeds)]
+
+def render_markdown(
+    params: Params,
+    funnel: list[tuple[str, str]],
+    evaluations: dict[str, dict[int, dict[str, Any]]],
+    training: dict[str, dict[str, Any]],
+    brands_kept: dict[str, int],
+    provenance_block: list[str],
+    baselines: dict[str, dict[str, Any]],
+    selection: dict[str, Any],
+    review_link: str | None = None,
+) -> str:
+    best = {exp: selection["experiments"][exp]["epoch"] for exp in params.train.experiments}
+    base = evaluations[BASE][0]
+    signal = probe_has_signal(base)
+    lines = [
+        *_header(params, base, provenance_block, review_link),
+        "## 1. Data funnel",
+        "",
+        *_table(["step", "count"], [[step, count] for step, count in funnel]),
+        "",
+        *_baseline_section(baselines, selection["strongest_baseline"]),
+        *_selection_section(params, evaluations, selection, signal),
+        *_results_section(params, evaluations, best, signal),
+        "",
+        *_resources_section(params, training),
+        "",
+        *_per_brand_section(evaluations, selection, brands_kept, len(params.train.seeds)),
+    ]
     return "\n".join(lines) + "\n"
 
 
