@@ -49,13 +49,11 @@ PARAMS_ARGS = " ".join(["--params params.yaml", *(f"--overlay {path}" for path i
 
 EXPERIMENTS = list(PARAMS.train.experiments)
 SEEDS = list(PARAMS.train.seeds)
-SAVE_EPOCHS = list(PARAMS.train.save_epochs)
 
 
 wildcard_constraints:
     exp="|".join(EXPERIMENTS),
     seed=r"\d+",
-    epoch=r"\d+",
 
 
 def script(name):

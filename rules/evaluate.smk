@@ -1,5 +1,6 @@
-# Evaluation of the base model (epoch 0) and of every checkpoint (experiment x seed x epoch), the
-# baselines, the review page, the export of the best checkpoint, then the tables.
+# Evaluation of the base model (epoch 0) and of every checkpoint (one job per experiment x seed scores
+# all its epochs, paying the imports and the model load once), the baselines, the review page, the
+# export of the best checkpoint, then the tables.
 
 
 rule evaluate_base:
@@ -36,9 +37,9 @@ rule evaluate:
         general=rules.general_set.output.out,
         images=rules.download.output.images,
     output:
-        out=directory("results/eval/{exp}/seed-{seed}/epoch-{epoch}"),
+        out=directory("results/eval/{exp}/seed-{seed}"),
     log:
-        "logs/evaluate/{exp}/seed-{seed}/epoch-{epoch}.log",
+        "logs/evaluate/{exp}/seed-{seed}.log",
     conda:
         "../envs/brandcap.yaml"
     resources:
@@ -46,9 +47,10 @@ rule evaluate:
     params:
         train__instruction=config["train"]["instruction"],
         train__max_length=config["train"]["max_length"],
+        train__save_epochs=config["train"]["save_epochs"],
         eval=config["eval"],
     shell:
-        "python {input.script} {PARAMS_ARGS} --base {input.base} --checkpoint {input.checkpoints}/epoch-{wildcards.epoch} --test {input.processed}/test.jsonl --val {input.processed}/val.jsonl --general {input.general}/general.jsonl --out {output.out} --resume .resume/eval/{wildcards.exp}/seed-{wildcards.seed}/epoch-{wildcards.epoch} --log {log}"
+        "python {input.script} {PARAMS_ARGS} --base {input.base} --checkpoints {input.checkpoints} --test {input.processed}/test.jsonl --val {input.processed}/val.jsonl --general {input.general}/general.jsonl --out {output.out} --resume .resume/eval/{wildcards.exp}/seed-{wildcards.seed} --log {log}"
 
 
 rule evaluate_prompted:
@@ -99,7 +101,7 @@ rule export:
         code=package("stages/export", "stages/tables", "model/checkpoints", "provenance"),
         base=rules.base_model.output.out,
         checkpoints=expand(str(rules.train.output.checkpoints), exp=EXPERIMENTS, seed=SEEDS),
-        evaluations=[rules.evaluate_base.output.out] + expand(str(rules.evaluate.output.out), exp=EXPERIMENTS, seed=SEEDS, epoch=SAVE_EPOCHS),
+        evaluations=[rules.evaluate_base.output.out] + expand(str(rules.evaluate.output.out), exp=EXPERIMENTS, seed=SEEDS),
         processed=rules.clean.output.out,
     output:
         out=directory("results/export/best"),
@@ -119,7 +121,7 @@ rule review:
         code=package("stages/review", "stages/tables", "stages/download", "evaluation/metrics", "brands"),
         processed=rules.clean.output.out,
         images=rules.download.output.images,
-        evaluations=[rules.evaluate_base.output.out] + expand(str(rules.evaluate.output.out), exp=EXPERIMENTS, seed=SEEDS, epoch=SAVE_EPOCHS),
+        evaluations=[rules.evaluate_base.output.out] + expand(str(rules.evaluate.output.out), exp=EXPERIMENTS, seed=SEEDS),
     output:
         out=directory("results/review"),
     log:
@@ -142,7 +144,7 @@ rule tables:
         processed=rules.clean.output.out,
         train_logs=expand(str(rules.train.output.train_log), exp=EXPERIMENTS, seed=SEEDS),
         checkpoints=expand(str(rules.train.output.checkpoints), exp=EXPERIMENTS, seed=SEEDS),
-        evaluations=[rules.evaluate_base.output.out, rules.evaluate_prompted.output.out] + expand(str(rules.evaluate.output.out), exp=EXPERIMENTS, seed=SEEDS, epoch=SAVE_EPOCHS),
+        evaluations=[rules.evaluate_base.output.out, rules.evaluate_prompted.output.out] + expand(str(rules.evaluate.output.out), exp=EXPERIMENTS, seed=SEEDS),
         baselines=rules.baselines.output.out,
         review=rules.review.output.out,
         # not read by the tables: built with them, so the default run ends with a servable best model

@@ -137,8 +137,8 @@ TWO_SEEDS = {"train": {"seeds": [4, 5], "save_epochs": [2, 10],
 
 
 def test_seeds_are_a_matrix_axis_of_train_and_evaluate_in_both(project_copy, run):
-    """With train.seeds [4, 5] both orchestrators plan one train job per experiment x seed and one
-    evaluate job per experiment x seed x epoch, with the same commands."""
+    """With train.seeds [4, 5] both orchestrators plan one train job and one evaluate job (all its
+    checkpoints in one process) per experiment x seed, with the same commands."""
     (project_copy / "two-seeds.yaml").write_text(yaml.safe_dump(TWO_SEEDS))
     smk_out = run(project_copy, "snakemake --cores 1 results/tables.md --configfile two-seeds.yaml --dry-run --forceall --printshellcmds").stdout
     smk = {name: job["cmd"].replace(" --overlay two-seeds.yaml", "") for name, job in planned_snakemake_jobs(smk_out).items()}
@@ -147,11 +147,12 @@ def test_seeds_are_a_matrix_axis_of_train_and_evaluate_in_both(project_copy, run
     dvc = dict(re.findall(r"^Running stage '([^']+)':\n> (.*)$", dvc_out, re.M))
 
     pairs = [(exp, seed) for exp in ("freeze_llm", "lora") for seed in (4, 5)]
-    expected = {f"train@{exp}-{seed}" for exp, seed in pairs} | {f"evaluate@{exp}-{seed}-{epoch}" for exp, seed in pairs for epoch in (2, 10)}
+    expected = {f"train@{exp}-{seed}" for exp, seed in pairs} | {f"evaluate@{exp}-{seed}" for exp, seed in pairs}
     for planned in (smk, dvc):
         assert {name for name in planned if name.startswith(("train@", "evaluate@"))} == expected
     for name in expected:
         assert smk[name] == dvc[name], name
     assert "--experiment lora --seed 5 " in smk["train@lora-5"] and "--checkpoints results/checkpoints/lora/seed-5 " in smk["train@lora-5"]
-    assert "--checkpoint results/checkpoints/lora/seed-5/epoch-10 " in smk["evaluate@lora-5-10"]
-    assert "--out results/eval/lora/seed-5/epoch-10 " in smk["evaluate@lora-5-10"]
+    assert "--checkpoints results/checkpoints/lora/seed-5 " in smk["evaluate@lora-5"]
+    assert "--out results/eval/lora/seed-5 " in smk["evaluate@lora-5"]
+    assert "--resume .resume/eval/lora/seed-5 " in smk["evaluate@lora-5"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -288,3 +289,134 @@ def test_prompt_only_baseline_asks_the_base_model_with_the_candidate_brands(base
     assert len(read_jsonl(out / "predictions.jsonl")) == 6
     with pytest.raises(ValueError, match="the prompt-only baseline asks the base model"):
         run_evaluate(params, base_dir, out, data["test"], None, out, tmp_path / "resume", prompted=True)
+
+
+# ----------------------------------------------------------------------------- a training run's checkpoints
+def save_fake_checkpoint(base_dir: Path, out: Path, strategy: str, epoch: int) -> None:
+    """A checkpoint as the train stage saves it, its trained weights moved off the base by seeded noise (no training:
+    every epoch's model differs from the base and from the others, which is all these tests need)."""
+    from brandcap.model.checkpoints import save_checkpoint
+    from brandcap.model.strategies import apply_strategy
+    from brandcap.params import LoraParams
+
+    torch.manual_seed(epoch)
+    model = apply_strategy(load_model(base_dir, None, "cpu")[0], strategy, LoraParams(r=2, alpha=4, dropout=0.0, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.5)
+    save_checkpoint(model, out / f"epoch-{epoch}", strategy, {"experiment": strategy, "epoch": epoch})
+
+
+@pytest.fixture(scope="module")
+def runs(base_dir, tmp_path_factory) -> dict[str, Path]:
+    """strategy -> a training run's checkpoints folder with epoch-1 and epoch-2."""
+    root = tmp_path_factory.mktemp("checkpoints")
+    strategies = ("freeze_llm", "lora", "projector_only")
+    for strategy in strategies:
+        for epoch in (1, 2):
+            save_fake_checkpoint(base_dir, root / strategy, strategy, epoch)
+    return {strategy: root / strategy for strategy in strategies}
+
+
+def run_params(save_epochs: list[int], **eval_overrides) -> Params:
+    params = small_params(max_new_tokens=2, **eval_overrides)
+    return params.model_copy(update={"train": params.train.model_copy(update={"save_epochs": save_epochs})})
+
+
+def state(model) -> dict[str, torch.Tensor]:
+    return {name: t.clone() for name, t in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("strategy", ["freeze_llm", "lora"])
+def test_each_checkpoint_of_a_series_is_applied_to_the_pristine_base(base_dir, runs, strategy):
+    """In any order, the series' model for a checkpoint is exactly the one load_for_inference builds from disk."""
+    from brandcap.model.checkpoints import CheckpointSeries
+
+    fresh = {epoch: state(load_model(base_dir, runs[strategy] / f"epoch-{epoch}", "cpu")[0]) for epoch in (1, 2)}
+    assert any(not torch.equal(fresh[1][k], fresh[2][k]) for k in fresh[1])  # a comparison that can fail
+    series = CheckpointSeries(base_dir, "cpu")
+    for epoch in (2, 1, 2, 1):
+        got = state(series.model(runs[strategy] / f"epoch-{epoch}"))
+        assert got.keys() == fresh[epoch].keys()
+        assert all(torch.equal(got[k], fresh[epoch][k]) for k in got), f"epoch {epoch} carries another checkpoint's weights"
+
+
+def test_a_series_restores_the_base_weights_an_earlier_checkpoint_replaced(base_dir, runs):
+    """freeze_llm replaces the vision tower and projector, projector_only only the projector: after the first, the
+    second gets the base's own vision tower back."""
+    from brandcap.model.checkpoints import CheckpointSeries
+
+    series = CheckpointSeries(base_dir, "cpu")
+    series.model(runs["freeze_llm"] / "epoch-1")
+    got = state(series.model(runs["projector_only"] / "epoch-1"))
+    fresh = state(load_model(base_dir, runs["projector_only"] / "epoch-1", "cpu")[0])
+    assert all(torch.equal(got[k], fresh[k]) for k in got)
+
+
+@pytest.mark.parametrize("strategy", ["freeze_llm", "lora"])
+def test_one_job_scores_every_checkpoint_of_a_run_as_separate_jobs_would(base_dir, data, runs, strategy, tmp_path):
+    """One process scores epoch-1 then epoch-2 into out/epoch-N; epoch 2's answers and reference losses are the ones a
+    job that scores epoch 2 alone gets (nothing of epoch 1 leaks into it); success removes the resume state."""
+    out, resume = tmp_path / "run", tmp_path / "resume"
+    run_evaluate(run_params([1, 2]), base_dir, runs[strategy], data["test"], None, out, resume)
+    assert sorted(p.name for p in out.iterdir()) == ["epoch-1", "epoch-2"] and not resume.exists()
+    run_evaluate(run_params([2]), base_dir, runs[strategy], data["test"], None, tmp_path / "alone", tmp_path / "resume-alone")
+
+    def scored(folder):
+        return read_jsonl(folder / "predictions.jsonl")
+
+    assert [p["reference_loss"] for p in scored(out / "epoch-1")] != [p["reference_loss"] for p in scored(out / "epoch-2")]
+    assert scored(out / "epoch-2") == scored(tmp_path / "alone" / "epoch-2")
+    together, alone = (json.loads((folder / "metrics.json").read_text()) for folder in (out / "epoch-2", tmp_path / "alone" / "epoch-2"))
+    for key in ("generation_seconds", "samples_per_second"):
+        together.pop(key), alone.pop(key)
+    assert together == alone
+
+
+def test_a_rerun_resumes_the_finished_epochs_without_loading_them(base_dir, data, runs, tmp_path, monkeypatch):
+    """Killed while scoring epoch 2: the rerun neither loads nor asks epoch 1 again; a changed checkpoint is asked again."""
+    from brandcap.model.checkpoints import CheckpointSeries
+
+    loaded: list[str] = []
+    original = CheckpointSeries.model
+
+    def recording(self, checkpoint_dir):
+        loaded.append(Path(checkpoint_dir).name)
+        if Path(checkpoint_dir).name == "epoch-2" and loaded.count("epoch-2") == 1:
+            raise KeyboardInterrupt  # the first run is killed as it reaches epoch 2
+        return original(self, checkpoint_dir)
+
+    monkeypatch.setattr(CheckpointSeries, "model", recording)
+    out, resume, params = tmp_path / "out", tmp_path / "resume", run_params([1, 2])
+    with pytest.raises(KeyboardInterrupt):
+        run_evaluate(params, base_dir, runs["freeze_llm"], data["test"], None, out, resume)
+    epoch_1 = lines(resume / "epoch-1" / "test.partial.jsonl")
+    assert len(epoch_1) == 6 and loaded == ["epoch-1", "epoch-2"]
+    shutil.rmtree(out)  # as Snakemake removes a failed job's output
+
+    monkeypatch.setattr(evaluate_module, "finish_resume_dir", lambda path: None)
+    run_evaluate(params, base_dir, runs["freeze_llm"], data["test"], None, out, resume)
+    assert loaded == ["epoch-1", "epoch-2", "epoch-2"]
+    assert lines(resume / "epoch-1" / "test.partial.jsonl") == epoch_1
+    assert len(read_jsonl(out / "epoch-1" / "predictions.jsonl")) == 6
+
+    # Epoch 1's checkpoint retrained (other content, same folder): its partial answers are stale.
+    changed = tmp_path / "changed"
+    shutil.copytree(runs["freeze_llm"], changed)
+    shutil.rmtree(changed / "epoch-1")
+    save_fake_checkpoint(base_dir, changed, "freeze_llm", 7)
+    (changed / "epoch-7").rename(changed / "epoch-1")
+    run_evaluate(params, base_dir, changed, data["test"], None, out, resume)
+    assert loaded[3:] == ["epoch-1"]  # epoch 2 was all resumed: its checkpoint is never loaded
+    assert lines(resume / "epoch-1" / "test.partial.jsonl") != epoch_1
+
+
+def test_a_missing_checkpoint_or_the_endpoint_backend_stop_the_run_before_any_work(base_dir, data, runs, tmp_path):
+    out, resume = tmp_path / "out", tmp_path / "resume"
+    with pytest.raises(FileNotFoundError, match=r"freeze_llm: no checkpoint .*freeze_llm/epoch-3 \(train.save_epochs is \[1, 3\]\); run the train stage"):
+        run_evaluate(run_params([1, 3]), base_dir, runs["freeze_llm"], data["test"], None, out, resume)
+    endpoint = run_params([1], backend="endpoint", endpoint={"base_url": "http://127.0.0.1:9/v1", "model": "m"})
+    with pytest.raises(ValueError, match="eval.backend endpoint evaluates the model the server .* serves, not checkpoints"):
+        run_evaluate(endpoint, base_dir, runs["freeze_llm"], data["test"], None, out, resume)
+    assert not out.exists() and not resume.exists()

@@ -113,35 +113,38 @@ def sets(workdir) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def checkpoint_and_export(workdir) -> tuple[Path, Path]:
-    """A checkpoint trained long enough to answer with words and brands (the untrained tiny model answers
-    only blank lines, which would make any two backends agree), and its export."""
+    """A training run whose one checkpoint (epoch 12) is trained long enough to answer with words and brands (the
+    untrained tiny model answers only blank lines, which would make any two backends agree): the run's checkpoints
+    folder, and the export of that checkpoint."""
     params = train_params(epochs=12, save_epochs=[12], learning_rate=1e-2)
-    checkpoint = run_tiny_training(workdir, "full", params=params, tag="-endpoint")["checkpoints_dir"] / "epoch-12"
+    checkpoints = run_tiny_training(workdir, "full", params=params, tag="-endpoint")["checkpoints_dir"]
     (workdir / "processed-ep").mkdir(exist_ok=True)
     for name in ("train.jsonl", "test.jsonl"):
         (workdir / "processed-ep" / name).write_bytes((workdir / "train.jsonl").read_bytes())
-    run_export(eval_params(), workdir / "base", workdir / "processed-ep", workdir / "export-ep", checkpoint_dir=checkpoint)
-    return checkpoint, workdir / "export-ep"
+    run_export(eval_params(), workdir / "base", workdir / "processed-ep", workdir / "export-ep", checkpoint_dir=checkpoints / "epoch-12")
+    return checkpoints, workdir / "export-ep"
 
 
 def eval_params(**endpoint):
-    settings = {"eval": {"max_new_tokens": 8, "batch_size": 4}, "train": {"seeds": [3]}}
+    settings = {"eval": {"max_new_tokens": 8, "batch_size": 4}, "train": {"seeds": [3], "epochs": 12, "save_epochs": [12]}}
     if endpoint:
         settings["eval"].update(backend="endpoint", endpoint={"model": SERVED, "retries": 1, "backoff_s": 0.0, **endpoint})
     return validate_params(settings)
 
 
-def evaluate(workdir, sets, params, out: Path, checkpoint: Path | None = None):
+def evaluate(workdir, sets, params, out: Path, checkpoints: Path | None = None):
+    """Predictions and metrics of the served model, or (with a training run's `checkpoints`) of its epoch 12."""
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(workdir)
-        run_evaluate(params, workdir / "base", checkpoint, sets["test"], sets["general"], out, out.with_name(out.name + "-resume"), val_jsonl=sets["val"])
-    return read_jsonl(out / "predictions.jsonl"), json.loads((out / "metrics.json").read_text())
+        run_evaluate(params, workdir / "base", checkpoints, sets["test"], sets["general"], out, out.with_name(out.name + "-resume"), val_jsonl=sets["val"])
+    scored = out / "epoch-12" if checkpoints is not None else out
+    return read_jsonl(scored / "predictions.jsonl"), json.loads((scored / "metrics.json").read_text())
 
 
 # ----------------------------------------------------------------------------- tests
 def test_endpoint_backend_agrees_with_the_hf_backend_on_the_same_checkpoint(workdir, sets, checkpoint_and_export, tmp_path):
-    checkpoint, exported = checkpoint_and_export
-    hf_predictions, hf_metrics = evaluate(workdir, sets, eval_params(), tmp_path / "hf", checkpoint)
+    checkpoints, exported = checkpoint_and_export
+    hf_predictions, hf_metrics = evaluate(workdir, sets, eval_params(), tmp_path / "hf", checkpoints)
     server = TransformersServer(exported)
     with serving(server) as base_url:
         ep_predictions, ep_metrics = evaluate(workdir, sets, eval_params(base_url=base_url), tmp_path / "endpoint")
@@ -185,11 +188,11 @@ def test_unanswered_items_stop_the_stage_and_a_rerun_asks_only_them(workdir, set
 
 
 def test_endpoint_settings_are_checked(workdir, sets, checkpoint_and_export, tmp_path):
-    checkpoint, exported = checkpoint_and_export
+    checkpoints, exported = checkpoint_and_export
     with pytest.raises(ParamsError, match="eval.endpoint.base_url is empty"):
         validate_params({"eval": {"backend": "endpoint"}})
     with pytest.raises(ValueError, match="export the checkpoint"):
-        evaluate(workdir, sets, eval_params(base_url="http://127.0.0.1:9/v1"), tmp_path / "x", checkpoint)
+        evaluate(workdir, sets, eval_params(base_url="http://127.0.0.1:9/v1"), tmp_path / "x", checkpoints)
     with serving(TransformersServer(exported)) as base_url:
         with pytest.raises(EndpointError, match=r"eval.endpoint.base_url .* the model 'other' \(eval.endpoint.model\) is not served"):
             evaluate(workdir, sets, validate_params({"eval": {"backend": "endpoint", "endpoint": {"base_url": base_url, "model": "other"}}}), tmp_path / "y")

@@ -3,6 +3,10 @@
     model, processor = load_for_inference(Path("models/base"), Path("results/checkpoints/freeze_llm/seed-4/epoch-2"))
     model, processor = load_for_inference(Path("models/base"), None)   # the base model itself (epoch 0)
 
+    series = CheckpointSeries(Path("models/base"))   # a run's checkpoints, one after another, on one loaded base
+    for epoch_dir in epoch_dirs:
+        model = series.model(epoch_dir)   # valid until the next call
+
 A checkpoint directory holds one of
 - `trainable.safetensors`: the trainable weights (freeze_llm, freeze_vision, projector_only),
 - a peft adapter (`adapter_config.json`, `adapter_model.safetensors`) for lora,
@@ -121,7 +125,8 @@ def _load_base(base_dir: Path, dtype: torch.dtype):
     return AutoModelForImageTextToText.from_pretrained(base_dir, dtype=dtype)
 
 
-def _load_trainable(model: nn.Module, checkpoint_dir: Path, strategy: str) -> None:
+def _trainable_weights(model: nn.Module, checkpoint_dir: Path, strategy: str) -> dict[str, torch.Tensor]:
+    """A trainable.safetensors checkpoint's weights, checked against the parts `strategy` trains in `model`."""
     if strategy not in _SAVED_PARTS:
         raise ValueError(f"{checkpoint_dir}: strategy {strategy!r} does not store {TRAINABLE_WEIGHTS}")
     weights = load_file(checkpoint_dir / TRAINABLE_WEIGHTS)
@@ -134,34 +139,79 @@ def _load_trainable(model: nn.Module, checkpoint_dir: Path, strategy: str) -> No
             f"(unexpected keys {unexpected[:3]}, missing keys {missing[:3]}); "
             "was it trained on a different base model? Retrain it on this models/base"
         )
+    return weights
+
+
+def _load_trainable(model: nn.Module, checkpoint_dir: Path, strategy: str) -> None:
     # strict=False because the frozen weights come from the base; shapes are still checked
-    model.load_state_dict(weights, strict=False)
+    model.load_state_dict(_trainable_weights(model, checkpoint_dir, strategy), strict=False)
+
+
+def _load_model(base_dir: Path, checkpoint_dir: Path | None, dtype: torch.dtype):
+    """The base model, or the base with a checkpoint's delta applied, freshly loaded from disk (on the CPU)."""
+    from transformers import AutoModelForImageTextToText
+
+    if checkpoint_dir is None:
+        return _load_base(base_dir, dtype)
+    strategy = read_checkpoint_meta(checkpoint_dir)["strategy"]
+    if strategy == "full":
+        return AutoModelForImageTextToText.from_pretrained(checkpoint_dir, dtype=dtype)
+    if strategy == "lora":
+        from peft import PeftModel
+
+        if not (checkpoint_dir / ADAPTER_CONFIG).exists():
+            raise FileNotFoundError(f"{checkpoint_dir}: LoRA checkpoint without {ADAPTER_CONFIG}; retrain it")
+        return PeftModel.from_pretrained(_load_base(base_dir, dtype), checkpoint_dir).merge_and_unload()
+    model = _load_base(base_dir, dtype)
+    _load_trainable(model, checkpoint_dir, strategy)
+    return model
 
 
 def load_for_inference(base_dir: Path, checkpoint_dir: Path | None, device: str = "cpu", dtype: torch.dtype | None = None):
     """(model, processor): the base model, or the base with a checkpoint's delta applied; in eval mode."""
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoProcessor
 
     base_dir = Path(base_dir)
-    dtype = dtype or _default_dtype(device)
     processor = AutoProcessor.from_pretrained(base_dir)
-    if checkpoint_dir is None:
-        model = _load_base(base_dir, dtype)
-    else:
-        checkpoint_dir = Path(checkpoint_dir)
-        strategy = read_checkpoint_meta(checkpoint_dir)["strategy"]
-        if strategy == "full":
-            model = AutoModelForImageTextToText.from_pretrained(checkpoint_dir, dtype=dtype)
-        elif strategy == "lora":
-            from peft import PeftModel
-
-            if not (checkpoint_dir / ADAPTER_CONFIG).exists():
-                raise FileNotFoundError(f"{checkpoint_dir}: LoRA checkpoint without {ADAPTER_CONFIG}; retrain it")
-            peft_model = PeftModel.from_pretrained(_load_base(base_dir, dtype), checkpoint_dir)
-            model = peft_model.merge_and_unload()
-        else:
-            model = _load_base(base_dir, dtype)
-            _load_trainable(model, checkpoint_dir, strategy)
+    model = _load_model(base_dir, Path(checkpoint_dir) if checkpoint_dir is not None else None, dtype or _default_dtype(device))
     model.to(device)
     model.eval()
     return model, processor
+
+
+class CheckpointSeries:
+    """Checkpoints of one base model applied one after another, each to the pristine base (in eval mode).
+
+    Checkpoints that store trainable weights (freeze_llm, freeze_vision, projector_only) share one
+    loaded base: before one is applied, the base weights that earlier ones replaced are restored
+    from a copy on the CPU, so nothing of one checkpoint reaches the next, and the result is the
+    model `load_for_inference` builds. A LoRA adapter is merged into the base weights and a full
+    checkpoint is a whole model, so those load from disk each time.
+    """
+
+    def __init__(self, base_dir: Path, device: str = "cpu", dtype: torch.dtype | None = None):
+        self.base_dir, self.device, self.dtype = Path(base_dir), device, dtype or _default_dtype(device)
+        self._base: nn.Module | None = None
+        self._replaced: dict[str, torch.Tensor] = {}  # the base's own values of the weights a checkpoint replaced
+
+    def model(self, checkpoint_dir: Path) -> nn.Module:
+        """The base with `checkpoint_dir` applied; the model returned before is no longer valid."""
+        checkpoint_dir = Path(checkpoint_dir)
+        strategy = read_checkpoint_meta(checkpoint_dir)["strategy"]
+        if strategy not in _SAVED_PARTS:
+            self._base, self._replaced = None, {}  # free the shared base before loading a whole model
+            return _load_model(self.base_dir, checkpoint_dir, self.dtype).to(self.device).eval()
+        base = self._pristine_base()
+        weights = _trainable_weights(base, checkpoint_dir, strategy)
+        state = base.state_dict()
+        for name in weights.keys() - self._replaced.keys():
+            self._replaced[name] = state[name].detach().to("cpu", copy=True)
+        base.load_state_dict(weights, strict=False)
+        return base
+
+    def _pristine_base(self) -> nn.Module:
+        if self._base is None:
+            self._base, self._replaced = _load_base(self.base_dir, self.dtype).to(self.device).eval(), {}
+        else:
+            self._base.load_state_dict(self._replaced, strict=False)
+        return self._base

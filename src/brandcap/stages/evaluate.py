@@ -1,13 +1,17 @@
-"""evaluate stage: generate captions with one checkpoint (or the base model) and score them.
+"""evaluate stage: generate captions with every checkpoint of a training run (or the base model) and score them.
 
     from brandcap.stages.evaluate import run_evaluate
-    run_evaluate(params, Path("models/base"), Path("results/checkpoints/freeze_llm/seed-4/epoch-2"),
+    run_evaluate(params, Path("models/base"), Path("results/checkpoints/freeze_llm/seed-4"),
                  Path("data/processed/test.jsonl"), Path("data/raw/general/general.jsonl"),
-                 Path("results/eval/freeze_llm/seed-4/epoch-2"), Path(".resume/eval/freeze_llm/seed-4/epoch-2"),
+                 Path("results/eval/freeze_llm/seed-4"), Path(".resume/eval/freeze_llm/seed-4"),
                  val_jsonl=Path("data/processed/val.jsonl"))
 
-(`checkpoint_dir=None` evaluates the base model: epoch 0; `prompted=True` with it is the
-prompt-only baseline, see below.) Writes to `out_dir`:
+`checkpoints_dir` is one training run's folder: its `epoch-N` checkpoint of every epoch N in
+`train.save_epochs` is scored, in that order, into `out_dir/epoch-N`, all in this one process
+(the imports, the processor, the base model of delta checkpoints and METEOR's JVM are paid once:
+`brandcap.model.checkpoints.CheckpointSeries` applies each checkpoint to the pristine base).
+`checkpoints_dir=None` evaluates the base model (epoch 0) into `out_dir`; `prompted=True` with it
+is the prompt-only baseline, see below. Writes to each output folder:
 - `predictions.jsonl`: `{product_id, brand, reference, prediction, brands_named, outcome, reference_loss}`
   per test sample (`brands_named` and `outcome` as `brandcap.evaluation.metrics` decides them: correct,
   hedged, wrong or none; `reference_loss`: mean next-token loss of the reference caption);
@@ -39,15 +43,17 @@ the answer and its end token only, answer cut at `train.max_length`).
 Backends (`eval.backend`): `hf` (default) generates in this process with the base model and the
 checkpoint; `endpoint` asks the OpenAI-compatible server at `eval.endpoint` for the model it serves
 (an exported checkpoint: the export stage), with the same prompt and greedy decoding
-(`brandcap.stages.evaluate_endpoint`), and refuses `checkpoint_dir` (the server decides the model).
+(`brandcap.stages.evaluate_endpoint`), and refuses `checkpoints_dir` (the server decides the model).
 Both write the same files with the same keys; over HTTP there is no reference loss, so
 `reference_loss`, `test_loss` and `val_loss` are null. Items the server does not answer stop the
 stage with their reasons (EndpointAnswersMissing) after the answered ones are kept for the rerun.
 
-Resumable: each finished batch is appended and flushed to `resume_dir/{test,val,general}.partial.jsonl`;
-a rerun generates only the items missing there. They are discarded when anything they depend on
-changed (brandcap.resume_state: the content of the model, checkpoint, records and images, the
-params read, the code), and removed after success.
+Resumable: each finished batch is appended and flushed to `resume_dir/{test,val,general}.partial.jsonl`
+(`resume_dir/epoch-N/...` per checkpoint of a run); a rerun generates only the items missing there,
+so the epochs a killed run finished are only scored again, without loading their checkpoint. They are
+discarded when anything they depend on changed (brandcap.resume_state: the content of the model,
+checkpoint, records and images, the params read, the code; per epoch), and removed after the
+whole stage succeeded.
 """
 
 from __future__ import annotations
@@ -57,8 +63,9 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -71,11 +78,11 @@ from brandcap.atomic import read_jsonl, write_json, write_jsonl
 from brandcap.evaluation.caption_metrics import METRIC_NAMES, caption_scores_many, start_meteor
 from brandcap.evaluation.metrics import brand_hallucination_rate, brand_metrics, brand_outcomes, candidate_brands, evaluation_sample, mean_token_loss, named_brands
 from brandcap.model.chat import check_prompt_settings, encode, prompt_text
-from brandcap.model.checkpoints import load_for_inference
+from brandcap.model.checkpoints import CheckpointSeries, load_for_inference
 from brandcap.model.training_data import IGNORE_INDEX, answer_ids, prompt_answer_batch
 from brandcap.params import Params
 from brandcap.progress import Progress, progress
-from brandcap.resume_state import finish_resume_dir, prepare_resume_dir, stage_fingerprint
+from brandcap.resume_state import content_digest, finish_resume_dir, prepare_resume_dir, stage_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -117,15 +124,33 @@ def load_model(base_dir: Path, checkpoint_dir: Path | None, device: str):
     return load_for_inference(Path(base_dir), Path(checkpoint_dir) if checkpoint_dir else None, device)
 
 
+def run_checkpoints(params: Params, checkpoints_dir: Path) -> list[tuple[int, Path]]:
+    """(epoch, checkpoint folder) of every epoch in train.save_epochs, in order; all must exist."""
+    checkpoints = [(epoch, Path(checkpoints_dir) / f"epoch-{epoch}") for epoch in params.train.save_epochs]
+    missing = [str(folder) for _, folder in checkpoints if not folder.is_dir()]
+    if missing:
+        raise FileNotFoundError(
+            f"{checkpoints_dir}: no checkpoint {', '.join(missing)} (train.save_epochs is {list(params.train.save_epochs)}); "
+            "run the train stage for this experiment and seed with the same train.save_epochs, or pass the training run's "
+            "own folder (results/checkpoints/<experiment>/seed-<S>)"
+        )
+    return checkpoints
+
+
 def _model_dtype(model) -> torch.dtype:
     return next(model.parameters()).dtype
 
 
 class LocalModel:
-    """eval.backend hf: the model in this process; greedy answers and the reference captions' loss."""
+    """eval.backend hf: the model in this process, loaded by `load_model` when first asked (an epoch whose
+    answers were all resumed never loads its checkpoint); greedy answers and the reference captions' loss."""
 
-    def __init__(self, model, processor, max_new_tokens: int, max_length: int):
-        self.model, self.processor, self.max_new_tokens, self.max_length = model, processor, max_new_tokens, max_length
+    def __init__(self, load_model: Callable[[], Any], processor, max_new_tokens: int, max_length: int):
+        self.load_model, self.processor, self.max_new_tokens, self.max_length = load_model, processor, max_new_tokens, max_length
+
+    @cached_property
+    def model(self):
+        return self.load_model()
 
     def predict(self, images: list[Image.Image], instruction: str, references: list[str]) -> list[dict[str, Any]]:
         """{"prediction", "loss_sum", "loss_tokens", "error": None} per image, in order."""
@@ -147,11 +172,10 @@ class _ServedModel:
 
 
 @contextmanager
-def open_backend(params: Params, base_dir: Path, checkpoint_dir: Path | None) -> Iterator[LocalModel | _ServedModel]:
-    """What answers, as eval.backend says: the base (+ checkpoint) in this process, or the server at eval.endpoint."""
+def open_backend(params: Params, base_dir: Path, processor) -> Iterator[LocalModel | _ServedModel]:
+    """What answers, as eval.backend says: the base model in this process, or the server at eval.endpoint."""
     if params.eval.backend == "hf":
-        model, processor = load_model(base_dir, checkpoint_dir, default_device())
-        yield LocalModel(model, processor, params.eval.max_new_tokens, params.train.max_length)
+        yield LocalModel(lambda: load_model(base_dir, None, default_device())[0], processor, params.eval.max_new_tokens, params.train.max_length)
         return
     from brandcap.stages.evaluate_endpoint import EndpointModel  # the HTTP client only where it is used
 
@@ -215,16 +239,18 @@ def reference_losses(model, processor, prompt_inputs, captions: list[str], max_l
 
 
 # ----------------------------------------------------------------------------- resumable loop
-def _fingerprint(params: Params, base_dir: Path, checkpoint_dir: Path | None, sets: dict[str, Path | None],
-                 items: list[dict[str, Any]], prompted: bool) -> dict[str, Any]:
-    """What the predictions depend on (brandcap.resume_state): partial results made under another are stale."""
+def _fingerprint(params: Params, base_dir: Path, sets: dict[str, Path | None], items: list[dict[str, Any]], prompted: bool) -> dict[str, Any]:
+    """What the base model's predictions depend on (brandcap.resume_state): partial results made under another are stale."""
     inputs: dict[str, Any] = {"base": base_dir, "images": [item["image"] for item in items]}
     inputs.update({name: path for name, path in sets.items() if path is not None})
-    if checkpoint_dir is not None:
-        inputs["checkpoint"] = checkpoint_dir
     read = {"seed": params.seed, "eval": params.eval.model_dump(mode="json"),
             "train.instruction": params.train.instruction, "train.max_length": params.train.max_length, "prompted": prompted}
     return stage_fingerprint("brandcap.stages.evaluate", inputs, read)
+
+
+def _with_checkpoint(fingerprint: dict[str, Any], checkpoint_dir: Path) -> dict[str, Any]:
+    """The fingerprint of a checkpoint's predictions: the base model's, and the checkpoint's content."""
+    return {**fingerprint, "inputs": {**fingerprint["inputs"], "checkpoint": content_digest(checkpoint_dir)}}
 
 
 def _resumed_records(partial: Path, items: list[dict[str, Any]], key: str) -> dict[Any, dict[str, Any]]:
@@ -338,10 +364,42 @@ def _val_metrics(val: list[dict[str, Any]], preds: list[dict[str, Any]], known_b
 
 
 # ----------------------------------------------------------------------------- the stage
+class EvaluationSets:
+    """The test, validation and general items a stage scores (each capped at eval.max_test_samples), their files, and
+    the candidate brands answers are scored against (every brand of the whole test and validation files)."""
+
+    def __init__(self, params: Params, test_jsonl: Path, val_jsonl: Path | None, general_jsonl: Path | None):
+        all_test = _read_records(Path(test_jsonl), TEST_KEYS, "test")
+        if not all_test:
+            raise ValueError(f"{test_jsonl}: no test records; check the clean stage's report (clean_report.json)")
+        all_val = _read_records(Path(val_jsonl), TEST_KEYS, "validation") if val_jsonl else []
+        general = _read_records(Path(general_jsonl), GENERAL_KEYS, "general set") if general_jsonl else []
+        self.known_brands = candidate_brands(all_test, all_val)
+        self.test = evaluation_sample(all_test, params.eval.max_test_samples, params.seed)
+        self.val = evaluation_sample(all_val, params.eval.max_test_samples, params.seed)
+        self.general = evaluation_sample(general, params.eval.max_test_samples, params.seed)
+        self.files = {"test": test_jsonl, "val": val_jsonl, "general": general_jsonl}
+
+    @property
+    def items(self) -> list[dict[str, Any]]:
+        return self.test + self.val + self.general
+
+
+def _check_mode(params: Params, checkpoints_dir: Path | None, prompted: bool) -> None:
+    if params.eval.backend == "endpoint" and checkpoints_dir is not None:
+        raise ValueError(
+            f"{checkpoints_dir}: eval.backend endpoint evaluates the model the server at eval.endpoint.base_url serves, not "
+            "checkpoints; export the checkpoint (workflow/scripts/export.py --checkpoint ...), serve the export and run without "
+            "--checkpoints, or set eval.backend: hf"
+        )
+    if prompted and checkpoints_dir is not None:
+        raise ValueError(f"{checkpoints_dir}: the prompt-only baseline asks the base model; drop --checkpoints or --prompted")
+
+
 def run_evaluate(
     params: Params,
     base_dir: Path,
-    checkpoint_dir: Path | None,
+    checkpoints_dir: Path | None,
     test_jsonl: Path,
     general_jsonl: Path | None,
     out_dir: Path,
@@ -349,46 +407,53 @@ def run_evaluate(
     val_jsonl: Path | None = None,
     prompted: bool = False,
 ) -> None:
-    """Generate and score captions for the test, validation and general sets; see the module docstring."""
+    """Generate and score captions for the test, validation and general sets with every checkpoint of a training run
+    (into out_dir/epoch-N) or with the base model (into out_dir); see the module docstring."""
     out_dir, resume_dir = Path(out_dir), Path(resume_dir)
-    if params.eval.backend == "endpoint" and checkpoint_dir is not None:
-        raise ValueError(
-            f"{checkpoint_dir}: eval.backend endpoint evaluates the model the server at eval.endpoint.base_url serves, not a "
-            "checkpoint; export the checkpoint (workflow/scripts/export.py --checkpoint ...), serve the export and run without "
-            "--checkpoint, or set eval.backend: hf"
-        )
-    if prompted and checkpoint_dir is not None:
-        raise ValueError(f"{checkpoint_dir}: the prompt-only baseline asks the base model; drop --checkpoint or --prompted")
-    all_test = _read_records(Path(test_jsonl), TEST_KEYS, "test")
-    if not all_test:
-        raise ValueError(f"{test_jsonl}: no test records; check the clean stage's report (clean_report.json)")
-    all_val = _read_records(Path(val_jsonl), TEST_KEYS, "validation") if val_jsonl else []
-    known_brands = candidate_brands(all_test, all_val)
-    test = evaluation_sample(all_test, params.eval.max_test_samples, params.seed)
-    val = evaluation_sample(all_val, params.eval.max_test_samples, params.seed)
-    general = _read_records(Path(general_jsonl), GENERAL_KEYS, "general set") if general_jsonl else []
-    general = evaluation_sample(general, params.eval.max_test_samples, params.seed)
-    check_prompt_settings(AutoProcessor.from_pretrained(base_dir), params, str(base_dir))  # before any work
+    _check_mode(params, checkpoints_dir, prompted)
+    checkpoints = run_checkpoints(params, checkpoints_dir) if checkpoints_dir is not None else []
+    sets = EvaluationSets(params, test_jsonl, val_jsonl, general_jsonl)
+    processor = AutoProcessor.from_pretrained(base_dir)
+    check_prompt_settings(processor, params, str(base_dir))  # before any work
 
-    if test and (os.cpu_count() or 1) >= 4:
+    if sets.test and (os.cpu_count() or 1) >= 4:
         # METEOR's Java start-up (seconds of CPU) then overlaps model loading and generation; on
         # fewer cores it would only take cycles from generation and distort samples_per_second.
         start_meteor()
-    sets = {"test": test_jsonl, "val": val_jsonl, "general": general_jsonl}
-    instruction = prompted_instruction(params, known_brands) if prompted else params.train.instruction
-    endpoint = params.eval.endpoint
-    served = f"{endpoint.model} at {endpoint.base_url}" if params.eval.backend == "endpoint" else None
-    label = f"evaluate {served or checkpoint_dir or 'base model'}" + (" (prompted with the brands)" if prompted else "")
-    with open_backend(params, base_dir, checkpoint_dir) as backend, \
-            progress(len(test) + len(val) + len(general), label, unit="sample", logger=log) as bar:
-        prepare_resume_dir(resume_dir, _fingerprint(params, base_dir, checkpoint_dir, sets, test + val + general, prompted))
+    instruction = prompted_instruction(params, sets.known_brands) if prompted else params.train.instruction
+    fingerprint = _fingerprint(params, base_dir, sets.files, sets.items, prompted)
+    if checkpoints_dir is None:
+        endpoint = params.eval.endpoint
+        served = f"{endpoint.model} at {endpoint.base_url}" if params.eval.backend == "endpoint" else None
+        label = f"evaluate {served or 'base model'}" + (" (prompted with the brands)" if prompted else "")
+        with open_backend(params, base_dir, processor) as backend:
+            _evaluate_model(params, sets, backend, instruction, label, out_dir, resume_dir, fingerprint)
+    else:
+        series = CheckpointSeries(base_dir, default_device())
+        for n, (epoch, checkpoint) in enumerate(checkpoints, 1):
+            backend = LocalModel(lambda checkpoint=checkpoint: series.model(checkpoint), processor,
+                                 params.eval.max_new_tokens, params.train.max_length)
+            label = f"evaluate {checkpoint} (epoch {epoch}: checkpoint {n}/{len(checkpoints)})"
+            _evaluate_model(params, sets, backend, instruction, label, out_dir / f"epoch-{epoch}", resume_dir / f"epoch-{epoch}",
+                            _with_checkpoint(fingerprint, checkpoint))
+    finish_resume_dir(resume_dir)
 
-        def predict(name, items, key, source, asked):
-            return _predict_set(name, items, key, Path(source or "."), asked, backend, params, resume_dir, bar)
 
-        test_preds, new_test = predict("test", test, "product_id", test_jsonl, instruction)
-        val_preds, new_val = predict("val", val, "product_id", val_jsonl, instruction)
-        general_preds, new_general = predict("general", general, "id", general_jsonl, params.eval.general_instruction)
+def _evaluate_model(params: Params, sets: EvaluationSets, backend: LocalModel | _ServedModel, instruction: str, label: str,
+                    out_dir: Path, resume_dir: Path, fingerprint: dict[str, Any]) -> None:
+    """One model's predictions (resumed from `resume_dir` where its fingerprint still holds), scored into `out_dir`."""
+    test, val, general = sets.test, sets.val, sets.general
+    known_brands = sets.known_brands
+    with progress(len(sets.items), label, unit="sample", logger=log) as bar:
+        prepare_resume_dir(resume_dir, fingerprint)
+
+        def predict(name, items, key, asked):
+            source = Path(sets.files[name] or ".")
+            return _predict_set(name, items, key, source, asked, backend, params, resume_dir, bar)
+
+        test_preds, new_test = predict("test", test, "product_id", instruction)
+        val_preds, new_val = predict("val", val, "product_id", instruction)
+        general_preds, new_general = predict("general", general, "id", params.eval.general_instruction)
     new = new_test + new_val + new_general
 
     predictions = [p["prediction"] for p in test_preds]
@@ -419,16 +484,19 @@ def run_evaluate(
         ),
     )
     write_json(out_dir / "metrics.json", metrics)
-    finish_resume_dir(resume_dir)
+    _log_summary(label, metrics, new)
 
+
+def _log_summary(label: str, metrics: dict[str, Any], new: int) -> None:
     def fmt(value):
         return "n/a" if value is None else f"{value:.3f}"
 
+    total = metrics["n_test"] + metrics["n_val"] + metrics["n_general"]
     log.info(
         "%s: %d test + %d validation + %d general samples (%d generated now, %d resumed), %.1f samples/s; "
         "brand accuracy %s, macro %s, wrong brand %s, validation brand accuracy %s, test loss %s, CIDEr %s, "
         "general CIDEr %s, brand hallucination on the general set %s",
-        label, len(test), len(val), len(general), new, len(test) + len(val) + len(general) - new,
+        label, metrics["n_test"], metrics["n_val"], metrics["n_general"], new, total - new,
         metrics["samples_per_second"] or 0.0, fmt(metrics["brand_accuracy"]), fmt(metrics["macro_brand_accuracy"]),
         fmt(metrics["wrong_brand_rate"]), fmt(metrics["val_brand_accuracy"]), fmt(metrics["test_loss"]), fmt(metrics["cider"]),
         fmt(metrics["general_cider"]), fmt(metrics["general_brand_hallucination_rate"]),
