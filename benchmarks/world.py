@@ -3,6 +3,7 @@
     PYTHONPATH=src .venv/bin/python benchmarks/world.py                 # the default profile's shop
     PYTHONPATH=src .venv/bin/python benchmarks/world.py --epochs 10     # a shorter CNN run
     PYTHONPATH=src .venv/bin/python benchmarks/world.py --contact-sheet sheet.png   # look at the world
+    PYTHONPATH=src .venv/bin/python benchmarks/world.py --tiny-vision-tower        # and the tiny model's own vision tower
 
 Generates the default profile's shop (params.yaml defaults: data.synthetic, data.sample_size,
 seed) in a temporary folder, keeps the readable images, drops brands below
@@ -12,6 +13,8 @@ Then scores on the test split, with the exact-brand accuracy:
   (`brandcap.stages.baselines`): what a lookup table gets;
 - a small CNN trained from scratch on the training images for a fixed number of epochs on
   the CPU: a crude stand-in for what fine-tuning a vision model could learn.
+- with --tiny-vision-tower, the tiny default model's vision tower architecture (model.tiny) trained
+  the same way on the labels: whether that tower can learn the marks at all.
 A world that needs vision has the lookups well below the CNN. Seeded; about 2.5 CPU-minutes
 (two threads).
 """
@@ -77,10 +80,28 @@ def shifted(batch: torch.Tensor, generator: torch.Generator, max_shift: int = 2)
     return torch.roll(batch, shifts=(dy, dx), dims=(2, 3))
 
 
-def cnn_predictions(train_x, train_y, test_x, n_classes: int, epochs: int, seed: int) -> list[int]:
+class TinyVisionTowerClassifier(torch.nn.Module):
+    """The default tiny model's vision tower (its InternVL config: model.tiny), freshly initialised, with a
+    linear brand head on its mean patch feature: what that architecture learns when trained on the labels."""
+
+    def __init__(self, tiny, n_classes: int):
+        super().__init__()
+        from transformers import InternVLVisionConfig, InternVLVisionModel
+
+        config = InternVLVisionConfig(hidden_size=tiny.vision_hidden, num_hidden_layers=tiny.vision_layers,
+                                      num_attention_heads=tiny.vision_heads, intermediate_size=4 * tiny.vision_hidden,
+                                      image_size=tiny.image_size, patch_size=tiny.patch_size)
+        self.tower, self.head = InternVLVisionModel(config), torch.nn.Linear(tiny.vision_hidden, n_classes)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.head(self.tower(pixel_values=pixel_values).last_hidden_state.mean(1))
+
+
+def cnn_predictions(train_x, train_y, test_x, n_classes: int, epochs: int, seed: int, model: torch.nn.Module | None = None) -> list[int]:
+    """Train `model` (default: the small CNN) on the labels from scratch; its test predictions."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    model = small_cnn(n_classes)
+    model = model or small_cnn(n_classes)
     optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-3)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=3e-3, total_steps=epochs * ((len(train_x) + 63) // 64))
     for _ in range(epochs):
@@ -121,6 +142,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20, help="CNN training epochs")
     parser.add_argument("--side", type=int, default=32, help="CNN input side, pixels")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tiny-vision-tower", action="store_true",
+                        help="also train the tiny model's own vision tower architecture on the labels, the same way (at its input side)")
     parser.add_argument("--contact-sheet", type=Path, help="only write a PNG grid of products of the first brands here")
     args = parser.parse_args()
     params = Params()
@@ -146,6 +169,15 @@ def main() -> None:
         pixels([r["image"] for r in test], args.side), len(brands), args.epochs, params.seed,
     )
     report(f"small_cnn ({args.side} px, {args.epochs} epochs, {time.perf_counter() - started:.0f} s)", accuracy([brands[i] for i in predicted], gold))
+    if args.tiny_vision_tower:
+        tiny, started = params.model.tiny, time.perf_counter()
+        predicted = cnn_predictions(
+            pixels([r["image"] for r in train], tiny.image_size), torch.tensor([brands.index(b) for b in train_brands]),
+            pixels([r["image"] for r in test], tiny.image_size), len(brands), args.epochs, params.seed,
+            TinyVisionTowerClassifier(tiny, len(brands)),
+        )
+        report(f"tiny_vision_tower ({tiny.image_size} px, patch {tiny.patch_size}, {args.epochs} epochs, {time.perf_counter() - started:.0f} s)",
+               accuracy([brands[i] for i in predicted], gold))
 
 
 def report(name: str, score: float) -> None:
