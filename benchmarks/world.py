@@ -153,10 +153,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="brandcap-world-") as tmp:
         records = shop_records(params, Path(tmp) / "shop")
-    train, test = split_by_brand(records, params.seed, params.clean.test_fraction)
+    train, _val, test = split_by_brand(records, params.seed, params.clean.test_fraction, params.clean.val_fraction)
     gold = [r["brand"] for r in test]
     train_brands = [r["brand"] for r in train]
-    print(f"world: {len({r['brand'] for r in records})} brands, {len(train)} train, {len(test)} test "
+    print(f"world: {len({r['brand'] for r in records})} brands, {len(train)} train, {len(_val)} validation (unused), {len(test)} test "
           f"(signature_visibility {params.data.synthetic.signature_visibility}, noise {params.data.synthetic.noise})")
     report("majority", accuracy(majority_brand_predictions(train_brands, len(test)), gold))
     lookups = image_baseline_predictions([r["image"] for r in train], train_brands, [r["image"] for r in test])
