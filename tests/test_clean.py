@@ -217,10 +217,10 @@ def test_bad_input_is_named(tmp_path):
         run_clean(_params(), tmp_path / "missing.jsonl", tmp_path / "out")
     path = tmp_path / "captions.jsonl"
     write_jsonl(path, [{"product_id": "a", "brand": "B", "text": "x"}])
-    with pytest.raises(CleanError, match=r"record 1 .*'image'"):
+    with pytest.raises(CleanError, match=r"captions.jsonl: line 1 lacks \['image', 'sha256', 'finish_reason'\]"):
         run_clean(_params(), path, tmp_path / "out")
     write_jsonl(path, [{**_record("a", "B", "A bag by B, number one, on a plain background."), "sha256": ""}])
-    with pytest.raises(CleanError, match=r"record 1 \(product 'a'\) lacks \['sha256'\]; regenerate the file with the caption stage"):
+    with pytest.raises(CleanError, match=r"line 1 lacks \['sha256'\]; .*\(run the caption stage first"):
         run_clean(_params(), path, tmp_path / "out")
 
 

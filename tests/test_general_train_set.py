@@ -49,7 +49,7 @@ def _user_sets(tmp_path: Path) -> tuple[Path, Path]:
 
 def _user_params(probe_jsonl: Path, generic_jsonl: Path, general_mix: float = 10.0):
     return validate_params({"data": {"source": "hf", "general_set": str(probe_jsonl), "general_train_set": str(generic_jsonl)},
-                            "train": {"general_mix": general_mix}})
+                            "train": {"general_mix": general_mix, "experiments": {"lora": {"strategy": "lora"}}}})
 
 
 def test_user_jsonl_is_read_like_the_probe_set(tmp_path):
@@ -79,7 +79,8 @@ def test_a_generic_image_in_the_probe_fails_with_both_names_and_leaves_nothing(t
 def test_without_mixing_the_set_is_empty_and_mixing_needs_one(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     probe_jsonl, generic_jsonl = _user_sets(tmp_path)
-    for params in (validate_params({}), validate_params({"data": {"source": "hf"}}), _user_params(probe_jsonl, generic_jsonl, 0.0)):
+    unmixed = {"train": {"experiments": {"lora": {"strategy": "lora"}}}}  # the default matrix has a mixed experiment
+    for params in (validate_params(unmixed), validate_params({"data": {"source": "hf"}, **unmixed}), _user_params(probe_jsonl, generic_jsonl, 0.0)):
         run_general_set(params, tmp_path / "probe")
         run_general_train_set(params, tmp_path / "probe" / "general.jsonl", tmp_path / "out")
         assert (tmp_path / "out" / GENERAL_TRAIN_FILE).read_text() == "" and not (tmp_path / "out" / "images").exists()

@@ -29,8 +29,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 from transformers import TrainerCallback
 
-from brandcap.atomic import read_jsonl
 from brandcap.model.training_data import CaptionDataset
+from brandcap.record_files import ImageCaptionRecord, read_records
 
 # numpy seed stream of the per-epoch draw (keeps it apart from other uses of the training seed)
 MIX_STREAM = 0x313C
@@ -58,15 +58,10 @@ class GenericPairs(Dataset):
 
     def __init__(self, jsonl_path: str | Path, instruction: str):
         self.path, self.instruction = Path(jsonl_path), instruction
-        if not self.path.exists():
-            raise FileNotFoundError(f"{self.path}: generic training set not found; run the general_train_set stage first")
-        self.records = read_jsonl(self.path)
+        self.records = read_records(self.path, ImageCaptionRecord, "generic training set", fix="run the general_train_set stage first")
         if not self.records:
             raise ValueError(f"{self.path}: the generic training set is empty but train.general_mix asks for generic pairs; set "
                              "data.general_train_set (source: hf) or data.synthetic.n_general_train, or set general_mix to 0")
-        bad = next((line for line, rec in enumerate(self.records, 1) if not rec.get("image") or not rec.get("caption")), None)
-        if bad is not None:
-            raise ValueError(f"{self.path}: line {bad} lacks 'image' or 'caption'; regenerate it with the general_train_set stage")
 
     def __len__(self) -> int:
         return len(self.records)

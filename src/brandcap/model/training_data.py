@@ -27,11 +27,10 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from brandcap.atomic import read_jsonl
 from brandcap.model.chat import answer_text, encode_prompts
+from brandcap.record_files import SplitRecord, read_records
 
 IGNORE_INDEX = -100
-REQUIRED_KEYS = ("product_id", "image", "brand", "caption")
 
 
 class CaptionDataset(Dataset):
@@ -39,18 +38,8 @@ class CaptionDataset(Dataset):
 
     def __init__(self, jsonl_path: str | Path):
         self.path = Path(jsonl_path)
-        if not self.path.exists():
-            raise FileNotFoundError(f"{self.path}: training file not found; run the clean stage first")
-        self.records = read_jsonl(self.path)
-        if not self.records:
-            raise ValueError(f"{self.path}: no training records; check the clean stage's report (clean_report.json)")
-        for line, rec in enumerate(self.records, 1):
-            missing = [k for k in REQUIRED_KEYS if not rec.get(k)]
-            if missing:
-                raise ValueError(
-                    f"{self.path}: line {line} lacks {missing}; every record needs {list(REQUIRED_KEYS)} "
-                    "(regenerate it with the clean stage)"
-                )
+        self.records = read_records(self.path, SplitRecord, "training split", allow_empty=False,
+                                    fix="run the clean stage (an empty split: check its report, clean_report.json)")
 
     def __len__(self) -> int:
         return len(self.records)

@@ -30,9 +30,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from brandcap.atomic import read_jsonl, write_json, write_jsonl
+from brandcap.atomic import write_json, write_jsonl
 from brandcap.evaluation.metrics import brand_metrics, brand_outcomes, evaluation_sample, named_brands
 from brandcap.params import Params
+from brandcap.record_files import ProductImageRecord, read_records
 
 log = logging.getLogger(__name__)
 
@@ -102,20 +103,11 @@ def image_baseline_predictions(train_images: Sequence[ImageSource], train_brands
 
 # ----------------------------------------------------------------------------- the stage
 BASELINES = ("majority", *IMAGE_FEATURES)
-SPLIT_KEYS = ("product_id", "image", "brand")
 
 
 def _read_split(path: Path, what: str) -> list[dict[str, Any]]:
-    if not Path(path).exists():
-        raise FileNotFoundError(f"{path}: {what} split not found; run the clean stage first")
-    records = read_jsonl(path)
-    if not records:
-        raise ValueError(f"{path}: no {what} records; check the clean stage's report (clean_report.json)")
-    for line, rec in enumerate(records, 1):
-        missing = [k for k in SPLIT_KEYS if rec.get(k) in (None, "")]
-        if missing:
-            raise ValueError(f"{path}: line {line} lacks {missing}; rerun the clean stage")
-    return records
+    return read_records(path, ProductImageRecord, f"{what} split", allow_empty=False,
+                        fix="rerun the clean stage (an empty split: check its report, clean_report.json)")
 
 
 def run_baselines(params: Params, train_jsonl: Path, test_jsonl: Path, out_dir: Path) -> None:

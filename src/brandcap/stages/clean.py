@@ -30,7 +30,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from brandcap.atomic import read_jsonl, write_json, write_jsonl, write_text
+from brandcap.atomic import write_json, write_jsonl, write_text
 from brandcap.brands import normalize
 from brandcap.clean_rules import (
     duplicate_key,
@@ -41,11 +41,11 @@ from brandcap.clean_rules import (
     with_canonical_brand,
 )
 from brandcap.params import CleanParams, Params
+from brandcap.record_files import CaptionRecord, read_records
 
 log = logging.getLogger(__name__)
 
 RULES = ("no_caption", "repetition_loop", "garbled", "cut_off", "no_brand", "length", "duplicate", "duplicate_image", "rare_brand")
-REQUIRED_KEYS = ("product_id", "brand", "image", "sha256", "text", "finish_reason")
 EXAMPLES_PER_RULE = 3
 
 
@@ -213,16 +213,11 @@ def require_both_splits(captions_path: Path, train: list[dict[str, Any]], test: 
 
 
 def read_captions(captions_path: Path) -> list[dict[str, Any]]:
-    if not captions_path.exists():
-        raise FileNotFoundError(f"{captions_path}: captions file not found; run the caption stage first (snakemake data/interim/captions.jsonl)")
-    records = read_jsonl(captions_path)
-    if not records:
-        raise CleanError(f"{captions_path}: no caption records; rerun the caption stage")
-    for i, rec in enumerate(records, 1):
-        missing = [k for k in REQUIRED_KEYS if k not in rec or (k == "sha256" and not rec[k])]  # the image's hash dedups
-        if missing:
-            raise CleanError(f"{captions_path}: record {i} (product {rec.get('product_id')!r}) lacks {missing}; regenerate the file with the caption stage")
-    return records
+    try:
+        return read_records(captions_path, CaptionRecord, "captions file", allow_empty=False,
+                            fix="run the caption stage first (snakemake data/interim/captions.jsonl)")
+    except ValueError as err:
+        raise CleanError(str(err)) from None
 
 
 def _quote(text: str | None, limit: int = 600) -> str:

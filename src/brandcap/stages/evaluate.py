@@ -74,7 +74,7 @@ from PIL import Image
 from transformers import AutoProcessor
 
 from brandcap.append_only import read_append_only
-from brandcap.atomic import read_jsonl, write_json, write_jsonl
+from brandcap.atomic import write_json, write_jsonl
 from brandcap.evaluation.caption_metrics import METRIC_NAMES, caption_scores_many, start_meteor
 from brandcap.evaluation.metrics import brand_hallucination_rate, brand_metrics, brand_outcomes, candidate_brands, evaluation_sample, mean_token_loss, named_brands
 from brandcap.model.chat import check_prompt_settings, encode, prompt_text
@@ -82,25 +82,16 @@ from brandcap.model.checkpoints import CheckpointSeries, load_for_inference
 from brandcap.model.training_data import IGNORE_INDEX, answer_ids, prompt_answer_batch
 from brandcap.params import Params
 from brandcap.progress import Progress, progress
+from brandcap.record_files import GeneralRecord, SplitRecord, read_records
 from brandcap.resume_state import content_digest, finish_resume_dir, prepare_resume_dir, stage_fingerprint
 
 log = logging.getLogger(__name__)
 
-TEST_KEYS = ("product_id", "image", "brand", "caption")
-GENERAL_KEYS = ("id", "image", "caption")
 
 
 # ----------------------------------------------------------------------------- inputs
-def _read_records(path: Path, required: Sequence[str], what: str) -> list[dict[str, Any]]:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: {what} file not found; run the stage that writes it first")
-    records = read_jsonl(path)
-    for line, rec in enumerate(records, 1):
-        missing = [k for k in required if rec.get(k) in (None, "")]
-        if missing:
-            raise ValueError(f"{path}: line {line} lacks {missing}; every {what} record needs {list(required)}")
-    return records
+def _read_records(path: Path, model, what: str) -> list[dict[str, Any]]:
+    return read_records(path, model, what, fix="run the stage that writes it first")
 
 
 def _load_image(path: str, source: Path) -> Image.Image:
@@ -369,11 +360,11 @@ class EvaluationSets:
     the candidate brands answers are scored against (every brand of the whole test and validation files)."""
 
     def __init__(self, params: Params, test_jsonl: Path, val_jsonl: Path | None, general_jsonl: Path | None):
-        all_test = _read_records(Path(test_jsonl), TEST_KEYS, "test")
+        all_test = _read_records(Path(test_jsonl), SplitRecord, "test")
         if not all_test:
             raise ValueError(f"{test_jsonl}: no test records; check the clean stage's report (clean_report.json)")
-        all_val = _read_records(Path(val_jsonl), TEST_KEYS, "validation") if val_jsonl else []
-        general = _read_records(Path(general_jsonl), GENERAL_KEYS, "general set") if general_jsonl else []
+        all_val = _read_records(Path(val_jsonl), SplitRecord, "validation") if val_jsonl else []
+        general = _read_records(Path(general_jsonl), GeneralRecord, "general set") if general_jsonl else []
         self.known_brands = candidate_brands(all_test, all_val)
         self.test = evaluation_sample(all_test, params.eval.max_test_samples, params.seed)
         self.val = evaluation_sample(all_val, params.eval.max_test_samples, params.seed)
