@@ -1,13 +1,21 @@
-# Glue shared by all rules: the resolved parameters, the params arguments of every command,
-# the experiment x seed matrix and the final targets.
+# Glue shared by all rules: the artifact paths, the resolved parameters, the params arguments of
+# every command, the experiment x seed matrix and the final targets.
 
 import os
 import socket
 from pathlib import Path
+from types import SimpleNamespace
+
+import yaml
 
 from brandcap.params import ParamsError
 from brandcap.profiles import resolve_params
 from brandcap.project_lock import Orchestrator, busy_reason, claim, release
+
+# Every artifact path, written once in workflow/paths.yaml (dvc.yaml reads the same file as `vars`):
+# PATHS.catalog, PATHS.eval, ... A training run's folder under a per-run root is f"{root}/{RUN}".
+PATHS = SimpleNamespace(**yaml.safe_load(Path("workflow/paths.yaml").read_text())["paths"])
+RUN = "{exp}/seed-{seed}"
 
 # Profiles are overlays of params.yaml (`--configfile configs/smoke.yaml`). Snakemake's own deep
 # merge would add a profile's experiments to the default ones, so the configuration is resolved
@@ -65,4 +73,4 @@ def package(*modules):
 
 
 def final_targets():
-    return ["results/tables.md", "results/metrics.json"]
+    return [PATHS.tables, PATHS.metrics]

@@ -1,10 +1,8 @@
 # Data: catalog -> download -> caption -> clean, and the general (brand-free) set.
 
-from brandcap.params import EXTERNAL_DATA_DIR
-
-# The files under data/external/ (local product tables live there): DVC depends on the
+# The files under PATHS.external (local product tables live there): DVC depends on the
 # folder, Snakemake on its files, so a changed table reruns the catalog under both.
-EXTERNAL_TABLES = sorted(str(p) for p in EXTERNAL_DATA_DIR.rglob("*") if p.is_file())
+EXTERNAL_TABLES = sorted(str(p) for p in Path(PATHS.external).rglob("*") if p.is_file())
 
 
 rule catalog:
@@ -13,10 +11,10 @@ rule catalog:
         code=package("stages/catalog", "sim/shop", "records"),
         external=EXTERNAL_TABLES,
     output:
-        catalog="data/raw/catalog.parquet",
-        shop=directory("data/raw/shop"),
+        catalog=PATHS.catalog,
+        shop=directory(PATHS.shop),
     log:
-        "logs/catalog.log",
+        f"{PATHS.logs}/catalog.log",
     conda:
         "../envs/brandcap.yaml"
     params:
@@ -31,9 +29,9 @@ rule general_set:
         script=script("general_set"),
         code=package("stages/general_set", "stages/catalog", "sim/shop", "records"),
     output:
-        out=directory("data/raw/general"),
+        out=directory(PATHS.general),
     log:
-        "logs/general_set.log",
+        f"{PATHS.logs}/general_set.log",
     conda:
         "../envs/brandcap.yaml"
     params:
@@ -50,9 +48,9 @@ rule general_train_set:
         code=package("stages/general_train_set", "stages/general_set", "stages/catalog", "sim/shop", "records"),
         probe=rules.general_set.output.out,
     output:
-        out=directory("data/raw/general_train"),
+        out=directory(PATHS.general_train),
     log:
-        "logs/general_train_set.log",
+        f"{PATHS.logs}/general_train_set.log",
     conda:
         "../envs/brandcap.yaml"
     params:
@@ -73,17 +71,17 @@ rule download:
         catalog=rules.catalog.output.catalog,
         shop=rules.catalog.output.shop,
     output:
-        images=directory("data/raw/images"),
-        manifest="data/raw/manifest.parquet",
+        images=directory(PATHS.images),
+        manifest=PATHS.manifest,
     log:
-        "logs/download.log",
+        f"{PATHS.logs}/download.log",
     conda:
         "../envs/brandcap.yaml"
     params:
         data=config["data"],
         download=config["download"],
     shell:
-        "python {input.script} {PARAMS_ARGS} --catalog {input.catalog} --images {output.images} --manifest {output.manifest} --resume .resume/download --log {log}"
+        "python {input.script} {PARAMS_ARGS} --catalog {input.catalog} --images {output.images} --manifest {output.manifest} --resume {PATHS.resume}/download --log {log}"
 
 
 rule caption:
@@ -93,16 +91,16 @@ rule caption:
         manifest=rules.download.output.manifest,
         images=rules.download.output.images,
     output:
-        captions="data/interim/captions.jsonl",
+        captions=PATHS.captions,
     log:
-        "logs/caption.log",
+        f"{PATHS.logs}/caption.log",
     conda:
         "../envs/brandcap.yaml"
     params:
         caption=config["caption"],
         clean=config["clean"],
     shell:
-        "python {input.script} {PARAMS_ARGS} --manifest {input.manifest} --captions {output.captions} --resume .resume/caption --log {log}"
+        "python {input.script} {PARAMS_ARGS} --manifest {input.manifest} --captions {output.captions} --resume {PATHS.resume}/caption --log {log}"
 
 
 rule clean:
@@ -111,9 +109,9 @@ rule clean:
         code=package("stages/clean", "clean_rules", "brands"),
         captions=rules.caption.output.captions,
     output:
-        out=directory("data/processed"),
+        out=directory(PATHS.processed),
     log:
-        "logs/clean.log",
+        f"{PATHS.logs}/clean.log",
     conda:
         "../envs/brandcap.yaml"
     params:

@@ -12,9 +12,9 @@ rule evaluate_base:
         general=rules.general_set.output.out,
         images=rules.download.output.images,
     output:
-        out=directory("results/eval/base/epoch-0"),
+        out=directory(f"{PATHS.eval}/base/epoch-0"),
     log:
-        "logs/evaluate/base/epoch-0.log",
+        f"{PATHS.logs}/evaluate/base/epoch-0.log",
     conda:
         "../envs/brandcap.yaml"
     resources:
@@ -24,7 +24,7 @@ rule evaluate_base:
         train__max_length=config["train"]["max_length"],
         eval=config["eval"],
     shell:
-        "python {input.script} {PARAMS_ARGS} --base {input.base} --test {input.processed}/test.jsonl --val {input.processed}/val.jsonl --general {input.general}/general.jsonl --out {output.out} --resume .resume/eval/base/epoch-0 --log {log}"
+        "python {input.script} {PARAMS_ARGS} --base {input.base} --test {input.processed}/test.jsonl --val {input.processed}/val.jsonl --general {input.general}/general.jsonl --out {output.out} --resume {PATHS.resume}/eval/base/epoch-0 --log {log}"
 
 
 rule evaluate:
@@ -37,9 +37,9 @@ rule evaluate:
         general=rules.general_set.output.out,
         images=rules.download.output.images,
     output:
-        out=directory("results/eval/{exp}/seed-{seed}"),
+        out=directory(f"{PATHS.eval}/{RUN}"),
     log:
-        "logs/evaluate/{exp}/seed-{seed}.log",
+        f"{PATHS.logs}/evaluate/{RUN}.log",
     conda:
         "../envs/brandcap.yaml"
     resources:
@@ -50,7 +50,7 @@ rule evaluate:
         train__save_epochs=config["train"]["save_epochs"],
         eval=config["eval"],
     shell:
-        "python {input.script} {PARAMS_ARGS} --base {input.base} --checkpoints {input.checkpoints} --test {input.processed}/test.jsonl --val {input.processed}/val.jsonl --general {input.general}/general.jsonl --out {output.out} --resume .resume/eval/{wildcards.exp}/seed-{wildcards.seed} --log {log}"
+        "python {input.script} {PARAMS_ARGS} --base {input.base} --checkpoints {input.checkpoints} --test {input.processed}/test.jsonl --val {input.processed}/val.jsonl --general {input.general}/general.jsonl --out {output.out} --resume {PATHS.resume}/eval/{wildcards.exp}/seed-{wildcards.seed} --log {log}"
 
 
 rule evaluate_prompted:
@@ -61,9 +61,9 @@ rule evaluate_prompted:
         processed=rules.clean.output.out,
         images=rules.download.output.images,
     output:
-        out=directory("results/eval/base/prompted"),
+        out=directory(f"{PATHS.eval}/base/prompted"),
     log:
-        "logs/evaluate/base/prompted.log",
+        f"{PATHS.logs}/evaluate/base/prompted.log",
     conda:
         "../envs/brandcap.yaml"
     resources:
@@ -73,7 +73,7 @@ rule evaluate_prompted:
         train__max_length=config["train"]["max_length"],
         eval=config["eval"],
     shell:
-        "python {input.script} {PARAMS_ARGS} --base {input.base} --prompted --test {input.processed}/test.jsonl --out {output.out} --resume .resume/eval/base/prompted --log {log}"
+        "python {input.script} {PARAMS_ARGS} --base {input.base} --prompted --test {input.processed}/test.jsonl --out {output.out} --resume {PATHS.resume}/eval/base/prompted --log {log}"
 
 
 rule baselines:
@@ -83,9 +83,9 @@ rule baselines:
         processed=rules.clean.output.out,
         images=rules.download.output.images,
     output:
-        out=directory("results/baselines"),
+        out=directory(PATHS.baselines),
     log:
-        "logs/baselines.log",
+        f"{PATHS.logs}/baselines.log",
     conda:
         "../envs/brandcap.yaml"
     params:
@@ -104,15 +104,15 @@ rule export:
         evaluations=[rules.evaluate_base.output.out] + expand(str(rules.evaluate.output.out), exp=EXPERIMENTS, seed=SEEDS),
         processed=rules.clean.output.out,
     output:
-        out=directory("results/export/best"),
+        out=directory(PATHS.export),
     log:
-        "logs/export.log",
+        f"{PATHS.logs}/export.log",
     conda:
         "../envs/brandcap.yaml"
     params:
         train=config["train"],
     shell:
-        "python {input.script} {PARAMS_ARGS} --base {input.base} --checkpoints results/checkpoints --eval-dir results/eval --processed {input.processed} --out {output.out} --log {log}"
+        "python {input.script} {PARAMS_ARGS} --base {input.base} --checkpoints {PATHS.checkpoints} --eval-dir {PATHS.eval} --processed {input.processed} --out {output.out} --log {log}"
 
 
 rule review:
@@ -123,15 +123,15 @@ rule review:
         images=rules.download.output.images,
         evaluations=[rules.evaluate_base.output.out] + expand(str(rules.evaluate.output.out), exp=EXPERIMENTS, seed=SEEDS),
     output:
-        out=directory("results/review"),
+        out=directory(PATHS.review),
     log:
-        "logs/review.log",
+        f"{PATHS.logs}/review.log",
     conda:
         "../envs/brandcap.yaml"
     params:
         train=config["train"],
     shell:
-        "python {input.script} {PARAMS_ARGS} --test {input.processed}/test.jsonl --val {input.processed}/val.jsonl --eval-dir results/eval --out {output.out} --log {log}"
+        "python {input.script} {PARAMS_ARGS} --test {input.processed}/test.jsonl --val {input.processed}/val.jsonl --eval-dir {PATHS.eval} --out {output.out} --log {log}"
 
 
 rule tables:
@@ -150,15 +150,15 @@ rule tables:
         # not read by the tables: built with them, so the default run ends with a servable best model
         export=rules.export.output.out,
     output:
-        tables="results/tables.md",
-        metrics="results/metrics.json",
-        plots=directory("results/plots"),
+        tables=PATHS.tables,
+        metrics=PATHS.metrics,
+        plots=directory(PATHS.plots),
     log:
-        "logs/tables.log",
+        f"{PATHS.logs}/tables.log",
     conda:
         "../envs/brandcap.yaml"
     params:
         train=config["train"],
         eval__general_instruction=config["eval"]["general_instruction"],
     shell:
-        "python {input.script} {PARAMS_ARGS} --catalog {input.catalog} --manifest {input.manifest} --captions {input.captions} --clean-report {input.processed}/clean_report.json --train-dir results/train --checkpoints results/checkpoints --eval-dir results/eval --baselines {input.baselines} --review {input.review} --tables {output.tables} --metrics {output.metrics} --plots {output.plots} --log {log}"
+        "python {input.script} {PARAMS_ARGS} --catalog {input.catalog} --manifest {input.manifest} --captions {input.captions} --clean-report {input.processed}/clean_report.json --train-dir {PATHS.train_logs} --checkpoints {PATHS.checkpoints} --eval-dir {PATHS.eval} --baselines {input.baselines} --review {input.review} --tables {output.tables} --metrics {output.metrics} --plots {output.plots} --log {log}"

@@ -7,9 +7,9 @@ rule base_model:
         code=package("stages/base_model", "sim/tiny_model", "model/chat"),
         catalog=rules.catalog.output.catalog,
     output:
-        out=directory("models/base"),
+        out=directory(PATHS.base_model),
     log:
-        "logs/base_model.log",
+        f"{PATHS.logs}/base_model.log",
     conda:
         "../envs/brandcap.yaml"
     params:
@@ -39,10 +39,10 @@ rule train:
         images=rules.download.output.images,
         general_train=rules.general_train_set.output.out,
     output:
-        checkpoints=directory("results/checkpoints/{exp}/seed-{seed}"),
-        train_log=directory("results/train/{exp}/seed-{seed}"),
+        checkpoints=directory(f"{PATHS.checkpoints}/{RUN}"),
+        train_log=directory(f"{PATHS.train_logs}/{RUN}"),
     log:
-        "logs/train/{exp}/seed-{seed}.log",
+        f"{PATHS.logs}/train/{RUN}.log",
     conda:
         "../envs/brandcap.yaml"
     resources:
@@ -52,4 +52,4 @@ rule train:
         train=config["train"],
         eval__general_instruction=config["eval"]["general_instruction"],
     shell:
-        "python {input.script} {PARAMS_ARGS} --experiment {wildcards.exp} --seed {wildcards.seed} --base {input.base} --train {input.processed}/train.jsonl --general-train {input.general_train}/general_train.jsonl --checkpoints {output.checkpoints} --train-log {output.train_log} --resume .resume/train/{wildcards.exp}/seed-{wildcards.seed} --log {log}"
+        "python {input.script} {PARAMS_ARGS} --experiment {wildcards.exp} --seed {wildcards.seed} --base {input.base} --train {input.processed}/train.jsonl --general-train {input.general_train}/general_train.jsonl --checkpoints {output.checkpoints} --train-log {output.train_log} --resume {PATHS.resume}/train/{wildcards.exp}/seed-{wildcards.seed} --log {log}"

@@ -150,7 +150,7 @@ def delta_weights(checkpoint_dir):
 # Every test is in one group, by its module:  pytest -m unit | -m workflow | -m e2e
 # (`-m "not slow"` still leaves out the minutes-long runs, whatever their group).
 WORKFLOW_MODULES = {  # the orchestrators on a copy of the project: Snakemake, DVC, the README's commands
-    "test_dag_agreement", "test_dvc_project", "test_profiles", "test_project_lock", "test_readme",
+    "test_dag_agreement", "test_dvc_project", "test_paths", "test_profiles", "test_project_lock", "test_readme",
 }
 END_TO_END_MODULES = {"test_pipeline", "test_realshape_run"}  # the whole DAG, run for real
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
+from dvc.dvcfile import load_file
 from dvc.repo import Repo
 
 from tests.conftest import ROOT, copy_project
@@ -17,8 +17,8 @@ from tests.conftest import ROOT, copy_project
 
 def test_metrics_and_plots_are_not_cached():
     """`cache: false` keeps them as plain files that git (and `dvc exp`) record and diff."""
-    plot_sources = [next(iter(p)) for p in yaml.safe_load((ROOT / "dvc.yaml").read_text()).get("plots", [])]
     with Repo(str(ROOT)) as repo:
+        plot_sources = [next(iter(p)) for p in load_file(repo, "dvc.yaml").plots]  # as resolved (paths from vars)
         outs = [out for stage in repo.index.stages for out in stage.outs]
     declared = [out for out in outs if out.metric or out.plot]
     holding_a_plot = [out for out in outs if any(src == out.def_path or src.startswith(out.def_path + "/") for src in plot_sources)]
