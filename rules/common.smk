@@ -12,9 +12,9 @@ from brandcap.params import ParamsError
 from brandcap.profiles import resolve_params
 from brandcap.project_lock import Orchestrator, busy_reason, claim, release
 
-# Every artifact path, written once in workflow/paths.yaml (dvc.yaml reads the same file as `vars`):
+# Every artifact path, written once in dvc.yaml's `vars` block (DVC's ${paths.NAME}):
 # PATHS.catalog, PATHS.eval, ... A training run's folder under a per-run root is f"{root}/{RUN}".
-PATHS = SimpleNamespace(**yaml.safe_load(Path("workflow/paths.yaml").read_text())["paths"])
+PATHS = SimpleNamespace(**yaml.safe_load(Path("dvc.yaml").read_text())["vars"][0]["paths"])
 RUN = "{exp}/seed-{seed}"
 
 # Profiles are overlays of params.yaml (`--configfile configs/smoke.yaml`). Snakemake's own deep

@@ -1,5 +1,5 @@
-"""Artifact paths are written once, in workflow/paths.yaml: dvc.yaml reads it as `vars`
-(${paths.catalog}), rules/common.smk as PATHS (PATHS.catalog). A path written out again in
+"""Artifact paths are written once, in dvc.yaml's inline `vars` block: the stages read them as
+${paths.catalog}, rules/common.smk reads the block as PATHS (PATHS.catalog). A path written out again in
 dvc.yaml or rules/*.smk, an entry neither orchestrator uses, or a script docstring whose example
 command is not the one DVC runs fails here. (tests/test_dag_agreement.py checks that both
 orchestrators resolve the same commands, inputs and outputs.)
@@ -22,8 +22,8 @@ from brandcap.params import EXTERNAL_DATA_DIR
 from brandcap.project_lock import LOCK_FILE
 from tests.conftest import ROOT
 
-PATHS_FILE = ROOT / "workflow/paths.yaml"
-PATHS: dict[str, str] = yaml.safe_load(PATHS_FILE.read_text())["paths"]
+PATHS_FILE = ROOT / "dvc.yaml"
+PATHS: dict[str, str] = yaml.safe_load(PATHS_FILE.read_text())["vars"][0]["paths"]
 DAG_FILES = [ROOT / "dvc.yaml", *sorted((ROOT / "rules").glob("*.smk"))]
 SCRIPTS = sorted((ROOT / "workflow/scripts").glob("*.py"))
 
@@ -49,10 +49,19 @@ def test_the_paths_file_holds_relative_paths_with_no_repeats():
         assert path and not Path(path).is_absolute() and not path.endswith("/"), f"{PATHS_FILE}: paths.{key}: {path!r}"
 
 
+def outside_the_paths_block(dag_file: Path) -> str:
+    """The file's text, with dvc.yaml's `vars` block (the one home of the paths) blanked, lines kept."""
+    lines = dag_file.read_text().splitlines()
+    if dag_file.name == "dvc.yaml":
+        stages = lines.index("stages:")
+        lines = ["" if n < stages and not line.startswith("#") else line for n, line in enumerate(lines)]
+    return "\n".join(lines)
+
+
 @pytest.mark.parametrize("dag_file", DAG_FILES, ids=lambda p: p.name)
 def test_no_artifact_path_is_written_out_in_the_dag_files(dag_file):
-    found = written_out_paths(dag_file.read_text())
-    hints = [f"{dag_file.relative_to(ROOT)}:{n}: {token} (use paths.{key} from workflow/paths.yaml)" for n, token, key in found]
+    found = written_out_paths(outside_the_paths_block(dag_file))
+    hints = [f"{dag_file.relative_to(ROOT)}:{n}: {token} (use paths.{key} from dvc.yaml vars)" for n, token, key in found]
     assert not hints, "artifact paths written out again:\n" + "\n".join(hints)
 
 
@@ -67,20 +76,20 @@ def test_every_path_is_used_by_both_orchestrators():
     dvc = (ROOT / "dvc.yaml").read_text()
     rules = "\n".join(p.read_text() for p in (ROOT / "rules").glob("*.smk"))
     for key in PATHS:
-        assert f"${{paths.{key}}}" in dvc, f"workflow/paths.yaml: paths.{key} is not used in dvc.yaml"
-        assert re.search(rf"\bPATHS\.{key}\b", rules), f"workflow/paths.yaml: paths.{key} is not used in rules/*.smk"
+        assert f"${{paths.{key}}}" in dvc, f"dvc.yaml vars: paths.{key} is not used in dvc.yaml"
+        assert re.search(rf"\bPATHS\.{key}\b", rules), f"dvc.yaml vars: paths.{key} is not used in rules/*.smk"
 
 
 def test_folders_the_package_names_agree_with_the_paths_file():
     """The local tables folder (brandcap.params) and the lock folder (brandcap.project_lock, brandcap.gpus)."""
-    assert Path(PATHS["external"]) == EXTERNAL_DATA_DIR, f"workflow/paths.yaml: paths.external must be {EXTERNAL_DATA_DIR}"
+    assert Path(PATHS["external"]) == EXTERNAL_DATA_DIR, f"dvc.yaml vars: paths.external must be {EXTERNAL_DATA_DIR}"
     assert LOCK_FILE.parent == GPU_LOCK_DIR.parent == Path(PATHS["resume"]), (
-        f"workflow/paths.yaml: paths.resume must hold the locks {LOCK_FILE} and {GPU_LOCK_DIR}")
+        f"dvc.yaml vars: paths.resume must hold the locks {LOCK_FILE} and {GPU_LOCK_DIR}")
 
 
 @pytest.fixture(scope="module")
 def stage_commands() -> dict[str, str]:
-    """Every stage's command as DVC resolves it (paths from workflow/paths.yaml, matrix items filled in)."""
+    """Every stage's command as DVC resolves it (paths from dvc.yaml vars, matrix items filled in)."""
     with Repo(str(ROOT)) as repo:
         return {stage.addressing: stage.cmd for stage in repo.index.stages}
 
