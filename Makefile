@@ -16,7 +16,7 @@ run: install java
 	snakemake --cores 1 results/tables.md
 
 test: install java chromium
-	python -m pytest -q
+	python -m pytest -q --durations=25
 
 # ruff over the Python code, snakefmt over the Snakefile and rules (both configured in pyproject.toml).
 lint: install
