@@ -1,13 +1,17 @@
-"""Fixtures shared by the test modules: the README's profile commands and throwaway project copies."""
+"""Fixtures and helpers shared by the test modules (their one home: no test module imports another): the README's
+profile commands, throwaway project copies, tiny training runs, caption manifests and a fabricated review study."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -144,6 +148,173 @@ def delta_weights(checkpoint_dir):
 
     name = TRAINABLE_WEIGHTS if (checkpoint_dir / TRAINABLE_WEIGHTS).exists() else "adapter_model.safetensors"
     return load_file(checkpoint_dir / name)
+
+
+# ----------------------------------------------------------------------------- simulated VLM and caption runs
+# Shared by test_simulated_vlm.py, test_caption.py and test_caption_endpoint.py.
+NO_FAILURES = dict(loop_rate=0, garbled_rate=0, case_change_rate=0, missing_brand_rate=0, cutoff_rate=0, http_error_rate=0, slow_rate=0)
+MANIFEST_BRANDS = ["Gucci", "Saint Laurent", "Dolce & Gabbana", "Acne Studios"]
+CAPTIONS = "data/interim/captions.jsonl"
+RESUME = ".resume/caption"
+
+
+def png_bytes(colour=(200, 30, 30), background=(245, 245, 245), size=64) -> bytes:
+    """A product-like image: a coloured square on a plain background."""
+    from PIL import Image
+
+    img = Image.new("RGB", (size, size), background)
+    img.paste(Image.new("RGB", (size // 2, size // 2), colour), (size // 4, size // 4))
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def make_manifest(root: Path, n: int, extra_rows: list[dict] | None = None) -> list[dict]:
+    """n ok products with distinct images under root/data/raw/images, plus `extra_rows`; returns the rows."""
+    images = root / "data/raw/images"
+    images.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        png = png_bytes((15 * i % 256, 200 - 9 * i % 200, 60 + 7 * i % 190))
+        path = f"data/raw/images/p{i:03d}.png"
+        (root / path).write_bytes(png)
+        rows.append({"product_id": f"p{i:03d}", "brand": MANIFEST_BRANDS[i % len(MANIFEST_BRANDS)], "title": f"Leather bag model {i}",
+                     "category": "Bags", "imageurl": f"file:///shop/p{i:03d}.png", "status": "ok", "reason": None,
+                     "image": path, "sha256": hashlib.sha256(png).hexdigest(), "width": 64, "height": 64, "bytes": len(png)})
+    rows += extra_rows or []
+    write_manifest(root, rows)
+    return rows
+
+
+def write_manifest(root: Path, rows: list[dict]) -> None:
+    import pandas as pd
+
+    (root / "data/raw").mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_parquet(root / "data/raw/manifest.parquet", index=False)
+
+
+def params_for(base_url: str, **caption) -> object:
+    from brandcap.params import validate_params
+
+    raw = {"caption": {"base_url": base_url, "concurrency": 4, "retries": 4, "backoff_s": 0.01, "timeout_s": 10,
+                       "retry_temperatures": [0.5, 0.8], **caption}}
+    return validate_params(raw)
+
+
+# ----------------------------------------------------------------------------- fabricated review study
+# Shared by test_review.py and test_review_browser.py.
+DG, CHLOE, ODD = "Dolce & Gabbana", "Chloé", 'A<B "Co"'  # ODD: a name with every character HTML must escape
+SCRIPT_CAPTION = "A Chloé <script>alert(1)</script> scarf & more."
+# (product id, brand, reference, base answer, lora epoch-4 answer); the last id is no safe file name.
+ITEMS = [
+    ("t0", DG, "A black Dolce & Gabbana bag.", "A black bag.", "A black Dolce & Gabbana bag."),
+    ("t1", DG, "A red Dolce&Gabbana shoe.", "A red Chloé shoe.", "Not Chloé but Dolce & Gabbana."),
+    ("t2", CHLOE, SCRIPT_CAPTION, "A scarf.", "A Chloé or Dolce & Gabbana scarf."),
+    ("t3", CHLOE, "A white Chloé top.", "A Chloé top.", "A Dolce & Gabbana top."),
+    ("t4", ODD, 'A A<B "Co" belt.', "A belt.", 'An A<B "Co" belt.'),
+    ('../Sac "Été"/5', ODD, 'A green A<B "Co" hat.', "A hat.", "A hat."),
+]
+# Outcomes of the fabricated answers, as brandcap.evaluation.metrics scores them.
+BASE_COUNTS = {"correct": 1, "hedged": 0, "wrong": 1, "none": 4}
+LORA_COUNTS = {"correct": 3, "hedged": 1, "wrong": 1, "none": 1}
+CHANGED = 5  # every item but the last changes outcome from base to lora epoch 4
+
+
+def write_run(folder: Path, answers: list[str], val_accuracy: float) -> dict:
+    """predictions.jsonl and metrics.json of one evaluation, scored as the evaluate stage scores them."""
+    from brandcap.atomic import write_json, write_jsonl
+    from brandcap.evaluation.metrics import brand_metrics, brand_outcomes
+
+    brands = [brand for _, brand, *_ in ITEMS]
+    known = sorted({*brands, "Prada"})
+    outcomes = brand_outcomes(answers, brands, known)
+    write_jsonl(folder / "predictions.jsonl", [
+        {"product_id": pid, "brand": brand, "reference": ref, "prediction": answer, "outcome": outcome}
+        for (pid, brand, ref, *_), answer, outcome in zip(ITEMS, answers, outcomes)
+    ])
+    metrics = {"n_test": len(ITEMS), **brand_metrics(answers, brands, known), "val_brand_accuracy": val_accuracy}
+    write_json(folder / "metrics.json", metrics)
+    return metrics
+
+
+def make_study(root: Path, seeds: tuple[int, ...] = (4,)) -> dict:
+    """Images, test/val splits and evaluations under root (image paths relative to root): lora's best epoch on
+    validation is 4 (epoch 2 answers better on test, so a test-chosen page would differ); freeze_llm never
+    beats the base model on validation (no learning)."""
+    from PIL import Image
+
+    from brandcap.atomic import write_jsonl
+    from brandcap.params import validate_params
+
+    (root / "images").mkdir(parents=True)
+    test = []
+    for i, (pid, brand, ref, *_) in enumerate(ITEMS):
+        Image.new("RGB", (300, 200), (40 * i, 100, 200)).save(root / "images" / f"p{i}.png")
+        test.append({"product_id": pid, "image": f"images/p{i}.png", "brand": brand, "caption": ref})
+    write_jsonl(root / "test.jsonl", test)
+    write_jsonl(root / "val.jsonl", [{"product_id": "v0", "image": "images/p0.png", "brand": "Prada", "caption": "A Prada bag."}])
+    evals = root / "eval"
+    base_answers = [it[3] for it in ITEMS]
+    write_run(evals / "base" / "epoch-0", base_answers, 0.1)
+    for seed in seeds:
+        runs = evals / "lora" / f"seed-{seed}"
+        write_run(runs / "epoch-2", [it[2] for it in ITEMS], 0.3)  # the references: all correct on test
+        write_run(runs / "epoch-4", [it[4] for it in ITEMS], 0.5)
+        for epoch in (2, 4):
+            write_run(evals / "freeze_llm" / f"seed-{seed}" / f"epoch-{epoch}", base_answers, 0.1)
+    train = {"epochs": 4, "save_epochs": [2, 4], "seeds": list(seeds),
+             "experiments": {"freeze_llm": {"strategy": "freeze_llm"}, "lora": {"strategy": "lora"}}}
+    return {"root": root, "train": train, "params": validate_params({"train": train}), "out": root / "results" / "review"}
+
+
+def review(study: dict) -> str:
+    """The review stage on a study made by make_study (run from its root); the page's HTML."""
+    from brandcap.stages.review import run_review
+
+    run_review(study["params"], Path("test.jsonl"), Path("val.jsonl"), Path("eval"), Path("results/review"))
+    return (study["out"] / "index.html").read_text(encoding="utf-8")
+
+
+class Elements(HTMLParser):
+    """Start tags with their attributes and the text inside each (for the few elements a test asks about)."""
+
+    def __init__(self, html: str):
+        super().__init__()
+        self.found: list[tuple[str, dict, list[str]]] = []
+        self._open: list[list[str]] = []
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        text: list[str] = []
+        self.found.append((tag, dict(attrs), text))
+        if tag not in ("img", "input", "br", "meta"):
+            self._open.append(text)
+
+    def handle_endtag(self, tag):
+        if self._open and tag not in ("img", "input", "br", "meta"):
+            self._open.pop()
+
+    def handle_data(self, data):
+        for text in self._open:
+            text.append(data)
+
+    def where(self, tag: str, **attrs) -> list[tuple[dict, str]]:
+        return [(a, "".join(t).strip()) for tg, a, t in self.found
+                if tg == tag and all(a.get(k.replace("_", "-")) == v for k, v in attrs.items())]
+
+    def shown_counts(self) -> dict[str, int]:
+        """The count cells of the visible counts table."""
+        out, inside = {}, False
+        for tag, attrs, text in self.found:
+            if tag == "table" and "data-run-only" in attrs:
+                inside = "hidden" not in attrs
+            elif tag == "td" and inside and "data-count" in attrs:
+                out[attrs["data-count"]] = int("".join(text).split()[0])
+        return out
+
+
+def expected_counts() -> dict[str, int]:
+    return {**{f"base-{o}": n for o, n in BASE_COUNTS.items()}, **{f"best-{o}": n for o, n in LORA_COUNTS.items()}, "best-changed": CHANGED}
 
 
 # ----------------------------------------------------------------------------- test groups

@@ -16,49 +16,16 @@ import sys
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
 from brandcap.atomic import read_jsonl
-from brandcap.params import SimulatorParams, validate_params
+from brandcap.params import SimulatorParams
 from brandcap.sim.simulated_vlm import start_simulated_vlm
 from brandcap.stages.caption import CaptionError, run_caption
-from tests.test_simulated_vlm import NO_FAILURES, png_bytes
-
-BRANDS = ["Gucci", "Saint Laurent", "Dolce & Gabbana", "Acne Studios"]
-CAPTIONS = "data/interim/captions.jsonl"
-RESUME = ".resume/caption"
-
-
-def make_manifest(root: Path, n: int, extra_rows: list[dict] | None = None) -> list[dict]:
-    """n ok products with distinct images under root/data/raw/images, plus `extra_rows`; returns the rows."""
-    images = root / "data/raw/images"
-    images.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for i in range(n):
-        png = png_bytes((15 * i % 256, 200 - 9 * i % 200, 60 + 7 * i % 190))
-        path = f"data/raw/images/p{i:03d}.png"
-        (root / path).write_bytes(png)
-        rows.append({"product_id": f"p{i:03d}", "brand": BRANDS[i % len(BRANDS)], "title": f"Leather bag model {i}",
-                     "category": "Bags", "imageurl": f"file:///shop/p{i:03d}.png", "status": "ok", "reason": None,
-                     "image": path, "sha256": hashlib.sha256(png).hexdigest(), "width": 64, "height": 64, "bytes": len(png)})
-    rows += extra_rows or []
-    write_manifest(root, rows)
-    return rows
-
-
-def write_manifest(root: Path, rows: list[dict]) -> None:
-    (root / "data/raw").mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_parquet(root / "data/raw/manifest.parquet", index=False)
-
-
-def params_for(base_url: str, **caption) -> object:
-    raw = {"caption": {"base_url": base_url, "concurrency": 4, "retries": 4, "backoff_s": 0.01, "timeout_s": 10,
-                       "retry_temperatures": [0.5, 0.8], **caption}}
-    return validate_params(raw)
+from tests.conftest import CAPTIONS, NO_FAILURES, RESUME, make_manifest, params_for, write_manifest
 
 
 def run(params) -> list[dict]:

@@ -22,7 +22,7 @@ from aiohttp import web
 from brandcap.atomic import read_jsonl
 from brandcap.sim.simulated_vlm import SimulatedVLMServer
 from brandcap.stages.caption import Asker, CaptionError, EndpointDown, EndpointError, load_items, make_client, run_caption
-from tests.test_caption import CAPTIONS, RESUME, make_manifest, params_for
+from tests.conftest import CAPTIONS, RESUME, make_manifest, params_for
 
 MODEL = "test-vlm"
 CAPTION = "The photo shows a black leather bag by Gucci with gold hardware on a plain white background."

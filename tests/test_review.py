@@ -4,126 +4,20 @@ from __future__ import annotations
 
 import json
 import re
-from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
 import yaml
 from PIL import Image
 
 from brandcap.atomic import write_json, write_jsonl
-from brandcap.evaluation.metrics import brand_metrics, brand_outcomes
-from brandcap.params import validate_params
-from brandcap.stages.review import THUMBNAIL_SIDE, highlighted, run_review
-
-ROOT = Path(__file__).resolve().parents[1]
-DG, CHLOE, ODD = "Dolce & Gabbana", "Chloé", 'A<B "Co"'  # ODD: a name with every character HTML must escape
-SCRIPT_CAPTION = "A Chloé <script>alert(1)</script> scarf & more."
-# (product id, brand, reference, base answer, lora epoch-4 answer); the last id is no safe file name.
-ITEMS = [
-    ("t0", DG, "A black Dolce & Gabbana bag.", "A black bag.", "A black Dolce & Gabbana bag."),
-    ("t1", DG, "A red Dolce&Gabbana shoe.", "A red Chloé shoe.", "Not Chloé but Dolce & Gabbana."),
-    ("t2", CHLOE, SCRIPT_CAPTION, "A scarf.", "A Chloé or Dolce & Gabbana scarf."),
-    ("t3", CHLOE, "A white Chloé top.", "A Chloé top.", "A Dolce & Gabbana top."),
-    ("t4", ODD, 'A A<B "Co" belt.', "A belt.", 'An A<B "Co" belt.'),
-    ('../Sac "Été"/5', ODD, 'A green A<B "Co" hat.', "A hat.", "A hat."),
-]
-# Outcomes of the fabricated answers, as brandcap.evaluation.metrics scores them.
-BASE_COUNTS = {"correct": 1, "hedged": 0, "wrong": 1, "none": 4}
-LORA_COUNTS = {"correct": 3, "hedged": 1, "wrong": 1, "none": 1}
-CHANGED = 5  # every item but the last changes outcome from base to lora epoch 4
-
-
-def write_run(folder: Path, answers: list[str], val_accuracy: float) -> dict:
-    """predictions.jsonl and metrics.json of one evaluation, scored as the evaluate stage scores them."""
-    brands = [brand for _, brand, *_ in ITEMS]
-    known = sorted({*brands, "Prada"})
-    outcomes = brand_outcomes(answers, brands, known)
-    write_jsonl(folder / "predictions.jsonl", [
-        {"product_id": pid, "brand": brand, "reference": ref, "prediction": answer, "outcome": outcome}
-        for (pid, brand, ref, *_), answer, outcome in zip(ITEMS, answers, outcomes)
-    ])
-    metrics = {"n_test": len(ITEMS), **brand_metrics(answers, brands, known), "val_brand_accuracy": val_accuracy}
-    write_json(folder / "metrics.json", metrics)
-    return metrics
-
-
-def make_study(root: Path, seeds: tuple[int, ...] = (4,)) -> dict:
-    """Images, test/val splits and evaluations under root (image paths relative to root): lora's best epoch on
-    validation is 4 (epoch 2 answers better on test, so a test-chosen page would differ); freeze_llm never
-    beats the base model on validation (no learning)."""
-    (root / "images").mkdir(parents=True)
-    test = []
-    for i, (pid, brand, ref, *_) in enumerate(ITEMS):
-        Image.new("RGB", (300, 200), (40 * i, 100, 200)).save(root / "images" / f"p{i}.png")
-        test.append({"product_id": pid, "image": f"images/p{i}.png", "brand": brand, "caption": ref})
-    write_jsonl(root / "test.jsonl", test)
-    write_jsonl(root / "val.jsonl", [{"product_id": "v0", "image": "images/p0.png", "brand": "Prada", "caption": "A Prada bag."}])
-    evals = root / "eval"
-    base_answers = [it[3] for it in ITEMS]
-    write_run(evals / "base" / "epoch-0", base_answers, 0.1)
-    for seed in seeds:
-        runs = evals / "lora" / f"seed-{seed}"
-        write_run(runs / "epoch-2", [it[2] for it in ITEMS], 0.3)  # the references: all correct on test
-        write_run(runs / "epoch-4", [it[4] for it in ITEMS], 0.5)
-        for epoch in (2, 4):
-            write_run(evals / "freeze_llm" / f"seed-{seed}" / f"epoch-{epoch}", base_answers, 0.1)
-    train = {"epochs": 4, "save_epochs": [2, 4], "seeds": list(seeds),
-             "experiments": {"freeze_llm": {"strategy": "freeze_llm"}, "lora": {"strategy": "lora"}}}
-    return {"root": root, "train": train, "params": validate_params({"train": train}), "out": root / "results" / "review"}
-
-
-def review(study: dict) -> str:
-    run_review(study["params"], Path("test.jsonl"), Path("val.jsonl"), Path("eval"), Path("results/review"))
-    return (study["out"] / "index.html").read_text(encoding="utf-8")
+from brandcap.stages.review import THUMBNAIL_SIDE, highlighted
+from tests.conftest import CHLOE, DG, ITEMS, LORA_COUNTS, ODD, ROOT, Elements, expected_counts, make_study, review
 
 
 @pytest.fixture
 def study(tmp_path, monkeypatch) -> dict:
     monkeypatch.chdir(tmp_path)
     return make_study(tmp_path)
-
-
-class Elements(HTMLParser):
-    """Start tags with their attributes and the text inside each (for the few elements a test asks about)."""
-
-    def __init__(self, html: str):
-        super().__init__()
-        self.found: list[tuple[str, dict, list[str]]] = []
-        self._open: list[list[str]] = []
-        self.feed(html)
-
-    def handle_starttag(self, tag, attrs):
-        text: list[str] = []
-        self.found.append((tag, dict(attrs), text))
-        if tag not in ("img", "input", "br", "meta"):
-            self._open.append(text)
-
-    def handle_endtag(self, tag):
-        if self._open and tag not in ("img", "input", "br", "meta"):
-            self._open.pop()
-
-    def handle_data(self, data):
-        for text in self._open:
-            text.append(data)
-
-    def where(self, tag: str, **attrs) -> list[tuple[dict, str]]:
-        return [(a, "".join(t).strip()) for tg, a, t in self.found
-                if tg == tag and all(a.get(k.replace("_", "-")) == v for k, v in attrs.items())]
-
-    def shown_counts(self) -> dict[str, int]:
-        """The count cells of the visible counts table."""
-        out, inside = {}, False
-        for tag, attrs, text in self.found:
-            if tag == "table" and "data-run-only" in attrs:
-                inside = "hidden" not in attrs
-            elif tag == "td" and inside and "data-count" in attrs:
-                out[attrs["data-count"]] = int("".join(text).split()[0])
-        return out
-
-
-def expected_counts() -> dict[str, int]:
-    return {**{f"base-{o}": n for o, n in BASE_COUNTS.items()}, **{f"best-{o}": n for o, n in LORA_COUNTS.items()}, "best-changed": CHANGED}
 
 
 def test_page_has_every_item_with_photo_reference_and_both_answers(study):

@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 import pytest
 from PIL import Image
 
-from tests.test_review import ODD, Elements, expected_counts, make_study, review
+from tests.conftest import ODD, Elements, expected_counts, make_study, review
 
 CHROMIUM = shutil.which("chromium")
 pytestmark = pytest.mark.skipif(

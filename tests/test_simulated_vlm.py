@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import base64
-import io
 import json
 import subprocess
 import sys
@@ -16,26 +15,16 @@ import urllib.request
 
 import openai
 import pytest
-from PIL import Image
 
 from brandcap import brands
 from brandcap.clean_rules import is_garbled, is_repetition_loop
 from brandcap.params import DEFAULT_CAPTION_PROMPT, CleanParams, SimulatorParams
 from brandcap.sim.colours import dominant_and_accent
 from brandcap.sim.simulated_vlm import parse_prompt, prompt_pattern, start_simulated_vlm
+from tests.conftest import NO_FAILURES, png_bytes
 
-NO_FAILURES = dict(loop_rate=0, garbled_rate=0, case_change_rate=0, missing_brand_rate=0, cutoff_rate=0, http_error_rate=0, slow_rate=0)
 BRAND = "Dolce & Gabbana"
 PROMPT = DEFAULT_CAPTION_PROMPT.format(brand=BRAND, title="Leather tote bag", category="Bags")
-
-
-def png_bytes(colour=(200, 30, 30), background=(245, 245, 245), size=64) -> bytes:
-    """A product-like image: a coloured square on a plain background."""
-    img = Image.new("RGB", (size, size), background)
-    img.paste(Image.new("RGB", (size // 2, size // 2), colour), (size // 4, size // 4))
-    buf = io.BytesIO()
-    img.save(buf, "PNG")
-    return buf.getvalue()
 
 
 def data_url(png: bytes) -> str:
