@@ -64,7 +64,7 @@ def test_thumbnail_nn_follows_placement_when_colours_agree():
 def test_unreadable_image_names_the_file(tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"<html>not an image</html>")
-    with pytest.raises(ValueError, match=r"broken\.png cannot be read as an image"):
+    with pytest.raises(ValueError, match=r"image baseline: image .*broken\.png. cannot be read .*rerun the download stage"):
         thumbnail_features([bad])
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import io
+from pathlib import Path
 
 from PIL import Image, ImageOps
 
@@ -49,3 +50,16 @@ def png_bytes(img: Image.Image) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
+
+
+RELATIVE_PATHS_FIX = "image paths are relative to the working directory, so run from the repository root"
+
+
+def open_rgb(path: str | Path, source: str | Path, fix: str = RELATIVE_PATHS_FIX) -> Image.Image:
+    """The image at `path` in RGB, read now; an unreadable one is refused naming `source` (the file
+    that pointed to it), the image and `fix`."""
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{source}: image {str(path)!r} cannot be read ({err}); {fix}") from None

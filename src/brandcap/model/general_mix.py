@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from torch.utils.data import Dataset
 from transformers import TrainerCallback
 
+from brandcap.images import open_rgb
 from brandcap.model.training_data import CaptionDataset
 from brandcap.record_files import ImageCaptionRecord, read_records
 
@@ -68,11 +68,7 @@ class GenericPairs(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         rec = self.records[index]
-        try:
-            with Image.open(rec["image"]) as img:
-                image = img.convert("RGB")
-        except (OSError, ValueError) as err:
-            raise ValueError(f"{self.path}: image {rec['image']!r} cannot be read ({err}); rerun the general_train_set stage") from None
+        image = open_rgb(rec["image"], self.path, fix="rerun the general_train_set stage")
         return {"image": image, "caption": rec["caption"], "instruction": self.instruction}
 
 

@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
+from brandcap.images import open_rgb
 from brandcap.model.chat import answer_text, encode_prompts
 from brandcap.record_files import SplitRecord, read_records
 
@@ -46,14 +46,7 @@ class CaptionDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         rec = self.records[index]
-        try:
-            with Image.open(rec["image"]) as img:
-                image = img.convert("RGB")
-        except (OSError, ValueError) as err:
-            raise ValueError(
-                f"{self.path}: image {rec['image']!r} of product {rec['product_id']} cannot be read ({err}); "
-                "paths are relative to the working directory, run from the repository root"
-            ) from None
+        image = open_rgb(rec["image"], f"{self.path} (product {rec['product_id']})")
         return {"image": image, "caption": rec["caption"], "product_id": rec["product_id"], "brand": rec["brand"]}
 
 

@@ -32,6 +32,7 @@ from PIL import Image
 
 from brandcap.atomic import write_json, write_jsonl
 from brandcap.evaluation.metrics import brand_metrics, brand_outcomes, evaluation_sample, named_brands
+from brandcap.images import open_rgb
 from brandcap.params import Params
 from brandcap.record_files import ProductImageRecord, read_records
 
@@ -54,11 +55,7 @@ def majority_brand_predictions(train_brands: Sequence[str], n_test: int) -> list
 def _rgb(source: ImageSource) -> Image.Image:
     if isinstance(source, Image.Image):
         return source.convert("RGB")
-    try:
-        with Image.open(source) as img:
-            return img.convert("RGB")
-    except OSError as err:
-        raise ValueError(f"image baseline: {source} cannot be read as an image ({err}); rerun the download stage") from None
+    return open_rgb(source, "image baseline", fix="rerun the download stage")
 
 
 def thumbnail_features(images: Sequence[ImageSource], side: int = THUMBNAIL_SIDE) -> np.ndarray:

@@ -77,6 +77,7 @@ from brandcap.append_only import read_append_only
 from brandcap.atomic import write_json, write_jsonl
 from brandcap.evaluation.caption_metrics import METRIC_NAMES, caption_scores_many, start_meteor
 from brandcap.evaluation.metrics import brand_hallucination_rate, brand_metrics, brand_outcomes, candidate_brands, evaluation_sample, mean_token_loss, named_brands
+from brandcap.images import open_rgb
 from brandcap.model.chat import check_prompt_settings, encode, prompt_text
 from brandcap.model.checkpoints import CheckpointSeries, load_for_inference
 from brandcap.model.training_data import IGNORE_INDEX, answer_ids, prompt_answer_batch
@@ -95,14 +96,7 @@ def _read_records(path: Path, model, what: str) -> list[dict[str, Any]]:
 
 
 def _load_image(path: str, source: Path) -> Image.Image:
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except (OSError, ValueError) as err:
-        raise ValueError(
-            f"{source}: image {path!r} cannot be read ({err}); image paths are relative to the "
-            "working directory, so run from the repository root"
-        ) from None
+    return open_rgb(path, source)
 
 
 # ----------------------------------------------------------------------------- model

@@ -46,6 +46,7 @@ from PIL import Image
 from brandcap.atomic import atomic_path, read_jsonl, write_text
 from brandcap.brands import find_brands
 from brandcap.evaluation.metrics import CORRECT, HEDGED, NONE, OUTCOMES, WRONG, brand_outcome, candidate_brands, named_brands
+from brandcap.images import open_rgb
 from brandcap.params import Params
 from brandcap.records import image_file_stem
 from brandcap.stages.tables import BASE, best_epoch, epoch_key, load_evaluations, overall_best, run_dir, seed_key, top_validation_epoch
@@ -152,12 +153,7 @@ def review_runs(params: Params, eval_dir: Path, known_brands: list[str]) -> tupl
 # ----------------------------------------------------------------------------- thumbnails
 def write_thumbnail(image: str, target: Path, source: Path) -> None:
     """A JPEG of `image` (a path relative to the working directory) whose longer side is THUMBNAIL_SIDE at most."""
-    try:
-        with Image.open(image) as img:
-            small = img.convert("RGB")
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{source}: image {image!r} cannot be read ({err}); image paths are relative to the "
-                         "working directory, so run from the repository root") from None
+    small = open_rgb(image, source)
     small.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.LANCZOS)
     with atomic_path(target) as tmp:
         small.save(tmp, format="JPEG", quality=85)
