@@ -365,3 +365,8 @@ def count_vision_tower_runs():
             self.hook.remove()
 
     return CountVisionTowerRuns()
+
+
+# A real data source has no generic set by default, so it cannot run the default matrix's mixed
+# experiment; the real profiles (configs/seed004.yaml, realshape.yaml) train one experiment like this.
+ONE_UNMIXED_EXPERIMENT = {"train": {"experiments": {"freeze_llm": {"strategy": "freeze_llm"}}}}

@@ -12,6 +12,7 @@ import pytest
 from brandcap.params import ParamsError, validate_params
 from brandcap.records import DBQ_COLUMNS
 from brandcap.stages.catalog import CatalogError, product_ids, run_catalog
+from tests.conftest import ONE_UNMIXED_EXPERIMENT
 
 SAFE = re.compile(r"^[A-Za-z0-9._-]+$")
 
@@ -86,7 +87,7 @@ def write_table(table: pd.DataFrame, name: str) -> str:
 
 
 def hf_params(dataset: str, **data) -> object:
-    return validate_params({"data": {"source": "hf", "hf_dataset": dataset, "sample_size": 100, **data}})
+    return validate_params({**ONE_UNMIXED_EXPERIMENT, "data": {"source": "hf", "hf_dataset": dataset, "sample_size": 100, **data}})
 
 
 @pytest.mark.parametrize("name", ["dbq.parquet", "dbq.csv", "dbq.csv.gz", "dbq.jsonl"])
@@ -156,7 +157,7 @@ def test_hf_sampling_is_seeded(tmp_path, monkeypatch):
     path = write_table(dbq_table(), "dbq.parquet")
 
     def sample(seed, out):
-        params = validate_params({"seed": seed, "data": {"source": "hf", "hf_dataset": path, "sample_size": 10}})
+        params = validate_params({**ONE_UNMIXED_EXPERIMENT, "seed": seed, "data": {"source": "hf", "hf_dataset": path, "sample_size": 10}})
         run_catalog(params, Path(out), Path("shop"))
         return list(pd.read_parquet(out).product_id)
 
@@ -238,7 +239,7 @@ def test_an_empty_table_fails_before_datasets_reads_it(tmp_path, monkeypatch, na
         dbq_table().iloc[:0].to_csv(path, index=False)
     else:
         path.write_text("")
-    params = validate_params({"data": {"source": "hf", "hf_dataset": str(path)}})
+    params = validate_params({**ONE_UNMIXED_EXPERIMENT, "data": {"source": "hf", "hf_dataset": str(path)}})
     with pytest.raises(CatalogError, match=rf"data\.hf_dataset: local file {re.escape(str(path))} has no rows; point data\.hf_dataset at"):
         run_catalog(params, tmp_path / "c.parquet", tmp_path / "shop")
     assert not (tmp_path / "c.parquet").exists()

@@ -15,6 +15,7 @@ from brandcap.params import validate_params
 from brandcap.sim.colours import dominant_colour_name
 from brandcap.sim.shop import COLOUR_NAMES, brand_names
 from brandcap.stages.general_set import GeneralSetError, run_general_set
+from tests.conftest import ONE_UNMIXED_EXPERIMENT
 
 
 def test_synthetic_general_set_is_brand_free_and_reproducible(tmp_path, monkeypatch):
@@ -41,7 +42,7 @@ def test_user_jsonl_is_validated_and_copied(tmp_path):
     Image.new("RGB", (900, 300), (200, 10, 10)).save(tmp_path / "b.jpg")
     lines = [{"image": "imgs/a.png", "caption": "A green square."}, {"image": str(tmp_path / "b.jpg"), "caption": "A red strip."}]
     (src / "general.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n\n")
-    params = validate_params({"data": {"source": "hf", "general_set": str(src / "general.jsonl")}, "download": {"max_side": 448}})
+    params = validate_params({**ONE_UNMIXED_EXPERIMENT, "data": {"source": "hf", "general_set": str(src / "general.jsonl")}, "download": {"max_side": 448}})
     run_general_set(params, tmp_path / "out")
     recs = read_jsonl(tmp_path / "out" / "general.jsonl")
     assert [r["caption"] for r in recs] == ["A green square.", "A red strip."]
@@ -57,7 +58,7 @@ def test_user_jsonl_is_validated_and_copied(tmp_path):
 
 
 def test_no_general_set_writes_an_empty_file(tmp_path):
-    params = validate_params({"data": {"source": "hf", "general_set": ""}})
+    params = validate_params({**ONE_UNMIXED_EXPERIMENT, "data": {"source": "hf", "general_set": ""}})
     run_general_set(params, tmp_path / "g")
     assert (tmp_path / "g" / "general.jsonl").read_text() == ""
 
@@ -74,7 +75,7 @@ def test_user_images_are_normalised_as_the_download_stage_normalises_them(tmp_pa
     Image.new("RGB", (80, 40), (20, 40, 200)).save(src / "rotated.jpg", exif=exif)
     lines = [{"image": "grey16.png", "caption": "A grey card."}, {"image": "rotated.jpg", "caption": "A blue card."}]
     (src / "general.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
-    params = validate_params({"data": {"source": "hf", "general_set": str(src / "general.jsonl")}})
+    params = validate_params({**ONE_UNMIXED_EXPERIMENT, "data": {"source": "hf", "general_set": str(src / "general.jsonl")}})
     run_general_set(params, tmp_path / "out")
     for rec, name in zip(read_jsonl(tmp_path / "out" / "general.jsonl"), ["grey16.png", "rotated.jpg"]):
         stored = Path(rec["image"]).read_bytes()

@@ -478,7 +478,8 @@ class Params(Section):
                              "raise it (e.g. 1000) or set general_mix to 0")
         if self.data.source == "hf" and not self.data.general_train_set:
             raise ValueError(f"experiment(s) {mixed} mix generic data (train.general_mix) but data.general_train_set is empty; set it "
-                             "to a JSONL of {image, caption} pairs (e.g. a COCO-captions extract) or set general_mix to 0")
+                             "to a JSONL of {image, caption} pairs (e.g. a COCO-captions extract), set their general_mix to 0, or list "
+                             "your own train.experiments (the default matrix's freeze_vision_mix mixes; configs/seed004.yaml lists one)")
         return self
 
 

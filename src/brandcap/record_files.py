@@ -1,4 +1,5 @@
-"""The JSONL records the stages hand each other, as pydantic models, and the one reader that checks them.
+"""The JSONL records the stages hand each other, as pydantic models, and the one reader that checks
+them; and the one check of a table's columns (`check_columns`).
 
     from brandcap.record_files import SplitRecord, read_records
     rows = read_records("data/processed/test.jsonl", SplitRecord, what="test split", fix="rerun the clean stage")
@@ -11,6 +12,7 @@ clean stage`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -89,3 +91,12 @@ def read_records(path: str | Path, model: type[BaseModel], what: str, fix: str, 
         if problems:
             raise ValueError(f"{path}: line {line} lacks {problems}; every {what} record needs {list(model.model_fields)} ({fix})")
     return records
+
+
+def check_columns(columns: Iterable[str], required: Sequence[str], source: str | Path, fix: str,
+                  error: type[Exception] = ValueError) -> None:
+    """Refuse a table (its `columns`) lacking any of `required`, naming `source`, the columns and `fix`."""
+    present = set(columns)
+    missing = [c for c in required if c not in present]
+    if missing:
+        raise error(f"{source}: missing column(s) {missing}; {fix}")

@@ -40,6 +40,7 @@ from brandcap.model.chat import answer_text, encode_prompts
 from brandcap.model.training_data import IGNORE_INDEX, answer_ids, prompt_answer_batch
 from brandcap.params import SyntheticShop, TinyModelParams
 from brandcap.progress import progress
+from brandcap.record_files import check_columns
 from brandcap.records import category_text
 from brandcap.sim import shop
 from brandcap.sim.simulated_vlm import base_caption
@@ -96,9 +97,8 @@ def read_products(catalog_path: str | Path) -> list[Product]:
     if not catalog_path.exists():
         raise FileNotFoundError(f"{catalog_path}: catalog not found; run the catalog stage first (snakemake data/raw/catalog.parquet)")
     frame = pd.read_parquet(catalog_path)
-    missing = {"brand", "title", "category1_code", "category2_code", "category3_code"} - set(frame.columns)
-    if missing:
-        raise ValueError(f"{catalog_path}: missing column(s) {sorted(missing)}; the catalog must follow the DBQ schema (see brandcap.records.DBQ_COLUMNS)")
+    check_columns(frame.columns, ("brand", "title", "category1_code", "category2_code", "category3_code"), catalog_path,
+                  "the catalog must follow the DBQ schema (see brandcap.records.DBQ_COLUMNS)")
     frame = frame.fillna("")
     products = [
         Product(str(row["brand"]).strip(), str(row["title"]).strip(), category_noun(row))

@@ -60,6 +60,7 @@ from brandcap.clean_rules import is_garbled, is_repetition_loop
 from brandcap.images import data_url
 from brandcap.params import CaptionParams, CleanParams, EvalEndpointParams, Params
 from brandcap.progress import Progress, progress
+from brandcap.record_files import check_columns
 from brandcap.sim.simulated_vlm import start_simulated_vlm
 
 log = logging.getLogger(__name__)
@@ -136,9 +137,7 @@ def load_items(params: Params, manifest_path: str | Path) -> tuple[list[Item], i
     if not manifest_path.exists():
         raise FileNotFoundError(f"{manifest_path}: manifest not found; run the download stage first")
     frame = pd.read_parquet(manifest_path)
-    missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{manifest_path}: missing column(s) {missing}; it must come from the download stage (columns {list(MANIFEST_COLUMNS)})")
+    check_columns(frame.columns, MANIFEST_COLUMNS, manifest_path, f"it must come from the download stage (columns {list(MANIFEST_COLUMNS)})")
     cp = params.caption
     identity, sampling = endpoint_identity(cp, params.seed), sampling_params(cp)
     items, seen, duplicates = [], set(), 0

@@ -29,6 +29,7 @@ import pandas as pd
 
 from brandcap.atomic import atomic_path, write_parquet
 from brandcap.params import EXTERNAL_DATA_DIR, DataParams, Params, local_table_path
+from brandcap.record_files import check_columns
 from brandcap.records import DBQ_COLUMNS
 from brandcap.sim.shop import generate_shop
 
@@ -122,12 +123,8 @@ def read_hf_table(data: DataParams) -> pd.DataFrame:
         if data.revision:
             log.warning("data.revision=%s is ignored for the local table %s (git or DVC versions it)", data.revision, path)
         frame = read_local_table(path)
-    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
-    if missing:
-        raise CatalogError(
-            f"data.hf_dataset {data.hf_dataset}: missing column(s) {missing}; the table must follow the DBQ schema "
-            f"(at least {REQUIRED_COLUMNS})"
-        )
+    check_columns(frame.columns, REQUIRED_COLUMNS, f"data.hf_dataset {data.hf_dataset}",
+                  f"the table must follow the DBQ schema (at least {REQUIRED_COLUMNS})", error=CatalogError)
     return frame
 
 

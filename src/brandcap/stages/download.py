@@ -55,6 +55,7 @@ from brandcap.atomic import DiskFullError, atomic_path, place_link_or_copy, writ
 from brandcap.images import png_bytes, shrunk, upright_rgb
 from brandcap.params import DownloadParams, Params
 from brandcap.progress import Progress, progress
+from brandcap.record_files import check_columns
 from brandcap.records import artifact_path, category_text, image_file_stem
 from brandcap.resume_state import prepare_resume_dir, stage_fingerprint
 from brandcap.stages.catalog import is_image_url
@@ -359,9 +360,7 @@ def read_catalog(catalog_path: Path) -> pd.DataFrame:
     if not catalog_path.exists():
         raise FileNotFoundError(f"{catalog_path}: catalog not found; run the catalog stage first")
     catalog = pd.read_parquet(catalog_path)
-    missing = [c for c in ("product_id", "brand", "title", "imageurl") if c not in catalog.columns]
-    if missing:
-        raise ValueError(f"{catalog_path}: missing column(s) {missing}; write it with the catalog stage")
+    check_columns(catalog.columns, ("product_id", "brand", "title", "imageurl"), catalog_path, "write it with the catalog stage")
     if catalog.empty:
         raise ValueError(f"{catalog_path}: the catalog has no rows; rerun the catalog stage and check its log for what it dropped")
     ids = catalog["product_id"]
