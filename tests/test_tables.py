@@ -15,7 +15,16 @@ from brandcap.atomic import write_json, write_jsonl, write_text
 from brandcap.evaluation.metrics import paired_difference
 from brandcap.params import validate_params
 from brandcap.provenance import data_sha256, params_sha256
-from brandcap.stages.tables import best_epoch, combine_seeds, experiment_strategy, overall_best, run_tables, scalar_metrics, verdict
+from brandcap.stages.tables import (
+    _selection_header,
+    best_epoch,
+    combine_seeds,
+    experiment_strategy,
+    overall_best,
+    run_tables,
+    scalar_metrics,
+    verdict,
+)
 
 BRANDS = {"Gucci": 60, "Chloé": 35}
 TEST_ITEMS = [(f"t{i:02d}", "Gucci" if i < 10 else "Chloé") for i in range(20)]
@@ -440,3 +449,11 @@ def test_a_mixing_experiment_says_so_beside_its_strategy():
         "tenfold": {"strategy": "lora", "general_mix": 10}}}})
     assert [experiment_strategy(params, exp) for exp in ("plain", "mixed", "tenfold")] == [
         "freeze_vision", "freeze_vision + generic 1:1", "lora + generic 10:1"]
+
+
+def test_the_selection_note_warns_that_synthetic_generic_captions_share_the_probes_style():
+    base, selection = {"general_brand_hallucination_rate": 0.0}, {"strongest_baseline": "majority"}
+    mixed = validate_params({})  # the default matrix has freeze_vision_mix
+    unmixed = validate_params({"train": {"experiments": {"lora": {"strategy": "lora"}}}})
+    assert "same templates as the probe's" in "".join(_selection_header(mixed, selection, base))
+    assert "same templates" not in "".join(_selection_header(unmixed, selection, base))

@@ -76,7 +76,7 @@ import pyarrow.parquet as pq  # noqa: E402
 
 from brandcap.atomic import atomic_path, read_jsonl, write_json, write_text  # noqa: E402
 from brandcap.evaluation.metrics import paired_difference  # noqa: E402
-from brandcap.params import Params, experiment_settings  # noqa: E402
+from brandcap.params import Params, experiment_settings, mixing_experiments  # noqa: E402
 from brandcap.provenance import data_files, provenance  # noqa: E402
 from brandcap.records import CHECKPOINT_META  # noqa: E402
 from brandcap.stages.baselines import BASELINES as IMAGE_AND_MAJORITY_BASELINES  # noqa: E402
@@ -487,6 +487,24 @@ def _selection_section(params: Params, evaluations, selection: dict[str, Any], s
                       else f"**Best**: {named} (validation brand accuracy {score}).")
     probe = ("" if signal else f" The forgetting probe has **no signal**: the base model's CIDEr on the general set "
              f"({_num(base.get('general_cider'))}) is below {PROBE_SIGNAL_FLOOR}, so a change there says nothing.")
+    return [*_selection_header(params, selection, base),
+        *_table(["experiment", "strategy", "best epoch", *(_spread_title(t, n_seeds) for t in (
+            "val. brand acc.", "test brand acc. [95% CI]", "test macro acc. [95% CI]", "margin over strongest baseline [95% CI]")),
+            "general CIDEr change", "hallucinated brand"], rows, align_left=3),
+        "",
+        conclusion + probe,
+        "",
+    ]
+
+
+MIXING_NOTE = (" A mixed experiment (`+ generic R:1`) also trains on generic image-caption pairs asked the probe's "
+               "question; with the synthetic shop these captions come from the same templates as the probe's "
+               "references, so its general CIDEr change measures that style as much as kept general ability, while its "
+               "hallucinated-brand rate does not depend on style.")
+
+
+def _selection_header(params: Params, selection: dict[str, Any], base: dict[str, Any]) -> list[str]:
+    mixing = MIXING_NOTE if params.data.source == "synthetic" and mixing_experiments(params) else ""
     return [
         "## 3. Best epoch per experiment (chosen on validation, reported on test)",
         "",
@@ -498,13 +516,7 @@ def _selection_section(params: Params, evaluations, selection: dict[str, Any], s
         "General CIDEr change: on the brand-free general set, asked its own question "
         f"(\"{params.eval.general_instruction}\"), minus the base model's (negative = forgetting). Hallucinated "
         "brand: the fraction of brand-free images for which a known brand is named (base model: "
-        f"{_num(base.get('general_brand_hallucination_rate'))})." + seeds_note(params),
-        "",
-        *_table(["experiment", "strategy", "best epoch", *(_spread_title(t, n_seeds) for t in (
-            "val. brand acc.", "test brand acc. [95% CI]", "test macro acc. [95% CI]", "margin over strongest baseline [95% CI]")),
-            "general CIDEr change", "hallucinated brand"], rows, align_left=3),
-        "",
-        conclusion + probe,
+        f"{_num(base.get('general_brand_hallucination_rate'))})." + mixing + seeds_note(params),
         "",
     ]
 
