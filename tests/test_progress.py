@@ -10,6 +10,7 @@ import io
 import logging
 import os
 import pty
+import select
 import termios
 
 from brandcap.progress import progress, quiet_library_bars
@@ -53,6 +54,17 @@ def test_a_terminal_gets_the_bar(caplog):
     assert "\r" in drawn and "50/50" in drawn and "caption" in drawn
 
 
+def _read_all(fd: int) -> str:
+    """Everything written to the pty so far (one read may return only the first refreshes)."""
+    chunks = []
+    while select.select([fd], [], [], 0.5)[0]:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks).decode()
+
+
 def test_a_real_pseudo_terminal_gets_the_bar(caplog):
     leader, follower = pty.openpty()
     termios.tcsetwinsize(follower, (24, 100))  # a new pty is 0 columns wide
@@ -60,7 +72,7 @@ def test_a_real_pseudo_terminal_gets_the_bar(caplog):
         with os.fdopen(follower, "w", closefd=False) as stream:
             assert stream.isatty()
             count_to(20, stream, caplog)
-        drawn = os.read(leader, 65536).decode()
+        drawn = _read_all(leader)
     finally:
         os.close(leader)
         os.close(follower)
