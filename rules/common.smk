@@ -56,6 +56,9 @@ onerror:
 PARAMS_ARGS = " ".join(["--params params.yaml", *(f"--overlay {path}" for path in OVERLAYS)])
 
 EXPERIMENTS = list(PARAMS.train.experiments)
+# What one training run reads of the train section: all of it but the matrix axes (the experiment
+# list and the seeds); its own entry of train.experiments is added per run.
+TRAIN_RUN_KEYS = [key for key in type(PARAMS.train).model_fields if key not in ("experiments", "seeds")]
 SEEDS = list(PARAMS.train.seeds)
 
 

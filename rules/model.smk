@@ -49,7 +49,10 @@ rule train:
         # the job claims this many GPUs and, above one, relaunches itself through torchrun
         gpu=PARAMS.train.devices,
     params:
-        train=config["train"],
+        # every train key but the matrix axes, and this run's own experiment entry: adding a seed or
+        # an experiment does not rerun the runs that exist (dvc.yaml lists the same keys)
+        **{f"train__{key}": config["train"][key] for key in TRAIN_RUN_KEYS},
+        train__experiment=lambda wildcards: config["train"]["experiments"][wildcards.exp],
         eval__general_instruction=config["eval"]["general_instruction"],
     shell:
         "python {input.script} {PARAMS_ARGS} --experiment {wildcards.exp} --seed {wildcards.seed} --base {input.base} --train {input.processed}/train.jsonl --general-train {input.general_train}/general_train.jsonl --checkpoints {output.checkpoints} --train-log {output.train_log} --resume {PATHS.resume}/train/{wildcards.exp}/seed-{wildcards.seed} --log {log}"

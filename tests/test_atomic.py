@@ -30,12 +30,18 @@ def test_failed_write_leaves_old_file_and_no_temp(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
 
 
-def test_read_jsonl_ignores_a_torn_last_line(tmp_path):
+def test_read_jsonl_reads_a_last_line_without_newline_and_names_a_bad_line(tmp_path):
     path = tmp_path / "r.jsonl"
     write_jsonl(path, [{"a": 1}, {"a": 2}])
     with open(path, "a") as f:
-        f.write('{"a": 3, "b"')
-    assert read_jsonl(path) == [{"a": 1}, {"a": 2}]
+        f.write('{"a": 3}')  # a user's file may end without a newline: its last record counts
+    assert read_jsonl(path) == [{"a": 1}, {"a": 2}, {"a": 3}]
+    path.write_text('{"a": 1}\n\n{"a": 2, "b"\n{"a": 4}\n')
+    with pytest.raises(ValueError, match=r"r.jsonl: line 3 is not a JSON record .*fix the line or rerun"):
+        read_jsonl(path)
+    path.write_text('{"a": 1}\n[1, 2]\n')
+    with pytest.raises(ValueError, match=r"r.jsonl: line 2 is not a JSON object"):
+        read_jsonl(path)
 
 
 def test_disk_full_names_the_file_and_leaves_no_temporary(tmp_path, monkeypatch):

@@ -107,11 +107,28 @@ def test_same_dependencies_and_outputs(both):
         assert smk[name]["outs"] == stage["outs"], name
 
 
+def run_params(stage_params: list[str]) -> list[str]:
+    """DVC's `train.experiments.EXP` of one run is the rule's `train.experiment` (its wildcard's entry)."""
+    return sorted("train.experiment" if key.startswith("train.experiments.") else key for key in stage_params)
+
+
 def test_same_params_sections(both):
     smk, dvc = both
     rule_params = snakemake_params()
     for name, stage in dvc.items():
-        assert rule_params[smk[name]["rule"]] == stage["params"], name
+        assert rule_params[smk[name]["rule"]] == run_params(stage["params"]), name
+
+
+def test_a_training_run_reads_every_train_key_but_the_matrix_axes_and_its_own_experiment(both):
+    """So that adding a seed or an experiment leaves the existing runs alone, and no new train key goes untracked."""
+    from brandcap.params import TrainParams
+
+    _, dvc = both
+    expected = {f"train.{key}" for key in TrainParams.model_fields} - {"train.experiments", "train.seeds"}
+    for name, stage in dvc.items():
+        if name.startswith("train@"):
+            exp = name.removeprefix("train@").rsplit("-", 1)[0]
+            assert {k for k in stage["params"] if k.startswith("train.")} == expected | {f"train.experiments.{exp}"}, name
 
 
 def test_every_stage_script_and_module_exists(both):

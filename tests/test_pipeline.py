@@ -48,6 +48,23 @@ def test_second_snakemake_run_has_nothing_to_do(built, run):
     assert nothing_to_do(built, run, "--configfile", SMOKE)
 
 
+def planned_runs(out: str, rule: str) -> set[tuple[str, str]]:
+    """(exp, seed) of each planned job of `rule` in a dry run's output."""
+    blocks = re.split(r"\n\s*\n", out)
+    return {tuple(m.groups()) for block in blocks if re.search(rf"^(?:local)?rule {rule}:", block, re.M)
+            for m in [re.search(r"wildcards: exp=(\w+), seed=(\d+)", block)] if m}
+
+
+def test_adding_a_seed_plans_only_the_new_seeds_runs(built, run, tmp_path):
+    """A training run reads its own experiment entry, not the seed list or the other experiments."""
+    more_seeds = tmp_path / "two-seeds.yaml"
+    more_seeds.write_text("train: {seeds: [4, 5]}\n")
+    out = run(built, ["snakemake", "--cores", "1", "--dry-run", "results/tables.md", "--configfile", SMOKE, "--configfile", str(more_seeds)])
+    planned = out.stdout + out.stderr
+    assert planned_runs(planned, "train") == {("freeze_llm", "5"), ("lora", "5")}, planned[-3000:]
+    assert planned_runs(planned, "evaluate") == {("freeze_llm", "5"), ("lora", "5")}
+
+
 def test_the_dvc_profile_command_agrees_with_the_snakemake_build(built, profile_commands, run):
     """`brandcap profile` resolves the same parameters, so Snakemake without --configfile is up to date too."""
     run(built, profile_commands[SMOKE]["dvc"].removesuffix(" && dvc repro"))

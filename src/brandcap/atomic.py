@@ -139,15 +139,22 @@ def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """All complete records; a torn last line (a killed writer) is ignored."""
+    """Every record of a JSONL file written whole (`write_jsonl`, or a user's own); a line that is not
+    a JSON object is refused with the file and its line number. (Files appended to while a stage
+    runs, which a kill can leave with a torn last line, are read by brandcap.append_only.)"""
     out = []
     with open(path, encoding="utf-8") as f:
-        for line in f:
-            if not line.endswith("\n"):
-                break
+        for number, line in enumerate(f, 1):
             line = line.strip()
-            if line:
-                out.append(json.loads(line))
+            if not line:
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}: line {number} is not a JSON record ({err}); fix the line or rerun the stage that writes the file") from None
+            if not isinstance(record, dict):
+                raise ValueError(f"{path}: line {number} is not a JSON object; fix the line or rerun the stage that writes the file")
+            out.append(record)
     return out
 
 
