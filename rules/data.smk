@@ -28,6 +28,7 @@ rule general_set:
     input:
         script=script("general_set"),
         code=package("stages/general_set", "stages/catalog", "sim/shop", "records"),
+        external=PATHS.external,
     output:
         out=directory(PATHS.general),
     log:
@@ -47,6 +48,7 @@ rule general_train_set:
         script=script("general_train_set"),
         code=package("stages/general_train_set", "stages/general_set", "stages/catalog", "sim/shop", "records"),
         probe=rules.general_set.output.out,
+        external=PATHS.external,
     output:
         out=directory(PATHS.general_train),
     log:

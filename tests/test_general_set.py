@@ -35,8 +35,9 @@ def test_synthetic_general_set_is_brand_free_and_reproducible(tmp_path, monkeypa
     assert [Path(r["image"]).read_bytes() for r in recs] == [Path(r["image"].replace("g1/", "g2/")).read_bytes() for r in read_jsonl("g2/general.jsonl")]
 
 
-def test_user_jsonl_is_validated_and_copied(tmp_path):
-    src = tmp_path / "probe"
+def test_user_jsonl_is_validated_and_copied(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    src = tmp_path / "data/external/probe"
     (src / "imgs").mkdir(parents=True)
     Image.new("RGBA", (80, 60), (10, 200, 10, 255)).save(src / "imgs" / "a.png")
     Image.new("RGB", (900, 300), (200, 10, 10)).save(tmp_path / "b.jpg")
@@ -63,12 +64,13 @@ def test_no_general_set_writes_an_empty_file(tmp_path):
     assert (tmp_path / "g" / "general.jsonl").read_text() == ""
 
 
-def test_user_images_are_normalised_as_the_download_stage_normalises_them(tmp_path):
+def test_user_images_are_normalised_as_the_download_stage_normalises_them(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     """16-bit grey and EXIF-rotated photos: the general set stores them as catalog images are stored."""
     from brandcap.stages.download import normalise_image
 
-    src = tmp_path / "probe"
-    src.mkdir()
+    src = tmp_path / "data/external/probe"
+    src.mkdir(parents=True)
     Image.fromarray(np.full((40, 60), 32768, dtype=np.uint16)).save(src / "grey16.png")  # mid-grey, 16 bit
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to view

@@ -17,6 +17,7 @@ from brandcap.params import ParamsError, validate_params
 from brandcap.sim.shop import brand_names
 from brandcap.stages.general_set import GeneralSetError, run_general_set
 from brandcap.stages.general_train_set import GENERAL_TRAIN_FILE, image_sha256, run_general_train_set
+from tests.conftest import ONE_UNMIXED_EXPERIMENT
 
 
 def test_synthetic_generic_set_is_brand_free_reproducible_and_apart_from_the_probe(tmp_path, monkeypatch):
@@ -37,8 +38,8 @@ def test_synthetic_generic_set_is_brand_free_reproducible_and_apart_from_the_pro
 
 def _user_sets(tmp_path: Path) -> tuple[Path, Path]:
     """A probe JSONL and a generic training JSONL in a user's folder; their image files are distinct."""
-    src = tmp_path / "user"
-    src.mkdir()
+    src = tmp_path / "data/external/user"  # the stages depend on data/external/, so user files live there
+    src.mkdir(parents=True)
     for name, colour in (("probe.png", (10, 200, 10)), ("cat.png", (200, 10, 10)), ("dog.png", (10, 10, 200))):
         Image.new("RGB", (80, 60), colour).save(src / name)
     (src / "probe.jsonl").write_text(json.dumps({"image": "probe.png", "caption": "A green card."}) + "\n")
@@ -52,7 +53,8 @@ def _user_params(probe_jsonl: Path, generic_jsonl: Path, general_mix: float = 10
                             "train": {"general_mix": general_mix, "experiments": {"lora": {"strategy": "lora"}}}})
 
 
-def test_user_jsonl_is_read_like_the_probe_set(tmp_path):
+def test_user_jsonl_is_read_like_the_probe_set(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     probe_jsonl, generic_jsonl = _user_sets(tmp_path)
     params = _user_params(probe_jsonl, generic_jsonl)
     run_general_set(params, tmp_path / "probe")
@@ -63,10 +65,11 @@ def test_user_jsonl_is_read_like_the_probe_set(tmp_path):
     assert all(Path(r["image"]).is_file() for r in records)
 
 
-def test_a_generic_image_in_the_probe_fails_with_both_names_and_leaves_nothing(tmp_path):
+def test_a_generic_image_in_the_probe_fails_with_both_names_and_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     probe_jsonl, generic_jsonl = _user_sets(tmp_path)
     # the same photo under another file name (and another PNG encoding): identical once normalised
-    Image.open(tmp_path / "user" / "cat.png").save(tmp_path / "user" / "cat-copy.png", compress_level=1)
+    Image.open(generic_jsonl.parent / "cat.png").save(generic_jsonl.parent / "cat-copy.png", compress_level=1)
     probe_jsonl.write_text(probe_jsonl.read_text() + json.dumps({"image": "cat-copy.png", "caption": "A red card."}) + "\n")
     params = _user_params(probe_jsonl, generic_jsonl)
     run_general_set(params, tmp_path / "probe")
@@ -90,9 +93,18 @@ def test_without_mixing_the_set_is_empty_and_mixing_needs_one(tmp_path, monkeypa
         validate_params({"data": {"synthetic": {"n_general_train": 0}}, "train": {"general_mix": 1}})
 
 
-def test_a_missing_user_file_names_the_param(tmp_path):
+def test_a_missing_user_file_names_the_param(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     probe_jsonl, _ = _user_sets(tmp_path)
-    params = _user_params(probe_jsonl, tmp_path / "absent.jsonl")
+    params = _user_params(probe_jsonl, tmp_path / "data/external/absent.jsonl")
     run_general_set(params, tmp_path / "probe")
     with pytest.raises(GeneralSetError, match=r"data.general_train_set: .*absent.jsonl does not exist; fix the path or set data.general_train_set to ''"):
         run_general_train_set(params, tmp_path / "probe" / "general.jsonl", tmp_path / "out")
+
+
+def test_user_sets_must_live_under_data_external_which_the_stages_depend_on(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for key in ("general_set", "general_train_set"):
+        with pytest.raises(ParamsError, match=rf"data.{key} .*elsewhere.jsonl lies outside data/external/.*set data.{key}: data/external/elsewhere.jsonl"):
+            validate_params({"data": {"source": "hf", key: str(tmp_path / "elsewhere.jsonl")}, **ONE_UNMIXED_EXPERIMENT})
+        validate_params({"data": {"source": "hf", key: "data/external/sets/ok.jsonl"}, **ONE_UNMIXED_EXPERIMENT})

@@ -63,6 +63,18 @@ def local_table_path(hf_dataset: str) -> Path | None:
     return path
 
 
+def check_under_external(key: str, value: str) -> None:
+    """A user's file named by data.`key` must lie under data/external/, which the stages reading it
+    depend on under Snakemake and DVC (so editing it reruns them)."""
+    path = Path(value).expanduser()
+    if not Path(os.path.normpath(path.absolute())).is_relative_to(Path.cwd() / EXTERNAL_DATA_DIR):
+        raise ValueError(
+            f"data.{key} {value} lies outside {EXTERNAL_DATA_DIR}/, which the stage reading it depends on under Snakemake "
+            f"and DVC (a file elsewhere could change unnoticed); move it, with the images it names, there and set "
+            f"data.{key}: {EXTERNAL_DATA_DIR / path.name}"
+        )
+
+
 class SyntheticShop(Section):
     n_brands: int = Field(20, ge=2, description="Number of brands in the synthetic shop.")
     zipf_exponent: float = Field(0.7, ge=0, description="Brand frequency ~ 1/rank^s; 0 = balanced.")
@@ -84,8 +96,8 @@ class DataParams(Section):
     hf_split: str = Field("train", description="Split to read (source: hf).")
     revision: str = Field("", description="Revision (commit sha, tag or branch) of the HF dataset to read (source: hf); empty = the latest. Pin a commit sha to reproduce a study.")
     sample_size: int = Field(1500, ge=1, description="Rows sampled from the product table.")
-    general_set: str = Field("", description="JSONL of brand-free {image, caption} references for the forgetting probe (source: hf); empty = no probe.")
-    general_train_set: str = Field("", description="JSONL of generic {image, caption} pairs (e.g. a COCO-captions extract) that train.general_mix mixes into training (source: hf); none of its images may be in data.general_set; empty = none.")
+    general_set: str = Field("", description="JSONL of brand-free {image, caption} references for the forgetting probe (source: hf), under data/external/ with its images; empty = no probe.")
+    general_train_set: str = Field("", description="JSONL of generic {image, caption} pairs (e.g. a COCO-captions extract) that train.general_mix mixes into training (source: hf), under data/external/ with its images; none of its images may be in data.general_set; empty = none.")
     synthetic: SyntheticShop = SyntheticShop()
 
     @field_validator("hf_dataset")
@@ -93,6 +105,13 @@ class DataParams(Section):
     def _local_table(cls, v: str, info: ValidationInfo) -> str:
         if info.data.get("source") == "hf":
             local_table_path(v)
+        return v
+
+    @field_validator("general_set", "general_train_set")
+    @classmethod
+    def _user_set(cls, v: str, info: ValidationInfo) -> str:
+        if v.strip():
+            check_under_external(info.field_name, v)
         return v
 
 
