@@ -59,7 +59,7 @@ def test_adding_a_seed_plans_only_the_new_seeds_runs(built, run, tmp_path):
     """A training run reads its own experiment entry, not the seed list or the other experiments."""
     more_seeds = tmp_path / "two-seeds.yaml"
     more_seeds.write_text("train: {seeds: [4, 5]}\n")
-    out = run(built, ["snakemake", "--cores", "1", "--dry-run", "results/tables.md", "--configfile", SMOKE, "--configfile", str(more_seeds)])
+    out = run(built, ["snakemake", "--cores", "1", "--dry-run", "results/tables.md", "--configfile", SMOKE, str(more_seeds)])
     planned = out.stdout + out.stderr
     assert planned_runs(planned, "train") == {("freeze_llm", "5"), ("lora", "5")}, planned[-3000:]
     assert planned_runs(planned, "evaluate") == {("freeze_llm", "5"), ("lora", "5")}
