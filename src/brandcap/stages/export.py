@@ -138,7 +138,7 @@ def model_card(record: dict[str, Any], trained: dict[str, Any]) -> str:
     lines = [
         "---", "library_name: transformers", "pipeline_tag: image-text-to-text", "tags: [brandcap]", "---", "",
         f"# brandcap export: {run}", "",
-        f"Exported because it is {choice['reason']}.", "",
+        f"Why this model: {choice['reason']}.", "",
         f"- checkpoint: `{choice['checkpoint'] or 'none (the base model)'}`; base model: `{record['base']}` ({trained.get('model', {}).get('base', '?')})",
         f"- merged: {record['merged']}; weights dtype: {record['dtype']}",
         f"- commit `{prov['commit']}`, params sha256 `{prov['params_sha256']}`, data sha256 `{prov['data_sha256']}` (brandcap.provenance)",

@@ -878,6 +878,7 @@ def run_tables(
         f"{exp} epoch {entry['epoch']}: test {_with_spread(evaluations[exp][entry['epoch']], 'brand_accuracy')}, margin {_margin_text(entry)}"
         for exp, entry in selection["experiments"].items()
     )
-    log.info("tables: strongest baseline %s %s; chosen on validation: %s; %s %s; wrote %s, %s, %s",
-             strongest, _with_spread(baselines[strongest]["metrics"], "brand_accuracy"), summary, selection["verdict"],
-             ", ".join(selection["best"]), out_md, out_metrics, plots_dir)
+    verdict = " ".join([selection["verdict"], *([", ".join(selection["best"])] if selection["best"] else [])])
+    log.info("tables: strongest baseline %s %s; chosen on validation: %s; %s; wrote %s, %s, %s",
+             strongest, _with_spread(baselines[strongest]["metrics"], "brand_accuracy"), summary, verdict,
+             out_md, out_metrics, plots_dir)
