@@ -31,6 +31,7 @@ ALLOWED = {
     ("brandcap.sim.tiny_model", "brandcap.model.chat"): "the tiny model's processor gets the image tiling every model gets",
     ("brandcap.sim.pretrain", "brandcap.model.chat"): "pretraining renders prompts through the chat template training and evaluation use",
     ("brandcap.sim.pretrain", "brandcap.model.training_data"): "pretraining lays out prompt and answer (labels) as fine-tuning does",
+    ("brandcap.sim.pretrain", "brandcap.model.step_progress"): "pretraining runs on the Trainer, showing its steps as fine-tuning does",
 }
 
 

@@ -1,7 +1,7 @@
 """Brief pretraining of the tiny model, so that it behaves like a real base model.
 
     losses = pretrain(model, processor, products, params.model.tiny, params.train.instruction,
-                      params.data.synthetic, seed=params.seed)
+                      params.data.synthetic, seed=params.seed, work_dir=out_dir / "pretraining")
 
 A real VLM base model knows brand names as words and can describe what it sees, but has
 never been taught to recognise a brand from its pixels. The tiny model gets the same three
@@ -17,8 +17,9 @@ properties from two kinds of samples, mixed in shuffled batches:
   its own seed stream), the colour word is `brandcap.sim.colours.dominant_colour_name` of the pixels.
 
 No brand is ever paired with an image, so the pretrained model cannot name brands from
-pixels: fine-tuning has to teach that. A plain PyTorch loop (AdamW; transformers' cosine schedule with warm-up),
-seeded: the same seed gives the same weights.
+pixels: fine-tuning has to teach that. Training runs on transformers' `Trainer`, as fine-tuning
+does: the seeded, shuffled batch plan (`batch_plan`) is its dataset, read in order; AdamW with the
+Trainer's cosine-with-minimum schedule; the same seed gives the same weights.
 """
 
 from __future__ import annotations
@@ -26,20 +27,21 @@ from __future__ import annotations
 import logging
 import math
 import random
+import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from transformers import get_cosine_with_min_lr_schedule_with_warmup
+from transformers import PrinterCallback, Trainer, TrainingArguments
 
 from brandcap.model.chat import answer_text, encode_prompts
+from brandcap.model.step_progress import StepProgressCallback
 from brandcap.model.training_data import IGNORE_INDEX, answer_ids, prompt_answer_batch
 from brandcap.params import SyntheticShop, TinyModelParams
-from brandcap.progress import progress
 from brandcap.record_files import check_columns
 from brandcap.records import category_text
 from brandcap.sim import shop
@@ -220,17 +222,36 @@ def caption_batch(captions: EncodedCaptions, idx: Sequence[int], pad_id: int) ->
 
 # ----------------------------------------------------------------------------- training
 @torch.no_grad()
-def mean_text_loss(model, processor, sentences: Sequence[str], batch_size: int = 64) -> float:
-    """Mean next-token loss of text-only sentences (token-weighted)."""
+def mean_loss(model, batches: Iterable[dict[str, torch.Tensor]]) -> float | None:
+    """Token-weighted mean next-token loss over `batches` (the model in eval mode); None without a learned token."""
     model.eval()
-    ids = encode_text(processor, sentences)
     total, count = 0.0, 0
-    for start in range(0, len(ids), batch_size):
-        batch = text_batch(ids[start : start + batch_size], processor.tokenizer.pad_token_id)
+    for batch in batches:
         n = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
         total += float(model(**batch).loss) * n
         count += n
-    return total / max(count, 1)
+    return total / count if count else None
+
+
+def mean_text_loss(model, processor, sentences: Sequence[str], batch_size: int = 64) -> float | None:
+    """Mean next-token loss of text-only sentences (token-weighted)."""
+    ids = encode_text(processor, sentences)
+    pad_id = processor.tokenizer.pad_token_id
+    return mean_loss(model, (text_batch(ids[start : start + batch_size], pad_id) for start in range(0, len(ids), batch_size)))
+
+
+LOSS_PROBE_SAMPLES = 64
+
+
+def loss_probes(text_ids: Sequence[torch.Tensor], captions: EncodedCaptions, pad_id: int) -> dict[str, list[dict[str, torch.Tensor]]]:
+    """The fixed batches whose loss the pretraining record gives before and after: the first
+    LOSS_PROBE_SAMPLES training samples of each kind (text, caption) there is."""
+    probes = {}
+    if text_ids:
+        probes["text"] = [text_batch(list(text_ids[:LOSS_PROBE_SAMPLES]), pad_id)]
+    if len(captions):
+        probes["caption"] = [caption_batch(captions, range(min(LOSS_PROBE_SAMPLES, len(captions))), pad_id)]
+    return probes
 
 
 def pretrain(
@@ -241,17 +262,21 @@ def pretrain(
     instruction: str,
     synthetic: SyntheticShop,
     seed: int,
+    work_dir: Path,
 ) -> dict:
-    """Train in place on brand sentences and brand-free captions; returns the loss record."""
+    """Train in place on brand sentences and brand-free captions; returns the loss record.
+    `work_dir`: a folder that does not exist yet, the Trainer's output_dir (nothing is saved in it),
+    removed at the end."""
     started = time.perf_counter()
     threads = torch.get_num_threads()
     # The matrices are tiny: a second thread gains ~1.3x on an idle 2-core machine, but on a
     # loaded one (parallel jobs) oversubscribed threads made pretraining ten times slower.
     torch.set_num_threads(max(1, min(tiny.pretrain_threads, threads)))
     try:
-        return _pretrain(model, processor, products, tiny, instruction, synthetic, seed, started)
+        return _pretrain(model, processor, products, tiny, instruction, synthetic, seed, started, work_dir)
     finally:
         torch.set_num_threads(threads)
+        shutil.rmtree(work_dir, ignore_errors=True)
 
 
 def batch_plan(n_text: int, n_captions: int, tiny: TinyModelParams, seed: int) -> list[tuple[str, np.ndarray]]:
@@ -274,7 +299,59 @@ def batch_plan(n_text: int, n_captions: int, tiny: TinyModelParams, seed: int) -
     return plan
 
 
-def _pretrain(model, processor, products, tiny, instruction, synthetic, seed, started) -> dict:
+class PlannedBatches(torch.utils.data.Dataset):
+    """The pretraining plan as the Trainer's dataset: item i is the whole, ready batch of step i.
+
+    The plan is seeded and shuffled already, so the Trainer reads it in order (sequential sampler,
+    one item per step)."""
+
+    def __init__(self, plan: Sequence[tuple[str, np.ndarray]], text_ids: Sequence[torch.Tensor], captions: EncodedCaptions, pad_id: int):
+        self.plan, self.text_ids, self.captions, self.pad_id = list(plan), text_ids, captions, pad_id
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
+        kind, idx = self.plan[step]
+        if kind == "text":
+            return text_batch([self.text_ids[i] for i in idx], self.pad_id)
+        return caption_batch(self.captions, idx, self.pad_id)
+
+
+def whole_batch(items: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The Trainer's collator for `PlannedBatches`: its one item is already a batch."""
+    (batch,) = items
+    return batch
+
+
+def pretraining_arguments(tiny: TinyModelParams, steps: int, seed: int, output_dir: Path) -> TrainingArguments:
+    """One pass over the plan: AdamW, 5% warm-up, then cosine down to a tenth of the peak."""
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        max_steps=steps,
+        per_device_train_batch_size=1,  # one PlannedBatches item = one batch
+        train_sampling_strategy="sequential",
+        learning_rate=tiny.pretrain_learning_rate,
+        lr_scheduler_type="cosine_with_min_lr",
+        lr_scheduler_kwargs={"min_lr_rate": 0.1},
+        warmup_steps=max(1, steps // 20),
+        weight_decay=0.01,
+        max_grad_norm=1.0,
+        seed=seed,
+        data_seed=seed,
+        use_cpu=not torch.cuda.is_available(),
+        remove_unused_columns=False,
+        label_names=["labels"],
+        report_to=[],
+        # No per-step logging: it cost a quarter of the pretraining time; the record measures the loss
+        # of fixed batches before and after instead (`loss_probes`).
+        logging_strategy="no",
+        disable_tqdm=True,  # StepProgressCallback shows progress
+        save_strategy="no",
+    )
+
+
+def _pretrain(model, processor, products, tiny, instruction, synthetic, seed, started, work_dir: Path) -> dict:
     torch.manual_seed(seed)
     pad_id = processor.tokenizer.pad_token_id
     sentences = text_samples(products, tiny.pretrain_text_samples, seed, processor, instruction)
@@ -283,45 +360,35 @@ def _pretrain(model, processor, products, tiny, instruction, synthetic, seed, st
     cap_ids = encode_captions(processor, pairs, instruction) if pairs else EncodedCaptions([], [], torch.empty(0))
 
     plan = batch_plan(len(text_ids), len(cap_ids), tiny, seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tiny.pretrain_learning_rate, weight_decay=0.01)
-    # transformers' own schedule (as the Trainer's cosine): 5% warm-up, then cosine down to a tenth of the peak
-    schedule = get_cosine_with_min_lr_schedule_with_warmup(optimizer, max(1, len(plan) // 20), len(plan), min_lr_rate=0.1)
-    history: dict[str, list[float]] = {"text": [], "caption": []}
-    model.train()
-    with progress(len(plan), "pretrain tiny base", unit="batch", logger=log) as bar:
-        for kind, idx in plan:
-            if kind == "text":
-                batch = text_batch([text_ids[i] for i in idx], pad_id)
-            else:
-                batch = caption_batch(cap_ids, idx, pad_id)
-            loss = model(**batch).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            history[kind].append(loss.item())
-            bar.update(1)
-    model.eval()
-
-    def tail(values: list[float]) -> float | None:
-        return float(np.mean(values[-10:])) if values else None
+    probes = loss_probes(text_ids, cap_ids, pad_id)
+    before = {kind: mean_loss(model, batches) for kind, batches in probes.items()}
+    trainer = Trainer(
+        model=model,
+        args=pretraining_arguments(tiny, len(plan), seed, work_dir),
+        train_dataset=PlannedBatches(plan, text_ids, cap_ids, pad_id),
+        data_collator=whole_batch,
+        callbacks=[StepProgressCallback("pretrain tiny base", log)],
+    )
+    trainer.remove_callback(PrinterCallback)
+    result = trainer.train()
+    after = {kind: mean_loss(model, batches) for kind, batches in probes.items()}
 
     record = {
         "steps": len(plan),
         "text_samples": len(text_ids),
         "caption_samples": len(cap_ids),
         "epochs": tiny.pretrain_epochs,
-        "first_text_loss": history["text"][0] if history["text"] else None,
-        "final_text_loss": tail(history["text"]),
-        "first_caption_loss": history["caption"][0] if history["caption"] else None,
-        "final_caption_loss": tail(history["caption"]),
+        "mean_training_loss": result.training_loss,
+        "text_loss_before": before.get("text"),
+        "text_loss_after": after.get("text"),
+        "caption_loss_before": before.get("caption"),
+        "caption_loss_after": after.get("caption"),
         "seconds": round(time.perf_counter() - started, 2),
     }
     log.info(
         "pretrained tiny base: %d steps (%d sentences, %d captioned images, %d epochs) in %.1fs; text loss %.3f -> %.3f, caption loss %.3f -> %.3f",
         record["steps"], record["text_samples"], record["caption_samples"], record["epochs"], record["seconds"],
-        record["first_text_loss"] or float("nan"), record["final_text_loss"] or float("nan"),
-        record["first_caption_loss"] or float("nan"), record["final_caption_loss"] or float("nan"),
+        record["text_loss_before"] or float("nan"), record["text_loss_after"] or float("nan"),
+        record["caption_loss_before"] or float("nan"), record["caption_loss_after"] or float("nan"),
     )
     return record

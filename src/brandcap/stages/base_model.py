@@ -87,7 +87,8 @@ def build_tiny_base(params: Params, catalog_path: Path, out_dir: Path) -> dict:
     # Held-out brand sentences (another seed stream) show what pretraining taught the language model.
     held_out = text_samples(products, 200, seed=params.seed + 7919)
     untrained_loss = mean_text_loss(model, processor, held_out)
-    record = pretrain(model, processor, products, tiny, params.train.instruction, params.data.synthetic, params.seed)
+    record = pretrain(model, processor, products, tiny, params.train.instruction, params.data.synthetic, params.seed,
+                      work_dir=out_dir / "pretraining")
     record["held_out_text_loss_untrained"] = round(untrained_loss, 4)
     record["held_out_text_loss"] = round(mean_text_loss(model, processor, held_out), 4)
     model.save_pretrained(out_dir)

@@ -53,11 +53,11 @@ from brandcap.model.checkpoints import (
     trainable_state_dict,
 )
 from brandcap.model.general_mix import GenericPairs, MixedCaptionPool, MixedEpochCallback, MixedEpochSamples
+from brandcap.model.step_progress import StepProgressCallback
 from brandcap.model.strategies import apply_strategy, count_parameters
 from brandcap.model.training_data import CaptionCollator, CaptionDataset
 from brandcap.model.vision_cache import FrozenVisionCache, cache_megabytes, feed_cached_vision_features, vision_cache_blocker
 from brandcap.params import Params, TrainParams, check_training_seed, experiment_settings
-from brandcap.progress import Progress
 from brandcap.resume_state import prepare_resume_dir, stage_fingerprint
 
 log = logging.getLogger(__name__)
@@ -216,31 +216,6 @@ class JsonlLogCallback(TrainerCallback):
     def _write(self) -> None:
         atomic.write_jsonl(self.resume_log, self.records)
         atomic.write_jsonl(self.out_log, self.records)
-
-
-class StepProgressCallback(TrainerCallback):
-    """Optimizer steps through brandcap.progress: a bar on a terminal, a few lines in the log. It replaces
-    the Trainer's own bar and its printed log dicts (JsonlLogCallback keeps every logged value)."""
-
-    def __init__(self, experiment: str):
-        self.experiment = experiment
-        self.bar: Progress | None = None
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            self.bar = Progress(state.max_steps, f"train {self.experiment}", unit="step", initial=state.global_step, logger=log)
-        return control
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.bar is not None:
-            self.bar.update(state.global_step - self.bar.done)
-        return control
-
-    def on_train_end(self, args, state, control, **kwargs):
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-        return control
 
 
 # --------------------------------------------------------------------------- trainer
@@ -583,7 +558,7 @@ def run_train(
         data_collator=data_collator,
         callbacks=[
             EpochCheckpointCallback(params.train.save_epochs, strategy, resume_dir / EPOCHS_SUBDIR, checkpoints_dir, meta, CHECKPOINT_DTYPES[precision]),
-            log_callback, clock, StepProgressCallback(experiment), ResumedWeightsCheck(resume_from), *mix_callbacks, *callbacks,
+            log_callback, clock, StepProgressCallback(f"train {experiment}", log), ResumedWeightsCheck(resume_from), *mix_callbacks, *callbacks,
         ],
     )
     trainer.remove_callback(PrinterCallback)  # it prints every log dict; log.jsonl and the progress lines have them
