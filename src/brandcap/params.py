@@ -44,6 +44,11 @@ EXTERNAL_DATA_DIR = Path("data/external")
 LOCAL_TABLE_SUFFIXES = (".parquet", ".csv", ".csv.gz", ".jsonl")
 
 
+def lies_under_external(path: Path) -> bool:
+    """Whether `path` (relative to the working directory, `..` resolved) lies under data/external/."""
+    return Path(os.path.normpath(path.absolute())).is_relative_to(Path.cwd() / EXTERNAL_DATA_DIR)
+
+
 def local_table_path(hf_dataset: str) -> Path | None:
     """The local table that `hf_dataset` names (`~` expanded), or None for a Hugging Face dataset id.
     A local table must lie under data/external/ and have a supported format (ValueError otherwise)."""
@@ -54,8 +59,7 @@ def local_table_path(hf_dataset: str) -> Path | None:
     path = Path(name).expanduser()
     if not name.lower().endswith(LOCAL_TABLE_SUFFIXES):
         raise ValueError(f"local table {name}: unsupported format; write it as one of {', '.join(LOCAL_TABLE_SUFFIXES)}")
-    folder = Path.cwd() / EXTERNAL_DATA_DIR
-    if not Path(os.path.normpath(path.absolute())).is_relative_to(folder):
+    if not lies_under_external(path):
         raise ValueError(
             f"local table {name} lies outside {EXTERNAL_DATA_DIR}/, which the catalog stage depends on under "
             f"Snakemake and DVC; move it there and set data.hf_dataset: {EXTERNAL_DATA_DIR / path.name}"
@@ -67,7 +71,7 @@ def check_under_external(key: str, value: str) -> None:
     """A user's file named by data.`key` must lie under data/external/, which the stages reading it
     depend on under Snakemake and DVC (so editing it reruns them)."""
     path = Path(value).expanduser()
-    if not Path(os.path.normpath(path.absolute())).is_relative_to(Path.cwd() / EXTERNAL_DATA_DIR):
+    if not lies_under_external(path):
         raise ValueError(
             f"data.{key} {value} lies outside {EXTERNAL_DATA_DIR}/, which the stage reading it depends on under Snakemake "
             f"and DVC (a file elsewhere could change unnoticed); move it, with the images it names, there and set "
