@@ -711,11 +711,19 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+# The evaluate stage's timings: they stay in each evaluation's own metrics.json, but are left out of the
+# study's, which then depends only on what was computed (the same study rerun gives an identical file,
+# and `dvc metrics diff` shows only real changes).
+TIMING_METRICS = ("generation_seconds", "samples_per_second")
+
+
 def _flat_scalars(metrics: dict[str, Any]) -> dict[str, Any]:
     """Numbers and nulls as they are, an interval `name_ci: [lo, hi]` (or null) as `name_ci_low`,
-    `name_ci_high`; nested dicts such as per-brand accuracy left out."""
+    `name_ci_high`; nested dicts such as per-brand accuracy, and `TIMING_METRICS`, left out."""
     flat = {}
     for k, v in metrics.items():
+        if k in TIMING_METRICS:
+            continue
         if k.endswith("_ci") and (v is None or isinstance(v, list) and len(v) == 2):
             flat[f"{k}_low"], flat[f"{k}_high"] = v or (None, None)
         elif v is None or _is_number(v):
