@@ -12,9 +12,10 @@ from brandcap.params import ParamsError
 from brandcap.profiles import resolve_params
 from brandcap.project_lock import Orchestrator, busy_reason, claim, release
 
+DVC_YAML = yaml.safe_load(Path("dvc.yaml").read_text())
 # Every artifact path, written once in dvc.yaml's `vars` block (DVC's ${paths.NAME}):
 # PATHS.catalog, PATHS.eval, ... A training run's folder under a per-run root is f"{root}/{RUN}".
-PATHS = SimpleNamespace(**yaml.safe_load(Path("dvc.yaml").read_text())["vars"][0]["paths"])
+PATHS = SimpleNamespace(**DVC_YAML["vars"][0]["paths"])
 RUN = "{exp}/seed-{seed}"
 
 # Profiles are overlays of params.yaml (`--configfile configs/smoke.yaml`). Snakemake's own deep
@@ -71,8 +72,12 @@ def script(name):
     return f"workflow/scripts/{name}.py"
 
 
-def package(*modules):
-    return [f"src/brandcap/{m}.py" for m in modules]
+def stage_code(stage):
+    """The package modules a stage depends on, as its dvc.yaml deps list them (written once there;
+    tests/test_dag_agreement.py checks the list against the stage script's imports)."""
+    spec = DVC_YAML["stages"][stage]
+    deps = spec.get("do", spec)["deps"]
+    return [dep for dep in deps if isinstance(dep, str) and dep.startswith("src/brandcap/")]
 
 
 def final_targets():

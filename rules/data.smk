@@ -8,7 +8,7 @@ EXTERNAL_TABLES = sorted(str(p) for p in Path(PATHS.external).rglob("*") if p.is
 rule catalog:
     input:
         script=script("catalog"),
-        code=package("stages/catalog", "sim/shop", "records"),
+        code=stage_code("catalog"),
         external=EXTERNAL_TABLES,
     output:
         catalog=PATHS.catalog,
@@ -27,7 +27,7 @@ rule catalog:
 rule general_set:
     input:
         script=script("general_set"),
-        code=package("stages/general_set", "stages/catalog", "sim/shop", "records"),
+        code=stage_code("general_set"),
         external=PATHS.external,
     output:
         out=directory(PATHS.general),
@@ -46,7 +46,7 @@ rule general_set:
 rule general_train_set:
     input:
         script=script("general_train_set"),
-        code=package("stages/general_train_set", "stages/general_set", "stages/catalog", "sim/shop", "records"),
+        code=stage_code("general_train_set"),
         probe=rules.general_set.output.out,
         external=PATHS.external,
     output:
@@ -69,7 +69,7 @@ rule general_train_set:
 rule download:
     input:
         script=script("download"),
-        code=package("stages/download", "stages/catalog", "sim/shop", "records"),
+        code=stage_code("download"),
         catalog=rules.catalog.output.catalog,
         shop=rules.catalog.output.shop,
     output:
@@ -89,7 +89,7 @@ rule download:
 rule caption:
     input:
         script=script("caption"),
-        code=package("stages/caption", "sim/simulated_vlm", "clean_rules"),
+        code=stage_code("caption"),
         manifest=rules.download.output.manifest,
         images=rules.download.output.images,
     output:
@@ -108,7 +108,7 @@ rule caption:
 rule clean:
     input:
         script=script("clean"),
-        code=package("stages/clean", "clean_rules", "brands"),
+        code=stage_code("clean"),
         captions=rules.caption.output.captions,
     output:
         out=directory(PATHS.processed),

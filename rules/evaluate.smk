@@ -6,7 +6,7 @@
 rule evaluate_base:
     input:
         script=script("evaluate"),
-        code=package("stages/evaluate", "stages/evaluate_endpoint", "stages/caption", "launch", "gpus", "evaluation/metrics", "evaluation/caption_metrics", "model/checkpoints", "model/chat", "brands"),
+        code=stage_code("evaluate_base"),
         base=rules.base_model.output.out,
         processed=rules.clean.output.out,
         general=rules.general_set.output.out,
@@ -30,7 +30,7 @@ rule evaluate_base:
 rule evaluate:
     input:
         script=script("evaluate"),
-        code=package("stages/evaluate", "stages/evaluate_endpoint", "stages/caption", "launch", "gpus", "evaluation/metrics", "evaluation/caption_metrics", "model/checkpoints", "model/chat", "brands"),
+        code=stage_code("evaluate"),
         base=rules.base_model.output.out,
         checkpoints=rules.train.output.checkpoints,
         processed=rules.clean.output.out,
@@ -56,7 +56,7 @@ rule evaluate:
 rule evaluate_prompted:
     input:
         script=script("evaluate"),
-        code=package("stages/evaluate", "stages/evaluate_endpoint", "stages/caption", "launch", "gpus", "evaluation/metrics", "evaluation/caption_metrics", "model/checkpoints", "model/chat", "brands"),
+        code=stage_code("evaluate_prompted"),
         base=rules.base_model.output.out,
         processed=rules.clean.output.out,
         images=rules.download.output.images,
@@ -79,7 +79,7 @@ rule evaluate_prompted:
 rule baselines:
     input:
         script=script("baselines"),
-        code=package("stages/baselines", "evaluation/metrics", "brands"),
+        code=stage_code("baselines"),
         processed=rules.clean.output.out,
         images=rules.download.output.images,
     output:
@@ -98,7 +98,7 @@ rule baselines:
 rule export:
     input:
         script=script("export"),
-        code=package("stages/export", "stages/tables", "model/checkpoints", "provenance"),
+        code=stage_code("export"),
         base=rules.base_model.output.out,
         checkpoints=expand(str(rules.train.output.checkpoints), exp=EXPERIMENTS, seed=SEEDS),
         evaluations=[rules.evaluate_base.output.out] + expand(str(rules.evaluate.output.out), exp=EXPERIMENTS, seed=SEEDS),
@@ -118,7 +118,7 @@ rule export:
 rule review:
     input:
         script=script("review"),
-        code=package("stages/review", "stages/tables", "stages/download", "evaluation/metrics", "brands"),
+        code=stage_code("review"),
         processed=rules.clean.output.out,
         images=rules.download.output.images,
         evaluations=[rules.evaluate_base.output.out] + expand(str(rules.evaluate.output.out), exp=EXPERIMENTS, seed=SEEDS),
@@ -137,7 +137,7 @@ rule review:
 rule tables:
     input:
         script=script("tables"),
-        code=package("stages/tables", "provenance"),
+        code=stage_code("tables"),
         catalog=rules.catalog.output.catalog,
         manifest=rules.download.output.manifest,
         captions=rules.caption.output.captions,

@@ -4,7 +4,7 @@
 rule base_model:
     input:
         script=script("base_model"),
-        code=package("stages/base_model", "sim/tiny_model", "model/chat"),
+        code=stage_code("base_model"),
         catalog=rules.catalog.output.catalog,
     output:
         out=directory(PATHS.base_model),
@@ -23,17 +23,7 @@ rule base_model:
 rule train:
     input:
         script=script("train"),
-        code=package(
-            "stages/train",
-            "launch",
-            "gpus",
-            "model/strategies",
-            "model/training_data",
-            "model/general_mix",
-            "model/vision_cache",
-            "model/checkpoints",
-            "model/chat",
-        ),
+        code=stage_code("train"),
         base=rules.base_model.output.out,
         processed=rules.clean.output.out,
         images=rules.download.output.images,

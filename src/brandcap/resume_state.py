@@ -82,18 +82,28 @@ def _brandcap_imports(name: str) -> set[str]:
     return {m for m in found if m != "brandcap" and _module_file(m)}
 
 
-def code_digest(stage_module: str) -> str:
-    """sha256 over the source of `stage_module` and every brandcap module it imports, directly or not:
-    the code the stage runs, the same whichever process computes it."""
+def imported_modules(module: str) -> list[str]:
+    """`module` and every brandcap module it imports, directly or not, lazily or not (sorted names)."""
     seen: set[str] = set()
-    todo = [stage_module]
+    todo = [module]
     while todo:
         name = todo.pop()
         if name not in seen:
             seen.add(name)
             todo.extend(_brandcap_imports(name) - seen)
+    return sorted(seen)
+
+
+def module_file(name: str) -> Path | None:
+    """The source file of brandcap module `name` (None when there is none)."""
+    return _module_file(name)
+
+
+def code_digest(stage_module: str) -> str:
+    """sha256 over the source of `stage_module` and every brandcap module it imports, directly or not:
+    the code the stage runs, the same whichever process computes it."""
     digest = hashlib.sha256()
-    for name in sorted(seen):
+    for name in imported_modules(stage_module):
         digest.update(f"{name}\0".encode() + _module_file(name).read_bytes())
     return digest.hexdigest()
 
