@@ -249,7 +249,7 @@ class TinyModelParams(Section):
     pretrain_text_samples: int = Field(1200, ge=0, description="Text-only brand sentences built from the catalog for pretraining (the language model learns brand names as words).")
     pretrain_batch_size: int = Field(16, ge=1, description="Pretraining batch size (text and caption batches are interleaved).")
     pretrain_caption_first_epochs: int = Field(3, ge=0, description="Caption-only epochs before the mixed ones, so the model learns to look at the image first.")
-    pretrain_threads: int = Field(2, ge=1, description="Torch CPU threads during pretraining (at most the available ones); 1 when many jobs share the machine.")
+    pretrain_threads: int = Field(2, ge=1, description="Torch CPU threads during pretraining, at most the stage's own (OMP_NUM_THREADS, which Snakemake sets to the job's threads; 1 when unset, under DVC too).")
 
     @model_validator(mode="after")
     def _patches(self):

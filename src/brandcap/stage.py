@@ -56,9 +56,26 @@ def startup_seconds() -> float:
     return time.time() - psutil.Process().create_time()
 
 
+def pin_cpu_threads() -> int:
+    """The CPU threads of the stage's numerics: OMP_NUM_THREADS when set, else 1; returns the count.
+
+    Snakemake sets OMP_NUM_THREADS to a job's `threads` (1 here); DVC sets nothing, and torch would
+    then use every core. Sums split over another number of threads round differently, so the same
+    study would give other weights and losses under DVC than under Snakemake. Torch, when the stage
+    script has imported it already, is set too (it reads the variable only at import)."""
+    value = os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if not value.isdigit() or int(value) < 1:
+        raise SystemExit(f"OMP_NUM_THREADS={value!r}: give a whole number of CPU threads of at least 1, or unset it (1)")
+    threads = int(value)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+    return threads
+
+
 def run_stage(name: str, args: argparse.Namespace, body: Callable[[Params], None]) -> None:
     """Validate params, run the stage body under the project lock, log its wall time; a bad parameter
     file exits 2 with its message, a project busy with another orchestrator exits 3."""
+    pin_cpu_threads()
     setup_logging(args.log)
     try:
         params = resolve_params(args.params, args.overlay)

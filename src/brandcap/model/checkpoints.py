@@ -84,6 +84,16 @@ def _directory_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
+def sort_target_modules(adapter_config: Path) -> None:
+    """peft keeps `target_modules` as a set and writes it in that process's set order; sorted, the same
+    adapter is a byte-identical file in every run (DVC hashes checkpoints: an order change alone would
+    rerun every stage downstream)."""
+    config = json.loads(adapter_config.read_text())
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+        adapter_config.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def save_checkpoint(model: nn.Module, out_dir: Path, strategy: str, meta: dict[str, Any], dtype: torch.dtype | None = None) -> int:
     """Write the delta of `model` for `strategy` into `out_dir` atomically; returns the saved bytes.
 
@@ -94,6 +104,8 @@ def save_checkpoint(model: nn.Module, out_dir: Path, strategy: str, meta: dict[s
     with staged_directory(out_dir) as tmp:
         if strategy in ("lora", "full"):
             model.save_pretrained(tmp, state_dict=_state_with_trainable_cast(model, dtype))
+            if (tmp / ADAPTER_CONFIG).exists():
+                sort_target_modules(tmp / ADAPTER_CONFIG)
         else:
             save_file(trainable_state_dict(model, dtype), tmp / TRAINABLE_WEIGHTS, metadata={"strategy": strategy})
         saved = _directory_bytes(tmp)

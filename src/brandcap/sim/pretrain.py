@@ -377,17 +377,19 @@ def _pretrain(model, processor, products, tiny, instruction, synthetic, seed, st
         "steps": len(plan),
         "text_samples": len(text_ids),
         "caption_samples": len(cap_ids),
-        "epochs": tiny.pretrain_epochs,
+        "caption_only_epochs": tiny.pretrain_caption_first_epochs,
+        "mixed_epochs": tiny.pretrain_epochs,
         "mean_training_loss": result.training_loss,
         "text_loss_before": before.get("text"),
         "text_loss_after": after.get("text"),
         "caption_loss_before": before.get("caption"),
         "caption_loss_after": after.get("caption"),
-        "seconds": round(time.perf_counter() - started, 2),
     }
     log.info(
-        "pretrained tiny base: %d steps (%d sentences, %d captioned images, %d epochs) in %.1fs; text loss %.3f -> %.3f, caption loss %.3f -> %.3f",
-        record["steps"], record["text_samples"], record["caption_samples"], record["epochs"], record["seconds"],
+        "pretrained tiny base: %d steps (%d sentences, %d captioned images; %d caption-only + %d mixed epochs) in %.1fs; "
+        "text loss %.3f -> %.3f, caption loss %.3f -> %.3f",
+        record["steps"], record["text_samples"], record["caption_samples"], record["caption_only_epochs"], record["mixed_epochs"],
+        time.perf_counter() - started,
         record["text_loss_before"] or float("nan"), record["text_loss_after"] or float("nan"),
         record["caption_loss_before"] or float("nan"), record["caption_loss_after"] or float("nan"),
     )

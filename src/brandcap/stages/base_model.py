@@ -33,7 +33,8 @@ so every later stage tiles images as the params say.
   `LM_TYPE_CORRESPONDENCE` table (InternVL2.5 appears there as the `-MPO` variants).
 
 Output: the `save_pretrained` model + processor and `brandcap_base.json` (source, the
-`model` params, pretraining losses, parameter count, seconds). The directory is built beside
+`model` params, pretraining losses, parameter count; no timings, so that the same model is a
+byte-identical folder: they are in the stage log). The directory is built beside
 `out_dir` under a temporary name and renamed at the end, so a killed stage leaves no partial
 model behind.
 """
@@ -219,6 +220,6 @@ def run_base_model(params: Params, catalog_path: Path, out_dir: Path) -> None:
         info["model_params"] = json.loads(model_params.model_dump_json())
         info["seed"] = params.seed
         info["transformers_version"] = transformers.__version__
-        info["seconds"] = round(time.perf_counter() - started, 2)
+        # No timings in the record: the same model must give a byte-identical folder (DVC hashes it).
         write_json(stage / BASE_INFO, info)
-    log.info("base model %s: %s parameters, saved to %s in %.1fs", info["source"], f"{info['parameters']:,}", out_dir, info["seconds"])
+    log.info("base model %s: %s parameters, saved to %s in %.1fs", info["source"], f"{info['parameters']:,}", out_dir, time.perf_counter() - started)
