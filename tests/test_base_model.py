@@ -137,6 +137,15 @@ def test_tiny_base_is_reproducible_by_seed(catalog, tmp_path):
     assert [n for n in files if (tmp_path / "a" / n).read_bytes() != (tmp_path / "b" / n).read_bytes()] == []
 
 
+def test_a_base_without_pretraining_is_saved_untrained(catalog, tmp_path):
+    """configs/realshape.yaml pretrains nothing: an empty plan is no Trainer run, not an error."""
+    none = {"pretrain_samples": 0, "pretrain_text_samples": 0, "pretrain_epochs": 0, "pretrain_caption_first_epochs": 0, "pretrain_threads": 1}
+    run_base_model(tiny_params(none), catalog, tmp_path / "base")
+    pretraining = json.loads((tmp_path / "base" / BASE_INFO).read_text())["pretraining"]
+    assert pretraining["steps"] == 0 and pretraining["mean_training_loss"] is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base"]
+
+
 def test_missing_catalog_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="catalog stage"):
         run_base_model(tiny_params(QUICK_TINY), tmp_path / "nope.parquet", tmp_path / "base")

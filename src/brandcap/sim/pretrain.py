@@ -351,6 +351,19 @@ def pretraining_arguments(tiny: TinyModelParams, steps: int, seed: int, output_d
     )
 
 
+def _train_on_plan(model, plan, text_ids, captions: EncodedCaptions, pad_id: int, tiny: TinyModelParams, seed: int, work_dir: Path) -> float:
+    """One Trainer pass over a non-empty plan (the Trainer refuses zero steps); returns the mean training loss."""
+    trainer = Trainer(
+        model=model,
+        args=pretraining_arguments(tiny, len(plan), seed, work_dir),
+        train_dataset=PlannedBatches(plan, text_ids, captions, pad_id),
+        data_collator=whole_batch,
+        callbacks=[StepProgressCallback("pretrain tiny base", log)],
+    )
+    trainer.remove_callback(PrinterCallback)
+    return trainer.train().training_loss
+
+
 def _pretrain(model, processor, products, tiny, instruction, synthetic, seed, started, work_dir: Path) -> dict:
     torch.manual_seed(seed)
     pad_id = processor.tokenizer.pad_token_id
@@ -362,15 +375,7 @@ def _pretrain(model, processor, products, tiny, instruction, synthetic, seed, st
     plan = batch_plan(len(text_ids), len(cap_ids), tiny, seed)
     probes = loss_probes(text_ids, cap_ids, pad_id)
     before = {kind: mean_loss(model, batches) for kind, batches in probes.items()}
-    trainer = Trainer(
-        model=model,
-        args=pretraining_arguments(tiny, len(plan), seed, work_dir),
-        train_dataset=PlannedBatches(plan, text_ids, cap_ids, pad_id),
-        data_collator=whole_batch,
-        callbacks=[StepProgressCallback("pretrain tiny base", log)],
-    )
-    trainer.remove_callback(PrinterCallback)
-    result = trainer.train()
+    mean_training_loss = _train_on_plan(model, plan, text_ids, cap_ids, pad_id, tiny, seed, work_dir) if plan else None
     after = {kind: mean_loss(model, batches) for kind, batches in probes.items()}
 
     record = {
@@ -379,7 +384,7 @@ def _pretrain(model, processor, products, tiny, instruction, synthetic, seed, st
         "caption_samples": len(cap_ids),
         "caption_only_epochs": tiny.pretrain_caption_first_epochs,
         "mixed_epochs": tiny.pretrain_epochs,
-        "mean_training_loss": result.training_loss,
+        "mean_training_loss": mean_training_loss,
         "text_loss_before": before.get("text"),
         "text_loss_after": after.get("text"),
         "caption_loss_before": before.get("caption"),
