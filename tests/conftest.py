@@ -323,7 +323,7 @@ def expected_counts() -> dict[str, int]:
 WORKFLOW_MODULES = {  # the orchestrators on a copy of the project: Snakemake, DVC, the README's commands
     "test_dag_agreement", "test_dvc_project", "test_paths", "test_profiles", "test_project_lock", "test_readme",
 }
-END_TO_END_MODULES = {"test_pipeline", "test_realshape_run"}  # the whole DAG, run for real
+END_TO_END_MODULES = {"test_pipeline", "test_realshape_run", "test_learning"}  # the whole DAG, run for real
 
 
 def group_of(module_name: str) -> str:

@@ -84,20 +84,41 @@ def product_images(frame) -> list[Image.Image]:
     return [Image.open(u.removeprefix("file:")).convert("RGB") for u in frame.imageurl]
 
 
-def test_the_brand_cannot_be_read_from_the_colours(tmp_path):
-    """Nearest-centroid on the mean colour of the image: chance level, not a lookup."""
-    cfg = SyntheticShop(n_brands=4, zipf_exponent=0, signature_visibility=1.0, placeholder_rate=0, broken_images=0)
-    frame = shop.generate_shop(cfg, 240, 4, tmp_path)
-    images = product_images(frame)
+def mean_colour_accuracy(frame, images) -> float:
+    """Nearest-centroid on the mean colour of the image, fitted on even rows, scored on odd ones."""
     mean_rgb = np.array([np.asarray(im, dtype=np.float32).reshape(-1, 3).mean(0) for im in images])
     brands = frame.brand.to_numpy()
     train, test = np.arange(len(brands)) % 2 == 0, np.arange(len(brands)) % 2 == 1
     centroids = {b: mean_rgb[train & (brands == b)].mean(0) for b in set(brands)}
     predicted = [min(centroids, key=lambda b: np.linalg.norm(x - centroids[b])) for x in mean_rgb[test]]
-    assert np.mean(np.array(predicted) == brands[test]) < 0.45  # 4 balanced brands: chance is 0.25
+    return float(np.mean(np.array(predicted) == brands[test]))
+
+
+def test_the_brand_cannot_be_read_from_the_colours(tmp_path):
+    """Mean colour: chance level, not a lookup."""
+    cfg = SyntheticShop(n_brands=4, zipf_exponent=0, signature_visibility=1.0, placeholder_rate=0, broken_images=0)
+    frame = shop.generate_shop(cfg, 240, 4, tmp_path)
+    images = product_images(frame)
+    assert mean_colour_accuracy(frame, images) < 0.45  # 4 balanced brands: chance is 0.25
+    brands = frame.brand.to_numpy()
     for brand in set(brands):
         colours = {dominant_colour_name(im) for im, b in zip(images, brands) if b == brand}
         assert len(colours) >= 9, (brand, colours)  # every brand comes in most of the 12 colours
+
+
+def test_house_colours_make_the_brand_a_colour_lookup_and_change_nothing_else(tmp_path):
+    """house_colour_rate (the learning profile's cue): at 1 every body is its brand's house colour;
+    the brands, categories and marks are those of the same shop without house colours."""
+    knobs = dict(n_brands=4, zipf_exponent=0, noise=0, placeholder_rate=0, broken_images=0)
+    coloured = shop.generate_shop(SyntheticShop(house_colour_rate=1.0, **knobs), 120, 4, tmp_path / "house")
+    plain = shop.generate_shop(SyntheticShop(**knobs), 120, 4, tmp_path / "plain")
+    images = product_images(coloured)
+    assert mean_colour_accuracy(coloured, images) > 0.6  # chance 0.25; background and trim blur the mean
+    houses = dict(zip(shop.brand_names(4, 4), shop.house_colours(4, 4)))
+    assert len(set(houses.values())) == 4
+    named = [dominant_colour_name(im) == houses[b] for im, b in zip(images, coloured.brand)]
+    assert np.mean(named) > 0.9
+    assert coloured[["brand", "category3_code"]].equals(plain[["brand", "category3_code"]])
 
 
 def is_marked(img: Image.Image, noun: str) -> bool:

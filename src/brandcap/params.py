@@ -83,6 +83,7 @@ class SyntheticShop(Section):
     n_brands: int = Field(20, ge=2, description="Number of brands in the synthetic shop.")
     zipf_exponent: float = Field(0.7, ge=0, description="Brand frequency ~ 1/rank^s; 0 = balanced.")
     signature_visibility: float = Field(0.9, ge=0, le=1, description="Probability that a product image shows its brand's marks (emblem at its placement, body pattern, hardware); otherwise the product is plain.")
+    house_colour_rate: float = Field(0.0, ge=0, le=1, description="Probability that a product's body takes its brand's house colour (as Tiffany blue or Hermès orange) instead of a random one; 0 = colour tells nothing about the brand (the default world). The learning profile (configs/learning.yaml) sets it, so a cue the tiny model can learn in two minutes exists there.")
     distractor_rate: float = Field(0.3, ge=0, le=1, description="Probability that a product image (brand-free ones too) also shows a mark of no brand: a random blob or a label.")
     noise: float = Field(0.08, ge=0, le=1, description="Std of pixel noise added to every image (0..1 of full scale).")
     image_size: int = Field(64, ge=16, le=1024, description="Side of the generated square product images, pixels.")

@@ -6,13 +6,17 @@
 Stands in for a real product-price dataset (DBQ/My.Theresa...) so the whole study runs
 offline in minutes. Brands have Zipf-like frequencies. Like real brands, they are told apart
 by their marks, not by the product's colour:
-- every product's body, trim and mark colours are drawn at random, independently of the brand,
-  from the same palette; the category (silhouette) is independent of the brand too;
+- every product's body, trim and mark colours are drawn at random, independently of the brand
+  (unless `house_colour_rate` says otherwise), from the same palette; the category (silhouette) is
+  independent of the brand too;
 - each brand has a signature of four marks (`BrandSignature`): an emblem shape (circle, ring,
   star, an "H" monogram, ...), where it sits on the product (centre, upper-left, ...), a
   monogram-like pattern repeated over the body (dots, pinstripes, tiny crosses, ...) and a
   hardware detail (studs, a buckle, a ring) in gold or silver. Two brands differ in at least
   two of the four, and no emblem is used by more brands than needed;
+- with probability `house_colour_rate` (0 by default) a product's body takes its brand's house
+  colour (`house_colours`) instead of a random one: a cue colour statistics do reveal, for
+  profiles that need a world a small model learns fast (configs/learning.yaml);
 - with probability `signature_visibility` a product carries its brand's marks, otherwise it
   is a plain product; with probability `distractor_rate` it also carries a mark of no brand
   (a random blob or a label); `noise` adds pixel noise to every image.
@@ -193,6 +197,22 @@ def brand_signatures(n_brands: int, seed: int) -> list[BrandSignature]:
     if len(chosen) < n_brands:
         raise ValueError(f"data.synthetic.n_brands={n_brands}: only {len(chosen)} distinct brand signatures exist; lower it")
     return [BrandSignature(*combo) for combo in chosen]
+
+
+def house_colours(n_brands: int, seed: int) -> list[str]:
+    """Each brand's house colour (`SyntheticShop.house_colour_rate`): distinct while the palette
+    lasts, then reused in the same seeded order."""
+    order = np.random.default_rng([seed, 0xC0105]).permutation(len(COLOUR_NAMES))
+    return [str(COLOUR_NAMES[order[b % len(order)]]) for b in range(n_brands)]
+
+
+def _body_and_trim(prng: np.random.Generator, shop: SyntheticShop, house_colour: str) -> tuple[str, str]:
+    """A product's body and trim colours: random and distinct, the body the brand's house colour at
+    `house_colour_rate` (no extra random draw when the rate is 0, so the default world is unchanged)."""
+    body, trim = (str(c) for c in prng.choice(COLOUR_NAMES, size=2, replace=False))
+    if shop.house_colour_rate > 0 and prng.random() < shop.house_colour_rate and body != house_colour:
+        body, trim = house_colour, (body if trim == house_colour else trim)
+    return body, trim
 
 
 def zipf_weights(n_brands: int, exponent: float) -> np.ndarray:
@@ -392,6 +412,7 @@ def generate_shop(shop: SyntheticShop, n_products: int, seed: int, shop_dir: str
     shop_dir.mkdir(parents=True, exist_ok=True)
     names = brand_names(shop.n_brands, seed)
     signatures = brand_signatures(shop.n_brands, seed)
+    houses = house_colours(shop.n_brands, seed)
     brand_idx, placeholder, broken = _brands_and_defects(shop, n_products, seed)
 
     for stale in shop_dir.glob(".*.tmp"):  # left by a killed run
@@ -403,10 +424,10 @@ def generate_shop(shop: SyntheticShop, n_products: int, seed: int, shop_dir: str
         b = int(brand_idx[i])
         prng = np.random.default_rng([seed, STREAM_CATALOG, i])
         category = CATEGORIES[int(prng.integers(len(CATEGORIES)))]
-        body, trim = prng.choice(COLOUR_NAMES, size=2, replace=False)  # never the brand's choice
+        body, trim = _body_and_trim(prng, shop, houses[b])
         signature = signatures[b] if prng.random() < shop.signature_visibility else None
         distractor = bool(prng.random() < shop.distractor_rate)
-        img = draw_product(prng, shop.image_size, category, str(body), str(trim), signature, shop.noise, distractor)
+        img = draw_product(prng, shop.image_size, category, body, trim, signature, shop.noise, distractor)
         code = f"P{seed % 1000:03d}{i:06d}"
         data = png_bytes(img)
         if i in broken:
