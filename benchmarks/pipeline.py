@@ -54,7 +54,7 @@ def stage_times(logs: Path) -> list[tuple[str, float, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="", help="a profile overlay (configs/*.yaml); default: params.yaml alone")
-    parser.add_argument("--cores", type=int, default=1, help="snakemake --cores (the README's main command uses 1)")
+    parser.add_argument("--cores", default="all", help="snakemake --cores: a number, or all (what make run uses; default)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary run folder and print its path")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="brandcap-pipeline-"))
@@ -73,7 +73,7 @@ def main() -> None:
         print(f"{'all jobs':<40} {startup_sum:>10.1f} {body_sum:>8.1f} {(startup_sum + body_sum) / total:>6.1%}")
         print(f"interpreter and import start-up: {startup_sum / total:.1%} of the run")
         print(f"stage bodies: {body_sum / total:.1%} of the run")
-        if args.cores == 1:
+        if args.cores == "1":
             print(f"Snakemake planning and bookkeeping: {(total - startup_sum - body_sum) / total:.1%} of the run")
         print(f"total: {total:.0f} s wall ({len(rows)} jobs, --cores {args.cores}, profile {args.profile or 'params.yaml'})")
     finally:
