@@ -439,3 +439,24 @@ def test_a_full_disk_stops_the_stage_naming_the_file(tmp_path, monkeypatch):
         run_download(validate_params({"download": DOWNLOAD}), Path("catalog.parquet"), Path("images"), Path("manifest.parquet"), Path("cache"))
     assert not Path("manifest.parquet").exists()
     assert no_temporaries(tmp_path) == []
+
+
+def test_a_rerun_removes_its_own_stale_temporaries_and_no_other_jobs(shop, tmp_path, monkeypatch):
+    """data/raw/ is shared with jobs running beside the download (make run uses every core): their
+    temporaries there are in use (a general set being staged, a file being written) and must survive."""
+    monkeypatch.chdir(tmp_path)
+    write_catalog(Path("catalog.parquet"), {"ok": f"{shop.base}/ok.png"})
+    raw = Path("data/raw")
+    (raw / "images").mkdir(parents=True)
+    own = [raw / ".manifest.parquet.dead0001.tmp", raw / "images" / ".ok-1234.png.dead0002.tmp", Path("cache/.x.dead0003.tmp")]
+    others = [raw / ".general_train.beef0001.tmp", raw / ".catalog.parquet.beef0002.tmp"]
+    for path in own + others[1:]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"partial")
+    others[0].mkdir()
+    (others[0] / "general_train.jsonl").write_text("{}\n")
+
+    run_download(validate_params({"download": DOWNLOAD}), Path("catalog.parquet"), raw / "images", raw / "manifest.parquet", Path("cache"))
+
+    assert [p for p in own if p.exists()] == []
+    assert all(p.exists() for p in others) and (others[0] / "general_train.jsonl").exists()

@@ -12,6 +12,7 @@ full disk is reported with the path being written.
 from __future__ import annotations
 
 import errno
+import glob
 import json
 import os
 import secrets
@@ -70,11 +71,16 @@ def _new_temporary_directory(path: Path) -> Path:
             continue
 
 
-def _remove_stale_directories(path: Path) -> None:
-    # left by a killed writer of `path` (each output directory has one writer at a time)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+def remove_stale_temporaries(path: str | Path) -> None:
+    """Remove what a killed writer of `path` left beside it: files and directories named
+    .<name>.<random>.tmp. Only `path`'s own (each output has one writer at a time): a folder is
+    shared by jobs that run side by side, and another job's temporaries there are in use."""
+    path = Path(path)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
         if stale.is_dir():
             shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
 
 
 @contextmanager
@@ -82,7 +88,7 @@ def staged_directory(path: str | Path) -> Iterator[Path]:
     """Yield a fresh directory beside `path`; it replaces `path` only when the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_directories(path)
+    remove_stale_temporaries(path)
     stage = _new_temporary_directory(path)
     try:
         yield stage

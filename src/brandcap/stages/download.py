@@ -42,6 +42,7 @@ import socket
 import time
 import warnings
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
@@ -51,7 +52,7 @@ import pandas as pd
 from aiohttp import web
 from PIL import Image
 
-from brandcap.atomic import DiskFullError, atomic_path, place_link_or_copy, write_bytes, write_parquet
+from brandcap.atomic import DiskFullError, atomic_path, place_link_or_copy, remove_stale_temporaries, write_bytes, write_parquet
 from brandcap.images import png_bytes, shrunk, upright_rgb
 from brandcap.params import DownloadParams, Params
 from brandcap.progress import Progress, progress
@@ -253,12 +254,16 @@ def _store(data: bytes, dl: DownloadParams, path: Path) -> tuple[str, int, int, 
     return hashlib.sha256(png).hexdigest(), width, height, len(png)
 
 
-def _remove_stale_temporaries(*dirs: Path) -> None:
-    # temp files of a run killed mid-write (brandcap.atomic names them .<name>.<random>.tmp)
-    for d in dirs:
+def _remove_stale_temporaries(own_dirs: Sequence[Path], own_files: Sequence[Path]) -> None:
+    """Temp files of a run killed mid-write (brandcap.atomic names them .<name>.<random>.tmp): any in
+    the folders this stage owns, only its own files' beside them (data/raw/ and logs/ are shared with
+    jobs running side by side)."""
+    for d in own_dirs:
         if d.is_dir():
             for tmp in d.glob(".*.tmp"):
                 tmp.unlink(missing_ok=True)
+    for path in own_files:
+        remove_stale_temporaries(path)
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -459,7 +464,7 @@ def run_download(params: Params, catalog_path: Path, images_dir: Path, manifest_
     shaping = dl.model_dump(include={"max_side", "min_side", "max_pixels", "max_bytes"})
     prepare_resume_dir(resume_dir, stage_fingerprint("brandcap.stages.download", {}, {"download": shaping}))
     images_dir.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(resume_dir, images_dir, manifest_path.parent, failure_report.parent)
+    _remove_stale_temporaries([resume_dir, images_dir], [manifest_path, failure_report])
 
     rows = _catalog_rows(catalog)
     serve_shop = params.data.source == "synthetic" and params.data.synthetic.serve_over_http
