@@ -1,6 +1,6 @@
 """Where a whole run's time goes: the default profile from scratch, per stage.
 
-    .venv/bin/python benchmarks/pipeline.py                              # the default profile (about 15 min on 2 cores)
+    .venv/bin/python benchmarks/pipeline.py                              # the default profile, as make run runs it (about 17 min on 2 cores)
     .venv/bin/python benchmarks/pipeline.py --profile configs/smoke.yaml # the smoke profile (about a minute)
 
 Copies the checkout's tracked files into a temporary folder (a fresh clone without results),
