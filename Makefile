@@ -16,8 +16,11 @@ export TOKENIZERS_PARALLELISM := false
 run: install java
 	snakemake --cores all results/tables.md
 
+# Test modules run side by side on up to 4 pytest-xdist workers (one per core), a module per worker at a time
+# (--dist loadfile: a module's built pipeline is built once); the minutes-long end-to-end modules are collected
+# first and not re-sorted by xdist (--no-loadscope-reorder, see tests/conftest.py), so neither core idles at the end.
 test: install java chromium
-	python -m pytest -q --durations=25
+	python -m pytest -q --durations=25 --numprocesses auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 
 # ruff over the Python code, snakefmt over the Snakefile and rules (both configured in pyproject.toml).
 lint: install

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import yaml
 
-from brandcap.params import ParamsError
+from brandcap.params import ParamsError, experiment_settings
 from brandcap.profiles import resolve_params
 from brandcap.project_lock import Orchestrator, busy_reason, claim, release
 
@@ -78,6 +78,13 @@ def stage_code(stage):
     spec = DVC_YAML["stages"][stage]
     deps = spec.get("do", spec)["deps"]
     return [dep for dep in deps if isinstance(dep, str) and dep.startswith("src/brandcap/")]
+
+
+def train_priority(wildcards):
+    """Longest training runs first: a run's samples per epoch relative to the task data, 1 + its
+    general_mix. With two or more cores the mixed run then starts as soon as the base model exists, and
+    the evaluations (default priority 0) fill the gaps instead of holding the longest run back."""
+    return 1 + experiment_settings(PARAMS, wildcards.exp).general_mix
 
 
 def final_targets():

@@ -33,6 +33,7 @@ rule train:
         train_log=directory(f"{PATHS.train_logs}/{RUN}"),
     log:
         f"{PATHS.logs}/train/{RUN}.log",
+    priority: train_priority
     conda:
         "../envs/brandcap.yaml"
     resources:

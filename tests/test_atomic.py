@@ -9,6 +9,7 @@ import pytest
 
 from brandcap.atomic import (
     atomic_path,
+    clear_owned_folder_of_temporaries,
     mirror_directory,
     place_link_or_copy,
     read_jsonl,
@@ -95,6 +96,18 @@ def test_staged_directory_swaps_in_whole_or_not_at_all(tmp_path):
     assert [p.name for p in out.iterdir()] == ["b.txt"]  # replaced, not merged
     assert sorted(p.name for p in out.parent.iterdir()) == ["base"]  # no temporaries left
     assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~_umask()
+
+
+def test_an_owned_folder_loses_its_temporaries_files_and_folders_alike_and_nothing_else(tmp_path):
+    images = tmp_path / "images"
+    (images / ".p1.png.dead0000.tmp").mkdir(parents=True)  # a killed writer's folder
+    (images / ".p1.png.dead0000.tmp" / "half").write_bytes(b"x")
+    (images / ".p2.png.beef0000.tmp").write_bytes(b"half")  # and file
+    (images / "p3.png").write_bytes(b"kept")
+    (images / ".hidden").write_bytes(b"kept")
+    clear_owned_folder_of_temporaries(images)
+    assert sorted(p.name for p in images.iterdir()) == [".hidden", "p3.png"]
+    clear_owned_folder_of_temporaries(tmp_path / "absent")  # a folder not made yet is nothing to clear
 
 
 def _umask() -> int:

@@ -45,6 +45,7 @@ def planned_snakemake_jobs(dry_run: str) -> dict[str, dict]:
             "cmd": cmd.group(1).strip() if cmd else None,
             "deps": set(fields.get("input", "").split(", ")) - {""},
             "outs": set(fields.get("output", "").split(", ")) - {""},
+            "priority": float(fields.get("priority", 0)),
         }
     return jobs
 
@@ -129,6 +130,17 @@ def test_a_training_run_reads_every_train_key_but_the_matrix_axes_and_its_own_ex
         if name.startswith("train@"):
             exp = name.removeprefix("train@").rsplit("-", 1)[0]
             assert {k for k in stage["params"] if k.startswith("train.")} == expected | {f"train.experiments.{exp}"}, name
+
+
+def test_under_snakemake_the_longest_training_run_starts_first_and_evaluations_wait_for_free_cores(both):
+    """Only Snakemake schedules jobs side by side (DVC runs one stage at a time): the mixed run trains on
+    twice the samples per epoch, so it must not wait behind evaluations or the shorter runs."""
+    smk, _ = both
+    trains = {name: job["priority"] for name, job in smk.items() if job["rule"] == "train"}
+    others = [job["priority"] for job in smk.values() if job["rule"] != "train"]
+    assert max(trains, key=trains.get) == "train@freeze_vision_mix-4", trains
+    assert sorted(trains.values()) == [1.0, 1.0, 1.0, 2.0]
+    assert min(trains.values()) > max(others)
 
 
 def test_every_stage_script_and_module_exists(both):

@@ -77,10 +77,23 @@ def remove_stale_temporaries(path: str | Path) -> None:
     shared by jobs that run side by side, and another job's temporaries there are in use."""
     path = Path(path)
     for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        if stale.is_dir():
-            shutil.rmtree(stale, ignore_errors=True)
-        else:
-            stale.unlink(missing_ok=True)
+        _remove(stale)
+
+
+def clear_owned_folder_of_temporaries(folder: str | Path) -> None:
+    """Remove every .<name>.<random>.tmp file and directory that a killed writer left in `folder`, a folder
+    that one stage owns alone (its images, its resume state): no other job can be writing there."""
+    folder = Path(folder)
+    if folder.is_dir():
+        for stale in folder.glob(".*.tmp"):
+            _remove(stale)
+
+
+def _remove(stale: Path) -> None:
+    if stale.is_dir():
+        shutil.rmtree(stale, ignore_errors=True)
+    else:
+        stale.unlink(missing_ok=True)
 
 
 @contextmanager

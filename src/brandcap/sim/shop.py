@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from brandcap.atomic import write_bytes
+from brandcap.atomic import clear_owned_folder_of_temporaries, write_bytes
 from brandcap.images import png_bytes
 from brandcap.params import SyntheticShop
 from brandcap.records import DBQ_COLUMNS, artifact_path
@@ -415,8 +415,7 @@ def generate_shop(shop: SyntheticShop, n_products: int, seed: int, shop_dir: str
     houses = house_colours(shop.n_brands, seed)
     brand_idx, placeholder, broken = _brands_and_defects(shop, n_products, seed)
 
-    for stale in shop_dir.glob(".*.tmp"):  # left by a killed run
-        stale.unlink(missing_ok=True)
+    clear_owned_folder_of_temporaries(shop_dir)  # left by a killed run
     url_dir = artifact_path(shop_dir)
     rows = []
     written = set()

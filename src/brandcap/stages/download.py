@@ -52,7 +52,7 @@ import pandas as pd
 from aiohttp import web
 from PIL import Image
 
-from brandcap.atomic import DiskFullError, atomic_path, place_link_or_copy, remove_stale_temporaries, write_bytes, write_parquet
+from brandcap.atomic import DiskFullError, atomic_path, clear_owned_folder_of_temporaries, place_link_or_copy, remove_stale_temporaries, write_bytes, write_parquet
 from brandcap.images import png_bytes, shrunk, upright_rgb
 from brandcap.params import DownloadParams, Params
 from brandcap.progress import Progress, progress
@@ -255,13 +255,10 @@ def _store(data: bytes, dl: DownloadParams, path: Path) -> tuple[str, int, int, 
 
 
 def _remove_stale_temporaries(own_dirs: Sequence[Path], own_files: Sequence[Path]) -> None:
-    """Temp files of a run killed mid-write (brandcap.atomic names them .<name>.<random>.tmp): any in
-    the folders this stage owns, only its own files' beside them (data/raw/ and logs/ are shared with
-    jobs running side by side)."""
+    """Temporaries of a run killed mid-write: any in the folders this stage owns, only its own files'
+    beside them (data/raw/ and logs/ are shared with jobs running side by side)."""
     for d in own_dirs:
-        if d.is_dir():
-            for tmp in d.glob(".*.tmp"):
-                tmp.unlink(missing_ok=True)
+        clear_owned_folder_of_temporaries(d)
     for path in own_files:
         remove_stale_temporaries(path)
 
