@@ -93,18 +93,19 @@ def test_scheduler_assigned_gpus_are_used_without_locks(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- the launch
 def test_launch_command_by_devices_and_deepspeed():
     argv = ["workflow/scripts/train.py", "--params", "p.yaml", "--log", "l.log"]
-    assert launch_command(1, False, [], argv) is None  # CPU, one process: run here
-    assert launch_command(1, False, ["3"], argv) == [sys.executable, *argv]  # a fresh process that sees only GPU 3
+    assert launch_command(1, False, [], argv, "r.torchrun") is None  # CPU, one process: run here
+    assert launch_command(1, False, ["3"], argv, "r.torchrun") == [sys.executable, *argv]  # a fresh process that sees only GPU 3
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    own_files = "--log-dir=.resume/train/x/seed-1.torchrun"
     # '--' keeps the stage's own options (--log) away from torchrun's parser
-    assert launch_command(4, False, ["0", "1", "2", "3"], argv) == [*torchrun, "--nproc-per-node=4", "--", *argv]
-    assert launch_command(1, True, [], argv) == [*torchrun, "--nproc-per-node=1", "--", *argv]  # DeepSpeed needs the distributed env
+    assert launch_command(4, False, ["0", "1", "2", "3"], argv, ".resume/train/x/seed-1.torchrun") == [*torchrun, "--nproc-per-node=4", own_files, "--", *argv]
+    assert launch_command(1, True, [], argv, ".resume/train/x/seed-1.torchrun") == [*torchrun, "--nproc-per-node=1", own_files, "--", *argv]  # DeepSpeed needs the distributed env
 
 
 JOB = """
     import os, sys
     from brandcap.launch import launch_stage
-    launch_stage({devices}, distributed=False)
+    launch_stage({devices}, distributed=False, resume_dir=".resume/job")
     print(os.environ["CUDA_VISIBLE_DEVICES"], os.environ["{marker}"], os.getpid(), flush=True)
     sys.stdin.read()
 """
@@ -131,7 +132,7 @@ def test_jobs_run_again_on_their_own_gpus(tmp_path):
 TORCHRUN_JOB = """
     import os, sys
     from brandcap.launch import launch_stage
-    launch_stage(2, distributed=False)
+    launch_stage(2, distributed=False, resume_dir=sys.argv[1])
     import torch, torch.distributed as dist
     dist.init_process_group("gloo")
     total = torch.tensor([dist.get_rank() + 1.0])
@@ -146,8 +147,13 @@ TORCHRUN_JOB = """
 def test_two_torchrun_jobs_on_one_node_do_not_collide(tmp_path):
     script = tmp_path / "job.py"
     script.write_text(textwrap.dedent(TORCHRUN_JOB))
-    jobs = [subprocess.Popen([sys.executable, script], cwd=tmp_path, env=_env(OMP_NUM_THREADS="1"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    system_temp = tmp_path / "system-temp"  # torchrun's default place for its files, which it leaves behind
+    system_temp.mkdir()
+    jobs = [subprocess.Popen([sys.executable, script, f".resume/train/job-{i}"], cwd=tmp_path, env=_env(OMP_NUM_THREADS="1", TMPDIR=str(system_temp)),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
     outputs = [job.communicate(timeout=120) for job in jobs]
+    assert list(system_temp.iterdir()) == []  # nothing written outside the resume root
+    assert sorted(p.name for p in (tmp_path / ".resume/train").iterdir()) == ["job-0.torchrun", "job-1.torchrun"]
     for job, (out, err) in zip(jobs, outputs):
         assert job.returncode == 0, err[-2000:]
         assert sorted(line.split(" port ")[0] for line in out.splitlines()) == ["rank 0 of 2 sum 3", "rank 1 of 2 sum 3"]

@@ -24,6 +24,7 @@ import os
 import shlex
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from brandcap.gpus import own_gpus
 
@@ -44,21 +45,25 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def launch_command(devices: int, distributed: bool, gpus: Sequence[str], argv: Sequence[str]) -> list[str] | None:
-    """The command that runs the stage in its own processes, or None to run it in this one."""
+def launch_command(devices: int, distributed: bool, gpus: Sequence[str], argv: Sequence[str], log_dir: str | Path) -> list[str] | None:
+    """The command that runs the stage in its own processes, or None to run it in this one. torchrun keeps its
+    per-rank error files under `log_dir` (without --log-dir it makes a torchelastic_* folder in the system's
+    temporary directory for every run and leaves it there)."""
     if devices > 1 or distributed:
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={devices}", "--", *argv]
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={devices}", f"--log-dir={log_dir}", "--", *argv]
     if gpus:
         return [sys.executable, *argv]
     return None
 
 
-def launch_stage(devices: int, distributed: bool, argv: Sequence[str] | None = None) -> None:
-    """Return in the process that runs the stage; otherwise replace this process with the launch (see above)."""
+def launch_stage(devices: int, distributed: bool, resume_dir: str | Path, argv: Sequence[str] | None = None) -> None:
+    """Return in the process that runs the stage; otherwise replace this process with the launch (see above).
+    torchrun's own files go beside the stage's resume folder, in <resume_dir>.torchrun: under the resume root,
+    and not inside the folder, which the stage clears when its state is stale."""
     if already_launched():
         return
     gpus = own_gpus(devices)
-    command = launch_command(devices, distributed, gpus, list(argv if argv is not None else sys.argv))
+    command = launch_command(devices, distributed, gpus, list(argv if argv is not None else sys.argv), f"{resume_dir}.torchrun")
     if command is None:
         return
     env = {**os.environ, LAUNCHED_ENV: "1"}

@@ -16,7 +16,7 @@ from brandcap.stages.evaluate import run_evaluate
 
 
 def evaluate_stage(args, params):
-    launch_stage(1, distributed=False)  # on GPUs: this job's own GPU (brandcap.gpus), not always cuda:0
+    launch_stage(1, distributed=False, resume_dir=args.resume)  # on GPUs: this job's own GPU (brandcap.gpus), not always cuda:0
     run_evaluate(params, args.base, args.checkpoints, args.test, args.general, args.out, args.resume,
                  val_jsonl=args.val, prompted=args.prompted)
 

@@ -17,7 +17,7 @@ from brandcap.stages.train import run_train
 def train_stage(args, params):
     experiment_settings(params, args.experiment)  # an unknown experiment or seed fails before anything is launched
     check_training_seed(params, args.seed)
-    launch_stage(params.train.devices, distributed=bool(params.train.deepspeed))
+    launch_stage(params.train.devices, distributed=bool(params.train.deepspeed), resume_dir=args.resume)
     run_train(params, args.experiment, args.seed, args.base, args.train, args.checkpoints, args.train_log, args.resume,
               general_train_jsonl=args.general_train)
 
