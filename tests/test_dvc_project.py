@@ -35,7 +35,10 @@ def test_default_remote_is_the_folder_beside_the_repository():
     assert Path(url) == ROOT.parent / "brandcap-dvc-remote"
 
 
-def test_a_fresh_clone_pulls_what_was_pushed(tmp_path, run):
+def test_a_fresh_clone_pulls_what_was_pushed(tmp_path, run, monkeypatch):
+    system_temp = tmp_path / "system-temp"  # where DVC's usage reports would be left (core.analytics is off)
+    system_temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(system_temp))
     project = tmp_path / "brandcap"
     project.mkdir()
     copy_project(project)
@@ -52,3 +55,4 @@ def test_a_fresh_clone_pulls_what_was_pushed(tmp_path, run):
     assert (clone / "data/raw/catalog.parquet").read_bytes() == (project / "data/raw/catalog.parquet").read_bytes()
     shop = sorted(p.relative_to(project).as_posix() for p in (project / "data/raw/shop").rglob("*") if p.is_file())
     assert shop and shop == sorted(p.relative_to(clone).as_posix() for p in (clone / "data/raw/shop").rglob("*") if p.is_file())
+    assert list(system_temp.iterdir()) == []
