@@ -324,9 +324,13 @@ WORKFLOW_MODULES = {  # the orchestrators on a copy of the project: Snakemake, D
     "test_dag_agreement", "test_dvc_project", "test_paths", "test_profiles", "test_project_lock", "test_readme",
 }
 # The whole DAG, run for real; longest first, and collected before every other module: `make test` runs the suite
-# on two pytest-xdist workers, one module per worker at a time (--dist loadfile, so each module's pipeline is built
-# once), and a long module started last would leave one core idle at the end.
+# on pytest-xdist workers (one per core, at most 4), one module per worker at a time (--dist loadfile, so each
+# module's pipeline is built once), and a long module started last would leave a core idle at the end.
 END_TO_END_MODULES = ["test_pipeline", "test_learning", "test_realshape_run"]
+
+
+def module_name_of(item) -> str:
+    return item.module.__name__.rsplit(".", 1)[-1]
 
 
 def group_of(module_name: str) -> str:
@@ -337,10 +341,10 @@ def group_of(module_name: str) -> str:
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        item.add_marker(group_of(item.module.__name__.rsplit(".", 1)[-1]))
+        item.add_marker(group_of(module_name_of(item)))
 
     def start_order(item) -> int:
-        module = item.module.__name__.rsplit(".", 1)[-1]
+        module = module_name_of(item)
         return END_TO_END_MODULES.index(module) if module in END_TO_END_MODULES else len(END_TO_END_MODULES)
 
     items.sort(key=start_order)  # stable: the order within each module is kept

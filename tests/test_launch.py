@@ -152,11 +152,11 @@ def test_two_torchrun_jobs_on_one_node_do_not_collide(tmp_path):
     jobs = [subprocess.Popen([sys.executable, script, f".resume/train/job-{i}"], cwd=tmp_path, env=_env(OMP_NUM_THREADS="1", TMPDIR=str(system_temp)),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
     outputs = [job.communicate(timeout=120) for job in jobs]
-    assert list(system_temp.iterdir()) == []  # nothing written outside the resume root
-    assert sorted(p.name for p in (tmp_path / ".resume/train").iterdir()) == ["job-0.torchrun", "job-1.torchrun"]
     for job, (out, err) in zip(jobs, outputs):
         assert job.returncode == 0, err[-2000:]
         assert sorted(line.split(" port ")[0] for line in out.splitlines()) == ["rank 0 of 2 sum 3", "rank 1 of 2 sum 3"]
+    assert list(system_temp.iterdir()) == []  # nothing written outside the resume root
+    assert sorted(p.name for p in (tmp_path / ".resume/train").iterdir()) == ["job-0.torchrun", "job-1.torchrun"]
     ports = [{line.split(" port ")[1] for line in out.splitlines()} for out, _ in outputs]
     assert all(len(p) == 1 for p in ports) and ports[0] != ports[1]
 
