@@ -21,8 +21,16 @@ TOUCH_AFTER_CHECKOUT = "snakemake --touch --cores 1 results/tables.md"
 
 
 @pytest.fixture(scope="module")
-def built(project_copy, profile_commands, run) -> Path:
-    run(project_copy, profile_commands[SMOKE]["snakemake"])
+def system_temp(tmp_path_factory) -> Path:
+    """The system temp dir (TMPDIR) of the smoke build: nothing may land there."""
+    return tmp_path_factory.mktemp("system-temp")
+
+
+@pytest.fixture(scope="module")
+def built(project_copy, profile_commands, run, system_temp) -> Path:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TMPDIR", str(system_temp))
+        run(project_copy, profile_commands[SMOKE]["snakemake"])
     return project_copy
 
 
@@ -42,6 +50,11 @@ def test_snakemake_builds_the_tables(built):
         assert (built / "results/plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "stage tables: done" in (built / "logs/tables.log").read_text()
     assert "stage tables: start (params params.yaml + configs/smoke.yaml)" in (built / "logs/tables.log").read_text()
+
+
+def test_the_build_writes_nothing_into_the_system_temp_dir(built, system_temp):
+    assert sorted(p.name for p in system_temp.iterdir()) == []  # e.g. torch's torchinductor_<user> (brandcap.stage)
+    assert (built / ".resume/torch").is_dir()
 
 
 def test_second_snakemake_run_has_nothing_to_do(built, run):

@@ -24,6 +24,12 @@ from brandcap.project_lock import ProjectBusy, stage_lock
 
 log = logging.getLogger("brandcap")
 
+# torch makes its compile-cache folder (<system temp dir>/torchinductor_<user>) as soon as
+# transformers is imported, compiled or not. A stage keeps it under the resume root with every other
+# file it leaves (the entry scripts import this module before any stage module loads torch).
+TORCH_CACHE_DIR = Path(".resume/torch")
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(TORCH_CACHE_DIR))
+
 
 def stage_args(doc: str | None, *path_options: str, extra: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=doc)
