@@ -4,6 +4,7 @@
     PYTHONPATH=src .venv/bin/python benchmarks/world.py --epochs 10     # a shorter CNN run
     PYTHONPATH=src .venv/bin/python benchmarks/world.py --contact-sheet sheet.png   # look at the world
     PYTHONPATH=src .venv/bin/python benchmarks/world.py --tiny-vision-tower        # and the tiny model's own vision tower
+    PYTHONPATH=src .venv/bin/python benchmarks/world.py --tiny-vision-tower --tower-epochs 20 --tower-lr 3e-3   # ... on the CNN's recipe
 
 Generates the default profile's shop (params.yaml defaults: data.synthetic, data.sample_size,
 seed) in a temporary folder, keeps the readable images, drops brands below
@@ -14,9 +15,10 @@ Then scores on the test split, with the exact-brand accuracy:
 - a small CNN trained from scratch on the training images for a fixed number of epochs on
   the CPU: a crude stand-in for what fine-tuning a vision model could learn.
 - with --tiny-vision-tower, the tiny default model's vision tower architecture (model.tiny) trained
-  the same way on the labels: whether that tower can learn the marks at all.
+  on the labels the same way, with a transformer's gentler recipe (lower learning rate, more weight
+  decay, smaller batches, --tower-epochs): whether and how fast that tower can learn the marks.
 A world that needs vision has the lookups well below the CNN. Seeded; about 2.5 CPU-minutes
-(two threads).
+(two threads), 2 more for the tower.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -97,17 +100,29 @@ class TinyVisionTowerClassifier(torch.nn.Module):
         return self.head(self.tower(pixel_values=pixel_values).last_hidden_state.mean(1))
 
 
-def cnn_predictions(train_x, train_y, test_x, n_classes: int, epochs: int, seed: int, model: torch.nn.Module | None = None) -> list[int]:
-    """Train `model` (default: the small CNN) on the labels from scratch; its test predictions."""
+@dataclass(frozen=True)
+class Recipe:
+    """How a classifier is trained from scratch: AdamW with a one-cycle schedule, random shifts."""
+
+    epochs: int
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-3
+    batch_size: int = 64
+    max_shift: int = 2
+    warmup_fraction: float = 0.3
+
+
+def trained_predictions(model: torch.nn.Module, train_x, train_y, test_x, recipe: Recipe, seed: int) -> list[int]:
+    """Train `model` on the labels from scratch with `recipe`; its test predictions."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    model = model or small_cnn(n_classes)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-3)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=3e-3, total_steps=epochs * ((len(train_x) + 63) // 64))
-    for _ in range(epochs):
+    optimiser = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
+    steps = recipe.epochs * ((len(train_x) + recipe.batch_size - 1) // recipe.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=recipe.learning_rate, total_steps=steps, pct_start=recipe.warmup_fraction)
+    for _ in range(recipe.epochs):
         model.train()
-        for idx in torch.randperm(len(train_x), generator=generator).split(64):
-            loss = torch.nn.functional.cross_entropy(model(shifted(train_x[idx], generator)), train_y[idx])
+        for idx in torch.randperm(len(train_x), generator=generator).split(recipe.batch_size):
+            loss = torch.nn.functional.cross_entropy(model(shifted(train_x[idx], generator, recipe.max_shift)), train_y[idx])
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -143,7 +158,9 @@ def main() -> None:
     parser.add_argument("--side", type=int, default=32, help="CNN input side, pixels")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tiny-vision-tower", action="store_true",
-                        help="also train the tiny model's own vision tower architecture on the labels, the same way (at its input side)")
+                        help="also train the tiny model's own vision tower architecture on the labels (at its input side)")
+    parser.add_argument("--tower-epochs", type=int, default=60, help="vision tower training epochs")
+    parser.add_argument("--tower-lr", type=float, default=1e-3, help="vision tower peak learning rate")
     parser.add_argument("--contact-sheet", type=Path, help="only write a PNG grid of products of the first brands here")
     args = parser.parse_args()
     params = Params()
@@ -164,20 +181,17 @@ def main() -> None:
         report(name, accuracy(predicted, gold))
     brands = sorted(set(train_brands))
     started = time.perf_counter()
-    predicted = cnn_predictions(
-        pixels([r["image"] for r in train], args.side), torch.tensor([brands.index(b) for b in train_brands]),
-        pixels([r["image"] for r in test], args.side), len(brands), args.epochs, params.seed,
-    )
+    labels = torch.tensor([brands.index(b) for b in train_brands])
+    predicted = trained_predictions(small_cnn(len(brands)), pixels([r["image"] for r in train], args.side), labels,
+                                    pixels([r["image"] for r in test], args.side), Recipe(args.epochs), params.seed)
     report(f"small_cnn ({args.side} px, {args.epochs} epochs, {time.perf_counter() - started:.0f} s)", accuracy([brands[i] for i in predicted], gold))
     if args.tiny_vision_tower:
         tiny, started = params.model.tiny, time.perf_counter()
-        predicted = cnn_predictions(
-            pixels([r["image"] for r in train], tiny.image_size), torch.tensor([brands.index(b) for b in train_brands]),
-            pixels([r["image"] for r in test], tiny.image_size), len(brands), args.epochs, params.seed,
-            TinyVisionTowerClassifier(tiny, len(brands)),
-        )
-        report(f"tiny_vision_tower ({tiny.image_size} px, patch {tiny.patch_size}, {args.epochs} epochs, {time.perf_counter() - started:.0f} s)",
-               accuracy([brands[i] for i in predicted], gold))
+        recipe = Recipe(args.tower_epochs, args.tower_lr, weight_decay=0.05, batch_size=32, max_shift=3, warmup_fraction=0.1)
+        predicted = trained_predictions(TinyVisionTowerClassifier(tiny, len(brands)), pixels([r["image"] for r in train], tiny.image_size),
+                                        labels, pixels([r["image"] for r in test], tiny.image_size), recipe, params.seed)
+        report(f"tiny_vision_tower ({tiny.image_size} px, patch {tiny.patch_size}, {recipe.epochs} epochs, lr {recipe.learning_rate:g}, "
+               f"{time.perf_counter() - started:.0f} s)", accuracy([brands[i] for i in predicted], gold))
 
 
 def report(name: str, score: float) -> None:

@@ -24,6 +24,7 @@ from brandcap.stages.tables import (
     run_tables,
     scalar_metrics,
     verdict,
+    versus_baseline,
 )
 
 BRANDS = {"Gucci": 60, "Chloé": 35}
@@ -305,6 +306,8 @@ def test_no_learning_is_said_and_marks_no_best(study, tmp_path):
     assert row_of(md, "freeze_llm", "freeze_llm", "0 (no learning)")
     selection = json.loads((tmp_path / "metrics.json").read_text())["selection"]
     assert selection["verdict"] == "no learning" and selection["best"] == "" and selection["lora"]["epoch"] is None
+    assert selection["versus_strongest_baseline"] == "no best checkpoint" == selection["lora"]["versus_strongest_baseline"]
+    assert "strongest baseline**" not in md
 
 
 def test_margin_over_the_strongest_baseline_is_paired_by_product(study):
@@ -315,6 +318,32 @@ def test_margin_over_the_strongest_baseline_is_paired_by_product(study):
     assert lora["epoch"] == 4 and lora["brand_accuracy"] == 0.60 and lora["val_brand_accuracy"] == 0.66
     assert lora["margin_brand_accuracy"] == pytest.approx(expected["difference"]) == pytest.approx(0.10)
     assert [lora["margin_brand_accuracy_ci_low"], lora["margin_brand_accuracy_ci_high"]] == pytest.approx(expected["ci"])
+
+
+def test_a_best_checkpoint_beats_the_strongest_baseline_only_when_its_whole_interval_lies_above_zero():
+    assert versus_baseline({"difference": 0.10, "ci": [0.02, 0.18]}) == "above"
+    assert versus_baseline({"difference": 0.10, "ci": [-0.01, 0.21]}) == "not above"
+    assert versus_baseline({"difference": 0.0, "ci": [0.0, 0.0]}) == "not above"  # the majority answer itself
+    assert versus_baseline({"difference": -0.10, "ci": [-0.18, -0.02]}) == "below"
+    two_seeds = {"difference": 0.1, "difference_sd": 0.05, "ci": None,
+                 "per_seed": {4: {"difference": 0.15, "ci": [0.05, 0.25]}, 5: {"difference": 0.05, "ci": [-0.05, 0.15]}}}
+    assert versus_baseline(two_seeds) == "not above"  # every seed must clear it
+    two_seeds["per_seed"][5]["ci"] = [0.01, 0.09]
+    assert versus_baseline(two_seeds) == "above"
+
+
+def test_the_tables_say_whether_fine_tuning_beats_the_strongest_baseline(study, tmp_path):
+    md = (study["out"] / "tables.md").read_text()
+    selection = json.loads((study["out"] / "metrics.json").read_text())["selection"]
+    # lora's margin over the majority, +0.100, has an interval that includes zero
+    assert "**Fine-tuning does not beat the strongest baseline** (`majority`): the margin's 95% interval of the best checkpoint does not lie above zero." in md
+    assert selection["versus_strongest_baseline"] == "not above" == selection["lora"]["versus_strongest_baseline"]
+    folder = eval_folder(study, "lora", 4)
+    write_system(folder, json.loads((folder / "metrics.json").read_text()), outcomes_with(20))  # every test item right
+    md = tables(study, tmp_path)
+    selection = json.loads((tmp_path / "metrics.json").read_text())["selection"]
+    assert "**Fine-tuning beats the strongest baseline** (`majority`): the margin's 95% interval of the best checkpoint lies above zero." in md
+    assert selection["versus_strongest_baseline"] == "above" == selection["lora"]["versus_strongest_baseline"]
 
 
 def test_other_test_items_than_the_baselines_are_refused(study, tmp_path):
@@ -401,6 +430,7 @@ def test_tables_with_several_seeds_show_mean_and_sd_and_choose_on_the_mean(two_s
     assert "| experiment | strategy | best epoch | val. brand acc. (mean ± sd, 2 seeds) | test brand acc. (mean ± sd, 2 seeds) |" in md
     assert f"| 0.650 ± {sd([0.70, 0.60]):.3f} | 0.600 ± {sd([0.65, 0.55]):.3f} | +0.150 ± {sd([0.20, 0.10]):.3f} |" in row_of(md, "freeze_llm", "freeze_llm", "4", f"0.640 ± {sd([0.58, 0.70]):.3f}")
     assert f"**Best**: `freeze_llm` epoch 4 (validation brand accuracy 0.640 ± {sd([0.58, 0.70]):.3f})." in md
+    assert "the margin's 95% interval of the best checkpoint does not lie above zero in every seed." in md
     # resources per run, per-brand accuracy as the mean over seeds
     assert row_of(md, "lora (seed 5)", "lora")
     assert row_of(md, "Gucci") == "| Gucci | 60 | 10 | 0.100 | 0.800 (hedged 0.100) |"

@@ -32,7 +32,10 @@ How the findings are read (`select`):
 - **Baselines** on the same test items and metric; the strongest is the one with the highest
   test brand accuracy (the hardest bar for a model). Each best epoch shows its margin over it
   with a 95% paired bootstrap interval (`brandcap.evaluation.metrics.paired_difference`, items matched by
-  product_id); with several seeds, the mean ± sd over seeds of each seed's margin.
+  product_id); with several seeds, the mean ± sd over seeds of each seed's margin. Whether fine-tuning
+  beats that baseline is said in words (`versus_baseline`): "above" only when the interval lies above
+  zero (with several seeds, every seed's), "below" when it lies below, else "not above"; a best
+  epoch that merely ties the majority answer is "not above", however it ranks on validation.
 - **Forgetting**: the general (brand-free) set, asked its own question, gives the change in
   CIDEr from the base model, "no signal" when the base model's own CIDEr there is below
   `PROBE_SIGNAL_FLOOR`, and the brand hallucination rate.
@@ -50,8 +53,9 @@ Writes (all atomically):
   as `{name}_low` and `{name}_high` (the DVC metrics file: `dvc exp show` lists it per
   experiment; `dvc exp show --drop provenance` hides the three provenance columns); `selection`
   holds `verdict` ("best", "tie" or "no learning"), `best` (the experiment names), the
-  `strongest_baseline`, and per experiment its best `epoch` (null for no learning) with test,
-  validation, margin and forgetting figures;
+  `strongest_baseline`, `versus_strongest_baseline` (the best checkpoint's reading; of a tie's, the
+  best; "no best checkpoint" under no learning), and per experiment its best `epoch` (null for no
+  learning) with its own `versus_strongest_baseline`, test, validation, margin and forgetting figures;
 - `plots_dir/brand_accuracy.{png,csv}` (accuracy vs epoch, epoch 0 = the base model) and
   `plots_dir/train_loss.{png,csv}` (training loss vs step), the CSVs for `dvc plots show`.
 """
@@ -97,6 +101,11 @@ BASELINE_TITLES = {
 PROBE_SIGNAL_FLOOR = 0.05
 NO_SIGNAL = "no signal"
 NO_LEARNING = "no learning"
+# How a best checkpoint reads against the strongest baseline: its margin's 95% interval lies above
+# zero, includes zero, or lies below zero (with several seeds: every seed's interval). In the order
+# a tie's best reading is taken.
+ABOVE, NOT_ABOVE, BELOW = "above", "not above", "below"
+NO_BEST_CHECKPOINT = "no best checkpoint"
 # With several training seeds, these carry `{key}_sd`, their standard deviation over seeds.
 SEED_SPREAD_METRICS = ("brand_accuracy", "macro_brand_accuracy", "val_brand_accuracy")
 # (metrics.json key, column title) of the per-epoch table, in order; a key with a `{key}_ci`
@@ -293,6 +302,17 @@ def seed_margins(eval_dir: Path, exp: str, seeds: list[int], epoch: int, baselin
     return margins
 
 
+def versus_baseline(margin_of: dict[str, Any]) -> str:
+    """ABOVE when the margin's 95% interval lies above zero, BELOW when below, else NOT_ABOVE; with
+    several seeds (`combine_margins`) every seed's interval must lie on that side."""
+    intervals = [m["ci"] for m in margin_of["per_seed"].values()] if margin_of.get("per_seed") else [margin_of["ci"]]
+    if all(low > 0 for low, _ in intervals):
+        return ABOVE
+    if all(high < 0 for _, high in intervals):
+        return BELOW
+    return NOT_ABOVE
+
+
 def select(params: Params, evaluations, baselines, eval_dir: Path) -> dict[str, Any]:
     """The findings: best epoch per experiment (validation, mean over seeds), overall best, strongest
     baseline and each best epoch's margin over it; see the module docstring."""
@@ -302,12 +322,16 @@ def select(params: Params, evaluations, baselines, eval_dir: Path) -> dict[str, 
     strongest = strongest_baseline(baselines)
     per_experiment = {}
     for exp, epoch in best.items():
-        entry: dict[str, Any] = {"epoch": epoch, "margin": None}
+        entry: dict[str, Any] = {"epoch": epoch, "margin": None, "versus_strongest_baseline": NO_BEST_CHECKPOINT}
         if epoch is not None:
             margins = seed_margins(eval_dir, exp, list(params.train.seeds), epoch, baselines[strongest]["outcomes"])
             entry["margin"] = combine_margins(margins)
+            entry["versus_strongest_baseline"] = versus_baseline(entry["margin"]) if entry["margin"] else NOT_ABOVE
         per_experiment[exp] = entry
-    return {"verdict": verdict(winners), "best": winners, "strongest_baseline": strongest, "experiments": per_experiment}
+    readings = [per_experiment[exp]["versus_strongest_baseline"] for exp in winners]
+    versus = next((r for r in (ABOVE, NOT_ABOVE, BELOW) if r in readings), NO_BEST_CHECKPOINT)
+    return {"verdict": verdict(winners), "best": winners, "strongest_baseline": strongest, "versus_strongest_baseline": versus,
+            "experiments": per_experiment}
 
 
 def load_training(params: Params, train_dir: Path, checkpoints_dir: Path) -> dict[str, dict[int, dict[str, Any]]]:
@@ -485,6 +509,7 @@ def _selection_section(params: Params, evaluations, selection: dict[str, Any], s
         score = _with_spread(evaluations[winners[0]][selection["experiments"][winners[0]]["epoch"]], "val_brand_accuracy")
         conclusion = (f"**Tie** on validation brand accuracy ({score}): {named}." if selection["verdict"] == "tie"
                       else f"**Best**: {named} (validation brand accuracy {score}).")
+        conclusion += " " + _versus_sentence(selection, n_seeds)
     probe = ("" if signal else f" The forgetting probe has **no signal**: the base model's CIDEr on the general set "
              f"({_num(base.get('general_cider'))}) is below {PROBE_SIGNAL_FLOOR}, so a change there says nothing.")
     return [*_selection_header(params, selection, base),
@@ -495,6 +520,24 @@ def _selection_section(params: Params, evaluations, selection: dict[str, Any], s
         conclusion + probe,
         "",
     ]
+
+
+VERSUS_SENTENCES = {
+    ABOVE: "**Fine-tuning beats the strongest baseline** (`{baseline}`): the margin's 95% interval of {whose} lies above zero{seeds}.",
+    NOT_ABOVE: "**Fine-tuning does not beat the strongest baseline** (`{baseline}`): the margin's 95% interval of {whose} does not lie above zero{seeds}.",
+    BELOW: "**Fine-tuning is below the strongest baseline** (`{baseline}`): the margin's 95% interval of {whose} lies below zero{seeds}.",
+}
+
+
+def _versus_sentence(selection: dict[str, Any], n_seeds: int) -> str:
+    """The overall best checkpoint(s) against the strongest baseline (`select`'s versus_strongest_baseline)."""
+    reading = selection["versus_strongest_baseline"]
+    if len(selection["best"]) == 1:
+        whose = "the best checkpoint"
+    else:
+        whose = "at least one of the tied best checkpoints" if reading == ABOVE else "each of the tied best checkpoints"
+    seeds = " in every seed" if n_seeds > 1 else ""
+    return VERSUS_SENTENCES[reading].format(baseline=selection["strongest_baseline"], whose=whose, seeds=seeds)
 
 
 MIXING_NOTE = (" A mixed experiment (`+ generic R:1`) also trains on generic image-caption pairs asked the probe's "
@@ -754,18 +797,19 @@ def selection_metrics(evaluations, selection: dict[str, Any]) -> dict[str, Any]:
     """metrics.json's "selection": the verdict, the best experiment(s) (comma-separated), the strongest
     baseline, and per experiment its best epoch (null: no learning) with its figures and margin."""
     out: dict[str, Any] = {"verdict": selection["verdict"], "best": ", ".join(selection["best"]),
-                           "strongest_baseline": selection["strongest_baseline"]}
+                           "strongest_baseline": selection["strongest_baseline"],
+                           "versus_strongest_baseline": selection["versus_strongest_baseline"]}
     for exp, entry in selection["experiments"].items():
         m = evaluations[exp][entry["epoch"]] if entry["epoch"] is not None else {}
         margin_of = entry["margin"] or {}
-        out[exp] = _flat_scalars({
+        out[exp] = {"versus_strongest_baseline": entry["versus_strongest_baseline"], **_flat_scalars({
             "epoch": entry["epoch"],
             **{k: m.get(k) for k in SELECTED_METRICS},
             **{k: m[k] for k in (*(f"{key}_sd" for key in SEED_SPREAD_METRICS), "n_seeds") if k in m},
             "margin_brand_accuracy": margin_of.get("difference"),
             "margin_brand_accuracy_ci": margin_of.get("ci"),
             **({"margin_brand_accuracy_sd": margin_of["difference_sd"]} if "difference_sd" in margin_of else {}),
-        })
+        })}
         if margin_of.get("per_seed"):
             out[exp]["seeds"] = {seed_key(seed): _flat_scalars({"margin_brand_accuracy": m["difference"], "margin_brand_accuracy_ci": m["ci"]})
                                  for seed, m in margin_of["per_seed"].items()}
@@ -886,7 +930,8 @@ def run_tables(
         f"{exp} epoch {entry['epoch']}: test {_with_spread(evaluations[exp][entry['epoch']], 'brand_accuracy')}, margin {_margin_text(entry)}"
         for exp, entry in selection["experiments"].items()
     )
-    verdict = " ".join([selection["verdict"], *([", ".join(selection["best"])] if selection["best"] else [])])
+    verdict = " ".join([selection["verdict"], *([", ".join(selection["best"]), f"({selection['versus_strongest_baseline']} {strongest})"]
+                                                 if selection["best"] else [])])
     log.info("tables: strongest baseline %s %s; chosen on validation: %s; %s; wrote %s, %s, %s",
              strongest, _with_spread(baselines[strongest]["metrics"], "brand_accuracy"), summary, verdict,
              out_md, out_metrics, plots_dir)
