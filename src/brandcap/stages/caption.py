@@ -42,6 +42,7 @@ import logging
 import mimetypes
 import os
 import random
+import statistics
 import time
 from collections import Counter
 from contextlib import nullcontext
@@ -573,7 +574,18 @@ async def ask_all(items: list[Item], base_url: str, params: Params, cache: TextI
 
 # --------------------------------------------------------------------------- the stage
 
-OUTPUT_FIELDS = ("text", "finish_reason", "attempts", "retries", "latency_s", "prompt_tokens", "completion_tokens", "error")
+# Fields of an answer copied into captions.jsonl. Not its latency: a timing would give the same
+# captions another hash on every run, so DVC would see the clean stage's input changed (the latency
+# stays in the resume cache, and the stage's log line gives its median and 95th percentile).
+OUTPUT_FIELDS = ("text", "finish_reason", "attempts", "retries", "prompt_tokens", "completion_tokens", "error")
+
+
+def latency_summary(latencies: list[float]) -> str:
+    """'latency median X s, p95 Y s' of the items asked in this run (retries included)."""
+    if not latencies:
+        return "no latency: nothing asked"
+    ordered = sorted(latencies)
+    return f"latency median {statistics.median(ordered):.3f} s, p95 {ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]:.3f} s"
 
 
 def run_caption(params: Params, manifest_path: str | Path, captions_path: str | Path, resume_dir: str | Path) -> None:
@@ -611,9 +623,10 @@ def run_caption(params: Params, manifest_path: str | Path, captions_path: str | 
     asked = len(todo)
     tokens = sum(r["completion_tokens"] for r in fresh.values())
     log.info(
-        "caption: %d items, %d cached, %d asked in %.1f s (%.2f items/s, %.1f completion tokens/s), %d re-asked for loops/garbling, failures: %s -> %s",
+        "caption: %d items, %d cached, %d asked in %.1f s (%.2f items/s, %.1f completion tokens/s, %s), %d re-asked for loops/garbling, failures: %s -> %s",
         len(items), n_cached, asked, elapsed, asked / elapsed if asked and elapsed else 0.0, tokens / elapsed if asked and elapsed else 0.0,
-        sum(1 for r in fresh.values() if r["attempts"] > 1), dict(failures) or "none", captions_path,
+        latency_summary([r["latency_s"] for r in fresh.values()]), sum(1 for r in fresh.values() if r["attempts"] > 1),
+        dict(failures) or "none", captions_path,
     )
     failed_fraction = sum(failures.values()) / len(items) if items else 0.0
     if failed_fraction > cp.max_failed_fraction:
