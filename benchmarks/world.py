@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,10 +113,11 @@ class Recipe:
     warmup_fraction: float = 0.3
 
 
-def trained_predictions(model: torch.nn.Module, train_x, train_y, test_x, recipe: Recipe, seed: int) -> list[int]:
-    """Train `model` on the labels from scratch with `recipe`; its test predictions."""
+def trained_predictions(build: Callable[[], torch.nn.Module], train_x, train_y, test_x, recipe: Recipe, seed: int) -> list[int]:
+    """Train a model from `build` (initialised under `seed`) on the labels with `recipe`; its test predictions."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
+    model = build()
     optimiser = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
     steps = recipe.epochs * ((len(train_x) + recipe.batch_size - 1) // recipe.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=recipe.learning_rate, total_steps=steps, pct_start=recipe.warmup_fraction)
@@ -182,13 +184,13 @@ def main() -> None:
     brands = sorted(set(train_brands))
     started = time.perf_counter()
     labels = torch.tensor([brands.index(b) for b in train_brands])
-    predicted = trained_predictions(small_cnn(len(brands)), pixels([r["image"] for r in train], args.side), labels,
+    predicted = trained_predictions(lambda: small_cnn(len(brands)), pixels([r["image"] for r in train], args.side), labels,
                                     pixels([r["image"] for r in test], args.side), Recipe(args.epochs), params.seed)
     report(f"small_cnn ({args.side} px, {args.epochs} epochs, {time.perf_counter() - started:.0f} s)", accuracy([brands[i] for i in predicted], gold))
     if args.tiny_vision_tower:
         tiny, started = params.model.tiny, time.perf_counter()
         recipe = Recipe(args.tower_epochs, args.tower_lr, weight_decay=0.05, batch_size=32, max_shift=3, warmup_fraction=0.1)
-        predicted = trained_predictions(TinyVisionTowerClassifier(tiny, len(brands)), pixels([r["image"] for r in train], tiny.image_size),
+        predicted = trained_predictions(lambda: TinyVisionTowerClassifier(tiny, len(brands)), pixels([r["image"] for r in train], tiny.image_size),
                                         labels, pixels([r["image"] for r in test], tiny.image_size), recipe, params.seed)
         report(f"tiny_vision_tower ({tiny.image_size} px, patch {tiny.patch_size}, {recipe.epochs} epochs, lr {recipe.learning_rate:g}, "
                f"{time.perf_counter() - started:.0f} s)", accuracy([brands[i] for i in predicted], gold))

@@ -36,6 +36,9 @@ rule train:
     priority: train_priority
     conda:
         "../envs/brandcap.yaml"
+    # one core per process: above one device the job runs train.devices processes of one thread each
+    # (brandcap.launch.threads_per_process), so `--cores 2` never runs two such jobs at once
+    threads: PARAMS.train.devices
     resources:
         # the job claims this many GPUs and, above one, relaunches itself through torchrun
         gpu=PARAMS.train.devices,

@@ -46,6 +46,7 @@ def planned_snakemake_jobs(dry_run: str) -> dict[str, dict]:
             "deps": set(fields.get("input", "").split(", ")) - {""},
             "outs": set(fields.get("output", "").split(", ")) - {""},
             "priority": float(fields.get("priority", 0)),
+            "threads": int(fields.get("threads", 1)),
         }
     return jobs
 
@@ -141,6 +142,17 @@ def test_under_snakemake_the_longest_training_run_starts_first_and_evaluations_w
     assert max(trains, key=trains.get) == "train@freeze_vision_mix-4", trains
     assert sorted(trains.values()) == [1.0, 1.0, 1.0, 2.0]
     assert min(trains.values()) > max(others)
+
+
+def test_a_training_job_claims_one_core_per_process(project_copy, run):
+    """With train.devices 2 a train job runs two processes (torchrun); Snakemake must count them as two
+    cores, so `--cores 2` runs one such job at a time, not two jobs of two processes each."""
+    (project_copy / "two-devices.yaml").write_text(yaml.safe_dump({"train": {"devices": 2, "per_device_batch_size": 12}}))
+    planned = planned_snakemake_jobs(run(project_copy, "snakemake --cores 2 results/tables.md --configfile two-devices.yaml --dry-run --forceall").stdout)
+    assert {job["threads"] for job in planned.values() if job["rule"] == "train"} == {2}
+    assert {job["threads"] for job in planned.values() if job["rule"] != "train"} == {1}
+    one_device = planned_snakemake_jobs(run(project_copy, "snakemake --cores 2 results/tables.md --dry-run --forceall").stdout)
+    assert {job["threads"] for job in one_device.values()} == {1}  # the default: the same bytes as before
 
 
 def test_every_stage_script_and_module_exists(both):

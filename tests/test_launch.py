@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from brandcap.gpus import claim_gpus, gpu_pool, own_gpus
-from brandcap.launch import LAUNCHED_ENV, check_process_count, launch_command
+from brandcap.launch import LAUNCHED_ENV, check_process_count, launch_command, threads_per_process
 from brandcap.stage import setup_logging
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,7 +137,7 @@ TORCHRUN_JOB = """
     dist.init_process_group("gloo")
     total = torch.tensor([dist.get_rank() + 1.0])
     dist.all_reduce(total)
-    line = f"rank {dist.get_rank()} of {dist.get_world_size()} sum {total.item():.0f} port {os.environ['MASTER_PORT']}\\n"
+    line = f"rank {dist.get_rank()} of {dist.get_world_size()} sum {total.item():.0f} threads {torch.get_num_threads()} port {os.environ['MASTER_PORT']}\\n"
     os.write(1, line.encode())  # one write: both ranks share the pipe, print() could interleave them
     dist.destroy_process_group()
 """
@@ -149,16 +149,25 @@ def test_two_torchrun_jobs_on_one_node_do_not_collide(tmp_path):
     script.write_text(textwrap.dedent(TORCHRUN_JOB))
     system_temp = tmp_path / "system-temp"  # torchrun's default place for its files, which it leaves behind
     system_temp.mkdir()
-    jobs = [subprocess.Popen([sys.executable, script, f".resume/train/job-{i}"], cwd=tmp_path, env=_env(OMP_NUM_THREADS="1", TMPDIR=str(system_temp)),
+    # each job was given two threads (Snakemake: threads = train.devices): one per process
+    jobs = [subprocess.Popen([sys.executable, script, f".resume/train/job-{i}"], cwd=tmp_path, env=_env(OMP_NUM_THREADS="2", TMPDIR=str(system_temp)),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
     outputs = [job.communicate(timeout=120) for job in jobs]
     for job, (out, err) in zip(jobs, outputs):
         assert job.returncode == 0, err[-2000:]
-        assert sorted(line.split(" port ")[0] for line in out.splitlines()) == ["rank 0 of 2 sum 3", "rank 1 of 2 sum 3"]
+        assert sorted(line.split(" port ")[0] for line in out.splitlines()) == ["rank 0 of 2 sum 3 threads 1", "rank 1 of 2 sum 3 threads 1"]
     assert list(system_temp.iterdir()) == []  # nothing written outside the resume root
     assert sorted(p.name for p in (tmp_path / ".resume/train").iterdir()) == ["job-0.torchrun", "job-1.torchrun"]
     ports = [{line.split(" port ")[1] for line in out.splitlines()} for out, _ in outputs]
     assert all(len(p) == 1 for p in ports) and ports[0] != ports[1]
+
+
+def test_a_jobs_threads_are_shared_among_its_processes(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert threads_per_process(2) == 1  # DVC sets nothing: one thread each, as in one process
+    for job_threads, devices, each in [("2", 2, 1), ("8", 2, 4), ("1", 4, 1), ("3", 2, 1)]:
+        monkeypatch.setenv("OMP_NUM_THREADS", job_threads)
+        assert threads_per_process(devices) == each
 
 
 def test_a_run_with_the_wrong_process_count_fails(monkeypatch):

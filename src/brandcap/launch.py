@@ -56,6 +56,14 @@ def launch_command(devices: int, distributed: bool, gpus: Sequence[str], argv: S
     return None
 
 
+def threads_per_process(devices: int) -> int:
+    """CPU threads of each of a job's `devices` processes: the job's own (OMP_NUM_THREADS: Snakemake sets it to
+    the job's `threads`, which is train.devices for a train job; 1 when unset, as under DVC) shared among
+    them, at least one. So N processes use the cores the job was given, not N times as many, and each runs
+    one thread as the same study does under DVC (other thread counts would round sums differently)."""
+    return max(1, int(os.environ.get("OMP_NUM_THREADS", "1")) // devices)
+
+
 def launch_stage(devices: int, distributed: bool, resume_dir: str | Path, argv: Sequence[str] | None = None) -> None:
     """Return in the process that runs the stage; otherwise replace this process with the launch (see above).
     torchrun's own files go beside the stage's resume folder, in <resume_dir>.torchrun: under the resume root,
@@ -66,7 +74,7 @@ def launch_stage(devices: int, distributed: bool, resume_dir: str | Path, argv: 
     command = launch_command(devices, distributed, gpus, list(argv if argv is not None else sys.argv), f"{resume_dir}.torchrun")
     if command is None:
         return
-    env = {**os.environ, LAUNCHED_ENV: "1"}
+    env = {**os.environ, LAUNCHED_ENV: "1", "OMP_NUM_THREADS": str(threads_per_process(devices))}
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
     log.info("launching %d process(es) on %s: %s", devices, f"GPU(s) {','.join(gpus)}" if gpus else "the CPU (gloo)", shlex.join(command))
