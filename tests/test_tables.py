@@ -79,8 +79,8 @@ def study(tmp_path: Path) -> dict:
     }).to_parquet(data / "manifest.parquet")
     write_jsonl(data / "captions.jsonl", [{"product_id": f"p{i}", "text": None if i == 6 else "A bag."} for i in range(7)])
     write_json(data / "clean_report.json", {
-        "input": 6, "removed": {"loop": 1, "garbled": 0, "no_brand": 1}, "trimmed": 1, "brand_case_fixed": 2,
-        "after_rules": 5, "brands_kept": BRANDS, "brands_dropped": {"Prada": 3}, "train": 3, "val": 1, "test": 1,
+        "input": 100, "removed": {"loop": 1, "garbled": 0, "no_brand": 1, "rare_brand": 3}, "trimmed": 1, "brand_case_fixed": 2,
+        "after_caption_rules": 98, "after_rules": 95, "brands_kept": BRANDS, "brands_dropped": {"Prada": 3}, "train": 3, "val": 1, "test": 1,
     })
     split = [{"product_id": f"p{i}", "image": f"images/p{i}.png", "brand": "Gucci", "caption": "A Gucci bag."} for i in range(5)]
     write_jsonl(data / "train.jsonl", split[:3])
@@ -164,6 +164,11 @@ def test_tables_markdown(study):
     assert "(failed 3: http_404 2, truncated 1)" in row_of(md, "images downloaded")
     assert row_of(md, "captioned").startswith("| captioned | 6 ")
     assert row_of(md, "removed: loop") == "| removed: loop | -1 |"
+    # the brand filter runs after the caption rules: its removals are the "brands dropped" row, after them
+    assert row_of(md, "after the caption rules").startswith("| after the caption rules | 98 (")
+    assert "removed: rare_brand" not in md
+    assert row_of(md, "brands dropped (too few captions)") == "| brands dropped (too few captions) | 1 brands, -3 captions |"
+    assert md.index("| after the caption rules |") < md.index("| brands dropped") < md.index("| brands kept") < md.index("| train / validation")
     assert row_of(md, "brands kept") == "| brands kept | 2 brands, 95 captions |"
     assert row_of(md, "train / validation / test") == "| train / validation / test | 3 / 1 / 1 |"
     # Baselines, on the same metric; the strongest is named
@@ -286,13 +291,25 @@ def test_ties_between_experiments_are_ties_and_no_learning_names_no_best():
 
 
 def test_tables_report_a_tie_between_experiments(study, tmp_path):
-    set_metric(study, "freeze_llm", 2, val_brand_accuracy=0.66)
+    set_metric(study, "freeze_llm", 2, val_brand_accuracy=0.66, val_brand_accuracy_ci=[0.50, 0.80])  # lora's has none
     md = tables(study, tmp_path)
+    # the tie shares the value only: one experiment's interval is not the others'
     assert "**Tie** on validation brand accuracy (0.660): `freeze_llm` epoch 2, `lora` epoch 4." in md
     assert "Best checkpoints (tied): `freeze_llm` epoch 2" in md
     assert "| brand | cleaned captions | test items (n) | base accuracy | freeze_llm accuracy | lora accuracy |" in md
     selection = json.loads((tmp_path / "metrics.json").read_text())["selection"]
     assert selection["verdict"] == "tie" and selection["best"] == "freeze_llm, lora"
+
+
+def test_baselines_tied_with_the_strongest_are_named(study, tmp_path):
+    baselines = study["paths"][4]
+    for name in ("thumbnail_nn", "colour_histogram_nn"):
+        folder = baselines / name
+        write_system(folder, {**json.loads((folder / "metrics.json").read_text()), "brand_accuracy": 0.5}, outcomes_with(10))
+    md = tables(study, tmp_path)
+    assert ("Strongest baseline (highest test brand accuracy): `majority` (tied with `thumbnail_nn`, `colour_histogram_nn`; "
+            "the margins are taken over the first in table order).") in md
+    assert "(tied with" not in (study["out"] / "tables.md").read_text()  # the study as built: majority alone
 
 
 def test_no_learning_is_said_and_marks_no_best(study, tmp_path):
@@ -303,7 +320,7 @@ def test_no_learning_is_said_and_marks_no_best(study, tmp_path):
     assert "**best**" not in md.replace("**best** marks", "")
     assert "**No learning**: no experiment beats the base model on validation" in md
     assert row_of(md, "lora", "lora", "no learning", "0.100 (epoch 2)")
-    assert row_of(md, "freeze_llm", "freeze_llm", "0 (no learning)")
+    assert row_of(md, "freeze_llm", "freeze_llm", "0 (base model, still best: no learning)")
     selection = json.loads((tmp_path / "metrics.json").read_text())["selection"]
     assert selection["verdict"] == "no learning" and selection["best"] == "" and selection["lora"]["epoch"] is None
     assert selection["versus_strongest_baseline"] == "no best checkpoint" == selection["lora"]["versus_strongest_baseline"]

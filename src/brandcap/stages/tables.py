@@ -101,6 +101,9 @@ BASELINE_TITLES = {
 PROBE_SIGNAL_FLOOR = 0.05
 NO_SIGNAL = "no signal"
 NO_LEARNING = "no learning"
+# The clean stage's last rule (clean_report.json "removed"): brands with too few captions, applied after
+# the caption rules, so the funnel shows it as "brands dropped" after "after the caption rules".
+BRAND_FILTER_RULE = "rare_brand"
 # How a best checkpoint reads against the strongest baseline: its margin's 95% interval lies above
 # zero, includes zero, or lies below zero (with several seeds: every seed's interval). In the order
 # a tie's best reading is taken.
@@ -378,11 +381,13 @@ def data_funnel(catalog_path: Path, manifest_path: Path, captions_path: Path, cl
     rows.append(("captioned", f"{captioned}" + (f" (no caption {len(captions) - captioned})" if len(captions) > captioned else "")))
     rows.append(("clean stage input", f"{report.get('input')}"))
     for rule, n in (report.get("removed") or {}).items():
-        rows.append((f"removed: {rule}", f"-{n}" if n else "0"))
-    rows.append(("after the caption rules", f"{report.get('after_rules')} (cut-off endings trimmed: {report.get('trimmed')}, brand respelled: {report.get('brand_case_fixed')})"))
+        if rule != BRAND_FILTER_RULE:  # applied after the caption rules: the "brands dropped" row
+            rows.append((f"removed: {rule}", f"-{n}" if n else "0"))
+    after_caption_rules = report.get("after_caption_rules", report.get("after_rules"))  # older reports lack the first
+    rows.append(("after the caption rules", f"{after_caption_rules} (cut-off endings trimmed: {report.get('trimmed')}, brand respelled: {report.get('brand_case_fixed')})"))
     kept, dropped = report.get("brands_kept") or {}, report.get("brands_dropped") or {}
+    rows.append(("brands dropped (too few captions)", f"{len(dropped)} brands, -{sum(dropped.values())} captions"))
     rows.append(("brands kept", f"{len(kept)} brands, {sum(kept.values())} captions"))
-    rows.append(("brands dropped (too few captions)", f"{len(dropped)} brands, {sum(dropped.values())} captions"))
     rows.append(("train / validation / test", f"{report.get('train')} / {report.get('val')} / {report.get('test')}"))
     return rows
 
@@ -461,12 +466,15 @@ def _baseline_section(baselines: dict[str, dict[str, Any]], strongest: str) -> l
          _num(b["metrics"].get("hedged_rate")), str(b["metrics"].get("n_test", "n/a"))]
         for name, b in baselines.items()
     ]
+    top = baselines[strongest]["metrics"].get("brand_accuracy")
+    tied = [f"`{name}`" for name, b in baselines.items() if name != strongest and b["metrics"].get("brand_accuracy") == top]
+    tie = f" (tied with {', '.join(tied)}; the margins are taken over the first in table order)" if tied else ""
     return [
         "## 2. Baselines",
         "",
         "On the same test items and with the same brand metric as every checkpoint. The image baselines "
         "are fitted on the training images. A fine-tuned model that does not beat them has learnt nothing "
-        f"a lookup table or a prompt would not. Strongest baseline (highest test brand accuracy): `{strongest}`.",
+        f"a lookup table or a prompt would not. Strongest baseline (highest test brand accuracy): `{strongest}`{tie}.",
         "",
         *_table(["baseline", "what it is", "brand acc. [95% CI]", "macro acc. [95% CI]", "hedged", "test items"], rows, align_left=2),
         "",
@@ -506,9 +514,10 @@ def _selection_section(params: Params, evaluations, selection: dict[str, Any], s
                       f"{_num(base.get('val_brand_accuracy'))}); no best checkpoint is named.")
     else:
         named = ", ".join(f"`{exp}` epoch {selection['experiments'][exp]['epoch']}" for exp in winners)
-        score = _with_spread(evaluations[winners[0]][selection["experiments"][winners[0]]["epoch"]], "val_brand_accuracy")
-        conclusion = (f"**Tie** on validation brand accuracy ({score}): {named}." if selection["verdict"] == "tie"
-                      else f"**Best**: {named} (validation brand accuracy {score}).")
+        first = evaluations[winners[0]][selection["experiments"][winners[0]]["epoch"]]
+        # a tie shares the value, not the interval (or spread over seeds), which each experiment's row shows
+        conclusion = (f"**Tie** on validation brand accuracy ({_num(first.get('val_brand_accuracy'))}): {named}." if selection["verdict"] == "tie"
+                      else f"**Best**: {named} (validation brand accuracy {_with_spread(first, 'val_brand_accuracy')}).")
         conclusion += " " + _versus_sentence(selection, n_seeds)
     probe = ("" if signal else f" The forgetting probe has **no signal**: the base model's CIDEr on the general set "
              f"({_num(base.get('general_cider'))}) is below {PROBE_SIGNAL_FLOOR}, so a change there says nothing.")
@@ -610,7 +619,7 @@ def _results_section(params: Params, evaluations, best: dict[str, int | None], s
     for exp in params.train.experiments:
         for epoch in [0, *params.train.save_epochs]:
             m = evaluations[BASE][0] if epoch == 0 else evaluations[exp][epoch]
-            mark = " **best**" if epoch == best[exp] else f" ({NO_LEARNING})" if epoch == 0 and best[exp] is None else ""
+            mark = " **best**" if epoch == best[exp] else f" (base model, still best: {NO_LEARNING})" if epoch == 0 and best[exp] is None else ""
             cells = [_cell(m, key, signal) for key, _ in RESULT_COLUMNS]
             seeds_cell = [] if n_seeds == 1 else ["n/a (base model)" if epoch == 0 else str(m.get("n_seeds"))]
             rows.append([exp, experiment_strategy(params, exp), f"{epoch}{mark}", *seeds_cell, _with_spread(m, "val_brand_accuracy"), *cells])
