@@ -30,6 +30,9 @@ def system_temp(tmp_path_factory) -> Path:
 def built(project_copy, profile_commands, run, system_temp) -> Path:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TMPDIR", str(system_temp))
+        # as in a user's shell: a test module that imported brandcap.stage in this process set it (and
+        # torch made it absolute), and the build would inherit that folder instead of its own
+        patch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
         run(project_copy, profile_commands[SMOKE]["snakemake"])
     return project_copy
 
