@@ -42,6 +42,7 @@ import logging
 import mimetypes
 import os
 import random
+import statistics
 import time
 from collections import Counter
 from contextlib import nullcontext
@@ -50,7 +51,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import httpx2
-import numpy as np
 import openai
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -584,8 +584,8 @@ def latency_summary(latencies: list[float]) -> str:
     """'latency median X s, p95 Y s' of the items asked in this run (retries included)."""
     if not latencies:
         return "no latency: nothing asked"
-    median, p95 = np.percentile(latencies, [50, 95])
-    return f"latency median {median:.3f} s, p95 {p95:.3f} s"
+    ordered = sorted(latencies)
+    return f"latency median {statistics.median(ordered):.3f} s, p95 {ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]:.3f} s"
 
 
 def run_caption(params: Params, manifest_path: str | Path, captions_path: str | Path, resume_dir: str | Path) -> None:
