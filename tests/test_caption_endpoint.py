@@ -79,6 +79,12 @@ class MisbehavingEndpoint:
             return web.Response(text=self.huge, content_type="application/json")
         if behaviour == "hang" or (behaviour == "dies-after-3" and self.requests.count(behaviour) > 3):
             await asyncio.sleep(3600)
+        if behaviour == "parts":  # content as a list of text parts, as some OpenAI-compatible servers send it
+            half = len(CAPTION) // 2
+            return web.json_response(self._completion([{"type": "text", "text": CAPTION[:half]}, {"type": "text", "text": CAPTION[half:]}]))
+        if behaviour == "bad-gzip":  # declares gzip, sends plain JSON
+            return web.Response(body=json.dumps(self._completion(CAPTION)).encode(), content_type="application/json",
+                                headers={"Content-Encoding": "gzip"})
         if behaviour == "invalid-then-good" and self.requests.count(behaviour) % 2:
             return web.Response(text="{not json", content_type="application/json")
         return web.json_response(self._completion(CAPTION))
@@ -120,6 +126,7 @@ def run(url: str, **caption) -> list[dict]:
     ("null", "empty_answer", 1),  # content null is no caption
     ("huge", "oversize", 1),  # 5 MB is no caption
     ("hang", "timeout", 2),  # accepts and never answers: each attempt ends at timeout_s
+    ("bad-gzip", "undecodable_body", 2),  # Content-Encoding gzip on a body that is not: retried like a transport error
 ])
 def test_every_bad_answer_is_a_named_failure(workdir, endpoint, behaviour, reason, requests_per_item):
     make_manifest(workdir, 3)
@@ -248,3 +255,16 @@ def test_preflight_fails_in_seconds_with_the_url_and_the_fix(workdir, endpoint, 
     assert endpoint.handler.requests == []  # no caption was asked for
     assert SECRET not in str(caught.value) and SECRET not in caplog.text
     assert not (workdir / CAPTIONS).exists()
+
+
+def test_content_given_as_text_parts_is_the_parts_joined(workdir, endpoint):
+    make_manifest(workdir, 2)
+    records = run(base_url(endpoint, "parts"))
+    assert [r["text"] for r in records] == [CAPTION] * 2 and all(r["error"] is None for r in records)
+
+
+def test_a_body_that_is_not_a_completion_names_the_cause_before_the_excerpt(workdir, endpoint):
+    make_manifest(workdir, 1)
+    (record,) = run(base_url(endpoint, "error-200"), max_failed_fraction=1.0)
+    assert record["error"].startswith("not_a_completion: not a chat completion (choices: Field required); body starts")
+

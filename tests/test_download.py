@@ -180,24 +180,30 @@ EXPECTED = {
     "empty": ("failed", "empty"), "bomb": ("failed", "decompression_bomb"), "bomb2": ("failed", "decompression_bomb"),
     "tiny": ("failed", "too_small"), "garbage": ("failed", "not_an_image"), "placeholder": ("failed", "placeholder_url"),
     "refused": ("failed", "connection_error"), "file_missing": ("failed", "file_not_found"),
+    **dict.fromkeys(["file_outside", "file_symlink_out", "file_dotdot", "file_passwd"], ("failed", "local_file_outside_project")),
 }
 
 
 def test_every_failure_mode_ends_in_the_manifest_with_its_reason(shop, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    Path("local").mkdir()
-    Path("local/shoe.png").write_bytes(png(colour=(240, 205, 40)))
+    Path("data/external").mkdir(parents=True)
+    Path("data/external/shoe.png").write_bytes(png(colour=(240, 205, 40)))
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"  # a real image beside the project, never to be read
+    outside.mkdir()
+    (outside / "secret.png").write_bytes(png(colour=(1, 2, 3)))
+    Path("data/external/link.png").symlink_to(outside / "secret.png")
     b = shop.base
     urls = {
         "ok": f"{b}/ok.png", "big": f"{b}/big.png", "flaky": f"{b}/flaky.png", "cmyk": f"{b}/cmyk.jpg",
-        "alpha": f"{b}/alpha.png", "redirect": f"{b}/redirect", "file_rel": "file:local/shoe.png",
-        "file_abs": f"file://{tmp_path / 'local' / 'shoe.png'}", "missing": f"{b}/missing.png",
+        "alpha": f"{b}/alpha.png", "redirect": f"{b}/redirect", "file_rel": "file:data/external/shoe.png",
+        "file_abs": f"file://{tmp_path / 'data' / 'external' / 'shoe.png'}", "file_outside": f"file://{outside / 'secret.png'}",
+        "file_symlink_out": "file:data/external/link.png", "file_dotdot": f"file:data/../../{outside.name}/secret.png",
+        "file_passwd": "file:///etc/passwd", "missing": f"{b}/missing.png",
         "forbidden": f"{b}/forbidden.png", "always500": f"{b}/always500.png", "slow": f"{b}/slow.png",
         "truncated": f"{b}/truncated.jpg", "html": f"{b}/page.html", "empty": f"{b}/empty.png",
         "bomb": f"{b}/bomb.png", "bomb2": f"{b}/bomb2.png", "tiny": f"{b}/tiny.png", "garbage": f"{b}/garbage.bin",
-        "placeholder": "N.A.", "refused": f"http://127.0.0.1:{closed_port()}/x.png", "file_missing": "file:local/nope.png",
+        "placeholder": "N.A.", "refused": f"http://127.0.0.1:{closed_port()}/x.png", "file_missing": "file:data/external/nope.png",
     }
-    Path("data").mkdir()
     write_catalog(Path("data/catalog.parquet"), urls)
     params = validate_params({"download": DOWNLOAD})
 
@@ -342,14 +348,14 @@ def hostile_ids(outside: Path) -> list[str]:
 def test_hostile_product_ids_stay_inside_the_images_folder(tmp_path, monkeypatch):
     """Ids come from external tables: none may name a path, and each keeps a file of its own."""
     work = tmp_path / "work"
-    (work / "shop").mkdir(parents=True)
+    (work / "data" / "shop").mkdir(parents=True)
     monkeypatch.chdir(work)
     ids = hostile_ids(tmp_path / "outside")
     colours = {pid: (i * 11 % 256, 255 - i * 7, (i * 37) % 256) for i, pid in enumerate(ids)}
     urls = {}
     for i, pid in enumerate(ids):
-        Path(f"shop/{i}.png").write_bytes(png(colour=colours[pid]))
-        urls[pid] = f"file:shop/{i}.png"
+        Path(f"data/shop/{i}.png").write_bytes(png(colour=colours[pid]))
+        urls[pid] = f"file:data/shop/{i}.png"
     write_catalog(Path("catalog.parquet"), urls)
     before = {p for p in tmp_path.rglob("*")}
     params = validate_params({"download": DOWNLOAD})
@@ -424,11 +430,11 @@ def test_a_full_disk_stops_the_stage_naming_the_file(tmp_path, monkeypatch):
     from brandcap.atomic import DiskFullError
 
     monkeypatch.chdir(tmp_path)
-    Path("shop").mkdir()
+    Path("data/shop").mkdir(parents=True)
     urls = {}
     for i in range(6):
-        Path(f"shop/{i}.png").write_bytes(png(colour=(i * 30, 80, 80)))
-        urls[f"p{i}"] = f"file:shop/{i}.png"
+        Path(f"data/shop/{i}.png").write_bytes(png(colour=(i * 30, 80, 80)))
+        urls[f"p{i}"] = f"file:data/shop/{i}.png"
     write_catalog(Path("catalog.parquet"), urls)
 
     def disk_full(self, data):

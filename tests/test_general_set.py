@@ -13,7 +13,8 @@ from brandcap.atomic import read_jsonl
 from brandcap.brands import brands_mentioned
 from brandcap.params import validate_params
 from brandcap.sim.colours import dominant_colour_name
-from brandcap.sim.shop import COLOUR_NAMES, brand_names
+from brandcap.sim.drawing import COLOUR_NAMES
+from brandcap.sim.shop import brand_names
 from brandcap.stages.general_set import GeneralSetError, run_general_set
 from tests.conftest import ONE_UNMIXED_EXPERIMENT
 
@@ -40,8 +41,8 @@ def test_user_jsonl_is_validated_and_copied(tmp_path, monkeypatch):
     src = tmp_path / "data/external/probe"
     (src / "imgs").mkdir(parents=True)
     Image.new("RGBA", (80, 60), (10, 200, 10, 255)).save(src / "imgs" / "a.png")
-    Image.new("RGB", (900, 300), (200, 10, 10)).save(tmp_path / "b.jpg")
-    lines = [{"image": "imgs/a.png", "caption": "A green square."}, {"image": str(tmp_path / "b.jpg"), "caption": "A red strip."}]
+    Image.new("RGB", (900, 300), (200, 10, 10)).save(tmp_path / "data/external/b.jpg")
+    lines = [{"image": "imgs/a.png", "caption": "A green square."}, {"image": str(tmp_path / "data/external/b.jpg"), "caption": "A red strip."}]
     (src / "general.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n\n")
     params = validate_params({**ONE_UNMIXED_EXPERIMENT, "data": {"source": "hf", "general_set": str(src / "general.jsonl")}, "download": {"max_side": 448}})
     run_general_set(params, tmp_path / "out")
@@ -56,6 +57,21 @@ def test_user_jsonl_is_validated_and_copied(tmp_path, monkeypatch):
     (src / "general.jsonl").write_text(json.dumps({"image": "imgs/a.png"}) + "\n")
     with pytest.raises(GeneralSetError, match="non-empty string 'caption'"):
         run_general_set(params, tmp_path / "out2")
+
+
+def test_user_images_outside_data_external_are_never_read(tmp_path, monkeypatch):
+    """A JSONL line may not make the pipeline read (and later send to an endpoint) any local file."""
+    monkeypatch.chdir(tmp_path)
+    src = tmp_path / "data/external/probe"
+    src.mkdir(parents=True)
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(tmp_path / "secret.png")
+    (src / "link.png").symlink_to(tmp_path / "secret.png")
+    params = validate_params({**ONE_UNMIXED_EXPERIMENT, "data": {"source": "hf", "general_set": str(src / "general.jsonl")}})
+    for image in [str(tmp_path / "secret.png"), "../../../secret.png", "link.png", "/etc/passwd"]:
+        (src / "general.jsonl").write_text(json.dumps({"image": image, "caption": "A plain square."}) + "\n")
+        with pytest.raises(GeneralSetError, match=r"general.jsonl:1: image .* lies outside data/external/ .*local_file_outside_project"):
+            run_general_set(params, tmp_path / "out")
+        assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*.png"))
 
 
 def test_no_general_set_writes_an_empty_file(tmp_path):

@@ -17,7 +17,8 @@ or from Python: `run_caption(params, manifest_path, captions_path, resume_dir)`.
   (refused, timeout, HTTP status, HTML, model not served: with the served list) and the fix.
 - Every answer ends as a caption or as a failure with a named reason, counted in the failure
   fraction: `timeout`, `connection_refused`, `connection`, `http_NNN`, `html_body`, `non_json`,
-  `not_a_completion` (the last three retried), `empty_answer` (content null or blank), `oversize`
+  `not_a_completion` (the last three retried; `message.content` may also be a list of text parts,
+  joined), `undecodable_body` (a body that does not decompress as its Content-Encoding says; retried), `empty_answer` (content null or blank), `oversize`
   (beyond `caption.max_answer_chars`; the body is not read past the bound), `image_unreadable`.
   Each attempt has a wall-clock bound of `caption.timeout_s`, so a trickling server cannot stall it.
 - Circuit breaker: when every answer has failed for `caption.breaker_s` seconds in a row the
@@ -208,8 +209,19 @@ class AnswerRejected(Exception):
         self.reason, self.detail, self.retry = reason, detail, retry
 
 
+class _ContentPart(BaseModel):
+    type: str
+    text: str | None = None
+
+
 class _Message(BaseModel):
-    content: str | None = None
+    # A string, or (as some OpenAI-compatible servers answer) a list of parts whose text parts are joined.
+    content: str | list[_ContentPart] | None = None
+
+    def text(self) -> str | None:
+        if isinstance(self.content, list):
+            return "".join(part.text or "" for part in self.content if part.type == "text")
+        return self.content
 
 
 class _Choice(BaseModel):
@@ -255,12 +267,14 @@ def read_completion(body: bytes, content_type: str, max_chars: int, section: str
         raise AnswerRejected("non_json", f"the body is not JSON: {_snippet(body)}", retry=True) from None
     try:
         completion = CompletionBody.model_validate(data)
-    except ValidationError:
-        raise AnswerRejected("not_a_completion", f"JSON without choices[].message: {_snippet(body)}", retry=True) from None
+    except ValidationError as err:
+        first = err.errors()[0]
+        cause = f"{'.'.join(map(str, first['loc'])) or 'the body'}: {first['msg']}"
+        raise AnswerRejected("not_a_completion", f"not a chat completion ({cause}); body starts {_snippet(body)}", retry=True) from None
     if not completion.choices:
         raise AnswerRejected("empty_answer", "the endpoint returned no choices", retry=False)
     choice = completion.choices[0]
-    text = choice.message.content
+    text = choice.message.text()
     if not text or not text.strip():
         raise AnswerRejected("empty_answer", f"message content is {text!r} (finish_reason {choice.finish_reason!r})", retry=False)
     if len(text) > max_chars:
@@ -326,6 +340,8 @@ def classify(err: Exception, timeout_s: float, section: str = "caption") -> Fail
         return Failure("connection_refused", "nothing listens at that host and port", True)
     if isinstance(err, (TimeoutError, openai.APITimeoutError)):
         return Failure("timeout", f"no complete answer within {timeout_s:g} s ({section}.timeout_s)", True)
+    if isinstance(err, httpx2.DecodingError):  # e.g. Content-Encoding: gzip on a body that is not gzip
+        return Failure("undecodable_body", f"the body does not decode as its Content-Encoding says ({err})"[:300], True)
     if isinstance(err, openai.APIConnectionError):
         return Failure("connection", str(getattr(err, "__cause__", None) or err), True)
     if isinstance(err, openai.APIStatusError):

@@ -22,7 +22,8 @@
   imageurl, status ('ok'/'failed'), reason, image (`images_dir/<stem>.png` or ''), sha256,
   width, height, bytes. Reasons: placeholder_url, invalid_url, http_404, http_4xx, http_5xx,
   http_3xx, http_408, http_429, timeout, connection_error, too_many_redirects, client_error,
-  file_not_found, file_unreadable, too_large, empty, not_an_image, truncated, corrupt,
+  file_not_found, file_unreadable, local_file_outside_project (a file: URL outside the project's
+  data/ folder, never read), too_large, empty, not_an_image, truncated, corrupt,
   too_small, decompression_bomb, error (anything unexpected; logged at DEBUG).
 - The failure report (product_id, imageurl, reason, detail of every failed image) is written as
   CSV to `failure_report` (the entry script puts it beside the stage log, logs/download.failures.csv:
@@ -54,7 +55,7 @@ from PIL import Image
 
 from brandcap.atomic import DiskFullError, atomic_path, clear_owned_folder_of_temporaries, place_link_or_copy, remove_stale_temporaries, write_bytes, write_parquet
 from brandcap.images import png_bytes, shrunk, upright_rgb
-from brandcap.params import DownloadParams, Params
+from brandcap.params import EXTERNAL_DATA_DIR, DownloadParams, Params
 from brandcap.progress import Progress, progress
 from brandcap.record_files import check_columns
 from brandcap.records import artifact_path, category_text, image_file_stem
@@ -62,6 +63,11 @@ from brandcap.resume_state import prepare_resume_dir, stage_fingerprint
 from brandcap.stages.catalog import is_image_url
 
 log = logging.getLogger(__name__)
+
+# file: URLs are read only inside the project's data folder: the synthetic shop's images (data/raw/shop) and
+# a user's own (data/external/). A product table could otherwise make the pipeline read any local file and
+# send it to the captioning endpoint.
+LOCAL_IMAGE_ROOT = Path("data")
 
 RETRYABLE_STATUS = {408, 429}  # transient by definition, although 4xx
 MANIFEST_COLUMNS = ["product_id", "brand", "title", "category", "imageurl", "status", "reason",
@@ -120,11 +126,22 @@ def normalise_image(data: bytes, dl: DownloadParams) -> tuple[bytes, int, int]:
 
 # ----------------------------------------------------------------------------- fetching
 def file_url_path(url: str) -> Path:
-    """`file:rel/path` -> cwd-relative path; `file:/abs`, `file:///abs`, `file://localhost/abs` -> absolute."""
+    """`file:rel/path` -> cwd-relative path; `file:/abs`, `file:///abs`, `file://localhost/abs` -> absolute.
+    Only a file under the project's data folder (`LOCAL_IMAGE_ROOT`, symlinks resolved) is ever read:
+    anything else is refused as `local_file_outside_project`."""
     parts = urlsplit(url)
     if parts.netloc not in ("", "localhost"):
         raise ImageRejected("invalid_url", f"file URL with host {parts.netloc!r}")
-    return Path(unquote(parts.path))
+    path = Path(unquote(parts.path))
+    if not is_project_data(path):
+        raise ImageRejected("local_file_outside_project", f"{path} lies outside the project's {LOCAL_IMAGE_ROOT}/ folder (symlinks "
+                            f"resolved), so it is not read; copy the image under {EXTERNAL_DATA_DIR}/ and point its URL there")
+    return path
+
+
+def is_project_data(path: Path) -> bool:
+    """Whether `path` (relative to the project root, the working directory) resolves into LOCAL_IMAGE_ROOT."""
+    return (Path.cwd() / path).resolve().is_relative_to((Path.cwd() / LOCAL_IMAGE_ROOT).resolve())
 
 
 @dataclass
@@ -345,10 +362,19 @@ class _FetchAndStore:
             raise self.disk_full[0]
 
 
+def _readable_file_url(url: str) -> bool:
+    """Whether the loopback server may serve this file: URL (one it would refuse fails when fetched)."""
+    try:
+        file_url_path(url)
+    except ImageRejected:
+        return False
+    return True
+
+
 async def _download_all(rows: list[dict], dl: DownloadParams, resume_dir: Path, serve_shop: bool, bar: Progress) -> tuple[dict[str, dict], int]:
     """Per product_id: status, reason, cached file and (sha256, width, height, bytes); and the HTTP request count."""
     results, todo = _resumed_and_todo(rows, dl, resume_dir, bar)
-    file_urls = [row["imageurl"] for row, _ in todo if row["imageurl"].lower().startswith("file:")]
+    file_urls = [row["imageurl"] for row, _ in todo if row["imageurl"].lower().startswith("file:") and _readable_file_url(row["imageurl"])]
     server = _serve_files_over_http(file_urls) if serve_shop and file_urls else contextlib.nullcontext({})
     connector = aiohttp.TCPConnector(limit=dl.concurrency, limit_per_host=dl.concurrency)
     async with server as rewrite, aiohttp.ClientSession(connector=connector, headers={"User-Agent": "brandcap/0.1"}) as session:

@@ -23,7 +23,7 @@ from PIL import Image
 
 from brandcap.atomic import write_bytes, write_jsonl
 from brandcap.images import png_bytes, shrunk, upright_rgb
-from brandcap.params import Params
+from brandcap.params import EXTERNAL_DATA_DIR, Params
 from brandcap.records import artifact_path
 from brandcap.sim.shop import STREAM_GENERAL, generic_product_images
 from brandcap.stages.catalog import product_ids
@@ -87,6 +87,9 @@ def jsonl_records(key: str, source: Path, params: Params, images_dir: Path, pref
         image = Path(rec["image"])
         if not image.is_absolute():
             image = source.parent / image
+        if not image.resolve().is_relative_to((Path.cwd() / EXTERNAL_DATA_DIR).resolve()):
+            raise GeneralSetError(f"{where}: image {image} lies outside {EXTERNAL_DATA_DIR}/ (symlinks resolved), so it is not read "
+                                  f"(local_file_outside_project); copy it under {EXTERNAL_DATA_DIR}/ beside {source.name}")
         try:
             data = _normalised_png(image, params.download.max_side)
         except (OSError, ValueError, Image.DecompressionBombError) as err:
