@@ -11,7 +11,6 @@ full disk is reported with the path being written.
 
 from __future__ import annotations
 
-import errno
 import glob
 import json
 import os
@@ -22,11 +21,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+from brandcap.disk_full import DISK_FULL_ERRNOS
 
 
 class DiskFullError(OSError):
-    """No space (or quota) left while writing a file; the message names the file."""
+    """No space (or quota) left while writing a file; the message names the file (`path`)."""
+
+    def __init__(self, code: int, message: str, path: Path | None = None):
+        super().__init__(code, message)
+        self.path = str(path) if path is not None else None
 
 
 def _new_temporary(path: Path) -> Path:
@@ -51,10 +54,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp_path
         os.replace(tmp_path, path)
     except OSError as err:
-        if err.errno not in DISK_FULL or isinstance(err, DiskFullError):
+        if err.errno not in DISK_FULL_ERRNOS or isinstance(err, DiskFullError):
             raise
         raise DiskFullError(err.errno, f"{path}: cannot write it, the disk is full ({err.strerror}); free space on its "
-                            f"file system (df -h {path.parent}) or move the project, then rerun the stage") from err
+                            f"file system (df -h {path.parent}) or move the project, then rerun the stage", path) from err
     finally:
         if tmp_path is not None:
             tmp_path.unlink(missing_ok=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psutil
 
+from brandcap.disk_full import disk_full_message
 from brandcap.launch import LAUNCHED_ENV, is_main_process, process_count
 from brandcap.params import Params, ParamsError
 from brandcap.profiles import resolve_params
@@ -78,9 +79,19 @@ def pin_cpu_threads() -> int:
     return threads
 
 
+# The path options that name what a stage writes, in the order a full-disk message falls back on them.
+OUTPUT_OPTIONS = ("out", "checkpoints", "tables", "catalog", "captions", "images")
+
+
+def output_path(args: argparse.Namespace) -> Path:
+    """What the stage writes (its first output option), named when a full-disk error does not name a file."""
+    return next((Path(getattr(args, option)) for option in OUTPUT_OPTIONS if getattr(args, option, None)), Path.cwd())
+
+
 def run_stage(name: str, args: argparse.Namespace, body: Callable[[Params], None]) -> None:
     """Validate params, run the stage body under the project lock, log its wall time; a bad parameter
-    file exits 2 with its message, a project busy with another orchestrator exits 3."""
+    file exits 2 with its message, a project busy with another orchestrator exits 3, a full disk exits 4
+    with `<path>: cannot write it, the disk is full (N MB free)` whichever library noticed it."""
     pin_cpu_threads()
     setup_logging(args.log)
     try:
@@ -99,6 +110,9 @@ def run_stage(name: str, args: argparse.Namespace, body: Callable[[Params], None
         log.error("stage %s refused: %s", name, err)
         raise SystemExit(3) from None
     except Exception as err:
+        if full := disk_full_message(err, fallback=output_path(args)):
+            log.error("stage %s failed: %s", name, full)
+            raise SystemExit(4) from None
         # into the log file too: a failed job's log is what Snakemake keeps and points to
         log.error("stage %s failed: %s: %s", name, type(err).__name__, err)
         raise
