@@ -67,6 +67,9 @@ def dbq_table() -> pd.DataFrame:
     rows[18]["title"] = "N.A."
     rows[19].update(category1_code="N.A.", category2_code="N.A.", category3_code="N.A.")
     rows[20]["title"] = "nan"
+    rows[21]["title"] = "bag\x00 21"  # a NUL, as a real export once had
+    rows[22]["brand"] = "\x07" + BRANDS[22 % len(BRANDS)] + "\x7f"  # a bell and a DEL
+    rows[23]["title"] = "bag\n23\tnew"  # line breaks become spaces
     return pd.DataFrame(rows)
 
 
@@ -102,9 +105,11 @@ def test_hf_source_on_a_local_table(tmp_path, monkeypatch, name, caplog):
     assert set(cat.brand) == set(BRANDS)
     assert cat.product_id.is_unique and all(SAFE.match(p) for p in cat.product_id)
     assert {"a_b_1", "a_b_1-2"} <= set(cat.product_id)
+    assert not cat.drop(columns="full_price").astype(str).apply(lambda col: col.str.contains(r"[\x00-\x1f\x7f]")).any().any()
+    assert {"bag 21", "bag 23 new"} <= set(cat.title)
     assert not Path("shop").exists() or not any(Path("shop").iterdir())
     assert "fewer than data.sample_size=100" in caplog.text
-    assert re.search(r"30 rows read .*placeholder_url=4, missing_brand=5, duplicate_product=2, sampled 19, 7 brands; "
+    assert re.search(r"30 rows read .*control characters removed from 3 fields, dropped placeholder_url=4, missing_brand=5, duplicate_product=2, sampled 19, 7 brands; "
                      r"without product_code 3, without title 2", caplog.text)
 
 

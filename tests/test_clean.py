@@ -62,7 +62,7 @@ def make_captions() -> tuple[list[dict], dict]:
     ]
     expected = {
         "input": len(recs),
-        "removed": {"no_caption": 1, "repetition_loop": 1, "garbled": 1, "cut_off": 1, "no_brand": 1,
+        "removed": {"no_caption": 1, "repetition_loop": 1, "garbled": 1, "other_script": 0, "cut_off": 1, "no_brand": 1,
                     "length": 1, "duplicate": 1, "duplicate_image": 1, "rare_brand": 2},
         "trimmed": 1,
         "brand_case_fixed": 1,
@@ -70,6 +70,7 @@ def make_captions() -> tuple[list[dict], dict]:
         "after_rules": 12 + 10 + 2,
         "brands_kept": {"Maison Éclat": 13, "Rossi & Figli": 11},
         "brands_dropped": {"Tiny Brand": 2},
+        "brands_lost": {},
     }
     return recs, expected
 
@@ -95,6 +96,30 @@ def test_report_counts_every_rule(tmp_path, captions):
         assert report[key] == value, key
     assert report["train"] + report["val"] + report["test"] == report["after_rules"]
     assert report["input"] - sum(report["removed"].values()) == report["after_rules"]
+
+
+ARABIC_BRAND = "دار الأزياء الملكية"
+
+
+def test_a_brand_in_another_script_is_kept_and_a_brand_that_loses_every_caption_is_listed(tmp_path):
+    """Real catalogues come in other scripts; a brand removed entirely is named with the rule that removed it."""
+    recs = [_record(f"ar{i:02d}", ARABIC_BRAND, f"Made by {ARABIC_BRAND}, this Logo cotton {ITEMS[i % 12]} is shown in {COLOURS[i % 14]}, number {i}.")
+            for i in range(8)]
+    recs += [_record(f"ar-only{i:02d}", ARABIC_BRAND, f"صنعت {ARABIC_BRAND} هذه الحقيبة الجلدية السوداء ذات السلسلة الذهبية رقم {i}.")
+             for i in range(3)]
+    recs += [_record(f"me{i:02d}", "Maison Éclat", _good(i, "Maison Éclat")) for i in range(8)]
+    recs += [_record(f"gb{i:02d}", "Garbled Brand", "The Garbled Brand bag is \ufffd\ufffd\ufffd\ufffd with a \ufffd\ufffd strap.") for i in range(4)]
+    write_jsonl(tmp_path / "captions.jsonl", recs)
+    run_clean(_params(), tmp_path / "captions.jsonl", tmp_path / "out")
+    report = json.loads((tmp_path / "out" / "clean_report.json").read_text())
+    assert report["brands_kept"] == {ARABIC_BRAND: 11, "Maison Éclat": 8}
+    assert report["removed"]["garbled"] == 4 and report["brands_lost"] == {"Garbled Brand": {"rule": "garbled", "captions": 4}}
+    assert "Garbled Brand (garbled, 4 captions)" in (tmp_path / "out" / "clean_examples.md").read_text()
+
+    # with the other_script rule on, the captions written in Arabic go, and the brand keeps its Latin-script ones
+    run_clean(_params(expected_script="LATIN"), tmp_path / "captions.jsonl", tmp_path / "latin")
+    report = json.loads((tmp_path / "latin" / "clean_report.json").read_text())
+    assert report["removed"]["other_script"] == 3 and report["brands_kept"] == {"Maison Éclat": 8, ARABIC_BRAND: 8}
 
 
 def test_outputs_are_canonical_trimmed_and_stratified(tmp_path, captions):

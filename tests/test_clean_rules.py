@@ -102,8 +102,9 @@ def test_loop_thresholds_come_from_params():
         "The Rossi & Figli coatâ€™s lapels are notched and its buttons are made of horn.",
         "The bag\x00\x01 is\x02 black\x03 with\x04 a\x05 strap\x06 and\x07 a\x08 flap.",
         "Maison Éclat xkq#7 zzv@9 qrtpl!8 mm$%2 wq^&3 tt*(4 bag vv)_5 pp+=6 kk{}7 strap.",
-        "Maison Éclat 这是一个黑色的皮革手提包，带有金色链条肩带和磁性按扣。",
-        "Maison Éclat Сумка из гладкой черной телячьей кожи с цепочкой золотого цвета.",
+        "Maison Éclat 这是一个黑色的皮革\ufffd\ufffd手提包，带有金色\ufffd链条肩带和磁性\ufffd按扣。",  # replacement characters in Chinese
+        "Maison Éclat Сумка из гладкой чeрнoй тeлячьeй кoжи с цeпoчкoй зoлoтoгo цвeтa.",  # Latin look-alikes inside Cyrillic words
+        "صنع بواسطة دار الأزياء \x00\x01\x02\x03\x04\x05 هذه الساعة القطنية\x06\x07",  # control characters in Arabic
         "Maison Éclat ╬╬╬ bag ▓▓▓ with ░░ a ▒▒ strap.",
         "The Maison Éclat hElLoWoRlD bAgGiNg sTrApPeD cLaSpInG bag.",
     ],
@@ -126,10 +127,31 @@ def test_garbled_captions_are_found(text):
         "model RS-200, No5 print, Brand™ tag, 3.5 cm heel, 1980s look — timeless.",
         "The µ-thin 2ª edición strap, 3º model, in São Paulo's Ãgua collection.",
         "",
+        # text in any script is text
+        "Made by دار الأزياء الملكية, this Logo cotton watch has a round dial and a leather strap.",
+        "صنعت دار الأزياء الملكية هذه الساعة القطنية ذات القرص الدائري والحزام الجلدي البني.",
+        "Maison Éclat 这是一个黑色的皮革手提包，带有金色链条肩带和磁性按扣。",
+        "Maison Éclat のバッグは、ゴールドのチェーンが付いた黒いレザーのトートバッグです。",
+        "Maison Éclat 가방은 금색 체인이 달린 검은색 가죽 토트백입니다.",
+        "Maison Éclat Сумка из гладкой черной телячьей кожи с цепочкой золотого цвета.",
+        "Η τσάντα Maison Éclat είναι από μαύρο δέρμα με χρυσή αλυσίδα.",
+        "تم تصميم این کیف\u200cها توسط Maison Éclat با بند چرمی.",  # Persian with a zero-width non-joiner
     ],
 )
 def test_look_alikes_are_not_garbled(text):
     assert not is_garbled(text, CLEAN)
+
+
+def test_a_caption_in_another_script_than_the_expected_one_is_its_own_rule_off_by_default():
+    from brandcap.clean_rules import dominant_script, is_other_script
+
+    chinese = "Maison Éclat 这是一个黑色的皮革手提包，带有金色链条肩带和磁性按扣。"
+    assert dominant_script(chinese) == "CJK" and dominant_script(GOOD) == "LATIN"
+    assert dominant_script("Maison Éclat のバッグは、ゴールドのチェーンが付いた黒いレザーのトートバッグです。") == "CJK"
+    assert not is_other_script(chinese, CLEAN)  # off by default
+    latin_only = CleanParams(expected_script="LATIN")
+    assert is_other_script(chinese, latin_only) and not is_other_script(GOOD, latin_only)
+    assert not is_other_script(chinese, CleanParams(expected_script="cjk"))
 
 
 def test_mojibake_counts_only_broken_sequences():

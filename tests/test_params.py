@@ -149,3 +149,21 @@ def test_scheduler_names_are_transformers_names():
     from transformers.trainer_utils import SchedulerType
 
     assert set(get_args(LrScheduler)) == {s.value for s in SchedulerType}
+
+
+def test_oversized_files_and_prompts_are_refused_with_the_limit(tmp_path):
+    """A 50 MB prompt once validated and made a dry run take minutes; neither a file nor a prompt may be that large."""
+    from brandcap.params import MAX_PARAMS_FILE_BYTES, MAX_PROMPT_CHARS
+
+    big = tmp_path / "big.yaml"
+    big.write_text("seed: 4\n# " + "x" * MAX_PARAMS_FILE_BYTES + "\n")
+    with pytest.raises(ParamsError, match=r"big.yaml: 1,000,0\d\d bytes, above the 1,000,000-byte limit of a parameter file"):
+        load_params(big)
+    for key in ("caption.prompt", "train.instruction", "eval.general_instruction", "eval.prompted_instruction"):
+        section, name = key.split(".")
+        prompt = "{brand} {brands} " * (MAX_PROMPT_CHARS // 10) if key != "caption.prompt" else "{brand} " * (MAX_PROMPT_CHARS // 4)
+        (tmp_path / "p.yaml").write_text(yaml.safe_dump({section: {name: prompt}}))
+        with pytest.raises(ParamsError) as err:
+            load_params(tmp_path / "p.yaml")
+        assert f"{key}: String should have at most {MAX_PROMPT_CHARS} characters" in str(err.value)
+        assert len(str(err.value)) < 600  # the message quotes the start of the value, not all of it

@@ -63,23 +63,51 @@ def is_repetition_loop(text: str, clean: CleanParams) -> bool:
 
 
 # --------------------------------------------------------------------------- 2. garbled
-# Letters outside Latin that still belong in Western product text.
-_ALLOWED_NON_LATIN_LETTERS = set("µªº")
+# Text in any script is text: garbled means replacement, control and unassigned characters, mojibake,
+# and tokens that are not words of their own script (a captioner that answers in another script than
+# the prompt's is a separate rule, `is_other_script`, off unless clean.expected_script is set).
+# Format characters that scripts need: zero-width (non-)joiners (Persian, Indic, emoji), direction marks.
+_SCRIPT_FORMAT_CHARS = set("\u200c\u200d\u200e\u200f\u061c")
 
 
 def is_bad_char(c: str) -> bool:
-    """Replacement, control, private-use, unassigned or format characters, box drawing,
-    and letters of non-Latin scripts (a captioner that switched language counts as garbled)."""
-    if c in "\n\t\r":
+    """Replacement, control, private-use, unassigned or stray format characters, and box drawing."""
+    if c in "\n\t\r" or c in _SCRIPT_FORMAT_CHARS:
         return False
     if c == "\ufffd" or 0x2500 <= ord(c) <= 0x259F:
         return True
-    cat = unicodedata.category(c)
-    if cat in ("Cc", "Cf", "Co", "Cs", "Cn"):
-        return True
-    if cat.startswith("L") and c not in _ALLOWED_NON_LATIN_LETTERS:
-        return not unicodedata.name(c, "").startswith("LATIN")
-    return False
+    return unicodedata.category(c) in ("Cc", "Cf", "Co", "Cs", "Cn")
+
+
+# Scripts written without spaces between words: a whitespace token there can be a whole sentence.
+_UNSPACED_SCRIPTS = {"CJK", "THAI", "LAO", "KHMER", "MYANMAR", "TIBETAN"}
+# One family per writing system: Japanese mixes kanji and kana in a word, Korean Hangul and Hanja.
+_SCRIPT_FAMILY = {"HIRAGANA": "CJK", "KATAKANA": "CJK", "HANGUL": "CJK", "IDEOGRAPHIC": "CJK", "HALFWIDTH": "CJK", "FULLWIDTH": "CJK"}
+
+
+@lru_cache(maxsize=1 << 14)
+def script_of(c: str) -> str | None:
+    """The writing system of a letter ('LATIN', 'CYRILLIC', 'ARABIC', 'CJK', ...), None for anything else."""
+    if not unicodedata.category(c).startswith("L"):
+        return None
+    if c in "µªº":  # Latin-1's letters that Unicode files under Greek or as ordinals
+        return "LATIN"
+    first = unicodedata.name(c, "UNKNOWN").split()[0]
+    return _SCRIPT_FAMILY.get(first, first)
+
+
+def dominant_script(text: str) -> str | None:
+    """The script most of the text's letters are written in (None without letters)."""
+    counts = Counter(s for c in text if (s := script_of(c)))
+    return counts.most_common(1)[0][0] if counts else None
+
+
+def is_other_script(text: str, clean: CleanParams) -> bool:
+    """The `other_script` rule: the caption is mostly written in another script than
+    `clean.expected_script` (the prompt's, e.g. LATIN); off when that is empty."""
+    if not clean.expected_script or not text:
+        return False
+    return dominant_script(text) not in (None, clean.expected_script.upper())
 
 
 _ASCII_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -140,13 +168,21 @@ _LOWER_TO_UPPER = re.compile(r"[a-zà-ÿ][A-ZÀ-Þ]")
 
 
 def looks_like_word(core: str, clean: CleanParams) -> bool:
-    """A token (punctuation already stripped) that could appear in a product caption."""
-    if len(core) > clean.garbled_max_word_length:
-        return False
+    """A token (punctuation already stripped) that could appear in a product caption, judged in its
+    own script: one script per word ('bаg' with a Cyrillic 'а' is not a word), the length bound only
+    where words are spaced, the vowel and case tests only for Latin."""
     if _NUMBER_LIKE.fullmatch(core) or _MODEL_LIKE.fullmatch(core):
-        return True
+        return len(core) <= clean.garbled_max_word_length
     if not _WORD_LIKE.fullmatch(core) or any(is_bad_char(c) for c in core):
         return False
+    scripts = {s for c in core if (s := script_of(c))}
+    if len(scripts) > 1:
+        return False
+    script = scripts.pop() if scripts else None
+    if len(core) > clean.garbled_max_word_length and script not in _UNSPACED_SCRIPTS:
+        return False
+    if script != "LATIN":
+        return True
     if len(_LOWER_TO_UPPER.findall(core)) > 1:  # 'McQueen' fine, 'hElLo' not
         return False
     letters = core.casefold()
@@ -171,11 +207,25 @@ def _token_verdict(token: str, clean: CleanParams) -> int | None:
     return 0 if looks_like_word(core, clean) else 1
 
 
+_INNER_PUNCTUATION = re.compile(r"[\u3000-\u303f\uff01-\uff0f\uff1a-\uff20\u0e2f\u0e46\u0e5a\u0e5b]+")  # CJK and Thai punctuation
+
+
+def _tokens(text: str) -> list[str]:
+    """Whitespace tokens; in scripts written without spaces, also cut at their own punctuation ('，', '。')."""
+    out = []
+    for token in text.split():
+        if any(script_of(c) in _UNSPACED_SCRIPTS for c in token):
+            out += [part for part in _INNER_PUNCTUATION.split(token) if part]
+        else:
+            out.append(token)
+    return out
+
+
 def nonword_fraction(text: str, clean: CleanParams) -> float:
     """Fraction of whitespace tokens that do not look like words. Punctuation and symbols
     around a word are ignored ('"bag,"', '€250', 'Brand™'); short punctuation tokens ('-',
     '&') are skipped; symbol runs ('#$%^') count as non-words."""
-    verdicts = [v for token in text.split() if (v := _token_verdict(token, clean)) is not None]
+    verdicts = [v for token in _tokens(text) if (v := _token_verdict(token, clean)) is not None]
     return sum(verdicts) / len(verdicts) if verdicts else 0.0
 
 

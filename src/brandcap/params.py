@@ -41,6 +41,9 @@ class Section(BaseModel):
 # Local product tables live here: the catalog stage depends on this folder under both Snakemake
 # and DVC, so a changed table reruns the study from the catalog on.
 EXTERNAL_DATA_DIR = Path("data/external")
+# Bounds on what a parameter file may hold: a 50 MB prompt once validated and made a dry run take minutes.
+MAX_PARAMS_FILE_BYTES = 1_000_000
+MAX_PROMPT_CHARS = 4_000  # caption.prompt, train.instruction, eval.general_instruction, eval.prompted_instruction
 LOCAL_TABLE_SUFFIXES = (".parquet", ".csv", ".csv.gz", ".jsonl")
 
 
@@ -160,7 +163,7 @@ class CaptionParams(Section):
     base_url: str = Field("", description="OpenAI-compatible endpoint; empty = start the built-in simulated VLM on 127.0.0.1.")
     model: str = Field("simulated-vlm", description="Model name sent to the endpoint.")
     api_key_env: str = Field("BRANDCAP_API_KEY", description="Name of the environment variable holding the API key (never the key itself).")
-    prompt: str = Field(DEFAULT_CAPTION_PROMPT, description="Prompt template with {brand}, {title}, {category}.")
+    prompt: str = Field(DEFAULT_CAPTION_PROMPT, max_length=MAX_PROMPT_CHARS, description="Prompt template with {brand}, {title}, {category}.")
     temperature: float = Field(0.1, ge=0, le=2, description="Sampling temperature (reference study: 0.1).")
     top_p: float = Field(0.2, gt=0, le=1, description="Nucleus sampling (reference study: 0.2).")
     max_tokens: int = Field(200, ge=1, description="Completion limit (reference study: 200).")
@@ -210,10 +213,11 @@ class CleanParams(Section):
     loop_min_compression_ratio: float = Field(0.35, ge=0, le=1, description="zlib compressed/raw size below this = a loop (only for captions of at least loop_compression_min_chars).")
     loop_compression_min_chars: int = Field(200, ge=1, description="Shorter captions skip the compression test (short texts compress poorly whatever they say).")
     loop_max_consecutive_repeats: int = Field(10, ge=2, description="A unit of 1..12 characters repeated back to back more than this many times = a loop ('lalala...', '!!!!...').")
-    garbled_max_bad_char_fraction: float = Field(0.02, ge=0, le=1, description="Replacement/control/odd-script characters above this fraction = garbled.")
+    garbled_max_bad_char_fraction: float = Field(0.02, ge=0, le=1, description="Replacement, control, unassigned and stray format characters above this fraction = garbled (letters of any script are text).")
     garbled_max_nonword_fraction: float = Field(0.3, ge=0, le=1, description="Tokens that do not look like words above this fraction = garbled.")
     garbled_max_mojibake: int = Field(0, ge=0, description="UTF-8 read as Latin-1/cp1252 sequences ('Ã©', 'â€™') tolerated; more = garbled.")
     garbled_max_word_length: int = Field(30, ge=1, description="Tokens longer than this many characters do not look like words.")
+    expected_script: str = Field("", description="The other_script rule: drop captions mostly written in another script than this one (Unicode's name, e.g. LATIN, CYRILLIC, ARABIC, CJK), as a captioner that switched language writes; empty = captions in any script are kept.")
     min_chars_after_trim: int = Field(40, ge=0, description="A cut-off caption trimmed to its last '.' must keep at least this many characters.")
     min_words: int = Field(8, ge=1, description="Captions shorter than this are dropped.")
     max_words: int = Field(250, ge=1, description="Captions longer than this are dropped.")
@@ -347,7 +351,7 @@ RESERVED_RESULT_KEYS = ("provenance", "base", "baselines", "selection")
 
 
 class TrainParams(Section):
-    instruction: str = Field("Describe this product photo.", description="User turn after the image, identical in training and evaluation.")
+    instruction: str = Field("Describe this product photo.", max_length=MAX_PROMPT_CHARS, description="User turn after the image, identical in training and evaluation.")
     epochs: int = Field(20, ge=1, description="Training epochs (the reference study's 20).")
     save_epochs: list[int] = Field(default_factory=lambda: [5, 10, 15, 20], description="Epochs at which a checkpoint is kept and evaluated (the reference study's 5, 10, 15, 20).")
     batch_size: int = Field(24, ge=1, description="Effective batch = per_device_batch_size x gradient accumulation x devices (reference study: 24).")
@@ -458,11 +462,12 @@ class EvalParams(Section):
     max_new_tokens: int = Field(48, ge=1, description="Generation limit for predictions.")
     batch_size: int = Field(32, ge=1, description="Prompts generated at once (left padding).")
     max_test_samples: int = Field(0, ge=0, description="Evaluate at most this many test samples (and as many validation and general samples); 0 = all.")
-    general_instruction: str = Field("What is in this image?", min_length=1, description="The question the brand-free general set (forgetting probe) is asked: a generic one, not train.instruction, so the probe measures general captioning rather than the fine-tuning style.")
+    general_instruction: str = Field("What is in this image?", min_length=1, max_length=MAX_PROMPT_CHARS, description="The question the brand-free general set (forgetting probe) is asked: a generic one, not train.instruction, so the probe measures general captioning rather than the fine-tuning style.")
     backend: Literal["hf", "endpoint"] = Field("hf", description="hf: generate in-process with transformers (base + checkpoint); endpoint: ask the server at eval.endpoint for the model it serves (an exported checkpoint, see the export stage), greedily, with the same prompt; the test loss is then null (not available over HTTP).")
     endpoint: EvalEndpointParams = EvalEndpointParams()
     prompted_instruction: str = Field(
         "Which brand is this product? Answer with one of: {brands}.",
+        max_length=MAX_PROMPT_CHARS,
         description="The prompt-only baseline's question (the base model asked with the candidate brands, before any fine-tuning); {brands} becomes the kept brands, comma-separated. Rendered through the same chat template as training.",
     )
 
@@ -536,7 +541,8 @@ def _format_errors(source: str, err: ValidationError) -> str:
         else:
             given = e.get("input")
             if not isinstance(given, (dict, list)):
-                msg = f"{msg} (got {given!r}){_type_hint(e['type'], given)}"
+                shown = repr(given) if len(repr(given)) <= 200 else f"{repr(given)[:120]}... ({len(repr(given)):,} characters)"
+                msg = f"{msg} (got {shown}){_type_hint(e['type'], given)}"
         lines.append(f"{source}: {key}: {msg}")
     return "\n".join(lines)
 
@@ -581,6 +587,9 @@ def read_params_mapping(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise ParamsError(f"{path}: parameter file not found; pass an existing file such as params.yaml or configs/smoke.yaml")
+    if (size := path.stat().st_size) > MAX_PARAMS_FILE_BYTES:
+        raise ParamsError(f"{path}: {size:,} bytes, above the {MAX_PARAMS_FILE_BYTES:,}-byte limit of a parameter file (the default "
+                          "params.yaml is about 16 kB); it is not read: keep large data in files under data/ and name them in params")
     try:
         raw = yaml.load(path.read_text(encoding="utf-8"), Loader=StrictKeysLoader)
     except DuplicateKeyError as err:

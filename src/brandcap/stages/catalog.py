@@ -11,7 +11,8 @@ Sources (`params.data.source`):
   `.csv.gz` or `.jsonl` table in the DBQ schema under data/external/ (which the stage depends on).
 
 Placeholders ('N.A.', 'N/A', 'nan', '-', blank: `MISSING_MARKERS`) count as missing in every
-text column. Rows without an image URL (or with one that is not http(s)/file) or without a brand,
+text column; control characters (NUL included) are removed from every text field and counted, tabs and
+line breaks become spaces. Rows without an image URL (or with one that is not http(s)/file) or without a brand,
 and rows that repeat an earlier product (the same product on another date: kept once, so a
 product never lands in both train and test) are dropped and counted; then `sample_size` rows are
 sampled with the seed. A `product_id` column (unique, filesystem-safe) is added: from
@@ -137,6 +138,22 @@ def blank_placeholders(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # C0/C1 controls, NUL included; not \t \n \r
+_LINE_BREAKS = re.compile(r"[\t\n\r]+")
+
+
+def remove_control_characters(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Every text field without control characters (a NUL once reached train.jsonl); tabs and line breaks
+    become spaces. Returns the table and how many fields changed."""
+    frame, changed = frame.copy(), 0
+    for col in frame.columns:
+        if pd.api.types.is_object_dtype(frame[col]) or pd.api.types.is_string_dtype(frame[col]):
+            text = frame[col].map(lambda v: _LINE_BREAKS.sub(" ", _CONTROL.sub("", v)) if isinstance(v, str) else v)
+            changed += int((text != frame[col]).where(frame[col].map(lambda v: isinstance(v, str)), False).sum())
+            frame[col] = text
+    return frame, changed
+
+
 def product_keys(frame: pd.DataFrame) -> pd.Series:
     """The product code, or for rows without one an id derived from their content (image URL and
     title), so products without a code stay apart and the same one on another date stays one."""
@@ -149,6 +166,7 @@ def filter_and_sample(frame: pd.DataFrame, sample_size: int, seed: int, source: 
     """Placeholders made missing; rows without an image URL or brand and repeated products dropped;
     a seeded sample; a product_id added."""
     n_read = len(frame)
+    frame, n_control = remove_control_characters(frame)
     frame = blank_placeholders(frame)
     for col in ("product_code", "title", "brand", "imageurl"):
         frame[col] = frame[col].fillna("").astype(str).str.strip()
@@ -173,8 +191,9 @@ def filter_and_sample(frame: pd.DataFrame, sample_size: int, seed: int, source: 
     sampled = sampled.reset_index(drop=True)
     sampled.insert(0, "product_id", product_ids(sampled.pop("product_key")))
     log.info(
-        "catalog: %d rows read from %s, dropped %s, sampled %d, %d brands; without product_code %d, without title %d",
-        n_read, source, ", ".join(f"{k}={v}" for k, v in dropped.items()), len(sampled), sampled["brand"].nunique(),
+        "catalog: %d rows read from %s, control characters removed from %d fields, dropped %s, sampled %d, %d brands; "
+        "without product_code %d, without title %d",
+        n_read, source, n_control, ", ".join(f"{k}={v}" for k, v in dropped.items()), len(sampled), sampled["brand"].nunique(),
         int((sampled["product_code"] == "").sum()), int((sampled["title"] == "").sum()),
     )
     return sampled

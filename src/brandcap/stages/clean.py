@@ -5,13 +5,15 @@
 or from Python: `run_clean(load_params("params.yaml"), "data/interim/captions.jsonl", "data/processed")`.
 
 Rules, in order (each removed caption is counted under the first rule it fails):
-no_caption (the caption stage got no text), repetition_loop, garbled, cut_off (a caption
+no_caption (the caption stage got no text), repetition_loop, garbled (in the text's own script:
+any script is text), other_script (off unless clean.expected_script is set), cut_off (a caption
 stopped at max_tokens loses its unfinished sentence; dropped if too little is left),
 no_brand (the brand is found with normalisation and rewritten to the catalog's spelling),
 length, duplicate (same normalised text, or the same product twice; the first is kept),
 duplicate_image (the same photo, by the sha256 of the stored image, under another product code:
 the first is kept, so one photo can never sit in both train and test), rare_brand (brands with
-fewer than clean.min_brand_samples captions). The survivors, `{product_id, image, sha256, brand,
+fewer than clean.min_brand_samples captions). A brand that loses every caption to the caption rules
+is listed in the report's `brands_lost` with the rule that took most of them. The survivors, `{product_id, image, sha256, brand,
 caption}`, are split train/validation/test per brand, by product, with the seed: each brand's
 products in a seeded order, the first `n_test_products` to test, the next `n_val_products` to
 validation (the best epoch and experiment are chosen there, never on test), the rest to train.
@@ -36,6 +38,7 @@ from brandcap.clean_rules import (
     duplicate_key,
     has_plausible_length,
     is_garbled,
+    is_other_script,
     is_repetition_loop,
     trim_cut_off,
     with_canonical_brand,
@@ -45,7 +48,7 @@ from brandcap.record_files import CaptionRecord, read_records
 
 log = logging.getLogger(__name__)
 
-RULES = ("no_caption", "repetition_loop", "garbled", "cut_off", "no_brand", "length", "duplicate", "duplicate_image", "rare_brand")
+RULES = ("no_caption", "repetition_loop", "garbled", "other_script", "cut_off", "no_brand", "length", "duplicate", "duplicate_image", "rare_brand")
 EXAMPLES_PER_RULE = 3
 
 
@@ -64,6 +67,9 @@ class CleanResult:
     n_brand_fixed: int = 0
     brands_kept: dict[str, int] = field(default_factory=dict)
     brands_dropped: dict[str, int] = field(default_factory=dict)
+    # brands that lost every caption to the caption rules: {brand: {"rule": the rule that took most, "captions": n}}
+    brands_lost: dict[str, dict[str, Any]] = field(default_factory=dict)
+    removed_by_brand: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
 
 
 def canonical_brand_names(records: list[dict[str, Any]]) -> dict[str, str]:
@@ -82,6 +88,7 @@ def canonical_brand_names(records: list[dict[str, Any]]) -> dict[str, str]:
 
 def _remove(result: CleanResult, rule: str, rec: dict[str, Any], text: str | None) -> None:
     result.removed[rule] += 1
+    result.removed_by_brand[rec["brand"] or ""][rule] += 1
     if len(result.examples[rule]) < EXAMPLES_PER_RULE:
         result.examples[rule].append({"product_id": rec["product_id"], "brand": rec["brand"], "text": text, "error": rec.get("error")})
 
@@ -117,6 +124,9 @@ def apply_caption_rules(records: list[dict[str, Any]], clean: CleanParams) -> Cl
         if is_garbled(text, clean):
             _remove(result, "garbled", rec, text)
             continue
+        if is_other_script(text, clean):
+            _remove(result, "other_script", rec, text)
+            continue
         text = " ".join(text.split())  # newlines and double spaces carry nothing for training
         trimmed = trim_cut_off(text, rec.get("finish_reason"), clean)
         if trimmed is None:
@@ -142,7 +152,22 @@ def apply_caption_rules(records: list[dict[str, Any]], clean: CleanParams) -> Cl
         seen_products.add(rec["product_id"])
         seen_images.add(rec["sha256"])
         result.kept.append({"product_id": rec["product_id"], "image": rec["image"], "sha256": rec["sha256"], "brand": brand, "caption": caption})
+    result.brands_lost = lost_brands(result, {canonical.get(r["brand"] or "", r["brand"] or "") for r in records})
     return result
+
+
+def lost_brands(result: CleanResult, brands: set[str]) -> dict[str, dict[str, Any]]:
+    """The brands none of whose captions passed the caption rules, with the rule that removed most of them."""
+    survivors = {r["brand"] for r in result.kept}
+    lost = {}
+    for brand in sorted(brands - survivors):
+        removed = Counter()
+        for spelling, counts in result.removed_by_brand.items():
+            if normalize(spelling) == normalize(brand):
+                removed.update(counts)
+        rule, _ = min(removed.items(), key=lambda kv: (-kv[1], RULES.index(kv[0]))) if removed else ("no_caption", 0)
+        lost[brand] = {"rule": rule, "captions": sum(removed.values())}
+    return lost
 
 
 def drop_rare_brands(result: CleanResult, min_samples: int) -> None:
@@ -238,6 +263,9 @@ def examples_markdown(result: CleanResult, report: dict[str, Any]) -> str:
         for ex in result.examples.get(rule, []):
             note = f" — error: {ex['error']}" if ex.get("error") else ""
             lines += [f"**{ex['product_id']}** ({ex['brand']}){note}", "", _quote(ex["text"]), ""]
+    if result.brands_lost:
+        lost = ", ".join(f"{b} ({x['rule']}, {x['captions']} captions)" for b, x in result.brands_lost.items())
+        lines += ["## brands that lost every caption to the caption rules", "", lost, ""]
     for title, pairs, count in (
         ("cut-off captions trimmed at the last period", result.trimmed, result.n_trimmed),
         ("brand rewritten to the catalog spelling", result.brand_fixed, result.n_brand_fixed),
@@ -280,6 +308,7 @@ def run_clean(params: Params, captions_path: str | Path, out_dir: str | Path) ->
         "after_rules": len(result.kept),
         "brands_kept": result.brands_kept,
         "brands_dropped": result.brands_dropped,
+        "brands_lost": result.brands_lost,
         "train": len(train),
         "val": len(val),
         "test": len(test),
@@ -291,7 +320,9 @@ def run_clean(params: Params, captions_path: str | Path, out_dir: str | Path) ->
     write_text(out_dir / "clean_examples.md", examples_markdown(result, report))
     removed = ", ".join(f"{r} {n}" for r, n in report["removed"].items() if n) or "none"
     log.info(
-        "clean: %d captions -> %d kept (train %d, val %d, test %d) in %d brands (%d dropped); removed: %s; trimmed %d, brand respelled %d",
+        "clean: %d captions -> %d kept (train %d, val %d, test %d) in %d brands (%d dropped: too few captions; %d lost every caption%s); "
+        "removed: %s; trimmed %d, brand respelled %d",
         report["input"], report["after_rules"], report["train"], report["val"], report["test"], len(result.brands_kept),
-        len(result.brands_dropped), removed, report["trimmed"], report["brand_case_fixed"],
+        len(result.brands_dropped), len(result.brands_lost),
+        "".join(f", {b} to {x['rule']}" for b, x in result.brands_lost.items()), removed, report["trimmed"], report["brand_case_fixed"],
     )
