@@ -10,7 +10,7 @@ import yaml
 
 from brandcap.params import ParamsError, experiment_settings
 from brandcap.profiles import resolve_params
-from brandcap.project_lock import Orchestrator, busy_reason, claim, release
+from brandcap.project_lock import Orchestrator, ProjectBusy, busy_reason, claim, hold_dvc_lock, release
 
 DVC_YAML = yaml.safe_load(Path("dvc.yaml").read_text())
 # Every artifact path, written once in dvc.yaml's `vars` block (DVC's ${paths.NAME}):
@@ -42,16 +42,30 @@ if busy := busy_reason(SNAKEMAKE_RUN):
     raise WorkflowError(busy)
 
 
+# While it runs, Snakemake also holds DVC's repository lock: `dvc repro` deletes a stage's outputs before
+# running it, so it must be refused before it starts (brandcap.project_lock.hold_dvc_lock).
+DVC_LOCK_HELD = []
+
+
 onstart:
     claim(None, SNAKEMAKE_RUN)
+    try:
+        DVC_LOCK_HELD.append(hold_dvc_lock())
+    except ProjectBusy as err:
+        release(SNAKEMAKE_RUN, stage=False)
+        raise WorkflowError(str(err)) from None
 
 
 onsuccess:
     release(SNAKEMAKE_RUN, stage=False)
+    while DVC_LOCK_HELD:
+        DVC_LOCK_HELD.pop().close()
 
 
 onerror:
     release(SNAKEMAKE_RUN, stage=False)
+    while DVC_LOCK_HELD:
+        DVC_LOCK_HELD.pop().close()
 
 
 PARAMS_ARGS = " ".join(["--params params.yaml", *(f"--overlay {path}" for path in OVERLAYS)])

@@ -6,6 +6,13 @@ DVC's rwlock), but not against the other one: `dvc repro` during a Snakemake run
 under the orchestrator that started it (found among its parent processes), and the Snakemake
 workflow registers itself when it starts. A stage or workflow of another orchestrator, while the
 owner is alive, is refused at once with the running stage and its pid.
+
+That refusal comes too late for `dvc repro`: DVC deletes a stage's declared outputs before it runs
+the stage's command, so a DVC stage refused during a Snakemake run had already removed files the
+Snakemake run was reading. So a Snakemake run also holds DVC's own repository lock
+(`.dvc/tmp/lock`, the lock every `dvc repro` takes before it touches anything) from start to end
+(`hold_dvc_lock`): DVC then refuses at once ("Unable to acquire lock") and deletes nothing; and a
+Snakemake run that cannot take it (a DVC command is running) refuses to start.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LOCK_FILE = Path(".resume/project.lock")
+DVC_REPO_LOCK = Path(".dvc/tmp/lock")  # DVC's own (dvc/lock.py: zc.lockfile, an flock on this file)
 ORCHESTRATORS = ("snakemake", "dvc")
 
 
@@ -155,3 +163,17 @@ def stage_lock(stage: str, lock_file: Path = LOCK_FILE) -> Iterator[Orchestrator
         yield me
     finally:
         release(me, lock_file=lock_file)
+
+
+def hold_dvc_lock(lock_file: Path = DVC_REPO_LOCK):
+    """Take DVC's repository lock and hold it until the returned lock is closed (or the process ends);
+    ProjectBusy when a DVC command holds it now."""
+    import zc.lockfile  # DVC's own dependency, as DVC takes the lock
+
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return zc.lockfile.LockFile(str(lock_file), content_template="{pid} snakemake")
+    except zc.lockfile.LockError:
+        raise ProjectBusy(f"a DVC command is running in this project (it holds {lock_file}); wait for it to finish or stop it, "
+                          "then run again") from None
+
