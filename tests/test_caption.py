@@ -75,7 +75,9 @@ def test_every_failure_mode_is_recorded_and_retried(workdir):
     assert {r["temperature"] for r in server.requests} >= {0.1, 0.5}  # ... at the ladder's temperatures
     assert any(r["finish_reason"] == "length" for r in good)
     assert all(r["prompt_tokens"] > 0 and r["completion_tokens"] > 0 for r in good)
-    assert all(r["latency_s"] > 0 for r in read_jsonl(f"{RESUME}/cache.jsonl"))  # kept in the resume cache only
+    cache = read_jsonl(f"{RESUME}/cache.jsonl")  # latencies are kept in the resume cache only
+    # an item that never reached the endpoint (the missing image) may take no measurable time on a fast machine
+    assert all(r["latency_s"] >= 0 for r in cache) and all(r["latency_s"] > 0 for r in cache if r["attempts"] > 0)
     # The rerun asks only for the failed item that reaches the server, and keeps the rest.
     assert set(rerun_asked) == {by_id["broken"]["sha256"]}
     assert [r["text"] for r in again] == [r["text"] for r in records]

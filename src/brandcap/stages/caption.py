@@ -465,7 +465,7 @@ class Asker(Requester):
             image_bytes = Path(item.image).read_bytes()  # local and small: cheaper than a thread hop
         except OSError as err:
             result["error"] = f"image_unreadable: {item.image}: {err.strerror or err}"
-            result["latency_s"] = round(time.monotonic() - started, 4)
+            result["latency_s"] = round(time.monotonic() - started, 6)
             return result
         mime = mimetypes.guess_type(item.image)[0] or "image/png"
         image_url = data_url(image_bytes, mime)
@@ -481,7 +481,7 @@ class Asker(Requester):
             result.update(text=reply.text, finish_reason=reply.finish_reason, error=None)
             if not (is_repetition_loop(reply.text, self.clean) or is_garbled(reply.text, self.clean)):
                 break
-        result["latency_s"] = round(time.monotonic() - started, 4)
+        result["latency_s"] = round(time.monotonic() - started, 6)
         return result
 
 
