@@ -34,9 +34,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from brandcap.evaluation.baselines import image_baseline_predictions, majority_brand_predictions
 from brandcap.params import Params
-from brandcap.sim.shop import CATEGORIES, COLOUR_NAMES, brand_names, brand_signatures, draw_product, generate_shop
-from brandcap.stages.baselines import image_baseline_predictions, majority_brand_predictions
+from brandcap.sim.drawing import CATEGORIES, COLOUR_NAMES, draw_product
+from brandcap.sim.shop import brand_names, brand_signatures, generate_shop
 from brandcap.stages.clean import split_by_brand
 
 

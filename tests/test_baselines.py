@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from brandcap.stages.baselines import (
+from brandcap.evaluation.baselines import (
     colour_histogram_features,
     image_baseline_predictions,
     majority_brand_predictions,
@@ -73,9 +73,10 @@ def test_the_stage_scores_every_baseline_on_the_evaluated_test_items(tmp_path):
     import json
 
     from brandcap.atomic import read_jsonl, write_jsonl
+    from brandcap.evaluation.baselines import BASELINES
     from brandcap.evaluation.metrics import evaluation_sample
     from brandcap.params import validate_params
-    from brandcap.stages.baselines import BASELINES, run_baselines
+    from brandcap.stages.baselines import run_baselines
 
     red, blue = (200, 30, 40), (40, 90, 215)
 

@@ -20,8 +20,9 @@ import pytest
 from aiohttp import web
 
 from brandcap.atomic import read_jsonl
+from brandcap.endpoint_client import EndpointDown, EndpointError, make_client
 from brandcap.sim.simulated_vlm import SimulatedVLMServer
-from brandcap.stages.caption import Asker, CaptionError, EndpointDown, EndpointError, load_items, make_client, run_caption
+from brandcap.stages.caption import Asker, CaptionError, load_items, run_caption
 from tests.conftest import CAPTIONS, RESUME, make_manifest, params_for
 
 MODEL = "test-vlm"

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from brandcap.params import ParamsError, validate_params
-from brandcap.records import DBQ_COLUMNS
-from brandcap.stages.catalog import CatalogError, product_ids, run_catalog
+from brandcap.records import DBQ_COLUMNS, product_ids
+from brandcap.stages.catalog import CatalogError, run_catalog
 from tests.conftest import ONE_UNMIXED_EXPERIMENT
 
 SAFE = re.compile(r"^[A-Za-z0-9._-]+$")

@@ -204,32 +204,31 @@ def test_seeds_are_a_matrix_axis_of_train_and_evaluate_in_both(project_copy, run
 # progress, locks, process launching, atomic writes and resume bookkeeping, and the params schema
 # (the values it validates are tracked as params). Editing them reruns nothing; editing any other
 # module a stage imports reruns that stage.
-ORCHESTRATION_MODULES = {
-    f"src/brandcap/{name}.py"
-    for name in ("stage", "params", "params_file", "profiles", "progress", "project_lock", "launch", "gpus", "atomic",
-                 "append_only", "resume_state")
-}
-
-
-def script_code(script: str) -> set[str]:
-    """The package files a stage script runs: the modules it imports and everything they import
-    (`brandcap.resume_state.imported_modules`, the walk that fingerprints resume states), empty __init__ files aside."""
-    from brandcap.resume_state import imported_modules, module_file
-
-    top = re.findall(r"^from (brandcap[\w.]*) import|^import (brandcap[\w.]*)", (ROOT / script).read_text(), re.M)
-    files = {module_file(name) for imported in top for name in imported_modules("".join(imported))}
-    return {f.relative_to(ROOT).as_posix() for f in files if f is not None and (f.name != "__init__.py" or f.read_text().strip())}
-
-
 def test_each_stage_depends_on_every_module_its_script_imports():
     """dvc.yaml's code deps of a stage (which Snakemake reads too) are exactly the modules its script
-    imports, orchestration aside: so a change to any code that shapes a stage's output reruns it."""
+    imports, orchestration aside (`brandcap code-deps` writes them): so a change to any code that shapes a
+    stage's output reruns it."""
+    from brandcap.stage_code import script_code
+
     spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     for name, stage in spec.items():
         deps = [d for d in stage.get("do", stage)["deps"] if isinstance(d, str)]
         script = next(d for d in deps if d.startswith("workflow/scripts/"))
         listed = {d for d in deps if d.startswith("src/")}
-        wanted = script_code(script) - ORCHESTRATION_MODULES
+        wanted = set(script_code(Path(script), ROOT))
         assert listed == wanted, (
             f"dvc.yaml stage {name}: list {sorted(wanted - listed)} in its deps, drop {sorted(listed - wanted)} "
-            f"(the modules {script} imports; orchestration modules are left out)")
+            f"(the modules {script} imports; orchestration modules are left out); `brandcap code-deps` rewrites them")
+
+
+def test_the_committed_code_deps_are_what_brandcap_code_deps_writes(tmp_path):
+    from brandcap.cli import code_deps
+
+    copy = tmp_path / "dvc.yaml"
+    copy.write_text((ROOT / "dvc.yaml").read_text())
+    assert code_deps(check=True, dvc_yaml=ROOT / "dvc.yaml") == 0
+    lines = copy.read_text().splitlines(keepends=True)
+    dropped = next(i for i, line in enumerate(lines) if line.startswith("      - src/brandcap/"))
+    copy.write_text("".join(lines[:dropped] + lines[dropped + 1:]))  # one dep lost by hand
+    assert code_deps(check=True, dvc_yaml=copy) == 1
+    assert code_deps(check=False, dvc_yaml=copy) == 0 and copy.read_text() == (ROOT / "dvc.yaml").read_text()

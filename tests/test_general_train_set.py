@@ -13,9 +13,10 @@ from PIL import Image
 
 from brandcap.atomic import read_jsonl
 from brandcap.brands import brands_mentioned
+from brandcap.general_sets import GeneralSetError
 from brandcap.params import ParamsError, validate_params
 from brandcap.sim.shop import brand_names
-from brandcap.stages.general_set import GeneralSetError, run_general_set
+from brandcap.stages.general_set import run_general_set
 from brandcap.stages.general_train_set import GENERAL_TRAIN_FILE, image_sha256, run_general_train_set
 from tests.conftest import ONE_UNMIXED_EXPERIMENT
 

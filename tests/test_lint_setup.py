@@ -29,7 +29,7 @@ def test_linters_are_test_extras():
     assert {e.split("==")[0] for e in extras} >= {"ruff", "snakefmt"}
 
 
-# The one kind of `snakemake --lint` finding kept on purpose (README, "Tests and benchmarks"): shell
+# The one kind of `snakemake --lint` finding kept on purpose (docs/development.md, "Tests and benchmarks"): shell
 # lines that use the overlay arguments and the artifact roots of rules/common.smk.
 KEPT_LINT = re.compile(r"Shell command directly uses variable (PARAMS_ARGS|PATHS) from outside of the rule:")
 

@@ -5,11 +5,14 @@
     brandcap profile OVERLAY...     write params.yaml = the defaults with the profile(s) laid over them
                                     (for DVC: `brandcap profile configs/smoke.yaml && dvc repro`)
     brandcap serve-vlm --port 8000  run the simulated OpenAI-compatible VLM endpoint
+    brandcap code-deps [--check]    rewrite dvc.yaml's code deps of every stage from the imports
+                                    (--check: exit 1 naming the stages whose list is not current)
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from brandcap.params import Params, ParamsError, load_params
 from brandcap.params_file import render_params
@@ -42,12 +45,29 @@ def main(argv: list[str] | None = None) -> int:
     except ParamsError as err:
         print(err, file=sys.stderr)
         return 2
+    if command == "code-deps":
+        return code_deps(check="--check" in rest)
     if command == "serve-vlm":
         from brandcap.sim.simulated_vlm import serve_vlm_main
 
         return serve_vlm_main(rest) or 0
     print(f"unknown command {command!r}\n{__doc__}", file=sys.stderr)
     return 2
+
+
+def code_deps(check: bool, dvc_yaml: Path = Path("dvc.yaml")) -> int:
+    from brandcap.stage_code import current_dvc_yaml, stale_stages
+
+    stale = stale_stages(dvc_yaml)
+    if check:
+        if stale:
+            print(f"{dvc_yaml}: the code deps of {', '.join(stale)} are not current; run `brandcap code-deps`", file=sys.stderr)
+            return 1
+        print(f"{dvc_yaml}: every stage's code deps are current")
+        return 0
+    dvc_yaml.write_text(current_dvc_yaml(dvc_yaml), encoding="utf-8")
+    print(f"{dvc_yaml}: code deps rewritten ({', '.join(stale) or 'no stage'} changed)")
+    return 0
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 # The columns of the DBQ product-price tables (e.g. DBQ/My.Theresa.Product.prices.France), in order.
@@ -68,3 +68,30 @@ def image_file_stem(product_id: str) -> str:
     slug = _NOT_SLUG.sub("_", ascii_text).strip("._-")[:SLUG_CHARS].rstrip("._-") or "product"
     digest = hashlib.sha256(product_id.encode("utf-8", "surrogatepass")).hexdigest()[:12]
     return f"{slug}-{digest}"
+
+
+_URL_PREFIXES = ("http://", "https://", "file:")
+_UNSAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def is_image_url(url: object) -> bool:
+    """True for http(s):// and file: URLs; placeholders ('N.A.', '', None) are not."""
+    if not isinstance(url, str):
+        return False
+    url = url.strip()
+    return url.lower().startswith(_URL_PREFIXES) and len(url) > len("file:")
+
+
+def product_ids(codes: Iterable[object]) -> list[str]:
+    """Filesystem-safe, unique ids derived from product codes, stable for a given table order."""
+    out, taken = [], set()
+    for code in codes:
+        base = _UNSAFE_ID.sub("_", str(code).strip()).strip("._-")[:80] or "product"
+        pid, k = base, 1
+        while pid.casefold() in taken:  # also unique on case-insensitive file systems
+            k += 1
+            pid = f"{base}-{k}"
+        taken.add(pid.casefold())
+        out.append(pid)
+    return out
+

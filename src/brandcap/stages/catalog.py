@@ -31,8 +31,7 @@ import pandas as pd
 from brandcap.atomic import atomic_path, write_parquet
 from brandcap.params import EXTERNAL_DATA_DIR, DataParams, Params, local_table_path
 from brandcap.record_files import check_columns
-from brandcap.records import DBQ_COLUMNS
-from brandcap.sim.shop import generate_shop
+from brandcap.records import DBQ_COLUMNS, is_image_url, product_ids
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +39,6 @@ REQUIRED_COLUMNS = ["brand", "product_code", "title", "imageurl"]
 TEXT_COLUMNS = REQUIRED_COLUMNS + ["category1_code", "category2_code", "category3_code"]
 # Values that mean "missing", compared stripped and case-folded.
 MISSING_MARKERS = frozenset({"", "n.a.", "n.a", "na", "n/a", "nan", "none", "null", "-", "--"})
-_URL_PREFIXES = ("http://", "https://", "file:")
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class CatalogError(ValueError):
@@ -54,28 +51,6 @@ def is_missing(value: object) -> bool:
     if isinstance(value, str):
         return value.strip().casefold() in MISSING_MARKERS
     return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
-
-
-def is_image_url(url: object) -> bool:
-    """True for http(s):// and file: URLs; placeholders ('N.A.', '', None) are not."""
-    if not isinstance(url, str):
-        return False
-    url = url.strip()
-    return url.lower().startswith(_URL_PREFIXES) and len(url) > len("file:")
-
-
-def product_ids(codes: pd.Series) -> list[str]:
-    """Filesystem-safe, unique ids derived from product codes, stable for a given table order."""
-    out, taken = [], set()
-    for code in codes:
-        base = _UNSAFE.sub("_", str(code).strip()).strip("._-")[:80] or "product"
-        pid, k = base, 1
-        while pid.casefold() in taken:  # also unique on case-insensitive file systems
-            k += 1
-            pid = f"{base}-{k}"
-        taken.add(pid.casefold())
-        out.append(pid)
-    return out
 
 
 def read_local_table(path: Path) -> pd.DataFrame:
@@ -216,6 +191,8 @@ def run_catalog(params: Params, catalog_path: Path, shop_dir: Path) -> None:
     shop_dir = Path(shop_dir)
     shop_dir.mkdir(parents=True, exist_ok=True)
     if data.source == "synthetic":
+        from brandcap.sim.shop import generate_shop  # the simulated world, only where the profile selects it
+
         frame = generate_shop(data.synthetic, data.sample_size, params.seed, shop_dir)
         source = "the synthetic shop"
         if data.synthetic.real_shapes:

@@ -58,9 +58,8 @@ from brandcap.images import png_bytes, shrunk, upright_rgb
 from brandcap.params import EXTERNAL_DATA_DIR, DownloadParams, Params
 from brandcap.progress import Progress, progress
 from brandcap.record_files import check_columns
-from brandcap.records import artifact_path, category_text, image_file_stem
+from brandcap.records import artifact_path, category_text, image_file_stem, is_image_url
 from brandcap.resume_state import prepare_resume_dir, stage_fingerprint
-from brandcap.stages.catalog import is_image_url
 
 log = logging.getLogger(__name__)
 

@@ -43,7 +43,7 @@ the answer and its end token only, answer cut at `train.max_length`).
 Backends (`eval.backend`): `hf` (default) generates in this process with the base model and the
 checkpoint; `endpoint` asks the OpenAI-compatible server at `eval.endpoint` for the model it serves
 (an exported checkpoint: the export stage), with the same prompt and greedy decoding
-(`brandcap.stages.evaluate_endpoint`), and refuses `checkpoints_dir` (the server decides the model).
+(`brandcap.evaluation.endpoint_backend`), and refuses `checkpoints_dir` (the server decides the model).
 Both write the same files with the same keys; over HTTP there is no reference loss, so
 `reference_loss`, `test_loss` and `val_loss` are null. Items the server does not answer stop the
 stage with their reasons (EndpointAnswersMissing) after the answered ones are kept for the rerun.
@@ -147,7 +147,7 @@ class LocalModel:
 
 
 class _ServedModel:
-    """eval.backend endpoint: brandcap.stages.evaluate_endpoint's answers, without a loss (not available over HTTP)."""
+    """eval.backend endpoint: brandcap.evaluation.endpoint_backend's answers, without a loss (not available over HTTP)."""
 
     def __init__(self, endpoint):
         self.endpoint = endpoint
@@ -162,7 +162,7 @@ def open_backend(params: Params, base_dir: Path, processor) -> Iterator[LocalMod
     if params.eval.backend == "hf":
         yield LocalModel(lambda: load_model(base_dir, None, default_device())[0], processor, params.eval.max_new_tokens, params.train.max_length)
         return
-    from brandcap.stages.evaluate_endpoint import EndpointModel  # the HTTP client only where it is used
+    from brandcap.evaluation.endpoint_backend import EndpointModel  # the HTTP client only where it is used
 
     with EndpointModel(params.eval.endpoint, params.eval.max_new_tokens) as endpoint:
         yield _ServedModel(endpoint)

@@ -8,7 +8,7 @@
 or from Python: `run_export(params, base_dir, processed_dir, out_dir, checkpoints_dir=..., eval_dir=...)`.
 
 Which checkpoint (without `--checkpoint`): the validation-selected best, chosen by the tables stage's
-own functions (`brandcap.stages.tables`: `load_evaluations`, `best_epoch`, `overall_best`), so the
+own functions (`brandcap.evaluation.selection`: `load_evaluations`, `best_epoch`, `overall_best`), so the
 export is the checkpoint `tables.md` names: the experiment and epoch with the highest validation
 brand accuracy (mean over training seeds), and of its seeds the one with the highest validation
 brand accuracy at that epoch (equal ones: the first in train.seeds). A tie between experiments,
@@ -41,11 +41,11 @@ import torch
 import yaml
 
 from brandcap.atomic import staged_directory, write_json, write_text
+from brandcap.evaluation.selection import BASE, best_epoch, load_evaluations, overall_best, run_dir
 from brandcap.model.chat import image_tiling_kwargs
 from brandcap.model.checkpoints import load_for_inference, read_checkpoint_meta
 from brandcap.params import Params
 from brandcap.provenance import provenance
-from brandcap.stages.tables import BASE, best_epoch, load_evaluations, overall_best, run_dir
 
 log = logging.getLogger(__name__)
 

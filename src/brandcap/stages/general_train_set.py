@@ -24,10 +24,9 @@ import logging
 from pathlib import Path
 
 from brandcap.atomic import read_jsonl, staged_directory, write_jsonl
+from brandcap.general_sets import GeneralSetError, jsonl_records, synthetic_records
 from brandcap.params import Params, mixing_experiments
 from brandcap.records import artifact_path
-from brandcap.sim.shop import STREAM_GENERAL_TRAIN
-from brandcap.stages.general_set import GeneralSetError, jsonl_records, synthetic_records
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +55,8 @@ def _records(params: Params, images_dir: Path) -> list[dict]:
     if not mixing_experiments(params):
         return []
     if params.data.source == "synthetic":
+        from brandcap.sim.shop import STREAM_GENERAL_TRAIN  # the simulated world, only where the profile selects it
+
         n = params.data.synthetic.n_general_train
         return synthetic_records(params, images_dir, n, STREAM_GENERAL_TRAIN, ID_PREFIX)
     if params.data.general_train_set:

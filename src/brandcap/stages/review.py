@@ -14,7 +14,7 @@ each with its brand outcome (correct / hedged / wrong / none, as
 `brandcap.evaluation.metrics.brand_outcome` decides it) and the brands it names highlighted
 (`brandcap.brands.find_brands`; a brand the metrics read as negated, "not Gucci", is struck
 through). The best checkpoint of an experiment is its best epoch as the tables stage chooses it
-(`brandcap.stages.tables.best_epoch`: the highest validation brand accuracy, mean over seeds); an
+(`brandcap.evaluation.selection.best_epoch`: the highest validation brand accuracy, mean over seeds); an
 experiment with no learning shows its top validation epoch, marked so. A switch picks the
 experiment (and training seed, with several); it starts on the overall best.
 
@@ -46,10 +46,10 @@ from PIL import Image
 from brandcap.atomic import atomic_path, read_jsonl, write_text
 from brandcap.brands import find_brands
 from brandcap.evaluation.metrics import CORRECT, HEDGED, NONE, OUTCOMES, WRONG, brand_outcome, candidate_brands, named_brands
+from brandcap.evaluation.selection import BASE, best_epoch, epoch_key, load_evaluations, overall_best, run_dir, seed_key, top_validation_epoch
 from brandcap.images import open_rgb
 from brandcap.params import Params
 from brandcap.records import image_file_stem
-from brandcap.stages.tables import BASE, best_epoch, epoch_key, load_evaluations, overall_best, run_dir, seed_key, top_validation_epoch
 
 log = logging.getLogger(__name__)
 
