@@ -95,6 +95,26 @@ rule baselines:
         "python {input.script} {PARAMS_ARGS} --train {input.processed}/train.jsonl --test {input.processed}/test.jsonl --out {output.out} --log {log}"
 
 
+rule linear_probe:
+    input:
+        script=script("linear_probe"),
+        code=stage_code("linear_probe"),
+        base=rules.base_model.output.out,
+        processed=rules.clean.output.out,
+        images=rules.download.output.images,
+    output:
+        out=directory(PATHS.linear_probe),
+    log:
+        f"{PATHS.logs}/linear_probe.log",
+    conda:
+        "../envs/brandcap.yaml"
+    params:
+        seed=config["seed"],
+        eval__max_test_samples=config["eval"]["max_test_samples"],
+    shell:
+        "python {input.script} {PARAMS_ARGS} --base {input.base} --train {input.processed}/train.jsonl --test {input.processed}/test.jsonl --out {output.out} --log {log}"
+
+
 rule export:
     input:
         script=script("export"),
@@ -146,6 +166,7 @@ rule tables:
         checkpoints=expand(str(rules.train.output.checkpoints), exp=EXPERIMENTS, seed=SEEDS),
         evaluations=[rules.evaluate_base.output.out, rules.evaluate_prompted.output.out] + expand(str(rules.evaluate.output.out), exp=EXPERIMENTS, seed=SEEDS),
         baselines=rules.baselines.output.out,
+        linear_probe=rules.linear_probe.output.out,
         review=rules.review.output.out,
         # not read by the tables: built with them, so the default run ends with a servable best model
         export=rules.export.output.out,
@@ -161,4 +182,4 @@ rule tables:
         train=config["train"],
         eval__general_instruction=config["eval"]["general_instruction"],
     shell:
-        "python {input.script} {PARAMS_ARGS} --catalog {input.catalog} --manifest {input.manifest} --captions {input.captions} --clean-report {input.processed}/clean_report.json --train-dir {PATHS.train_logs} --checkpoints {PATHS.checkpoints} --eval-dir {PATHS.eval} --baselines {input.baselines} --review {input.review} --tables {output.tables} --metrics {output.metrics} --plots {output.plots} --log {log}"
+        "python {input.script} {PARAMS_ARGS} --catalog {input.catalog} --manifest {input.manifest} --captions {input.captions} --clean-report {input.processed}/clean_report.json --train-dir {PATHS.train_logs} --checkpoints {PATHS.checkpoints} --eval-dir {PATHS.eval} --baselines {input.baselines} --linear-probe {input.linear_probe} --review {input.review} --tables {output.tables} --metrics {output.metrics} --plots {output.plots} --log {log}"

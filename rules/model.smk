@@ -6,6 +6,7 @@ rule base_model:
         script=script("base_model"),
         code=stage_code("base_model"),
         catalog=rules.catalog.output.catalog,
+        standin=PATHS.standin,
     output:
         out=directory(PATHS.base_model),
     log:

@@ -19,7 +19,7 @@ from brandcap.brands import brands_mentioned
 from brandcap.model.chat import prompt_text
 from brandcap.params import ParamsError, SyntheticShop, validate_params
 from brandcap.profiles import resolve_params
-from brandcap.sim import shop
+from brandcap.sim import drawing, shop
 from brandcap.sim.pretrain import mean_text_loss, read_products, text_samples, tokenizer_corpus
 from brandcap.sim.tiny_model import build_tiny_model
 from brandcap.stages.base_model import BASE_INFO, CONVERTER_MODULE, BaseModelError, run_base_model
@@ -32,7 +32,7 @@ QUICK_TINY = {"pretrain_samples": 24, "pretrain_text_samples": 24, "pretrain_epo
 
 
 def tiny_params(tiny: dict, seed: int = 4, **model):
-    return validate_params({"seed": seed, "model": {"tiny": tiny, **model}})
+    return validate_params({"seed": seed, "model": {"base": "tiny", "tiny": tiny, **model}})
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +118,7 @@ def test_base_describes_images_without_naming_brands(tiny_base, catalog):
         except OSError:
             continue  # the shop injects a couple of broken files on purpose
     predictions = generate(model, processor, pictures, params.train.instruction)
-    vocabulary = set(shop.COLOUR_NAMES) | {w for c in shop.CATEGORIES for w in c.noun.split()}
+    vocabulary = set(drawing.COLOUR_NAMES) | {w for c in drawing.CATEGORIES for w in c.noun.split()}
     for text in predictions:
         assert brands_mentioned(text, brands) == [], text
         assert vocabulary & set(text.lower().replace(",", " ").replace(".", " ").split()), text

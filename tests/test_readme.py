@@ -25,7 +25,7 @@ def test_the_table_lists_every_profile(profile_commands):
     assert set(profile_commands) == {"params.yaml"} | {f"configs/{p.name}" for p in (ROOT / "configs").glob("*.yaml")}
 
 
-@pytest.mark.parametrize("profile", ["params.yaml", "configs/smoke.yaml", "configs/seed004.yaml"])
+@pytest.mark.parametrize("profile", ["params.yaml", "configs/smoke.yaml", "configs/seed004.yaml", "configs/seeds.yaml"])
 def test_snakemake_command_plans_the_profiles_jobs(profile, profile_commands, project_copy, run):
     out = run(project_copy, profile_commands[profile]["snakemake"] + " --dry-run --forceall").stdout
     stats = dict(re.findall(r"^(\w+)\s+(\d+)$", out.split("Job stats:")[1].split("Reasons")[0], re.M))
@@ -33,7 +33,7 @@ def test_snakemake_command_plans_the_profiles_jobs(profile, profile_commands, pr
     assert planned == expected_jobs(profile)
 
 
-@pytest.mark.parametrize("profile", ["params.yaml", "configs/smoke.yaml", "configs/seed004.yaml"])
+@pytest.mark.parametrize("profile", ["params.yaml", "configs/smoke.yaml", "configs/seed004.yaml", "configs/seeds.yaml"])
 def test_dvc_command_plans_the_profiles_jobs(profile, profile_commands, project_copy, run):
     command = profile_commands[profile]["dvc"]
     assert command.endswith("dvc repro")

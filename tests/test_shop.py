@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 
 from brandcap.params import SyntheticShop
 from brandcap.records import DBQ_COLUMNS
-from brandcap.sim import shop
+from brandcap.sim import drawing, shop
 from brandcap.sim.colours import dominant_colour_name
 
 
@@ -127,8 +127,8 @@ def is_marked(img: Image.Image, noun: str) -> bool:
     return len(img.getcolors(maxcolors=10_000)) > (4 if noun == "watch" else 3)
 
 
-def categories(frame) -> list[shop.Category]:
-    by_code = {c.category3: c for c in shop.CATEGORIES}
+def categories(frame) -> list[drawing.Category]:
+    by_code = {c.category3: c for c in drawing.CATEGORIES}
     return [by_code[code] for code in frame.category3_code]
 
 
@@ -154,22 +154,22 @@ def test_brand_free_products_carry_no_brand_marks():
 def emblem_mask(emblem: str) -> np.ndarray:
     """The emblem as drawn on a 64 px product (14 px), seen at the tiny model's 84 px."""
     img = Image.new("L", (64, 64), 0)
-    shop._draw_emblem(ImageDraw.Draw(img), emblem, (25, 25, 39, 39), 255)
+    drawing._draw_emblem(ImageDraw.Draw(img), emblem, (25, 25, 39, 39), 255)
     return np.asarray(img.resize((84, 84), Image.Resampling.BICUBIC)) > 127
 
 
 def test_emblems_stay_distinguishable_at_the_model_resolution():
-    masks = {e: emblem_mask(e) for e in shop.EMBLEMS}
-    for i, a in enumerate(shop.EMBLEMS):
-        for b in shop.EMBLEMS[i + 1:]:
+    masks = {e: emblem_mask(e) for e in drawing.EMBLEMS}
+    for i, a in enumerate(drawing.EMBLEMS):
+        for b in drawing.EMBLEMS[i + 1:]:
             differing = (masks[a] ^ masks[b]).sum() / (masks[a] | masks[b]).sum()
             assert differing > 0.2, (a, b, differing)  # circle vs square, the closest pair: 0.23
 
 
 def test_same_colours_different_brands_differ_only_by_marks():
     a, b = shop.brand_signatures(2, seed=4)
-    draw = [shop.draw_product(np.random.default_rng(1), 64, shop.CATEGORIES[0], "red", "navy", sig, 0.0) for sig in (a, b)]
-    plain = shop.draw_product(np.random.default_rng(1), 64, shop.CATEGORIES[0], "red", "navy", None, 0.0)
+    draw = [drawing.draw_product(np.random.default_rng(1), 64, drawing.CATEGORIES[0], "red", "navy", sig, 0.0) for sig in (a, b)]
+    plain = drawing.draw_product(np.random.default_rng(1), 64, drawing.CATEGORIES[0], "red", "navy", None, 0.0)
     assert draw[0].tobytes() != draw[1].tobytes()
     assert dominant_colour_name(draw[0]) == dominant_colour_name(draw[1]) == dominant_colour_name(plain) == "red"
 
@@ -178,9 +178,9 @@ def test_dominant_colour_is_read_from_pixels():
     rng = np.random.default_rng(0)
     signatures = shop.brand_signatures(36, seed=4)  # every emblem, pattern and hardware on the body
     hits = 0
-    for i, name in enumerate(shop.COLOUR_NAMES * 3):
-        other = shop.COLOUR_NAMES[(i + 3) % len(shop.COLOUR_NAMES)]
-        img = shop.draw_product(rng, 64, shop.CATEGORIES[i % len(shop.CATEGORIES)], name, other, signatures[i], 0.08, distractor=True)
+    for i, name in enumerate(drawing.COLOUR_NAMES * 3):
+        other = drawing.COLOUR_NAMES[(i + 3) % len(drawing.COLOUR_NAMES)]
+        img = drawing.draw_product(rng, 64, drawing.CATEGORIES[i % len(drawing.CATEGORIES)], name, other, signatures[i], 0.08, distractor=True)
         hits += dominant_colour_name(img) == name
     assert hits >= 0.9 * 36
 

@@ -13,19 +13,10 @@ from PIL import Image
 
 from brandcap.atomic import write_json, write_jsonl, write_text
 from brandcap.evaluation.metrics import paired_difference
+from brandcap.evaluation.selection import best_epoch, combine_seeds, overall_best, verdict
 from brandcap.params import validate_params
 from brandcap.provenance import data_sha256, params_sha256
-from brandcap.stages.tables import (
-    _selection_header,
-    best_epoch,
-    combine_seeds,
-    experiment_strategy,
-    overall_best,
-    run_tables,
-    scalar_metrics,
-    verdict,
-    versus_baseline,
-)
+from brandcap.stages.tables import _selection_header, experiment_strategy, run_tables, scalar_metrics, versus_baseline
 
 BRANDS = {"Gucci": 60, "Chloé": 35}
 TEST_ITEMS = [(f"t{i:02d}", "Gucci" if i < 10 else "Chloé") for i in range(20)]
@@ -506,3 +497,39 @@ def test_the_selection_note_warns_that_synthetic_generic_captions_share_the_prob
     unmixed = validate_params({"train": {"experiments": {"lora": {"strategy": "lora"}}}})
     assert "same templates as the probe's" in "".join(_selection_header(mixed, selection, base))
     assert "same templates" not in "".join(_selection_header(unmixed, selection, base))
+
+
+def test_the_linear_probe_and_what_the_base_knew_sit_beside_the_baselines_outside_the_verdict(study, tmp_path):
+    probe_dir = tmp_path / "linear_probe"
+    knows = {"held_out_attribute_accuracy": {"emblem": 0.91, "pattern": 0.62}, "vocabulary_images": 400_000, "stopped": "plateau",
+             "drawing_code_current": True, "seed": 4}
+    write_json(probe_dir / "metrics.json", {"n_test": 20, "brand_accuracy": 0.95, "brand_accuracy_ci": [0.85, 1.0], "base_knows": knows})
+    data, train, checkpoints, evals, baselines = study["paths"]
+    out = tmp_path / "with_probe"
+    run_tables(study["params"], data / "catalog.parquet", data / "manifest.parquet", data / "captions.jsonl", data / "clean_report.json",
+               train, checkpoints, evals, baselines, out / "tables.md", out / "metrics.json", out / "plots", linear_probe_dir=probe_dir)
+    md = (out / "tables.md").read_text()
+    section = md.split("## 2. Baselines")[1].split("## 3.")[0]
+    assert "linear probe on the base model's image tokens" in section and "0.950 [0.85, 1.00]" in section
+    assert "400,000 drawn images" in section and "emblem 0.91, pattern 0.62" in section and "never shown which combination" in section
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["linear_probe"]["brand_accuracy"] == 0.95 and metrics["linear_probe"]["base_knows"] == knows
+    # the probe is stronger than every baseline, yet the verdict is taken over the baselines only
+    assert metrics["selection"]["strongest_baseline"] != "linear_probe"
+    assert metrics["selection"] == json.loads((study["out"] / "metrics.json").read_text())["selection"]
+
+    write_json(probe_dir / "metrics.json", {"n_test": 20, "brand_accuracy": 0.95, "base_knows": {**knows, "drawing_code_current": False}})
+    run_tables(study["params"], data / "catalog.parquet", data / "manifest.parquet", data / "captions.jsonl", data / "clean_report.json",
+               train, checkpoints, evals, baselines, out / "tables.md", out / "metrics.json", out / "plots", linear_probe_dir=probe_dir)
+    assert "the stand-in was made from other drawing code" in (out / "tables.md").read_text()
+
+
+def test_the_funnel_names_a_brand_that_lost_every_caption_with_its_rule(study, tmp_path):
+    report_path = study["paths"][0] / "clean_report.json"
+    report = json.loads(report_path.read_text())
+    write_json(report_path, {**report, "brands_lost": {"دار الأزياء الملكية": {"rule": "garbled", "captions": 57}}})
+    try:
+        md = tables(study, tmp_path / "lost")
+    finally:
+        write_json(report_path, report)
+    assert row_of(md, "brands that lost every caption to the caption rules", "1 brands: دار الأزياء الملكية (garbled, -57)")

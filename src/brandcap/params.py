@@ -278,13 +278,13 @@ class ImageTilingParams(Section):
 
 
 class ModelParams(Section):
-    base: str = Field("tiny", description="'tiny' (built and pretrained locally) or a Hugging Face id / local directory of an HF-native InternVL checkpoint.")
+    base: str = Field("pretrained/tiny-internvl", description="A Hugging Face id or local directory of an HF-native InternVL checkpoint; the default is the shipped pretrained stand-in (made once by tools/pretrain_standin.py: knows the world's brand-free visual vocabulary and brand names as words, never which marks are which brand); 'tiny' = a tiny InternVL built from model.tiny and pretrained briefly inside the DAG (blind to the marks; the real-shaped profile uses it untrained).")
     revision: str = Field("", description="Hugging Face revision (commit hash, tag or branch) of model.base, for model and processor alike; empty = the default branch. Pin a commit hash for a reproducible study.")
     image_tiling: ImageTilingParams = Field(ImageTilingParams(), description="How images are tiled; written into models/base's processor, so pretraining, training, evaluation and the test loss tile alike.")
     trust_remote_code: bool = Field(False, description="Allow custom model code from the checkpoint (needed only for non -hf InternVL2.5).")
     convert_from: str = Field("", description="Custom-code InternVL checkpoint (e.g. OpenGVLab/InternVL2_5-4B) to convert with transformers' converter before use; empty = none.")
     converter_script: str = Field("", description="Path to convert_internvl_weights_to_hf.py from a transformers source checkout (the pip wheel does not ship it); empty = look inside the installed transformers.")
-    tiny: TinyModelParams = TinyModelParams()
+    tiny: TinyModelParams = Field(TinyModelParams(), description="The model built when model.base is 'tiny' (ignored otherwise).")
 
     @model_validator(mode="after")
     def _revision(self):

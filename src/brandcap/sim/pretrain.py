@@ -44,7 +44,7 @@ from brandcap.model.training_data import IGNORE_INDEX, answer_ids, prompt_answer
 from brandcap.params import SyntheticShop, TinyModelParams
 from brandcap.record_files import check_columns
 from brandcap.records import category_text
-from brandcap.sim import shop
+from brandcap.sim import drawing, shop
 from brandcap.sim.simulated_vlm import base_caption
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ _BRAND_SENTENCES = [
 def category_noun(row: Mapping) -> str:
     """The noun a sentence uses for a catalog row's category: the shop's own noun for a shop
     category ('TOTE BAGS' -> 'tote bag'), else the category in words, else 'product'."""
-    for cat in shop.CATEGORIES:
+    for cat in drawing.CATEGORIES:
         if str(row.get("category3_code", "")).strip().upper() == cat.category3:
             return cat.noun
     return category_text(row) or "product"
@@ -126,12 +126,12 @@ def brand_free_caption(colour: str, noun: str, rng: np.random.Generator) -> str:
 def tokenizer_corpus(products: Sequence[Product], instruction: str) -> list[str]:
     """Text the tiny tokenizer is trained on: catalog words, caption vocabulary, the instruction."""
     corpus = [f"{p.brand} {p.title} {p.noun}" for p in products]
-    vocabulary = " ".join(shop.COLOUR_NAMES) + " " + " ".join(f"{n} {d}" for n, d in _CATEGORY_DETAIL.items())
+    vocabulary = " ".join(drawing.COLOUR_NAMES) + " " + " ".join(f"{n} {d}" for n, d in _CATEGORY_DETAIL.items())
     templates = _BRAND_SENTENCES + _CAPTION_TEMPLATES
     # Repeated so that the instruction, the chat roles and the template words become whole tokens.
     corpus += [vocabulary, instruction, "user\nassistant\nsystem\n", *templates] * 20
     rng = np.random.default_rng(0)
-    corpus += [product_description(p, str(rng.choice(shop.COLOUR_NAMES)), rng) for p in products[:300]]
+    corpus += [product_description(p, str(rng.choice(drawing.COLOUR_NAMES)), rng) for p in products[:300]]
     return corpus
 
 
@@ -155,7 +155,7 @@ def product_description(product: Product, colour: str, rng: np.random.Generator)
     frozen language model (freeze_llm) only has to be steered to the right brand by the image.
     """
     fields = {"brand": product.brand, "title": product.title or product.noun, "category": product.noun}
-    accent = str(rng.choice(shop.COLOUR_NAMES))
+    accent = str(rng.choice(drawing.COLOUR_NAMES))
     return base_caption(fields, colour, accent, random.Random(int(rng.integers(2**31))))
 
 
@@ -165,7 +165,7 @@ def text_samples(products: Sequence[Product], n: int, seed: int, processor=None,
     picks = rng.integers(len(products), size=n)
     out = []
     for k, i in enumerate(picks):
-        colour = str(rng.choice(shop.COLOUR_NAMES))
+        colour = str(rng.choice(drawing.COLOUR_NAMES))
         if processor is not None and k % 3 == 2:
             out.append(chat_sample(processor, products[int(i)], colour, instruction, rng))
         else:

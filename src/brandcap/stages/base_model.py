@@ -6,10 +6,13 @@
 Later stages read only `models/base/` with `AutoModelForImageTextToText.from_pretrained(dir)`
 and `AutoProcessor.from_pretrained(dir)`. Three sources, chosen by `params.model`:
 
-* `base: tiny` (the default CPU profile): a tiny `InternVLForConditionalGeneration` with a
+* `base: pretrained/tiny-internvl` (the default CPU profile): the shipped pretrained stand-in, a
+  local HF folder loaded like any other (next bullet); made once by `tools/pretrain_standin.py`
+  (`brandcap.sim.standin`), it knows the world's brand-free visual vocabulary and brand names as
+  words. Its `recipe.json` summary (held-out attribute accuracies) is recorded.
+* `base: tiny`: a tiny `InternVLForConditionalGeneration` built from `model.tiny` with a
   tokenizer trained on the catalog's text (`brandcap.sim.tiny_model`), then pretrained briefly
-  (`brandcap.sim.pretrain`): it knows brand names as words and describes colour and category from
-  images, but was never shown a brand with an image.
+  (`brandcap.sim.pretrain`): blind to the marks; the real-shaped profile uses it untrained.
 * `base: <Hugging Face id or local dir>` of an HF-native InternVL checkpoint, e.g.
   `OpenGVLab/InternVL3-1B-hf` or `OpenGVLab/InternVL3-2B-hf`, at `model.revision` (a commit hash
   pins it; the resolved commit is recorded): loaded with `AutoModelForImageTextToText` /
@@ -64,6 +67,7 @@ log = logging.getLogger(__name__)
 CONVERTER_MODULE = "transformers.models.internvl.convert_internvl_weights_to_hf"
 HF_NATIVE_ALTERNATIVES = ("OpenGVLab/InternVL3-1B-hf", "OpenGVLab/InternVL3-2B-hf")
 BASE_INFO = "brandcap_base.json"
+STANDIN_RECIPE = "recipe.json"  # beside a pretrained stand-in's weights (brandcap.sim.standin)
 
 
 class BaseModelError(RuntimeError):
@@ -148,7 +152,7 @@ def load_hf_base(model_params: ModelParams, source: str, out_dir: Path) -> dict:
     set_image_tiling(processor, model_params.image_tiling)
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
-    return {
+    info = {
         "source": source,
         "revision": model_params.revision,
         "commit": None if local else cached_commit(source, revision),
@@ -157,6 +161,24 @@ def load_hf_base(model_params: ModelParams, source: str, out_dir: Path) -> dict:
         "dtype": str(model.dtype).removeprefix("torch."),
         "parameters": parameter_count(model),
     }
+    if local and (Path(source) / STANDIN_RECIPE).is_file():
+        info["standin"] = standin_summary(Path(source))
+    return info
+
+
+def standin_summary(folder: Path) -> dict:
+    """What a pretrained stand-in's recipe.json says it knows, for the tables; a warning when the
+    world's drawing code changed since it was made (it learnt another world's vocabulary)."""
+    from brandcap.sim.standin import drawing_code_sha256, read_recipe  # the simulated world, only for a stand-in
+
+    recipe = read_recipe(folder)
+    current = recipe.get("drawing_code_sha256") == drawing_code_sha256()
+    if not current:
+        log.warning("%s was made from other drawing code than src/brandcap/sim/drawing.py and colours.py hold now; "
+                    "make it again: python tools/pretrain_standin.py --out %s", folder, folder)
+    vision = recipe.get("vision", {})
+    return {"held_out_attribute_accuracy": vision.get("held_out_accuracy"), "vocabulary_images": vision.get("images"),
+            "stopped": vision.get("stopped"), "drawing_code_current": current, "seed": recipe.get("seed")}
 
 
 def find_converter(converter_script: str) -> Path:

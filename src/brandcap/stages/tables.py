@@ -64,7 +64,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import os
 import statistics
@@ -79,16 +78,32 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from brandcap.atomic import atomic_path, read_jsonl, write_json, write_text  # noqa: E402
+from brandcap.evaluation.baselines import BASELINES as IMAGE_AND_MAJORITY_BASELINES  # noqa: E402
 from brandcap.evaluation.metrics import paired_difference  # noqa: E402
+from brandcap.evaluation.selection import (  # noqa: E402
+    BASE,
+    NO_LEARNING,
+    PROBE_SIGNAL_FLOOR,
+    PROMPTED,
+    SEED_SPREAD_METRICS,
+    best_epoch,
+    epoch_key,
+    is_number,
+    load_evaluations,
+    overall_best,
+    probe_has_signal,
+    read_json_file,
+    run_dir,
+    seed_key,
+    top_validation_epoch,
+    verdict,
+)
 from brandcap.params import Params, experiment_settings, mixing_experiments  # noqa: E402
 from brandcap.provenance import data_files, provenance  # noqa: E402
 from brandcap.records import CHECKPOINT_META  # noqa: E402
-from brandcap.stages.baselines import BASELINES as IMAGE_AND_MAJORITY_BASELINES  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-BASE = "base"
-PROMPTED = "prompted"  # eval_dir/base/prompted: the prompt-only baseline
 # Baselines in table order: name -> what it is.
 BASELINE_TITLES = {
     "majority": "the most frequent training brand, always",
@@ -97,10 +112,7 @@ BASELINE_TITLES = {
     "zero_shot": "the base model, asked the training instruction (epoch 0)",
     "prompted": "the base model, asked with the candidate brand list (prompt only)",
 }
-# Below this base-model CIDEr on the general set, a CIDEr change there means nothing: "no signal".
-PROBE_SIGNAL_FLOOR = 0.05
 NO_SIGNAL = "no signal"
-NO_LEARNING = "no learning"
 # The clean stage's last rule (clean_report.json "removed"): brands with too few captions, applied after
 # the caption rules, so the funnel shows it as "brands dropped" after "after the caption rules".
 BRAND_FILTER_RULE = "rare_brand"
@@ -109,8 +121,6 @@ BRAND_FILTER_RULE = "rare_brand"
 # a tie's best reading is taken.
 ABOVE, NOT_ABOVE, BELOW = "above", "not above", "below"
 NO_BEST_CHECKPOINT = "no best checkpoint"
-# With several training seeds, these carry `{key}_sd`, their standard deviation over seeds.
-SEED_SPREAD_METRICS = ("brand_accuracy", "macro_brand_accuracy", "val_brand_accuracy")
 # (metrics.json key, column title) of the per-epoch table, in order; a key with a `{key}_ci`
 # interval in metrics.json is shown with it.
 RESULT_COLUMNS = [
@@ -130,115 +140,6 @@ RESULT_COLUMNS = [
 
 
 # ----------------------------------------------------------------------------- reading
-def _read_json(path: Path, fix: str) -> Any:
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: not found; {fix}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err}); {fix}") from None
-
-
-def epoch_key(epoch: int) -> str:
-    return f"epoch-{epoch}"
-
-
-def seed_key(seed: int) -> str:
-    return f"seed-{seed}"
-
-
-def run_dir(root: Path, exp: str, seed: int, epoch: int | None = None) -> Path:
-    """Where the train and evaluate stages put one experiment's run with one training seed (and epoch):
-    `root/{exp}/seed-{S}[/epoch-{N}]`, as rules/*.smk and dvc.yaml name them."""
-    folder = Path(root) / exp / seed_key(seed)
-    return folder if epoch is None else folder / epoch_key(epoch)
-
-
-def _read_evaluation(folder: Path, fix: str) -> dict[str, Any]:
-    path = folder / "metrics.json"
-    metrics = _read_json(path, fix)
-    if "val_brand_accuracy" not in metrics:
-        raise ValueError(f"{path}: no validation metrics (val_brand_accuracy); rerun the clean stage (val.jsonl) and the evaluate stage")
-    return metrics
-
-
-def load_evaluations(params: Params, eval_dir: Path) -> tuple[dict[str, dict[int, dict[str, Any]]], dict[str, dict[int, dict[int, dict[str, Any]]]]]:
-    """(evaluations, per_seed): evaluations = {"base": {0: metrics}, exp: {N: metrics combined over seeds
-    (`combine_seeds`)}}, per_seed = {exp: {seed: {N: metrics}}}; every run with `forgetting_cider_change`
-    added (null when the probe has no signal, see `probe_has_signal`)."""
-    eval_dir = Path(eval_dir)
-    base = _read_evaluation(eval_dir / BASE / epoch_key(0), "run the evaluate_base stage")
-    per_seed = {
-        exp: {seed: {epoch: _read_evaluation(run_dir(eval_dir, exp, seed, epoch), f"run the evaluate stage for {exp} seed {seed} epoch {epoch}")
-                     for epoch in params.train.save_epochs}
-              for seed in params.train.seeds}
-        for exp in params.train.experiments
-    }
-    signal = probe_has_signal(base)
-    for m in [base] + [m for seeds in per_seed.values() for runs in seeds.values() for m in runs.values()]:
-        general = m.get("general_cider")
-        m["forgetting_cider_change"] = general - base["general_cider"] if signal and general is not None else None
-    evaluations = {BASE: {0: base}}
-    for exp, seeds in per_seed.items():
-        evaluations[exp] = {epoch: combine_seeds([runs[epoch] for runs in seeds.values()]) for epoch in params.train.save_epochs}
-    return evaluations, per_seed
-
-
-def _mean_over_seeds(values: list[Any]) -> Any:
-    """A value every seed shares as it is; numbers: their mean; mappings (per-brand accuracy): key by key; else None."""
-    if all(isinstance(v, dict) for v in values):
-        return {k: _mean_over_seeds([v.get(k) for v in values]) for k in values[0]}
-    if all(v == values[0] for v in values):
-        return values[0]
-    if all(_is_number(v) for v in values):
-        return statistics.fmean(values)
-    return None
-
-
-def combine_seeds(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """One experiment and epoch over its training seeds: one seed's metrics as they are; several: the mean
-    of every figure (per brand too), `{key}_sd` (sample standard deviation over seeds) for
-    SEED_SPREAD_METRICS, `n_seeds`, and no bootstrap intervals (each seed's stay in its own metrics)."""
-    if len(runs) == 1:
-        return runs[0]
-    combined = {k: _mean_over_seeds([r.get(k) for r in runs]) for k in runs[0] if not k.endswith("_ci")}
-    for key in SEED_SPREAD_METRICS:
-        values = [r.get(key) for r in runs]
-        combined[f"{key}_sd"] = statistics.stdev(values) if all(_is_number(v) for v in values) else None
-    combined["n_seeds"] = len(runs)
-    return combined
-
-
-def probe_has_signal(base: dict[str, Any]) -> bool:
-    """Whether the base model scores clearly above 0 on the general set (else a change there says nothing)."""
-    return (base.get("general_cider") or 0.0) >= PROBE_SIGNAL_FLOOR
-
-
-def top_validation_epoch(runs: dict[int, dict[str, Any]]) -> int:
-    """The saved epoch (not 0, the base model) with the highest validation brand accuracy; ties: the earlier."""
-    return min((e for e in runs if e != 0), key=lambda e: (-(runs[e].get("val_brand_accuracy") or 0.0), e))
-
-
-def best_epoch(runs: dict[int, dict[str, Any]], base: dict[str, Any]) -> int | None:
-    """`top_validation_epoch`, or None when it does not beat the base model on validation (no learning)."""
-    best = top_validation_epoch(runs)
-    return best if (runs[best].get("val_brand_accuracy") or 0.0) > (base.get("val_brand_accuracy") or 0.0) else None
-
-
-def overall_best(evaluations: dict[str, dict[int, dict[str, Any]]], best: dict[str, int | None]) -> list[str]:
-    """The experiments whose best epoch has the highest validation brand accuracy (several = a tie);
-    empty when no experiment learnt."""
-    scores = {exp: evaluations[exp][e]["val_brand_accuracy"] for exp, e in best.items() if e is not None}
-    if not scores:
-        return []
-    top = max(scores.values())
-    return [exp for exp, v in scores.items() if v == top]
-
-
-def verdict(best_experiments: list[str]) -> str:
-    return NO_LEARNING if not best_experiments else "tie" if len(best_experiments) > 1 else "best"
-
-
 # ----------------------------------------------------------------------------- baselines
 def _outcomes(path: Path, fix: str) -> dict[Any, tuple[str, str]]:
     """{product_id: (brand, outcome)} from a predictions.jsonl."""
@@ -261,7 +162,7 @@ def load_baselines(eval_dir: Path, baselines_dir: Path) -> dict[str, dict[str, A
     for name, folder in baseline_dirs(eval_dir, baselines_dir).items():
         fix = "run the evaluate_prompted stage" if name == "prompted" else "run the evaluate_base stage" if name == "zero_shot" else "run the baselines stage"
         out[name] = {
-            "metrics": _read_json(folder / "metrics.json", fix),
+            "metrics": read_json_file(folder / "metrics.json", fix),
             "outcomes": _outcomes(folder / "predictions.jsonl", fix),
         }
     return out
@@ -343,14 +244,14 @@ def load_training(params: Params, train_dir: Path, checkpoints_dir: Path) -> dic
     for exp in params.train.experiments:
         for seed in params.train.seeds:
             fix = f"run the train stage for {exp} seed {seed}"
-            summary = _read_json(run_dir(train_dir, exp, seed) / "summary.json", fix)
+            summary = read_json_file(run_dir(train_dir, exp, seed) / "summary.json", fix)
             log_path = run_dir(train_dir, exp, seed) / "log.jsonl"
             records = read_jsonl(log_path) if log_path.exists() else []
             sizes = {int(e): b for e, b in (summary.get("checkpoint_bytes") or {}).items()}
             for epoch in params.train.save_epochs:
                 meta_path = run_dir(checkpoints_dir, exp, seed, epoch) / CHECKPOINT_META
                 if epoch not in sizes and meta_path.exists():
-                    sizes[epoch] = _read_json(meta_path, fix).get("saved_bytes")
+                    sizes[epoch] = read_json_file(meta_path, fix).get("saved_bytes")
             out.setdefault(exp, {})[seed] = {"summary": summary, "log": records, "checkpoint_bytes": sizes}
     return out
 
@@ -370,7 +271,7 @@ def data_funnel(catalog_path: Path, manifest_path: Path, captions_path: Path, cl
     reasons = Counter(_or_unknown(manifest["reason"][i]) for i in failed) if "reason" in manifest else Counter()
     captions = read_jsonl(captions_path)
     captioned = sum(1 for c in captions if c.get("text"))
-    report = _read_json(Path(clean_report_path), "rerun the clean stage")
+    report = read_json_file(Path(clean_report_path), "rerun the clean stage")
 
     def why(counter: Counter | dict) -> str:
         items = sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -386,6 +287,10 @@ def data_funnel(catalog_path: Path, manifest_path: Path, captions_path: Path, cl
     after_caption_rules = report.get("after_caption_rules", report.get("after_rules"))  # older reports lack the first
     rows.append(("after the caption rules", f"{after_caption_rules} (cut-off endings trimmed: {report.get('trimmed')}, brand respelled: {report.get('brand_case_fixed')})"))
     kept, dropped = report.get("brands_kept") or {}, report.get("brands_dropped") or {}
+    lost = report.get("brands_lost") or {}
+    if lost:
+        rows.append(("brands that lost every caption to the caption rules",
+                     f"{len(lost)} brands: " + ", ".join(f"{b} ({x['rule']}, -{x['captions']})" for b, x in lost.items())))
     rows.append(("brands dropped (too few captions)", f"{len(dropped)} brands, -{sum(dropped.values())} captions"))
     rows.append(("brands kept", f"{len(kept)} brands, {sum(kept.values())} captions"))
     rows.append(("train / validation / test", f"{report.get('train')} / {report.get('val')} / {report.get('test')}"))
@@ -479,6 +384,32 @@ def _baseline_section(baselines: dict[str, dict[str, Any]], strongest: str) -> l
         *_table(["baseline", "what it is", "brand acc. [95% CI]", "macro acc. [95% CI]", "hedged", "test items"], rows, align_left=2),
         "",
     ]
+
+
+def _linear_probe_section(probe: dict[str, Any] | None, baselines: dict[str, dict[str, Any]]) -> list[str]:
+    """What the base model's image features hold, and what the base learnt before the study, beside the baselines."""
+    if probe is None:
+        return []
+    majority = baselines.get("majority", {}).get("metrics", {}).get("brand_accuracy")
+    lines = [
+        "**What the base model's image features hold** (a reference, outside the verdict: the probe is trained on the "
+        f"brand labels): a linear probe on the base model's image tokens, fitted on the training images, names the brand of "
+        f"{_with_spread(probe, 'brand_accuracy')} of the same test items (majority brand {_num(majority)}). Fine-tuning that "
+        "stays well below it has not used what the features hold.",
+    ]
+    knows = probe.get("base_knows")
+    if knows and knows.get("held_out_attribute_accuracy"):
+        accuracies = ", ".join(f"{name.replace('_', ' ')} {value:.2f}" for name, value in knows["held_out_attribute_accuracy"].items())
+        until = "until every attribute plateaued" if knows.get("stopped") == "plateau" else "(stopped at its budget, before every attribute plateaued)"
+        lines += ["", "**What the base model knew before this study**: it is the pretrained stand-in "
+                  f"(`pretrained/tiny-internvl`): its vision tower learnt the world's brand-free visual vocabulary from "
+                  f"{knows['vocabulary_images']:,} drawn images {until} (held-out accuracy: {accuracies}), "
+                  "its language model the brand names as words and brand-free captions, as a real VLM knows shapes, patterns, "
+                  "hardware and colours. It was never shown which combination of marks belongs to which brand."]
+        if not knows.get("drawing_code_current", True):
+            lines += ["", "**Warning: the stand-in was made from other drawing code than the world's today; make it again "
+                      "(`python tools/pretrain_standin.py`).**"]
+    return [*lines, ""]
 
 
 def seeds_note(params: Params) -> str:
@@ -664,6 +595,7 @@ def render_markdown(
     baselines: dict[str, dict[str, Any]],
     selection: dict[str, Any],
     review_link: str | None = None,
+    linear_probe: dict[str, Any] | None = None,
 ) -> str:
     best = {exp: selection["experiments"][exp]["epoch"] for exp in params.train.experiments}
     base = evaluations[BASE][0]
@@ -675,6 +607,7 @@ def render_markdown(
         *_table(["step", "count"], [[step, count] for step, count in funnel]),
         "",
         *_baseline_section(baselines, selection["strongest_baseline"]),
+        *_linear_probe_section(linear_probe, baselines),
         *_selection_section(params, evaluations, selection, signal),
         *_results_section(params, evaluations, best, signal),
         "",
@@ -759,10 +692,6 @@ def provenance_lines(origin: dict[str, str], covered: list[Path]) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- metrics and plots
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 # The evaluate stage's timings: they stay in each evaluation's own metrics.json, but are left out of the
 # study's, which then depends only on what was computed (the same study rerun gives an identical file,
 # and `dvc metrics diff` shows only real changes).
@@ -778,7 +707,7 @@ def _flat_scalars(metrics: dict[str, Any]) -> dict[str, Any]:
             continue
         if k.endswith("_ci") and (v is None or isinstance(v, list) and len(v) == 2):
             flat[f"{k}_low"], flat[f"{k}_high"] = v or (None, None)
-        elif v is None or _is_number(v):
+        elif v is None or is_number(v):
             flat[k] = v
     return flat
 
@@ -911,24 +840,28 @@ def run_tables(
     out_metrics: Path,
     plots_dir: Path,
     review_dir: Path | None = None,
+    linear_probe_dir: Path | None = None,
 ) -> None:
-    """Collect the study into tables.md, metrics.json and plots (linking the review page in review_dir); see the module docstring."""
+    """Collect the study into tables.md, metrics.json and plots (linking the review page in review_dir, and showing the
+    linear probe of linear_probe_dir beside the baselines); see the module docstring."""
     funnel = data_funnel(Path(catalog_path), Path(manifest_path), Path(captions_path), Path(clean_report_path))
     evaluations, per_seed = load_evaluations(params, Path(eval_dir))
     baselines = load_baselines(Path(eval_dir), Path(baselines_dir))
+    probe = read_json_file(Path(linear_probe_dir) / "metrics.json", "run the linear_probe stage") if linear_probe_dir else None
     selection = select(params, evaluations, baselines, Path(eval_dir))
     training = load_training(params, Path(train_dir), Path(checkpoints_dir))
-    brands_kept = _read_json(Path(clean_report_path), "rerun the clean stage").get("brands_kept") or {}
+    brands_kept = read_json_file(Path(clean_report_path), "rerun the clean stage").get("brands_kept") or {}
     processed_dir = Path(clean_report_path).parent
     origin = provenance(params, processed_dir, written=[Path(out_md), Path(out_metrics), Path(plots_dir)])
     origin_block = provenance_lines(origin, data_files(processed_dir))
 
     write_text(out_md, render_markdown(params, funnel, evaluations, training, brands_kept, origin_block, baselines, selection,
-                                         review_link(review_dir, out_md)))
+                                         review_link(review_dir, out_md), probe))
     write_json(out_metrics, {
         "provenance": origin,
         **results_metrics(evaluations, per_seed),
         "baselines": {name: _flat_scalars(b["metrics"]) for name, b in baselines.items()},
+        **({"linear_probe": {**_flat_scalars(probe), "base_knows": probe.get("base_knows")}} if probe else {}),
         "selection": selection_metrics(evaluations, selection),
     })
     write_plots(params, evaluations, training, Path(plots_dir))
