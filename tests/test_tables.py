@@ -533,3 +533,14 @@ def test_the_funnel_names_a_brand_that_lost_every_caption_with_its_rule(study, t
     finally:
         write_json(report_path, report)
     assert row_of(md, "brands that lost every caption to the caption rules", "1 brands: دار الأزياء الملكية (garbled, -57)")
+
+
+def test_an_experiment_within_the_rounding_spread_of_the_best_is_named_as_not_a_stable_ranking(study, tmp_path):
+    """lora is best on validation (0.66) and freeze_llm 0.04 behind: within 0.06 the ranking is not stable."""
+    md = (study["out"] / "tables.md").read_text()
+    assert "**Not a stable ranking**: `freeze_llm` is within 0.06 of it on validation" in md
+    assert json.loads((study["out"] / "metrics.json").read_text())["selection"]["within_rounding_of_best"] == "freeze_llm"
+    narrow = {**study, "params": study["params"].model_copy(update={"eval": study["params"].eval.model_copy(update={"rounding_spread": 0.03})})}
+    md = tables(narrow, tmp_path / "narrow")
+    assert "Not a stable ranking" not in md and "**Best**: `lora` epoch 4" in md
+    assert json.loads((tmp_path / "narrow" / "metrics.json").read_text())["selection"]["within_rounding_of_best"] == ""

@@ -235,7 +235,18 @@ def select(params: Params, evaluations, baselines, eval_dir: Path) -> dict[str, 
     readings = [per_experiment[exp]["versus_strongest_baseline"] for exp in winners]
     versus = next((r for r in (ABOVE, NOT_ABOVE, BELOW) if r in readings), NO_BEST_CHECKPOINT)
     return {"verdict": verdict(winners), "best": winners, "strongest_baseline": strongest, "versus_strongest_baseline": versus,
+            "within_rounding_of_best": within_rounding(evaluations, best, winners, params.eval.rounding_spread),
             "experiments": per_experiment}
+
+
+def within_rounding(evaluations, best: dict[str, int | None], winners: list[str], spread: float) -> list[str]:
+    """The other experiments whose best epoch is within `eval.rounding_spread` of the best on validation:
+    which of them is best can change with the floating-point rounding, so the tables say so."""
+    if not winners or spread <= 0:
+        return []
+    top = evaluations[winners[0]][best[winners[0]]]["val_brand_accuracy"]
+    return [exp for exp, epoch in best.items()
+            if exp not in winners and epoch is not None and top - evaluations[exp][epoch]["val_brand_accuracy"] < spread]
 
 
 def load_training(params: Params, train_dir: Path, checkpoints_dir: Path) -> dict[str, dict[int, dict[str, Any]]]:
@@ -449,6 +460,10 @@ def _selection_section(params: Params, evaluations, selection: dict[str, Any], s
         # a tie shares the value, not the interval (or spread over seeds), which each experiment's row shows
         conclusion = (f"**Tie** on validation brand accuracy ({_num(first.get('val_brand_accuracy'))}): {named}." if selection["verdict"] == "tie"
                       else f"**Best**: {named} (validation brand accuracy {_with_spread(first, 'val_brand_accuracy')}).")
+        if close := selection.get("within_rounding_of_best"):
+            conclusion += (f" **Not a stable ranking**: {', '.join(f'`{exp}`' for exp in close)} is within {params.eval.rounding_spread:g} of it "
+                           "on validation (`eval.rounding_spread`, the change measured under other floating-point rounding), so which "
+                           "of them is best can change with the CPU or thread count.")
         conclusion += " " + _versus_sentence(selection, n_seeds)
     probe = ("" if signal else f" The forgetting probe has **no signal**: the base model's CIDEr on the general set "
              f"({_num(base.get('general_cider'))}) is below {PROBE_SIGNAL_FLOOR}, so a change there says nothing.")
@@ -736,7 +751,8 @@ def selection_metrics(evaluations, selection: dict[str, Any]) -> dict[str, Any]:
     baseline, and per experiment its best epoch (null: no learning) with its figures and margin."""
     out: dict[str, Any] = {"verdict": selection["verdict"], "best": ", ".join(selection["best"]),
                            "strongest_baseline": selection["strongest_baseline"],
-                           "versus_strongest_baseline": selection["versus_strongest_baseline"]}
+                           "versus_strongest_baseline": selection["versus_strongest_baseline"],
+                           "within_rounding_of_best": ", ".join(selection.get("within_rounding_of_best", []))}
     for exp, entry in selection["experiments"].items():
         m = evaluations[exp][entry["epoch"]] if entry["epoch"] is not None else {}
         margin_of = entry["margin"] or {}
