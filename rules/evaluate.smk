@@ -181,6 +181,6 @@ rule tables:
     params:
         train=config["train"],
         eval__general_instruction=config["eval"]["general_instruction"],
-        eval__rounding_spread=config["eval"]["rounding_spread"],
+        tables=config["tables"],
     shell:
         "python {input.script} {PARAMS_ARGS} --catalog {input.catalog} --manifest {input.manifest} --captions {input.captions} --clean-report {input.processed}/clean_report.json --train-dir {PATHS.train_logs} --checkpoints {PATHS.checkpoints} --eval-dir {PATHS.eval} --baselines {input.baselines} --linear-probe {input.linear_probe} --review {input.review} --tables {output.tables} --metrics {output.metrics} --plots {output.plots} --log {log}"

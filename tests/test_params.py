@@ -46,8 +46,8 @@ def test_rendered_file_round_trips(tmp_path):
         ("train:\n  experiments: {}\n", "train.experiments", "experiment list is empty"),
         ("train:\n  experiments:\n    x: {strategy: freeze_everything}\n", "train.experiments.x.strategy", "freeze_llm"),
         # a results/metrics.json key of its own
-        ("train:\n  experiments:\n    provenance: {strategy: lora}\n", "train.experiments", "not one of provenance, base, baselines, selection"),
-        ("train:\n  experiments:\n    baselines: {strategy: lora}\n", "train.experiments", "not one of provenance, base, baselines, selection"),
+        ("train:\n  experiments:\n    provenance: {strategy: lora}\n", "train.experiments", "not one of provenance, base, baselines, linear_probe, selection"),
+        ("train:\n  experiments:\n    baselines: {strategy: lora}\n", "train.experiments", "not one of provenance, base, baselines, linear_probe, selection"),
         ("eval:\n  prompted_instruction: 'Which brand is it?'\n", "eval.prompted_instruction", "must contain {brands}"),
         ("clean:\n  test_fraction: 0.5\n  val_fraction: 0.6\n", "clean", "leave nothing to train on"),
         ("caption:\n  prompt: 'Describe {product}'\n", "caption.prompt", "unknown placeholder"),

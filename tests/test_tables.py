@@ -540,7 +540,7 @@ def test_an_experiment_within_the_rounding_spread_of_the_best_is_named_as_not_a_
     md = (study["out"] / "tables.md").read_text()
     assert "**Not a stable ranking**: `freeze_llm` is within 0.06 of it on validation" in md
     assert json.loads((study["out"] / "metrics.json").read_text())["selection"]["within_rounding_of_best"] == "freeze_llm"
-    narrow = {**study, "params": study["params"].model_copy(update={"eval": study["params"].eval.model_copy(update={"rounding_spread": 0.03})})}
+    narrow = {**study, "params": study["params"].model_copy(update={"tables": study["params"].tables.model_copy(update={"rounding_spread": 0.03})})}
     md = tables(narrow, tmp_path / "narrow")
     assert "Not a stable ranking" not in md and "**Best**: `lora` epoch 4" in md
     assert json.loads((tmp_path / "narrow" / "metrics.json").read_text())["selection"]["within_rounding_of_best"] == ""

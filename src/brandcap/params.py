@@ -347,7 +347,7 @@ def batch_layout_error(batch_size: int, per_device_batch_size: int, devices: int
 DEFAULT_SEED = 4
 
 # Keys of results/metrics.json beside the experiments' names (brandcap.stages.tables).
-RESERVED_RESULT_KEYS = ("provenance", "base", "baselines", "selection")
+RESERVED_RESULT_KEYS = ("provenance", "base", "baselines", "linear_probe", "selection")
 
 
 class TrainParams(Section):
@@ -462,7 +462,6 @@ class EvalParams(Section):
     max_new_tokens: int = Field(48, ge=1, description="Generation limit for predictions.")
     batch_size: int = Field(32, ge=1, description="Prompts generated at once (left padding).")
     max_test_samples: int = Field(0, ge=0, description="Evaluate at most this many test samples (and as many validation and general samples); 0 = all.")
-    rounding_spread: float = Field(0.06, ge=0, le=1, description="The largest change of a best epoch's brand accuracy measured when only the floating-point rounding changes (training and evaluation at 2 threads instead of 1: docs/findings.md, 0.06 on the default profile); the tables say when another experiment is this close to the best on validation, as the ranking between them is then not stable. Measure your own setup's; 0 = no such note.")
     general_instruction: str = Field("What is in this image?", min_length=1, max_length=MAX_PROMPT_CHARS, description="The question the brand-free general set (forgetting probe) is asked: a generic one, not train.instruction, so the probe measures general captioning rather than the fine-tuning style.")
     backend: Literal["hf", "endpoint"] = Field("hf", description="hf: generate in-process with transformers (base + checkpoint); endpoint: ask the server at eval.endpoint for the model it serves (an exported checkpoint, see the export stage), greedily, with the same prompt; the test loss is then null (not available over HTTP).")
     endpoint: EvalEndpointParams = EvalEndpointParams()
@@ -488,6 +487,10 @@ class EvalParams(Section):
 
 
 # --------------------------------------------------------------------------- all
+class TablesParams(Section):
+    rounding_spread: float = Field(0.06, ge=0, le=1, description="The largest change of a best epoch's brand accuracy measured when only the floating-point rounding changes (training and evaluation at 2 threads instead of 1: docs/findings.md, 0.06 on the default profile); the tables say when another experiment is this close to the best on validation, as the ranking between them is then not stable. Measure your own setup's; 0 = no such note.")
+
+
 class Params(Section):
     seed: int = Field(DEFAULT_SEED, description="Seed of the data and evaluation: sampling, shop, splits, base model, evaluation samples; training runs use train.seeds.")
     data: DataParams = DataParams()
@@ -497,6 +500,7 @@ class Params(Section):
     model: ModelParams = ModelParams()
     train: TrainParams = TrainParams()
     eval: EvalParams = EvalParams()
+    tables: TablesParams = TablesParams()
 
     @model_validator(mode="after")
     def _generic_training_set(self):

@@ -235,12 +235,12 @@ def select(params: Params, evaluations, baselines, eval_dir: Path) -> dict[str, 
     readings = [per_experiment[exp]["versus_strongest_baseline"] for exp in winners]
     versus = next((r for r in (ABOVE, NOT_ABOVE, BELOW) if r in readings), NO_BEST_CHECKPOINT)
     return {"verdict": verdict(winners), "best": winners, "strongest_baseline": strongest, "versus_strongest_baseline": versus,
-            "within_rounding_of_best": within_rounding(evaluations, best, winners, params.eval.rounding_spread),
+            "within_rounding_of_best": within_rounding(evaluations, best, winners, params.tables.rounding_spread),
             "experiments": per_experiment}
 
 
 def within_rounding(evaluations, best: dict[str, int | None], winners: list[str], spread: float) -> list[str]:
-    """The other experiments whose best epoch is within `eval.rounding_spread` of the best on validation:
+    """The other experiments whose best epoch is within `tables.rounding_spread` of the best on validation:
     which of them is best can change with the floating-point rounding, so the tables say so."""
     if not winners or spread <= 0:
         return []
@@ -461,8 +461,8 @@ def _selection_section(params: Params, evaluations, selection: dict[str, Any], s
         conclusion = (f"**Tie** on validation brand accuracy ({_num(first.get('val_brand_accuracy'))}): {named}." if selection["verdict"] == "tie"
                       else f"**Best**: {named} (validation brand accuracy {_with_spread(first, 'val_brand_accuracy')}).")
         if close := selection.get("within_rounding_of_best"):
-            conclusion += (f" **Not a stable ranking**: {', '.join(f'`{exp}`' for exp in close)} is within {params.eval.rounding_spread:g} of it "
-                           "on validation (`eval.rounding_spread`, the change measured under other floating-point rounding), so which "
+            conclusion += (f" **Not a stable ranking**: {', '.join(f'`{exp}`' for exp in close)} is within {params.tables.rounding_spread:g} of it "
+                           "on validation (`tables.rounding_spread`, the change measured under other floating-point rounding), so which "
                            "of them is best can change with the CPU or thread count.")
         conclusion += " " + _versus_sentence(selection, n_seeds)
     probe = ("" if signal else f" The forgetting probe has **no signal**: the base model's CIDEr on the general set "
