@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from brandcap.params import EXTERNAL_DATA_DIR
+from brandcap.sim.standin import STANDIN_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -160,7 +161,7 @@ def test_every_stage_script_and_module_exists(both):
     produced = {out for stage in dvc.values() for out in stage["outs"]}
     for name, stage in dvc.items():
         for dep in stage["deps"]:
-            if dep.startswith(("workflow/", "src/")) or dep == str(EXTERNAL_DATA_DIR):  # code and local tables
+            if dep.startswith(("workflow/", "src/")) or dep in (str(EXTERNAL_DATA_DIR), str(STANDIN_DIR)):  # code, local tables, the stand-in
                 assert (ROOT / dep).exists(), f"{name}: {dep} does not exist"
             else:
                 assert not covered({dep}, produced), f"{name}: {dep} is produced by no stage"
@@ -230,5 +231,5 @@ def test_the_committed_code_deps_are_what_brandcap_code_deps_writes(tmp_path):
     lines = copy.read_text().splitlines(keepends=True)
     dropped = next(i for i, line in enumerate(lines) if line.startswith("      - src/brandcap/"))
     copy.write_text("".join(lines[:dropped] + lines[dropped + 1:]))  # one dep lost by hand
-    assert code_deps(check=True, dvc_yaml=copy) == 1
-    assert code_deps(check=False, dvc_yaml=copy) == 0 and copy.read_text() == (ROOT / "dvc.yaml").read_text()
+    assert code_deps(check=True, dvc_yaml=copy, root=ROOT) == 1
+    assert code_deps(check=False, dvc_yaml=copy, root=ROOT) == 0 and copy.read_text() == (ROOT / "dvc.yaml").read_text()

@@ -14,7 +14,8 @@ import pytest
 pytestmark = pytest.mark.slow
 
 PROFILE = "configs/realshape.yaml"
-DECLARED = ("data/", "results/", "models/", "logs/", ".snakemake/", ".resume/")
+# .dvc/tmp/: DVC's own lock, which a Snakemake run holds so that dvc repro cannot delete its inputs (brandcap.project_lock)
+DECLARED = ("data/", "results/", "models/", "logs/", ".snakemake/", ".resume/", ".dvc/tmp/")
 
 
 @pytest.fixture(scope="module")

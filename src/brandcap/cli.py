@@ -55,17 +55,17 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
-def code_deps(check: bool, dvc_yaml: Path = Path("dvc.yaml")) -> int:
+def code_deps(check: bool, dvc_yaml: Path = Path("dvc.yaml"), root: Path | None = None) -> int:
     from brandcap.stage_code import current_dvc_yaml, stale_stages
 
-    stale = stale_stages(dvc_yaml)
+    stale = stale_stages(dvc_yaml, root)
     if check:
         if stale:
             print(f"{dvc_yaml}: the code deps of {', '.join(stale)} are not current; run `brandcap code-deps`", file=sys.stderr)
             return 1
         print(f"{dvc_yaml}: every stage's code deps are current")
         return 0
-    dvc_yaml.write_text(current_dvc_yaml(dvc_yaml), encoding="utf-8")
+    dvc_yaml.write_text(current_dvc_yaml(dvc_yaml, root), encoding="utf-8")
     print(f"{dvc_yaml}: code deps rewritten ({', '.join(stale) or 'no stage'} changed)")
     return 0
 

@@ -40,14 +40,15 @@ def script_code(script: Path, root: Path) -> list[str]:
     return sorted(found - ORCHESTRATION_MODULES)
 
 
-def current_dvc_yaml(dvc_yaml: Path) -> str:
-    """dvc.yaml's text with every stage's src/brandcap/ deps replaced by `script_code` (one per line, sorted)."""
+def current_dvc_yaml(dvc_yaml: Path, root: Path | None = None) -> str:
+    """dvc.yaml's text with every stage's src/brandcap/ deps replaced by `script_code` (one per line, sorted);
+    `root`: the project the stage scripts are in (dvc.yaml's folder)."""
     text = Path(dvc_yaml).read_text(encoding="utf-8")
     stages = yaml.safe_load(text)["stages"]
     wanted = {}
     for name, spec in stages.items():
         script = next(d for d in spec.get("do", spec)["deps"] if isinstance(d, str) and d.startswith("workflow/scripts/"))
-        wanted[name] = script_code(Path(script), Path(dvc_yaml).parent)
+        wanted[name] = script_code(Path(script), root or Path(dvc_yaml).parent)
     out, stage, lines, i = [], None, text.splitlines(keepends=True), 0
     while i < len(lines):
         if (header := _STAGE_HEADER.match(lines[i])) and header.group(1) in stages:
@@ -62,8 +63,8 @@ def current_dvc_yaml(dvc_yaml: Path) -> str:
     return "".join(out)
 
 
-def stale_stages(dvc_yaml: Path) -> list[str]:
+def stale_stages(dvc_yaml: Path, root: Path | None = None) -> list[str]:
     """The stages whose code deps in dvc.yaml differ from `script_code`."""
     now = yaml.safe_load(Path(dvc_yaml).read_text(encoding="utf-8"))["stages"]
-    want = yaml.safe_load(current_dvc_yaml(dvc_yaml))["stages"]
+    want = yaml.safe_load(current_dvc_yaml(dvc_yaml, root))["stages"]
     return sorted(name for name in now if now[name] != want[name])
