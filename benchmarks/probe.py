@@ -9,7 +9,7 @@ The pipeline's linear_probe stage runs the same probe on the base model for the 
 item, and prints the probe's train and test accuracy next to the majority brand's, with their ratio.
 A probe well above the majority while the fine-tuned models sit at it says the information is in the
 features and the fine-tuning does not use it; a probe at the majority says the model does not see the
-marks. Seeded; about a minute on 2 CPU cores for the default profile.
+marks. Seeded; seconds on 2 CPU cores for the default profile.
 """
 
 from __future__ import annotations

@@ -546,7 +546,8 @@ def _format_errors(source: str, err: ValidationError) -> str:
         else:
             given = e.get("input")
             if not isinstance(given, (dict, list)):
-                shown = repr(given) if len(repr(given)) <= 200 else f"{repr(given)[:120]}... ({len(repr(given)):,} characters)"
+                size = len(given) if isinstance(given, str) else len(repr(given))
+                shown = repr(given) if len(repr(given)) <= 200 else f"{repr(given)[:120]}... ({size:,} characters)"
                 msg = f"{msg} (got {shown}){_type_hint(e['type'], given)}"
         lines.append(f"{source}: {key}: {msg}")
     return "\n".join(lines)
