@@ -1,6 +1,6 @@
 """The pretrained stand-in: a tiny InternVL pretrained once, offline, on the world's brand-free vocabulary.
 
-    python tools/pretrain_standin.py                       # writes pretrained/tiny-internvl (CPU, ~20 min)
+    python tools/pretrain_standin.py                       # writes pretrained/tiny-internvl (CPU, ~45 min)
     python tools/pretrain_standin.py --out /tmp/s --quick  # the same recipe on a few hundred images (seconds)
 
 A real study starts from a downloaded VLM that already knows shapes, stripes, studs and colours and
@@ -33,7 +33,6 @@ import hashlib
 import json
 import logging
 import platform
-import shutil
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -297,6 +296,7 @@ def make_standin(out_dir: Path, seed: int = 4, quick: bool = False, command: str
     model.model.vision_tower.requires_grad_(False)  # phase 2 must not wash out the vocabulary
     held_out_text = text_samples(world_products(world, seed + 7919, 200), 200, seed=seed + 7919)
     with staged_directory(Path(out_dir)) as stage:
+        # pretrain() removes its Trainer's work_dir itself
         language = pretrain(model, processor, products, tiny, instruction, world, seed, work_dir=stage.parent / f".{stage.name}.trainer")
         language["held_out_text_loss"] = round(mean_text_loss(model, processor, held_out_text), 4)
         model.model.vision_tower.requires_grad_(True)
@@ -320,7 +320,6 @@ def make_standin(out_dir: Path, seed: int = 4, quick: bool = False, command: str
             "versions": {"python": sys.version.split()[0], "torch": torch.__version__, "transformers": transformers.__version__},
         }
         write_json(stage / RECIPE_FILE, recipe)
-    shutil.rmtree(Path(out_dir).parent / f".{Path(out_dir).name}.trainer", ignore_errors=True)
     log.info("stand-in saved to %s in %.0f s: %s", out_dir, recipe["wall_time_s"],
              ", ".join(f"{a} {v:.3f}" for a, v in vision["held_out_accuracy"].items()))
     return recipe
