@@ -2,11 +2,15 @@
 #
 #   snakemake --cores 1 results/tables.md                                 # default CPU profile
 #   snakemake --cores 1 results/tables.md --configfile configs/smoke.yaml # another profile
+#   snakemake --report report.zip                                         # one page of the run (report/)
 #
 # The same stages and commands are in dvc.yaml (tests/test_dag_agreement.py keeps them equal).
 
 
 configfile: "params.yaml"
+
+
+report: "report/workflow.rst"
 
 
 include: "rules/common.smk"

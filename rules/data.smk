@@ -111,7 +111,14 @@ rule clean:
         code=stage_code("clean"),
         captions=rules.caption.output.captions,
     output:
-        out=directory(PATHS.processed),
+        # the splits stay out of the report; the clean report and its examples go in
+        out=report(
+            directory(PATHS.processed),
+            patterns=["clean_{part}.json", "clean_{part}.md"],
+            caption="../report/clean.rst",
+            category="Data",
+            subcategory="Cleaning",
+        ),
     log:
         f"{PATHS.logs}/clean.log",
     conda:

@@ -143,7 +143,13 @@ rule review:
         images=rules.download.output.images,
         evaluations=[rules.evaluate_base.output.out] + expand(str(rules.evaluate.output.out), exp=EXPERIMENTS, seed=SEEDS),
     output:
-        out=directory(PATHS.review),
+        out=report(
+            directory(PATHS.review),
+            htmlindex="index.html",
+            caption="../report/review.rst",
+            category="Review",
+            subcategory="Test answers",
+        ),
     log:
         f"{PATHS.logs}/review.log",
     conda:
@@ -171,9 +177,25 @@ rule tables:
         # not read by the tables: built with them, so the default run ends with a servable best model
         export=rules.export.output.out,
     output:
-        tables=PATHS.tables,
-        metrics=PATHS.metrics,
-        plots=directory(PATHS.plots),
+        tables=report(
+            PATHS.tables,
+            caption="../report/tables.rst",
+            category="Results",
+            subcategory="Tables",
+        ),
+        metrics=report(
+            PATHS.metrics,
+            caption="../report/metrics.rst",
+            category="Results",
+            subcategory="Tables",
+        ),
+        plots=report(
+            directory(PATHS.plots),
+            patterns=["{plot}.png"],
+            caption="../report/plots.rst",
+            category="Results",
+            subcategory="Plots",
+        ),
     log:
         f"{PATHS.logs}/tables.log",
     conda:
