@@ -73,6 +73,68 @@ def project_copy(tmp_path_factory) -> Path:
     return copy_project(tmp_path_factory.mktemp("brandcap"))
 
 
+# ----------------------------------------------------------------------------- the shared smoke build
+# The smoke profile is built once per test session, whatever the number of pytest-xdist workers: the first worker
+# to ask builds it under the session's shared temp root while the others wait on a file lock. Tests that only read
+# it take `smoke_build`; tests that change it take `smoke_copy`, their own copy (timestamps kept, so Snakemake and
+# DVC see the same up-to-date build).
+SMOKE = "configs/smoke.yaml"
+
+
+def session_root(tmp_path_factory) -> Path:
+    """The temp folder all workers of this session share (the per-worker base temp's parent under xdist)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@pytest.fixture(scope="session")
+def smoke_system_temp(tmp_path_factory) -> Path:
+    """The system temp dir (TMPDIR) of the smoke build: nothing may land there."""
+    return session_root(tmp_path_factory) / "smoke-system-temp"
+
+
+@pytest.fixture(scope="session")
+def smoke_build(tmp_path_factory, smoke_system_temp) -> Path:
+    """The smoke profile built by the README's command in a copy of the project; read it, do not change it."""
+    from filelock import FileLock
+
+    root = session_root(tmp_path_factory)
+    project, done, failed = root / "smoke-build", root / "smoke-build.done", root / "smoke-build.failed"
+    with FileLock(str(root / "smoke-build.lock")):
+        if failed.exists():
+            raise AssertionError(f"the shared smoke build failed in another worker:\n{failed.read_text()}")
+        if not done.exists():
+            try:
+                smoke_system_temp.mkdir()
+                project.mkdir()
+                copy_project(project)
+                with pytest.MonkeyPatch.context() as patch:
+                    patch.setenv("TMPDIR", str(smoke_system_temp))
+                    # as in a user's shell: a test module that imported brandcap.stage in this process set it (and
+                    # torch made it absolute), and the build would inherit that folder instead of its own
+                    patch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+                    run_in(project, readme_profile_commands()[SMOKE]["snakemake"])
+            except BaseException as err:
+                failed.write_text(str(err))
+                raise
+            done.touch()
+    return project
+
+
+def nothing_to_do(repo: Path, run, *extra: str) -> bool:
+    """Whether a Snakemake dry run of the default target in `repo` finds nothing to do."""
+    out = run(repo, ["snakemake", "--cores", "1", "--dry-run", "results/tables.md", *extra])
+    return "Nothing to be done" in out.stdout + out.stderr
+
+
+@pytest.fixture(scope="module")
+def smoke_copy(smoke_build, tmp_path_factory) -> Path:
+    """A copy of the shared smoke build for a test module that changes it (files, links and timestamps kept)."""
+    target = tmp_path_factory.mktemp("smoke-copy") / "project"
+    shutil.copytree(smoke_build, target, symlinks=True)
+    return target
+
+
 # ----------------------------------------------------------------------------- tiny training runs
 # Shared by test_train.py and test_train_distributed.py (torch and transformers load lazily).
 TINY_TRAIN_BRANDS = {"Gucci": (200, 30, 30), "Prada": (30, 200, 30), "Celine": (30, 30, 200), "Loewe": (200, 200, 30)}
@@ -326,7 +388,11 @@ WORKFLOW_MODULES = {  # the orchestrators on a copy of the project: Snakemake, D
 # The whole DAG, run for real; longest first, and collected before every other module: `make test` runs the suite
 # on pytest-xdist workers (one per core, at most 4), one module per worker at a time (--dist loadfile, so each
 # module's pipeline is built once), and a long module started last would leave a core idle at the end.
-END_TO_END_MODULES = ["test_pipeline", "test_learning", "test_realshape_run"]
+# The shared smoke build's first user (test_pipeline) comes first, the modules that copy it after two that do not
+# need it, so that no worker waits for it while another builds it.
+END_TO_END_MODULES = [
+    "test_pipeline", "test_realshape_run", "test_learning", "test_pipeline_dvc", "test_pipeline_rerun", "test_report",
+]
 
 
 def module_name_of(item) -> str:

@@ -1,4 +1,4 @@
-"""Snakemake's report of a finished smoke build, opened in a real browser: `snakemake --report report.zip` writes
+"""Snakemake's report of a finished smoke build (a copy of the session's shared one), opened in a real browser: `snakemake --report report.zip` writes
 the zip and nothing else in the project, and the page (a React app with its data embedded) shows the results that
 rules/*.smk wrap in report(): the tables and the metrics file, the plots, the clean stage's report and examples,
 and the review gallery with its photos, each with the caption from report/*.rst under its category.
@@ -26,6 +26,8 @@ from urllib.parse import urlencode
 
 import pytest
 
+from tests.conftest import SMOKE
+
 CHROMIUM = shutil.which("chromium")
 pytestmark = [
     pytest.mark.slow,
@@ -33,7 +35,6 @@ pytestmark = [
                        reason="no Chromium on PATH: install Debian's package (apt-get install chromium; `make test` does) to test the report in a browser"),
 ]
 
-SMOKE = "configs/smoke.yaml"
 # What a report command may write in the project: Snakemake's own log and lock folders; brandcap's project lock is
 # read and written back unchanged (brandcap.project_lock, checked by every Snakemake call at start-up).
 REPORT_MAY_WRITE = (".snakemake/log/", ".snakemake/locks/")
@@ -97,15 +98,6 @@ PROBE = """
 """
 
 
-@pytest.fixture(scope="module")
-def smoke_build(project_copy, profile_commands, run) -> Path:
-    """A finished smoke build, made as tests/test_pipeline.py makes its own; read here, never changed."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)  # as in test_pipeline.py: the build's own folder
-        run(project_copy, profile_commands[SMOKE]["snakemake"])
-    return project_copy
-
-
 def file_states(root: Path) -> dict[str, tuple[int, int, str]]:
     """Every file under root but git's: relative path -> (size, mtime in ns, sha256 of the small ones)."""
     states = {}
@@ -119,13 +111,13 @@ def file_states(root: Path) -> dict[str, tuple[int, int, str]]:
 
 
 @pytest.fixture(scope="module")
-def report_run(smoke_build, run, tmp_path_factory) -> dict:
+def report_run(smoke_copy, run, tmp_path_factory) -> dict:
     """`snakemake --report OUT/report.zip --configfile configs/smoke.yaml` in the build, the zip unpacked; the
     project's files before and after."""
     out = tmp_path_factory.mktemp("report")
-    before = file_states(smoke_build)
-    done = run(smoke_build, ["snakemake", "--report", str(out / "report.zip"), "--configfile", SMOKE])
-    after = file_states(smoke_build)
+    before = file_states(smoke_copy)
+    done = run(smoke_copy, ["snakemake", "--report", str(out / "report.zip"), "--configfile", SMOKE])
+    after = file_states(smoke_copy)
     with zipfile.ZipFile(out / "report.zip") as archive:
         archive.extractall(out / "unzipped")
     page = out / "unzipped/report/report.html"
@@ -160,8 +152,8 @@ def test_the_report_command_writes_the_zip_and_nothing_else_in_the_project(repor
     assert "Report created." in report_run["log"]
 
 
-def test_a_single_file_html_report_is_refused_for_the_gallery(smoke_build, run, tmp_path):
-    refused = run(smoke_build, ["snakemake", "--report", str(tmp_path / "report.html"), "--configfile", SMOKE], check=False)
+def test_a_single_file_html_report_is_refused_for_the_gallery(smoke_copy, run, tmp_path):
+    refused = run(smoke_copy, ["snakemake", "--report", str(tmp_path / "report.html"), "--configfile", SMOKE], check=False)
     assert refused.returncode != 0
     assert "--report report.zip" in refused.stdout + refused.stderr  # Snakemake's own advice, as docs/orchestrators.md says
     assert not (tmp_path / "report.html").exists()
@@ -203,12 +195,12 @@ def test_the_clean_report_and_its_examples_are_listed_under_data(report_run):
     assert "What the clean stage did to the captions" in report and "Examples of the captions" not in report
 
 
-def test_the_gallery_shows_every_test_item_with_its_photo(report_run, smoke_build):
+def test_the_gallery_shows_every_test_item_with_its_photo(report_run, smoke_copy):
     shown = browse(report_run, "menu:Review", "view:results/review/index.html")
     assert shown["rows"] == ["results/review/index.html"]
     gallery = shown["frame"]
     assert gallery["title"].startswith("brandcap review")
-    evaluated = (smoke_build / "results/eval/base/epoch-0/predictions.jsonl").read_text().splitlines()
+    evaluated = (smoke_copy / "results/eval/base/epoch-0/predictions.jsonl").read_text().splitlines()
     assert gallery["items"] == len(evaluated) > 0
     assert len(gallery["photos"]) == len(evaluated) and gallery["loaded"] > 0  # the thumbnails came with the zip
     folder = (report_run["page"].parent / gallery["src"]).parent

@@ -1,0 +1,74 @@
+"""DVC on the smoke build (a copy of the session's shared one), with the README's commands as written:
+`brandcap profile` + `dvc commit` adopt the Snakemake build and DVC then finds it up to date; after
+`dvc checkout` the documented `snakemake --touch` leaves nothing to do; DVC reproduces the data stages
+bit for bit; `dvc exp run -S` + `dvc exp show` compare a variant that changes an upstream stage. The
+tests run in this order on one copy: each starts from what the one before left."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SMOKE, nothing_to_do
+
+pytestmark = pytest.mark.slow
+
+TOUCH_AFTER_CHECKOUT = "snakemake --touch --cores 1 results/tables.md"
+
+
+@pytest.fixture(scope="module")
+def built(smoke_copy) -> Path:
+    return smoke_copy
+
+
+def test_the_dvc_profile_command_agrees_with_the_snakemake_build(built, profile_commands, run):
+    """`brandcap profile` resolves the same parameters, so Snakemake without --configfile is up to date too."""
+    run(built, profile_commands[SMOKE]["dvc"].removesuffix(" && dvc repro"))
+    assert nothing_to_do(built, run)
+    run(built, "dvc commit --force --quiet")
+    assert "Data and pipelines are up to date" in run(built, profile_commands[SMOKE]["dvc"]).stdout
+
+
+def test_snakemake_touch_after_dvc_checkout_leaves_nothing_to_do(built, run):
+    shutil.rmtree(built / "data/processed")
+    shutil.rmtree(built / "results/eval/base")
+    run(built, "dvc checkout --quiet")
+    assert (built / "data/processed/train.jsonl").exists()
+    run(built, TOUCH_AFTER_CHECKOUT)
+    assert nothing_to_do(built, run)
+
+
+def test_dvc_reproduces_the_data_stages_bit_for_bit(built, run):
+    before = (built / "dvc.lock").read_text()
+    run(built, ["dvc", "repro", "--force", "--single-item", "catalog", "general_set", "download", "caption", "clean"])
+    assert (built / "dvc.lock").read_text() == before
+    assert json.loads(run(built, ["dvc", "status", "--json"]).stdout or "{}") == {}
+
+
+def test_dvc_exp_run_reruns_downstream_of_an_upstream_change(built, run):
+    """An evaluation setting changes every evaluation job and the tables under `dvc exp run` (cheaper
+    than retraining again: the clean -> train chain was shown under Snakemake above)."""
+    run(built, "git add -A && git commit -qm 'baseline results'")
+    old_metrics = json.loads((built / "results/metrics.json").read_text())
+    out = run(built, ["dvc", "exp", "run", "-S", "eval.max_new_tokens=4", "--name", "short-answers"])
+    reran = set(re.findall(r"Running stage '(\w+)", out.stdout))
+    assert {"evaluate", "evaluate_base", "evaluate_prompted", "tables"} <= reran
+    assert not {"catalog", "clean", "train"} & reran
+    assert "short-answers" in json.dumps(json.loads(run(built, ["dvc", "exp", "show", "--json"]).stdout))
+    table = run(built, ["dvc", "exp", "show", "--md"]).stdout
+    assert "eval.max_new_tokens" in table and "epoch-2.brand_accuracy" in table
+    # the README's narrowed form: the varied param, the verdict and each experiment's chosen test accuracy
+    narrowed = run(built, ["dvc", "exp", "show", "--md", "--drop", ".*", "--keep", r"Experiment|eval\.max_new_tokens|selection\.(verdict|versus_strongest_baseline|\w+\.brand_accuracy)$"]).stdout
+    header = [cell.strip() for cell in narrowed.splitlines()[0].strip("|").split("|")]
+    # (per-experiment selection entries exist only where something learnt; the smoke profile's verdict is "no learning")
+    assert header[:3] == ["Experiment", "selection.verdict", "selection.versus_strongest_baseline"], header
+    assert header[-1] == "eval.max_new_tokens", header
+    assert all(re.fullmatch(r"selection\.\w+\.brand_accuracy", column) for column in header[3:-1]), header
+    assert re.search(r"short-answers.*\|\s*4\s*\|", narrowed), narrowed
+    assert "no best checkpoint" in narrowed, narrowed
+    new_metrics = json.loads((built / "results/metrics.json").read_text())
+    assert new_metrics["provenance"]["params_sha256"] != old_metrics["provenance"]["params_sha256"]
