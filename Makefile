@@ -22,9 +22,10 @@ run: install java
 test: install java chromium
 	python -m pytest -q --durations=25 --numprocesses auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 
-# ruff over the Python code, snakefmt over the Snakefile and rules (both configured in pyproject.toml).
+# ruff (lint and format) over the Python code, snakefmt over the Snakefile and rules (configured in pyproject.toml).
 lint: install
 	ruff check .
+	ruff format --check .
 	snakefmt --check Snakefile rules/
 
 install: $(VENV)/.installed

@@ -43,20 +43,31 @@ from brandcap.params import validate_params
 from brandcap.stages.caption import run_caption
 
 MODEL = "bench-vlm"  # the model both endpoints list at /v1/models (the stage's pre-flight checks it)
-CANNED = ("The photo shows the Bag by Gucci, a green piece from its Bags range. The lighting is soft and even, "
-          "so the shape and texture are easy to read. Its main colour is green, which covers most of the visible "
-          "surface. The edges are neatly finished, and the seams appear straight and even.")
+CANNED = (
+    "The photo shows the Bag by Gucci, a green piece from its Bags range. The lighting is soft and even, "
+    "so the shape and texture are easy to read. Its main colour is green, which covers most of the visible "
+    "surface. The edges are neatly finished, and the seams appear straight and even."
+)
 
 
 def serve_fixed(latency_s: float) -> None:
     """A minimal chat-completions endpoint: reads the request, waits, answers CANNED; lists MODEL at /v1/models."""
     from aiohttp import web
 
-    answer = json.dumps({
-        "id": "chatcmpl-bench", "object": "chat.completion", "created": 0, "model": MODEL,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": CANNED}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 300, "completion_tokens": len(CANNED.split()), "total_tokens": 300 + len(CANNED.split())},
-    })
+    answer = json.dumps(
+        {
+            "id": "chatcmpl-bench",
+            "object": "chat.completion",
+            "created": 0,
+            "model": MODEL,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": CANNED}, "finish_reason": "stop"}],
+            "usage": {
+                "prompt_tokens": 300,
+                "completion_tokens": len(CANNED.split()),
+                "total_tokens": 300 + len(CANNED.split()),
+            },
+        }
+    )
 
     async def chat(request: web.Request) -> web.Response:
         await request.read()
@@ -64,7 +75,9 @@ def serve_fixed(latency_s: float) -> None:
         return web.Response(text=answer, content_type="application/json")
 
     async def models(request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": MODEL, "object": "model", "created": 0, "owned_by": "bench"}]})
+        return web.json_response(
+            {"object": "list", "data": [{"id": MODEL, "object": "model", "created": 0, "owned_by": "bench"}]}
+        )
 
     async def main() -> None:
         app = web.Application(client_max_size=64 * 1024**2)
@@ -93,8 +106,17 @@ def make_manifest(root: Path, n: int, size: int) -> None:
         Image.fromarray(pixels).save(buf, "PNG")
         path = root / "images" / f"p{i:05d}.png"
         path.write_bytes(buf.getvalue())
-        rows.append({"product_id": f"p{i:05d}", "brand": "Gucci", "title": f"Bag {i}", "category": "Bags", "status": "ok",
-                     "image": str(path), "sha256": hashlib.sha256(buf.getvalue()).hexdigest()})
+        rows.append(
+            {
+                "product_id": f"p{i:05d}",
+                "brand": "Gucci",
+                "title": f"Bag {i}",
+                "category": "Bags",
+                "status": "ok",
+                "image": str(path),
+                "sha256": hashlib.sha256(buf.getvalue()).hexdigest(),
+            }
+        )
     pd.DataFrame(rows).to_parquet(root / "manifest.parquet", index=False)
 
 
@@ -102,9 +124,19 @@ def start_endpoint(root: Path, kind: str, latency_s: float) -> tuple[subprocess.
     if kind == "fixed":
         command = [sys.executable, __file__, "--serve-fixed", str(latency_s)]
     else:
-        rates = dict(loop_rate=0, garbled_rate=0, case_change_rate=0, missing_brand_rate=0, cutoff_rate=0, http_error_rate=0, slow_rate=0)
+        rates = dict(
+            loop_rate=0,
+            garbled_rate=0,
+            case_change_rate=0,
+            missing_brand_rate=0,
+            cutoff_rate=0,
+            http_error_rate=0,
+            slow_rate=0,
+        )
         params_file = root / f"server-{latency_s}.yaml"
-        params_file.write_text(yaml.safe_dump({"caption": {"model": MODEL, "simulator": {**rates, "latency_s": latency_s}}}))
+        params_file.write_text(
+            yaml.safe_dump({"caption": {"model": MODEL, "simulator": {**rates, "latency_s": latency_s}}})
+        )
         command = [sys.executable, "-m", "brandcap.sim.simulated_vlm", "--port", "0", "--params", str(params_file)]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline()
@@ -133,9 +165,19 @@ async def bare_client_rate(base_url: str, concurrency: int, manifest: Path) -> f
     async def worker(session: aiohttp.ClientSession) -> None:
         for image in pending:
             url = "data:image/png;base64," + base64.b64encode(Path(image).read_bytes()).decode()
-            body = {"model": "m", "max_tokens": 200, "messages": [{"role": "user", "content": [
-                {"type": "text", "text": "This is a product photo of the brand Gucci: Bag (Bags)."},
-                {"type": "image_url", "image_url": {"url": url}}]}]}
+            body = {
+                "model": "m",
+                "max_tokens": 200,
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "This is a product photo of the brand Gucci: Bag (Bags)."},
+                            {"type": "image_url", "image_url": {"url": url}},
+                        ],
+                    }
+                ],
+            }
             async with session.post(f"{base_url}/chat/completions", json=body) as response:
                 await response.json()
 
@@ -145,42 +187,76 @@ async def bare_client_rate(base_url: str, concurrency: int, manifest: Path) -> f
         return len(images) / (time.perf_counter() - started)
 
 
-def measure(root: Path, kind: str, concurrency: int, latency_s: float, rounds: int, image_size: int) -> dict[str, float]:
+def measure(
+    root: Path, kind: str, concurrency: int, latency_s: float, rounds: int, image_size: int
+) -> dict[str, float]:
     n = concurrency * rounds
     work = root / f"c{concurrency}-l{latency_s}"
     make_manifest(work, n, image_size)
     ideal = concurrency / latency_s
     proc, base_url = start_endpoint(root, kind, latency_s)
     try:
-        params = validate_params({"caption": {"base_url": base_url, "model": MODEL, "concurrency": concurrency, "timeout_s": 30}})
+        params = validate_params(
+            {"caption": {"base_url": base_url, "model": MODEL, "concurrency": concurrency, "timeout_s": 30}}
+        )
         wall, cpu, server_cpu = time.perf_counter(), time.process_time(), cpu_seconds_of(proc.pid)
         run_caption(params, work / "manifest.parquet", work / "captions.jsonl", work / "resume")
-        wall, cpu, server_cpu = time.perf_counter() - wall, time.process_time() - cpu, cpu_seconds_of(proc.pid) - server_cpu
+        wall, cpu, server_cpu = (
+            time.perf_counter() - wall,
+            time.process_time() - cpu,
+            cpu_seconds_of(proc.pid) - server_cpu,
+        )
         baseline = asyncio.run(bare_client_rate(base_url, concurrency, work / "manifest.parquet")) / ideal
     finally:
         proc.terminate()
         proc.wait(10)
-    return {"n": n, "ideal": ideal, "ratio": n / wall / ideal, "baseline": baseline, "cpu_ms": cpu / n * 1000, "server_cpu_ms": server_cpu / n * 1000}
+    return {
+        "n": n,
+        "ideal": ideal,
+        "ratio": n / wall / ideal,
+        "baseline": baseline,
+        "cpu_ms": cpu / n * 1000,
+        "server_cpu_ms": server_cpu / n * 1000,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pairs", nargs="+", default=["8:0.2", "32:0.5", "64:0.5"], help="C:L pairs (concurrency:latency seconds)")
+    parser.add_argument(
+        "--pairs", nargs="+", default=["8:0.2", "32:0.5", "64:0.5"], help="C:L pairs (concurrency:latency seconds)"
+    )
     parser.add_argument("--rounds", type=int, default=15, help="requests per pair = C x rounds")
-    parser.add_argument("--image-size", type=int, default=64, help="side of the test images (64 = the default profile's; 448 = a real profile's max side)")
-    parser.add_argument("--endpoint", choices=["fixed", "simulated"], default="fixed", help="canned answers (measures the client) or the full simulated VLM")
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=64,
+        help="side of the test images (64 = the default profile's; 448 = a real profile's max side)",
+    )
+    parser.add_argument(
+        "--endpoint",
+        choices=["fixed", "simulated"],
+        default="fixed",
+        help="canned answers (measures the client) or the full simulated VLM",
+    )
     parser.add_argument("--serve-fixed", type=float, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_fixed is not None:
         return serve_fixed(args.serve_fixed)
     logging.basicConfig(level=logging.WARNING)
-    print(f"{args.endpoint} endpoint, {args.image_size}px images, {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} before the run")
-    print(f"{'C':>4} {'L (s)':>6} {'requests':>9} {'ideal/s':>8} {'achieved/ideal':>15} {'baseline':>9} {'client CPU ms/req':>18} {'endpoint CPU ms/req':>20}")
+    print(
+        f"{args.endpoint} endpoint, {args.image_size}px images, {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} before the run"
+    )
+    print(
+        f"{'C':>4} {'L (s)':>6} {'requests':>9} {'ideal/s':>8} {'achieved/ideal':>15} {'baseline':>9} {'client CPU ms/req':>18} {'endpoint CPU ms/req':>20}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for pair in args.pairs:
             concurrency, latency = pair.split(":")
             m = measure(Path(tmp), args.endpoint, int(concurrency), float(latency), args.rounds, args.image_size)
-            print(f"{int(concurrency):>4} {float(latency):>6.2f} {m['n']:>9} {m['ideal']:>8.1f} {m['ratio']:>15.3f} {m['baseline']:>9.3f} {m['cpu_ms']:>18.2f} {m['server_cpu_ms']:>20.2f}", flush=True)
+            print(
+                f"{int(concurrency):>4} {float(latency):>6.2f} {m['n']:>9} {m['ideal']:>8.1f} {m['ratio']:>15.3f} {m['baseline']:>9.3f} {m['cpu_ms']:>18.2f} {m['server_cpu_ms']:>20.2f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -60,9 +60,11 @@ async def _bare_get_all(urls: list[str], concurrency: int) -> None:
 
     limit = asyncio.Semaphore(concurrency)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+
         async def one(url: str) -> None:
             async with limit, session.get(url) as resp:
                 await resp.read()
+
         await asyncio.gather(*(one(u) for u in urls))
 
 
@@ -84,11 +86,15 @@ def measure(concurrency: int, latency_s: float, seconds: float) -> tuple[int, fl
         n = max(concurrency, int(seconds * concurrency / latency_s))
         with tempfile.TemporaryDirectory(prefix="brandcap-bench-") as tmp:
             tmp = Path(tmp)
-            pd.DataFrame({
-                "product_id": [f"p{i:06d}" for i in range(n)],
-                "brand": "Bench", "title": "item", "category3_code": "BAGS",
-                "imageurl": [f"http://127.0.0.1:{port}/{i}.png" for i in range(n)],
-            }).to_parquet(tmp / "catalog.parquet", index=False)
+            pd.DataFrame(
+                {
+                    "product_id": [f"p{i:06d}" for i in range(n)],
+                    "brand": "Bench",
+                    "title": "item",
+                    "category3_code": "BAGS",
+                    "imageurl": [f"http://127.0.0.1:{port}/{i}.png" for i in range(n)],
+                }
+            ).to_parquet(tmp / "catalog.parquet", index=False)
             params = validate_params({"download": {"concurrency": concurrency, "timeout_s": 30, "min_side": 16}})
             start = time.perf_counter()
             run_download(params, tmp / "catalog.parquet", tmp / "images", tmp / "manifest.parquet", tmp / "cache")
@@ -107,18 +113,25 @@ def measure(concurrency: int, latency_s: float, seconds: float) -> tuple[int, fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pairs", nargs="+", default=["8:0.2", "32:0.2", "32:0.05"], help="C:L pairs (concurrency:latency seconds)")
+    parser.add_argument(
+        "--pairs", nargs="+", default=["8:0.2", "32:0.2", "32:0.05"], help="C:L pairs (concurrency:latency seconds)"
+    )
     parser.add_argument("--seconds", type=float, default=8.0, help="ideal duration of each run")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    print(f"{'C':>4} {'L (s)':>6} {'images':>7} {'wall (s)':>9} {'rate/s':>8} {'ideal/s':>8} {'achieved/ideal':>15} {'bare aiohttp/ideal':>19}")
+    print(
+        f"{'C':>4} {'L (s)':>6} {'images':>7} {'wall (s)':>9} {'rate/s':>8} {'ideal/s':>8} {'achieved/ideal':>15} {'bare aiohttp/ideal':>19}"
+    )
     for pair in args.pairs:
         c, lat = pair.split(":")
         concurrency, latency = int(c), float(lat)
         n, elapsed, bare = measure(concurrency, latency, args.seconds)
         rate, ideal = n / elapsed, concurrency / latency
-        print(f"{concurrency:>4} {latency:>6.2f} {n:>7} {elapsed:>9.2f} {rate:>8.1f} {ideal:>8.1f} {rate / ideal:>15.2f} "
-              f"{n / bare / ideal:>19.2f}", flush=True)
+        print(
+            f"{concurrency:>4} {latency:>6.2f} {n:>7} {elapsed:>9.2f} {rate:>8.1f} {ideal:>8.1f} {rate / ideal:>15.2f} "
+            f"{n / bare / ideal:>19.2f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -30,12 +30,16 @@ COLOURS = [(200, 30, 30), (30, 30, 200), (30, 160, 30), (220, 200, 40), (120, 60
 def build_model(base: Path | None, device: str):
     if base is not None:
         return load_model(base, None, device)
-    corpus = [f"A {c} leather bag by Brand{i} with a gold strap." for i in range(20) for c in ("red", "blue", "green")] * 10
+    corpus = [
+        f"A {c} leather bag by Brand{i} with a gold strap." for i in range(20) for c in ("red", "blue", "green")
+    ] * 10
     model, processor = build_tiny_model(corpus, TinyModelParams(), seed=0)
     return model.to(device).eval(), processor
 
 
-def timed_generation(model, processor, prompt: str, images: list[Image.Image], batch_size: int, new_tokens: int) -> float:
+def timed_generation(
+    model, processor, prompt: str, images: list[Image.Image], batch_size: int, new_tokens: int
+) -> float:
     if model.device.type == "cuda":
         torch.cuda.synchronize()
     started = time.perf_counter()
@@ -48,7 +52,9 @@ def timed_generation(model, processor, prompt: str, images: list[Image.Image], b
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--base", type=Path, default=None, help="a saved model directory; default: a random tiny InternVL")
+    parser.add_argument(
+        "--base", type=Path, default=None, help="a saved model directory; default: a random tiny InternVL"
+    )
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=24)
@@ -65,7 +71,9 @@ def main() -> None:
     one_at_a_time = timed_generation(model, processor, prompt, images, 1, args.new_tokens)
     batched = timed_generation(model, processor, prompt, images, args.batch_size, args.new_tokens)
 
-    print(f"device: {device} ({torch.cuda.get_device_name() if device == 'cuda' else f'{torch.get_num_threads()} CPU threads'})")
+    print(
+        f"device: {device} ({torch.cuda.get_device_name() if device == 'cuda' else f'{torch.get_num_threads()} CPU threads'})"
+    )
     print(f"{args.samples} samples, {args.new_tokens} new tokens each")
     print(f"one at a time:  {args.samples / one_at_a_time:8.1f} samples/s ({one_at_a_time:.2f} s)")
     print(f"batch size {args.batch_size:3d}:  {args.samples / batched:8.1f} samples/s ({batched:.2f} s)")

@@ -30,8 +30,16 @@ DONE = re.compile(r"stage (.+?): done in ([\d.]+) s")
 
 def fresh_copy(dest: Path) -> None:
     """The checkout's tracked and untracked-but-not-ignored files, as a fresh clone would have them."""
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           check=True, capture_output=True).stdout.decode().split("\0")
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, files):
         src = ROOT / name
         if src.is_file():
@@ -54,7 +62,9 @@ def stage_times(logs: Path) -> list[tuple[str, float, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="", help="a profile overlay (configs/*.yaml); default: params.yaml alone")
-    parser.add_argument("--cores", default="all", help="snakemake --cores: a number, or all (what make run uses; default)")
+    parser.add_argument(
+        "--cores", default="all", help="snakemake --cores: a number, or all (what make run uses; default)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary run folder and print its path")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="brandcap-pipeline-"))
@@ -75,7 +85,9 @@ def main() -> None:
         print(f"stage bodies: {body_sum / total:.1%} of the run")
         if args.cores == "1":
             print(f"Snakemake planning and bookkeeping: {(total - startup_sum - body_sum) / total:.1%} of the run")
-        print(f"total: {total:.0f} s wall ({len(rows)} jobs, --cores {args.cores}, profile {args.profile or 'params.yaml'})")
+        print(
+            f"total: {total:.0f} s wall ({len(rows)} jobs, --cores {args.cores}, profile {args.profile or 'params.yaml'})"
+        )
     finally:
         if args.keep:
             print(f"kept: {work}")

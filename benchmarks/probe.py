@@ -50,7 +50,9 @@ def main() -> None:
     test_acc = sum(g == r["brand"] for g, r in zip(guesses, test)) / len(test)
     majority = Counter(r["brand"] for r in train).most_common(1)[0][0]
     majority_acc = sum(r["brand"] == majority for r in test) / len(test)
-    print(f"features: {x_train.shape[1]} per image ({args.base}); {len({r['brand'] for r in train})} brands, {len(train)} train / {len(test)} test")
+    print(
+        f"features: {x_train.shape[1]} per image ({args.base}); {len({r['brand'] for r in train})} brands, {len(train)} train / {len(test)} test"
+    )
     print(f"linear probe: train {train_acc:.3f}, test {test_acc:.3f}; majority brand on test {majority_acc:.3f}")
     print(f"probe / majority on test: {test_acc / majority_acc:.2f}x")
 

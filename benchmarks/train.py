@@ -58,25 +58,44 @@ KINDS = ["tote bag", "sneaker", "wool coat", "silk scarf", "leather belt"]
 
 def caption(i: int) -> str:
     b, c, k = BRANDS[i % len(BRANDS)], COLOURS[i % len(COLOURS)], KINDS[i % len(KINDS)]
-    return (f"A {c} {k} by {b}, photographed on a plain white background. The {k} has clean lines, "
-            f"fine stitching and a small {b} logo; the {c} colour is even across the whole product.")
+    return (
+        f"A {c} {k} by {b}, photographed on a plain white background. The {k} has clean lines, "
+        f"fine stitching and a small {b} logo; the {c} colour is even across the whole product."
+    )
 
 
 def internvl3_1b_config(tokenizer) -> InternVLConfig:
     """InternVL3-1B's architecture numbers (OpenGVLab/InternVL3-1B-hf) with our tokenizer's special ids."""
     text = Qwen2Config(
-        vocab_size=151674, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-        num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
-        rope_theta=1_000_000.0, tie_word_embeddings=True,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=151674,
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        max_position_embeddings=32768,
+        rope_theta=1_000_000.0,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
     vision = dict(
-        hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-        image_size=448, patch_size=14, norm_type="layer_norm", use_qk_norm=False, layer_scale_init_value=0.1,
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        image_size=448,
+        patch_size=14,
+        norm_type="layer_norm",
+        use_qk_norm=False,
+        layer_scale_init_value=0.1,
     )
     return InternVLConfig(
-        vision_config=vision, text_config=text.to_dict(), downsample_ratio=0.5,
-        image_token_id=tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>"), image_seq_length=256,
+        vision_config=vision,
+        text_config=text.to_dict(),
+        downsample_ratio=0.5,
+        image_token_id=tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>"),
+        image_seq_length=256,
     )
 
 
@@ -104,7 +123,11 @@ def write_dataset(root: Path, n: int, side: int) -> Path:
         pixels = np.clip(rng.normal(128, 40, (side, side, 3)), 0, 255).astype(np.uint8)
         path = root / f"p{i}.png"
         Image.fromarray(pixels).save(path)
-        lines.append(json.dumps({"product_id": f"p{i}", "image": str(path), "brand": BRANDS[i % len(BRANDS)], "caption": caption(i)}))
+        lines.append(
+            json.dumps(
+                {"product_id": f"p{i}", "image": str(path), "brand": BRANDS[i % len(BRANDS)], "caption": caption(i)}
+            )
+        )
     (root / "train.jsonl").write_text("\n".join(lines) + "\n")
     return root / "train.jsonl"
 
@@ -132,8 +155,11 @@ def trainer_run(model, processor, params, train_jsonl, steps, out_dir):
     args.logging_steps = max(steps, 1)
     timer = Timer()
     trainer = DeltaTrainer(
-        model=model, args=args, train_dataset=CaptionDataset(train_jsonl),
-        data_collator=CaptionCollator(processor, params.train.instruction, params.train.max_length), callbacks=[timer],
+        model=model,
+        args=args,
+        train_dataset=CaptionDataset(train_jsonl),
+        data_collator=CaptionCollator(processor, params.train.instruction, params.train.max_length),
+        callbacks=[timer],
     )
     trainer.train()
     return steps * params.train.batch_size / timer.seconds
@@ -150,7 +176,10 @@ def bare_run(model, batches, params, steps, accumulation):
     start = time.perf_counter()
     for step in range(steps):
         for micro in range(accumulation):
-            batch = {k: v.to(device, non_blocking=True) for k, v in batches[(step * accumulation + micro) % len(batches)].items()}
+            batch = {
+                k: v.to(device, non_blocking=True)
+                for k, v in batches[(step * accumulation + micro) % len(batches)].items()
+            }
             with autocast:
                 loss = model(**batch).loss / accumulation
             loss.backward()
@@ -207,13 +236,18 @@ def prompt_token_counts(processor, instruction: str, caption_tokens: int, shapes
         encoded = encode_prompts(processor, instruction, [Image.new("RGB", size)])
         ids = list(encoded["input_ids"][0])
         image_tokens = ids.count(processor.image_token_id)
-        rows.append(PromptTokens(shape, len(encoded["pixel_values"]), image_tokens, len(ids), len(ids) + caption_tokens + end_tokens))
+        rows.append(
+            PromptTokens(
+                shape, len(encoded["pixel_values"]), image_tokens, len(ids), len(ids) + caption_tokens + end_tokens
+            )
+        )
     return rows
 
 
 @dataclass(frozen=True)
 class Tower:
     """A transformer stack's sizes, for counting its matmul FLOPs."""
+
     layers: int
     hidden: int
     intermediate: int
@@ -231,15 +265,20 @@ class Tower:
 
 
 INTERNVIT_300M = Tower(layers=24, hidden=1024, intermediate=4096, heads=16, kv_heads=16, gated_mlp=False)
-QWEN25_0_5B = Tower(layers=24, hidden=896, intermediate=4864, heads=14, kv_heads=2, gated_mlp=True)  # InternVL3-1B's LLM
-QWEN25_1_5B = Tower(layers=28, hidden=1536, intermediate=8960, heads=12, kv_heads=2, gated_mlp=True)  # InternVL3-2B's LLM
+QWEN25_0_5B = Tower(
+    layers=24, hidden=896, intermediate=4864, heads=14, kv_heads=2, gated_mlp=True
+)  # InternVL3-1B's LLM
+QWEN25_1_5B = Tower(
+    layers=28, hidden=1536, intermediate=8960, heads=12, kv_heads=2, gated_mlp=True
+)  # InternVL3-2B's LLM
 VOCAB = 151_674
 VISION_TOKENS_PER_TILE = 1025  # 32 x 32 patches of 14 px + the class token
 IMAGE_TOKENS_PER_TILE = 256  # after the 0.5 pixel shuffle
 
 
-def training_flops(tiles: int, seq_len: int, vision: Tower = INTERNVIT_300M, text: Tower = QWEN25_1_5B,
-                   checkpointing: bool = True) -> dict[str, float]:
+def training_flops(
+    tiles: int, seq_len: int, vision: Tower = INTERNVIT_300M, text: Tower = QWEN25_1_5B, checkpointing: bool = True
+) -> dict[str, float]:
     """FLOPs of one freeze_llm training sample. The vision tower + projector are trained (forward,
     input and weight gradients: ~3 forwards); the frozen LLM still runs forward and input gradients
     (~2 forwards), since the image tokens' gradient flows back through every layer; gradient
@@ -256,7 +295,9 @@ def training_flops(tiles: int, seq_len: int, vision: Tower = INTERNVIT_300M, tex
 
 def prefill_flops(tiles: int, prompt_len: int, vision: Tower = INTERNVIT_300M, text: Tower = QWEN25_1_5B) -> float:
     """One evaluation prompt's forward (generation keeps the logits of its last token only)."""
-    return vision.forward_flops(tiles, VISION_TOKENS_PER_TILE, causal=False) + text.forward_flops(1, prompt_len, causal=True)
+    return vision.forward_flops(tiles, VISION_TOKENS_PER_TILE, causal=False) + text.forward_flops(
+        1, prompt_len, causal=True
+    )
 
 
 def seed004_hours(tokens: PromptTokens, sustained_flops: float) -> dict[str, float]:
@@ -266,7 +307,11 @@ def seed004_hours(tokens: PromptTokens, sustained_flops: float) -> dict[str, flo
     prompts = SEED004_TEST_ITEMS * prefill_flops(tokens.tiles, tokens.prompt_tokens)
     test_loss = SEED004_TEST_ITEMS * prefill_flops(tokens.tiles, tokens.sample_tokens)
     one_eval = batches * SEED004_NEW_TOKENS * DECODE_STEP_S + (prompts + test_loss) / sustained_flops
-    return {"train": train / sustained_flops / 3600, "eval": SEED004_MODELS_EVALUATED * one_eval / 3600, "one_eval": one_eval / 3600}
+    return {
+        "train": train / sustained_flops / 3600,
+        "eval": SEED004_MODELS_EVALUATED * one_eval / 3600,
+        "one_eval": one_eval / 3600,
+    }
 
 
 def timed(step, repeats: int = 1) -> float:
@@ -287,7 +332,10 @@ class PartsOf1B:
 
     def __init__(self, tokenizer):
         config = internvl3_1b_config(tokenizer)
-        self.vision_layers, self.text_layers = config.vision_config.num_hidden_layers, config.text_config.num_hidden_layers
+        self.vision_layers, self.text_layers = (
+            config.vision_config.num_hidden_layers,
+            config.text_config.num_hidden_layers,
+        )
         config.vision_config.num_hidden_layers, config.text_config.num_hidden_layers = 0, 1
         torch.manual_seed(0)
         self.model = InternVLForConditionalGeneration(config)
@@ -299,7 +347,9 @@ class PartsOf1B:
     def vision_seconds(self, tiles: int) -> float:
         pixels = torch.randn(tiles, 3, REAL_TILES.image_size, REAL_TILES.image_size)
         hidden = torch.randn(tiles, VISION_TOKENS_PER_TILE, self.config.vision_config.hidden_size)
-        front = timed(lambda: self.model.model.get_image_features(pixel_values=pixels).pooler_output.sum().backward(), repeats=2)
+        front = timed(
+            lambda: self.model.model.get_image_features(pixel_values=pixels).pooler_output.sum().backward(), repeats=2
+        )
         layer = timed(lambda: self.vision_layer(hidden).sum().backward(), repeats=2)
         self.model.zero_grad(set_to_none=True)
         self.vision_layer.zero_grad(set_to_none=True)
@@ -308,7 +358,9 @@ class PartsOf1B:
     def llm_seconds(self, seq_len: int) -> float:
         embeds = torch.randn(1, seq_len, self.config.text_config.hidden_size, requires_grad=True)
         language_model = self.model.model.language_model
-        return self.text_layers * timed(lambda: language_model(inputs_embeds=embeds).last_hidden_state.sum().backward(), repeats=2)
+        return self.text_layers * timed(
+            lambda: language_model(inputs_embeds=embeds).last_hidden_state.sum().backward(), repeats=2
+        )
 
     def head_seconds(self, seq_len: int) -> float:
         hidden = torch.randn(HEAD_CHUNK, self.config.text_config.hidden_size, requires_grad=True)
@@ -330,76 +382,112 @@ def measured_row(rows: list[PromptTokens]) -> PromptTokens:
 
 
 def print_token_table(tokens: dict[str, list[PromptTokens]]) -> None:
-    print(f"\nTokens per training sample (real processor: 448 px tiles x 256 tokens; a {CAPTION_TOKENS}-token caption; "
-          "prompt text from this benchmark's tokenizer, within a few tokens of Qwen2.5's)")
+    print(
+        f"\nTokens per training sample (real processor: 448 px tiles x 256 tokens; a {CAPTION_TOKENS}-token caption; "
+        "prompt text from this benchmark's tokenizer, within a few tokens of Qwen2.5's)"
+    )
     print(f"{'photo':<20}{'tiling':<14}{'tiles':>6}{'image tokens':>14}{'prompt':>8}{'prompt+answer':>15}")
     for tiling, rows in tokens.items():
         for row in rows:
-            print(f"{row.shape:<20}{tiling:<14}{row.tiles:>6}{row.image_tokens:>14,}{row.prompt_tokens:>8,}{row.sample_tokens:>15,}")
+            print(
+                f"{row.shape:<20}{tiling:<14}{row.tiles:>6}{row.image_tokens:>14,}{row.prompt_tokens:>8,}{row.sample_tokens:>15,}"
+            )
 
 
 def print_cpu_seconds(processor_of, tokens: dict[str, list[PromptTokens]], instruction: str) -> dict[str, float]:
     parts = PartsOf1B(processor_of["off"].tokenizer)
     parts.vision_seconds(1)  # warm-up: kernels, allocator
-    print(f"\nSeconds per training sample on this CPU ({torch.get_num_threads()} threads, fp32, no gradient checkpointing), "
-          f"InternVL3-1B shape, freeze_llm, {MEASURED_SHAPE} photo; measured per part, scaled to 24 + 24 layers")
-    print(f"{'tiling':<14}{'tiles':>6}{'tokens':>8}{'collate':>9}{'vision':>9}{'LLM':>9}{'head':>8}{'total':>9}{'x off':>7}"
-          f"{'FLOP x off':>12}  (analytic ratio, same shape and setting)")
+    print(
+        f"\nSeconds per training sample on this CPU ({torch.get_num_threads()} threads, fp32, no gradient checkpointing), "
+        f"InternVL3-1B shape, freeze_llm, {MEASURED_SHAPE} photo; measured per part, scaled to 24 + 24 layers"
+    )
+    print(
+        f"{'tiling':<14}{'tiles':>6}{'tokens':>8}{'collate':>9}{'vision':>9}{'LLM':>9}{'head':>8}{'total':>9}{'x off':>7}"
+        f"{'FLOP x off':>12}  (analytic ratio, same shape and setting)"
+    )
     totals, flops = {}, {}
     for tiling in TIMED_TILINGS:
         row = measured_row(tokens[tiling])
-        flops[tiling] = sum(training_flops(row.tiles, row.sample_tokens, text=QWEN25_0_5B, checkpointing=False).values())
+        flops[tiling] = sum(
+            training_flops(row.tiles, row.sample_tokens, text=QWEN25_0_5B, checkpointing=False).values()
+        )
         collate = collate_seconds(processor_of[tiling], instruction, PHOTO_SHAPES[MEASURED_SHAPE])
-        vision, llm, head = parts.vision_seconds(row.tiles), parts.llm_seconds(row.sample_tokens), parts.head_seconds(row.sample_tokens)
+        vision, llm, head = (
+            parts.vision_seconds(row.tiles),
+            parts.llm_seconds(row.sample_tokens),
+            parts.head_seconds(row.sample_tokens),
+        )
         totals[tiling] = vision + llm + head
-        print(f"{tiling:<14}{row.tiles:>6}{row.sample_tokens:>8,}{collate:>9.3f}{vision:>9.1f}{llm:>9.1f}{head:>8.1f}"
-              f"{totals[tiling]:>9.1f}{totals[tiling] / totals['off']:>7.1f}{flops[tiling] / flops['off']:>12.1f}")
+        print(
+            f"{tiling:<14}{row.tiles:>6}{row.sample_tokens:>8,}{collate:>9.3f}{vision:>9.1f}{llm:>9.1f}{head:>8.1f}"
+            f"{totals[tiling]:>9.1f}{totals[tiling] / totals['off']:>7.1f}{flops[tiling] / flops['off']:>12.1f}"
+        )
     return totals
 
 
 def print_seed004_estimate(tokens: dict[str, list[PromptTokens]], peak_tflops: float, utilisation: float) -> None:
     sustained = peak_tflops * 1e12 * utilisation
-    print(f"\nseed004 estimate (InternVL3-2B = InternViT-300M + Qwen2.5-1.5B, freeze_llm, gradient checkpointing, bf16; "
-          f"{peak_tflops:.0f} TFLOP/s peak x {utilisation:.0%} = {sustained / 1e12:.0f} TFLOP/s sustained; "
-          f"{SEED004_TRAIN_SAMPLES:,} samples x {SEED004_EPOCHS} epochs; {SEED004_MODELS_EVALUATED} evaluations of "
-          f"{SEED004_TEST_ITEMS} items x {SEED004_NEW_TOKENS} new tokens at {DECODE_STEP_S * 1000:.0f} ms per step of "
-          f"{SEED004_EVAL_BATCH}; 8 GPUs = {EIGHT_GPU_SPEEDUP:g}x one for training, the 5 evaluations in parallel; "
-          f"{MEASURED_SHAPE} photos)")
-    print(f"{'tiling':<14}{'TFLOP/sample':>13}{'train 1 GPU h':>15}{'eval 1 GPU h':>14}{'total 1 GPU h':>15}"
-          f"{'train 8 GPUs h':>16}{'eval 8 GPUs h':>15}{'total 8 GPUs h':>16}")
+    print(
+        f"\nseed004 estimate (InternVL3-2B = InternViT-300M + Qwen2.5-1.5B, freeze_llm, gradient checkpointing, bf16; "
+        f"{peak_tflops:.0f} TFLOP/s peak x {utilisation:.0%} = {sustained / 1e12:.0f} TFLOP/s sustained; "
+        f"{SEED004_TRAIN_SAMPLES:,} samples x {SEED004_EPOCHS} epochs; {SEED004_MODELS_EVALUATED} evaluations of "
+        f"{SEED004_TEST_ITEMS} items x {SEED004_NEW_TOKENS} new tokens at {DECODE_STEP_S * 1000:.0f} ms per step of "
+        f"{SEED004_EVAL_BATCH}; 8 GPUs = {EIGHT_GPU_SPEEDUP:g}x one for training, the 5 evaluations in parallel; "
+        f"{MEASURED_SHAPE} photos)"
+    )
+    print(
+        f"{'tiling':<14}{'TFLOP/sample':>13}{'train 1 GPU h':>15}{'eval 1 GPU h':>14}{'total 1 GPU h':>15}"
+        f"{'train 8 GPUs h':>16}{'eval 8 GPUs h':>15}{'total 8 GPUs h':>16}"
+    )
     for tiling, rows in tokens.items():
         row = measured_row(rows)
         flops = sum(training_flops(row.tiles, row.sample_tokens).values())
         hours = seed004_hours(row, sustained)
         train8, eval8 = hours["train"] / EIGHT_GPU_SPEEDUP, hours["one_eval"]
-        print(f"{tiling:<14}{flops / 1e12:>13.1f}{hours['train']:>15.1f}{hours['eval']:>14.1f}{hours['train'] + hours['eval']:>15.1f}"
-              f"{train8:>16.2f}{eval8:>15.2f}{train8 + eval8:>16.2f}")
+        print(
+            f"{tiling:<14}{flops / 1e12:>13.1f}{hours['train']:>15.1f}{hours['eval']:>14.1f}{hours['train'] + hours['eval']:>15.1f}"
+            f"{train8:>16.2f}{eval8:>15.2f}{train8 + eval8:>16.2f}"
+        )
 
 
 def tiling_report(peak_tflops: float, utilisation: float, measure: bool) -> None:
     instruction = validate_params({}).train.instruction
     tokenizer = train_tokenizer([caption(i) for i in range(200)], 1200)
     processor_of = {name: build_processor(tokenizer, REAL_TILES, tiling) for name, tiling in TILINGS.items()}
-    tokens = {name: prompt_token_counts(processor, instruction, CAPTION_TOKENS) for name, processor in processor_of.items()}
+    tokens = {
+        name: prompt_token_counts(processor, instruction, CAPTION_TOKENS) for name, processor in processor_of.items()
+    }
     print_token_table(tokens)
     if measure:
         print_cpu_seconds(processor_of, tokens, instruction)
     print_seed004_estimate(tokens, peak_tflops, utilisation)
-    print(f"\npeak resident memory of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.1f} GB")
+    print(
+        f"\npeak resident memory of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.1f} GB"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", choices=["tiny", "internvl3-1b"], default="tiny")
     parser.add_argument("--strategies", default="freeze_llm,freeze_vision,lora")
-    parser.add_argument("--steps", type=int, default=None, help="optimizer steps per measurement (default 30 tiny, 20 internvl3-1b)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="optimizer steps per measurement (default 30 tiny, 20 internvl3-1b)"
+    )
     parser.add_argument("--per-device-batch", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None, help="effective batch (accumulation makes up the rest)")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the Trainer path")
     parser.add_argument("--gradient-checkpointing", action="store_true")
-    parser.add_argument("--tiling-report", action="store_true", help="tokens, s/sample and the seed004 estimate with tiling off/on (real 1B shape), then exit")
-    parser.add_argument("--no-timing", action="store_true", help="with --tiling-report: counts and estimate only, no CPU timing")
-    parser.add_argument("--gpu-peak-tflops", type=float, default=989.0, help="bf16 dense peak of one GPU (H100 SXM: 989)")
+    parser.add_argument(
+        "--tiling-report",
+        action="store_true",
+        help="tokens, s/sample and the seed004 estimate with tiling off/on (real 1B shape), then exit",
+    )
+    parser.add_argument(
+        "--no-timing", action="store_true", help="with --tiling-report: counts and estimate only, no CPU timing"
+    )
+    parser.add_argument(
+        "--gpu-peak-tflops", type=float, default=989.0, help="bf16 dense peak of one GPU (H100 SXM: 989)"
+    )
     parser.add_argument("--gpu-utilisation", type=float, default=0.35, help="sustained fraction of the peak (MFU)")
     opts = parser.parse_args()
     if opts.tiling_report:
@@ -409,16 +497,28 @@ def main() -> None:
     steps = opts.steps or (20 if big else 30)
     per_device = opts.per_device_batch or (8 if big else 16)
     batch_size = opts.batch_size or per_device
-    params = validate_params({"train": {
-        "batch_size": batch_size, "per_device_batch_size": per_device, "learning_rate": 1e-4, "warmup_ratio": 0.0,
-        "max_length": 512 if big else 256, "dataloader_workers": opts.workers,
-        "gradient_checkpointing": opts.gradient_checkpointing,
-    }})
+    params = validate_params(
+        {
+            "train": {
+                "batch_size": batch_size,
+                "per_device_batch_size": per_device,
+                "learning_rate": 1e-4,
+                "warmup_ratio": 0.0,
+                "max_length": 512 if big else 256,
+                "dataloader_workers": opts.workers,
+                "gradient_checkpointing": opts.gradient_checkpointing,
+            }
+        }
+    )
     accumulation = batch_size // per_device
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
-    print(f"arch {opts.arch} on {device}, precision {resolve_precision('auto')}, batch {batch_size} "
-          f"(= {per_device} x {accumulation} accumulation), {steps} steps per measurement")
-    print(f"{'strategy':<15}{'trainable':>14}{'total':>14}{'stage samples/s':>17}{'bare samples/s':>16}{'ratio':>7}{'peak GB':>9}")
+    print(
+        f"arch {opts.arch} on {device}, precision {resolve_precision('auto')}, batch {batch_size} "
+        f"(= {per_device} x {accumulation} accumulation), {steps} steps per measurement"
+    )
+    print(
+        f"{'strategy':<15}{'trainable':>14}{'total':>14}{'stage samples/s':>17}{'bare samples/s':>16}{'ratio':>7}{'peak GB':>9}"
+    )
     base, processor, side = build(opts.arch, seed=0)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -426,7 +526,10 @@ def main() -> None:
         train_jsonl = write_dataset(tmp, min(n_samples, 512), side)
         collate = CaptionCollator(processor, params.train.instruction, params.train.max_length)
         dataset = CaptionDataset(train_jsonl)
-        batches = [collate([dataset[(i * per_device + j) % len(dataset)] for j in range(per_device)]) for i in range(min(steps * accumulation, 16))]
+        batches = [
+            collate([dataset[(i * per_device + j) % len(dataset)] for j in range(per_device)])
+            for i in range(min(steps * accumulation, 16))
+        ]
         base_state = {k: v.clone() for k, v in base.state_dict().items()}
         for strategy in opts.strategies.split(","):
             base.load_state_dict(base_state)
@@ -441,8 +544,10 @@ def main() -> None:
             peak = torch.cuda.max_memory_allocated() / 1e9 if torch.cuda.is_available() else math.nan
             bare_after = bare_run(model, batches, params, steps, accumulation)
             bare = (bare_before + bare_after) / 2
-            print(f"{strategy:<15}{trainable:>14,}{total:>14,}{stage:>17.3g}{bare:>16.3g}{stage / bare:>7.2f}{peak:>9.2f}"
-                  f"   (bare before/after: {bare_before:.3g}/{bare_after:.3g})")
+            print(
+                f"{strategy:<15}{trainable:>14,}{total:>14,}{stage:>17.3g}{bare:>16.3g}{stage / bare:>7.2f}{peak:>9.2f}"
+                f"   (bare before/after: {bare_before:.3g}/{bare_after:.3g})"
+            )
             if strategy == "lora":
                 base = model.unload()  # back to the plain model for the next strategy
             model = None

@@ -38,15 +38,30 @@ def make_workdir(root: Path, samples: int) -> None:
     records = []
     for i in range(samples):
         Image.fromarray(rng.integers(0, 255, (64, 64, 3), np.uint8)).save(root / "images" / f"p{i}.png")
-        records.append({"product_id": f"p{i}", "image": f"images/p{i}.png", "brand": BRANDS[i % len(BRANDS)],
-                        "caption": corpus[i % len(corpus)] * 3})
+        records.append(
+            {
+                "product_id": f"p{i}",
+                "image": f"images/p{i}.png",
+                "brand": BRANDS[i % len(BRANDS)],
+                "caption": corpus[i % len(corpus)] * 3,
+            }
+        )
     (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
 def train_once(root: Path, experiment: str, cache_mb: int, tag: str, epochs: int) -> tuple[float, dict]:
     params = validate_params({"train": {"epochs": epochs, "save_epochs": [epochs], "frozen_vision_cache_mb": cache_mb}})
     out = root / f"{experiment}-{tag}"
-    run_train(params, experiment, params.train.seeds[0], root / "base", Path("train.jsonl"), out / "ckpt", out / "log", out / "resume")
+    run_train(
+        params,
+        experiment,
+        params.train.seeds[0],
+        root / "base",
+        Path("train.jsonl"),
+        out / "ckpt",
+        out / "log",
+        out / "resume",
+    )
     summary = json.loads((out / "log" / "summary.json").read_text())
     return summary["wall_time_s"], summary
 
@@ -68,9 +83,14 @@ def main() -> None:
                 order = [("cached", 4096), ("uncached", 0)] if r % 2 == 0 else [("uncached", 0), ("cached", 4096)]
                 times = {tag: train_once(root, experiment, mb, f"{tag}{r}", args.epochs)[0] for tag, mb in order}
                 ratios.append(times["cached"] / times["uncached"])
-                print(f"{experiment} round {r}: cached {times['cached']:.1f} s, uncached {times['uncached']:.1f} s, ratio {ratios[-1]:.2f}", flush=True)
-            print(f"{experiment}: median ratio cached/uncached {statistics.median(ratios):.2f} "
-                  f"({args.samples} samples x {args.epochs} epochs, torch threads {torch.get_num_threads()})")
+                print(
+                    f"{experiment} round {r}: cached {times['cached']:.1f} s, uncached {times['uncached']:.1f} s, ratio {ratios[-1]:.2f}",
+                    flush=True,
+                )
+            print(
+                f"{experiment}: median ratio cached/uncached {statistics.median(ratios):.2f} "
+                f"({args.samples} samples x {args.epochs} epochs, torch threads {torch.get_num_threads()})"
+            )
 
 
 if __name__ == "__main__":

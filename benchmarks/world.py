@@ -71,11 +71,21 @@ def pixels(images: list[Image.Image], side: int) -> torch.Tensor:
 
 def small_cnn(n_classes: int) -> torch.nn.Module:
     def block(cin: int, cout: int) -> list[torch.nn.Module]:
-        return [torch.nn.Conv2d(cin, cout, 3, padding=1), torch.nn.BatchNorm2d(cout), torch.nn.ReLU(), torch.nn.MaxPool2d(2)]
+        return [
+            torch.nn.Conv2d(cin, cout, 3, padding=1),
+            torch.nn.BatchNorm2d(cout),
+            torch.nn.ReLU(),
+            torch.nn.MaxPool2d(2),
+        ]
 
     return torch.nn.Sequential(
-        *block(3, 16), *block(16, 32), *block(32, 64),
-        torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(), torch.nn.Dropout(0.3), torch.nn.Linear(64 * 4, n_classes),
+        *block(3, 16),
+        *block(16, 32),
+        *block(32, 64),
+        torch.nn.AdaptiveAvgPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Dropout(0.3),
+        torch.nn.Linear(64 * 4, n_classes),
     )
 
 
@@ -93,9 +103,14 @@ class TinyVisionTowerClassifier(torch.nn.Module):
         super().__init__()
         from transformers import InternVLVisionConfig, InternVLVisionModel
 
-        config = InternVLVisionConfig(hidden_size=tiny.vision_hidden, num_hidden_layers=tiny.vision_layers,
-                                      num_attention_heads=tiny.vision_heads, intermediate_size=4 * tiny.vision_hidden,
-                                      image_size=tiny.image_size, patch_size=tiny.patch_size)
+        config = InternVLVisionConfig(
+            hidden_size=tiny.vision_hidden,
+            num_hidden_layers=tiny.vision_layers,
+            num_attention_heads=tiny.vision_heads,
+            intermediate_size=4 * tiny.vision_hidden,
+            image_size=tiny.image_size,
+            patch_size=tiny.patch_size,
+        )
         self.tower, self.head = InternVLVisionModel(config), torch.nn.Linear(tiny.vision_hidden, n_classes)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -114,18 +129,24 @@ class Recipe:
     warmup_fraction: float = 0.3
 
 
-def trained_predictions(build: Callable[[], torch.nn.Module], train_x, train_y, test_x, recipe: Recipe, seed: int) -> list[int]:
+def trained_predictions(
+    build: Callable[[], torch.nn.Module], train_x, train_y, test_x, recipe: Recipe, seed: int
+) -> list[int]:
     """Train a model from `build` (initialised under `seed`) on the labels with `recipe`; its test predictions."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model = build()
     optimiser = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
     steps = recipe.epochs * ((len(train_x) + recipe.batch_size - 1) // recipe.batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=recipe.learning_rate, total_steps=steps, pct_start=recipe.warmup_fraction)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, max_lr=recipe.learning_rate, total_steps=steps, pct_start=recipe.warmup_fraction
+    )
     for _ in range(recipe.epochs):
         model.train()
         for idx in torch.randperm(len(train_x), generator=generator).split(recipe.batch_size):
-            loss = torch.nn.functional.cross_entropy(model(shifted(train_x[idx], generator, recipe.max_shift)), train_y[idx])
+            loss = torch.nn.functional.cross_entropy(
+                model(shifted(train_x[idx], generator, recipe.max_shift)), train_y[idx]
+            )
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -146,8 +167,16 @@ def contact_sheet(params: Params, path: Path, n_brands: int = 8, per_brand: int 
             rng = np.random.default_rng([params.seed, b, k])
             category = CATEGORIES[int(rng.integers(len(CATEGORIES)))]
             body, trim = rng.choice(COLOUR_NAMES, size=2, replace=False)
-            img = draw_product(rng, synthetic.image_size, category, str(body), str(trim), signatures[b], synthetic.noise,
-                               distractor=bool(rng.random() < synthetic.distractor_rate))
+            img = draw_product(
+                rng,
+                synthetic.image_size,
+                category,
+                str(body),
+                str(trim),
+                signatures[b],
+                synthetic.noise,
+                distractor=bool(rng.random() < synthetic.distractor_rate),
+            )
             sheet.paste(img.resize((side, side), Image.Resampling.BICUBIC), (k * side, b * side))
     sheet.save(path)
     print(f"contact sheet: {path} ({n_brands} brands x {per_brand} products); signatures:")
@@ -160,8 +189,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20, help="CNN training epochs")
     parser.add_argument("--side", type=int, default=32, help="CNN input side, pixels")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--tiny-vision-tower", action="store_true",
-                        help="also train the tiny model's own vision tower architecture on the labels (at its input side)")
+    parser.add_argument(
+        "--tiny-vision-tower",
+        action="store_true",
+        help="also train the tiny model's own vision tower architecture on the labels (at its input side)",
+    )
     parser.add_argument("--tower-epochs", type=int, default=60, help="vision tower training epochs")
     parser.add_argument("--tower-lr", type=float, default=1e-3, help="vision tower peak learning rate")
     parser.add_argument("--contact-sheet", type=Path, help="only write a PNG grid of products of the first brands here")
@@ -176,8 +208,10 @@ def main() -> None:
     train, _val, test = split_by_brand(records, params.seed, params.clean.test_fraction, params.clean.val_fraction)
     gold = [r["brand"] for r in test]
     train_brands = [r["brand"] for r in train]
-    print(f"world: {len({r['brand'] for r in records})} brands, {len(train)} train, {len(_val)} validation (unused), {len(test)} test "
-          f"(signature_visibility {params.data.synthetic.signature_visibility}, noise {params.data.synthetic.noise})")
+    print(
+        f"world: {len({r['brand'] for r in records})} brands, {len(train)} train, {len(_val)} validation (unused), {len(test)} test "
+        f"(signature_visibility {params.data.synthetic.signature_visibility}, noise {params.data.synthetic.noise})"
+    )
     report("majority", accuracy(majority_brand_predictions(train_brands, len(test)), gold))
     lookups = image_baseline_predictions([r["image"] for r in train], train_brands, [r["image"] for r in test])
     for name, predicted in lookups.items():
@@ -185,16 +219,36 @@ def main() -> None:
     brands = sorted(set(train_brands))
     started = time.perf_counter()
     labels = torch.tensor([brands.index(b) for b in train_brands])
-    predicted = trained_predictions(lambda: small_cnn(len(brands)), pixels([r["image"] for r in train], args.side), labels,
-                                    pixels([r["image"] for r in test], args.side), Recipe(args.epochs), params.seed)
-    report(f"small_cnn ({args.side} px, {args.epochs} epochs, {time.perf_counter() - started:.0f} s)", accuracy([brands[i] for i in predicted], gold))
+    predicted = trained_predictions(
+        lambda: small_cnn(len(brands)),
+        pixels([r["image"] for r in train], args.side),
+        labels,
+        pixels([r["image"] for r in test], args.side),
+        Recipe(args.epochs),
+        params.seed,
+    )
+    report(
+        f"small_cnn ({args.side} px, {args.epochs} epochs, {time.perf_counter() - started:.0f} s)",
+        accuracy([brands[i] for i in predicted], gold),
+    )
     if args.tiny_vision_tower:
         tiny, started = params.model.tiny, time.perf_counter()
-        recipe = Recipe(args.tower_epochs, args.tower_lr, weight_decay=0.05, batch_size=32, max_shift=3, warmup_fraction=0.1)
-        predicted = trained_predictions(lambda: TinyVisionTowerClassifier(tiny, len(brands)), pixels([r["image"] for r in train], tiny.image_size),
-                                        labels, pixels([r["image"] for r in test], tiny.image_size), recipe, params.seed)
-        report(f"tiny_vision_tower ({tiny.image_size} px, patch {tiny.patch_size}, {recipe.epochs} epochs, lr {recipe.learning_rate:g}, "
-               f"{time.perf_counter() - started:.0f} s)", accuracy([brands[i] for i in predicted], gold))
+        recipe = Recipe(
+            args.tower_epochs, args.tower_lr, weight_decay=0.05, batch_size=32, max_shift=3, warmup_fraction=0.1
+        )
+        predicted = trained_predictions(
+            lambda: TinyVisionTowerClassifier(tiny, len(brands)),
+            pixels([r["image"] for r in train], tiny.image_size),
+            labels,
+            pixels([r["image"] for r in test], tiny.image_size),
+            recipe,
+            params.seed,
+        )
+        report(
+            f"tiny_vision_tower ({tiny.image_size} px, patch {tiny.patch_size}, {recipe.epochs} epochs, lr {recipe.learning_rate:g}, "
+            f"{time.perf_counter() - started:.0f} s)",
+            accuracy([brands[i] for i in predicted], gold),
+        )
 
 
 def report(name: str, score: float) -> None:

@@ -22,8 +22,15 @@ BIN = Path(sys.executable).parent
 
 def run_in(repo: Path, command: str | list[str], check: bool = True) -> subprocess.CompletedProcess:
     """Run a command (a shell line as the README writes it, or an argv) with the venv's tools first on PATH."""
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", HF_HUB_OFFLINE="1",
-               GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    env = dict(
+        os.environ,
+        PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        HF_HUB_OFFLINE="1",
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@t",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@t",
+    )
     if (Path(repo) / "src/brandcap").is_dir():  # the copy's own package, not the editable install's
         env["PYTHONPATH"] = os.pathsep.join([str(Path(repo) / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])
     run = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, shell=isinstance(command, str))
@@ -35,7 +42,9 @@ def run_in(repo: Path, command: str | list[str], check: bool = True) -> subproce
 
 def copy_project(target: Path) -> Path:
     """A git repository holding the working tree's tracked and untracked-but-not-ignored files."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.splitlines()
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
     for name in files:
         if (ROOT / name).is_file():
             (target / name).parent.mkdir(parents=True, exist_ok=True)
@@ -168,7 +177,9 @@ def workdir(tmp_path_factory):
     from brandcap.params import TinyModelParams
     from brandcap.sim.tiny_model import build_tiny_model
 
-    tiny = TinyModelParams(vision_hidden=32, vision_layers=1, vision_heads=2, text_hidden=64, text_layers=2, text_heads=2, vocab_size=400)
+    tiny = TinyModelParams(
+        vision_hidden=32, vision_layers=1, vision_heads=2, text_hidden=64, text_layers=2, text_heads=2, vocab_size=400
+    )
     corpus = [f"A {c} {k} by {b}." for b in TINY_TRAIN_BRANDS for c in ("red", "blue") for k in ("bag", "shoe")] * 10
     root = tmp_path_factory.mktemp("train")
     model, processor = build_tiny_model(corpus, tiny, seed=0)
@@ -179,7 +190,9 @@ def workdir(tmp_path_factory):
     for i in range(TINY_TRAIN_SAMPLES):
         brand = list(TINY_TRAIN_BRANDS)[i % len(TINY_TRAIN_BRANDS)]
         Image.fromarray(np.full((48, 48, 3), TINY_TRAIN_BRANDS[brand], np.uint8)).save(root / "images" / f"p{i}.png")
-        records.append({"product_id": f"p{i}", "image": f"images/p{i}.png", "brand": brand, "caption": f"A bag by {brand}."})
+        records.append(
+            {"product_id": f"p{i}", "image": f"images/p{i}.png", "brand": brand, "caption": f"A bag by {brand}."}
+        )
     (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return root
 
@@ -197,8 +210,16 @@ def run_tiny_training(workdir, experiment, params=None, callbacks=(), tag="", se
     }
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(workdir)
-        run_train(params or train_params(), experiment, seed, workdir / "base", Path("train.jsonl"), callbacks=callbacks,
-                  general_train_jsonl=general_train, **paths)
+        run_train(
+            params or train_params(),
+            experiment,
+            seed,
+            workdir / "base",
+            Path("train.jsonl"),
+            callbacks=callbacks,
+            general_train_jsonl=general_train,
+            **paths,
+        )
     return paths
 
 
@@ -214,7 +235,9 @@ def delta_weights(checkpoint_dir):
 
 # ----------------------------------------------------------------------------- simulated VLM and caption runs
 # Shared by test_simulated_vlm.py, test_caption.py and test_caption_endpoint.py.
-NO_FAILURES = dict(loop_rate=0, garbled_rate=0, case_change_rate=0, missing_brand_rate=0, cutoff_rate=0, http_error_rate=0, slow_rate=0)
+NO_FAILURES = dict(
+    loop_rate=0, garbled_rate=0, case_change_rate=0, missing_brand_rate=0, cutoff_rate=0, http_error_rate=0, slow_rate=0
+)
 MANIFEST_BRANDS = ["Gucci", "Saint Laurent", "Dolce & Gabbana", "Acne Studios"]
 CAPTIONS = "data/interim/captions.jsonl"
 RESUME = ".resume/caption"
@@ -240,9 +263,22 @@ def make_manifest(root: Path, n: int, extra_rows: list[dict] | None = None) -> l
         png = png_bytes((15 * i % 256, 200 - 9 * i % 200, 60 + 7 * i % 190))
         path = f"data/raw/images/p{i:03d}.png"
         (root / path).write_bytes(png)
-        rows.append({"product_id": f"p{i:03d}", "brand": MANIFEST_BRANDS[i % len(MANIFEST_BRANDS)], "title": f"Leather bag model {i}",
-                     "category": "Bags", "imageurl": f"file:///shop/p{i:03d}.png", "status": "ok", "reason": None,
-                     "image": path, "sha256": hashlib.sha256(png).hexdigest(), "width": 64, "height": 64, "bytes": len(png)})
+        rows.append(
+            {
+                "product_id": f"p{i:03d}",
+                "brand": MANIFEST_BRANDS[i % len(MANIFEST_BRANDS)],
+                "title": f"Leather bag model {i}",
+                "category": "Bags",
+                "imageurl": f"file:///shop/p{i:03d}.png",
+                "status": "ok",
+                "reason": None,
+                "image": path,
+                "sha256": hashlib.sha256(png).hexdigest(),
+                "width": 64,
+                "height": 64,
+                "bytes": len(png),
+            }
+        )
     rows += extra_rows or []
     write_manifest(root, rows)
     return rows
@@ -258,8 +294,17 @@ def write_manifest(root: Path, rows: list[dict]) -> None:
 def params_for(base_url: str, **caption) -> object:
     from brandcap.params import validate_params
 
-    raw = {"caption": {"base_url": base_url, "concurrency": 4, "retries": 4, "backoff_s": 0.01, "timeout_s": 10,
-                       "retry_temperatures": [0.5, 0.8], **caption}}
+    raw = {
+        "caption": {
+            "base_url": base_url,
+            "concurrency": 4,
+            "retries": 4,
+            "backoff_s": 0.01,
+            "timeout_s": 10,
+            "retry_temperatures": [0.5, 0.8],
+            **caption,
+        }
+    }
     return validate_params(raw)
 
 
@@ -290,10 +335,13 @@ def write_run(folder: Path, answers: list[str], val_accuracy: float) -> dict:
     brands = [brand for _, brand, *_ in ITEMS]
     known = sorted({*brands, "Prada"})
     outcomes = brand_outcomes(answers, brands, known)
-    write_jsonl(folder / "predictions.jsonl", [
-        {"product_id": pid, "brand": brand, "reference": ref, "prediction": answer, "outcome": outcome}
-        for (pid, brand, ref, *_), answer, outcome in zip(ITEMS, answers, outcomes)
-    ])
+    write_jsonl(
+        folder / "predictions.jsonl",
+        [
+            {"product_id": pid, "brand": brand, "reference": ref, "prediction": answer, "outcome": outcome}
+            for (pid, brand, ref, *_), answer, outcome in zip(ITEMS, answers, outcomes)
+        ],
+    )
     metrics = {"n_test": len(ITEMS), **brand_metrics(answers, brands, known), "val_brand_accuracy": val_accuracy}
     write_json(folder / "metrics.json", metrics)
     return metrics
@@ -314,7 +362,10 @@ def make_study(root: Path, seeds: tuple[int, ...] = (4,)) -> dict:
         Image.new("RGB", (300, 200), (40 * i, 100, 200)).save(root / "images" / f"p{i}.png")
         test.append({"product_id": pid, "image": f"images/p{i}.png", "brand": brand, "caption": ref})
     write_jsonl(root / "test.jsonl", test)
-    write_jsonl(root / "val.jsonl", [{"product_id": "v0", "image": "images/p0.png", "brand": "Prada", "caption": "A Prada bag."}])
+    write_jsonl(
+        root / "val.jsonl",
+        [{"product_id": "v0", "image": "images/p0.png", "brand": "Prada", "caption": "A Prada bag."}],
+    )
     evals = root / "eval"
     base_answers = [it[3] for it in ITEMS]
     write_run(evals / "base" / "epoch-0", base_answers, 0.1)
@@ -324,9 +375,18 @@ def make_study(root: Path, seeds: tuple[int, ...] = (4,)) -> dict:
         write_run(runs / "epoch-4", [it[4] for it in ITEMS], 0.5)
         for epoch in (2, 4):
             write_run(evals / "freeze_llm" / f"seed-{seed}" / f"epoch-{epoch}", base_answers, 0.1)
-    train = {"epochs": 4, "save_epochs": [2, 4], "seeds": list(seeds),
-             "experiments": {"freeze_llm": {"strategy": "freeze_llm"}, "lora": {"strategy": "lora"}}}
-    return {"root": root, "train": train, "params": validate_params({"train": train}), "out": root / "results" / "review"}
+    train = {
+        "epochs": 4,
+        "save_epochs": [2, 4],
+        "seeds": list(seeds),
+        "experiments": {"freeze_llm": {"strategy": "freeze_llm"}, "lora": {"strategy": "lora"}},
+    }
+    return {
+        "root": root,
+        "train": train,
+        "params": validate_params({"train": train}),
+        "out": root / "results" / "review",
+    }
 
 
 def review(study: dict) -> str:
@@ -361,8 +421,11 @@ class Elements(HTMLParser):
             text.append(data)
 
     def where(self, tag: str, **attrs) -> list[tuple[dict, str]]:
-        return [(a, "".join(t).strip()) for tg, a, t in self.found
-                if tg == tag and all(a.get(k.replace("_", "-")) == v for k, v in attrs.items())]
+        return [
+            (a, "".join(t).strip())
+            for tg, a, t in self.found
+            if tg == tag and all(a.get(k.replace("_", "-")) == v for k, v in attrs.items())
+        ]
 
     def shown_counts(self) -> dict[str, int]:
         """The count cells of the visible counts table."""
@@ -376,14 +439,23 @@ class Elements(HTMLParser):
 
 
 def expected_counts() -> dict[str, int]:
-    return {**{f"base-{o}": n for o, n in BASE_COUNTS.items()}, **{f"best-{o}": n for o, n in LORA_COUNTS.items()}, "best-changed": CHANGED}
+    return {
+        **{f"base-{o}": n for o, n in BASE_COUNTS.items()},
+        **{f"best-{o}": n for o, n in LORA_COUNTS.items()},
+        "best-changed": CHANGED,
+    }
 
 
 # ----------------------------------------------------------------------------- test groups
 # Every test is in one group, by its module:  pytest -m unit | -m workflow | -m e2e
 # (`-m "not slow"` still leaves out the minutes-long runs, whatever their group).
 WORKFLOW_MODULES = {  # the orchestrators on a copy of the project: Snakemake, DVC, the README's commands
-    "test_dag_agreement", "test_dvc_project", "test_paths", "test_profiles", "test_project_lock", "test_readme",
+    "test_dag_agreement",
+    "test_dvc_project",
+    "test_paths",
+    "test_profiles",
+    "test_project_lock",
+    "test_readme",
 }
 # The whole DAG, run for real; longest first, and collected before every other module: `make test` runs the suite
 # on pytest-xdist workers (one per core, at most 4), one module per worker at a time (--dist loadfile, so each
@@ -391,7 +463,12 @@ WORKFLOW_MODULES = {  # the orchestrators on a copy of the project: Snakemake, D
 # The shared smoke build's first user (test_pipeline) comes first, the modules that copy it after two that do not
 # need it, so that no worker waits for it while another builds it.
 END_TO_END_MODULES = [
-    "test_pipeline", "test_realshape_run", "test_learning", "test_pipeline_dvc", "test_pipeline_rerun", "test_report",
+    "test_pipeline",
+    "test_realshape_run",
+    "test_learning",
+    "test_pipeline_dvc",
+    "test_pipeline_rerun",
+    "test_report",
 ]
 
 

@@ -1,6 +1,6 @@
 """The one reader and appender of append-only JSONL files (resume caches, partial predictions, logs).
 
-    .venv/bin/python -m pytest tests/test_append_only.py -q
+.venv/bin/python -m pytest tests/test_append_only.py -q
 """
 
 from __future__ import annotations
@@ -73,11 +73,15 @@ def test_evaluate_partials_and_the_train_log_use_this_reader(tmp_path):
     partial = tmp_path / "test.partial.jsonl"
     done = {"key": "p1", "image": "a.png", "reference": "ref", "prediction": "pred"}
     partial.write_bytes(line(done) + b"\xff garbage\n" + line(["p2"]) + b'{"key": "p3", "ima')
-    assert _resumed_records(partial, [{"product_id": "p1", "image": "a.png", "caption": "ref"}], "product_id") == {"p1": done}
+    assert _resumed_records(partial, [{"product_id": "p1", "image": "a.png", "caption": "ref"}], "product_id") == {
+        "p1": done
+    }
 
     resume_log, out_log = tmp_path / "resume" / "log.jsonl", tmp_path / "out" / "log.jsonl"
     resume_log.parent.mkdir()
-    resume_log.write_bytes(line({"step": 1, "loss": 1.0}) + b"not json\n" + line({"step": 2, "loss": 0.5}) + b'{"step": 3')
+    resume_log.write_bytes(
+        line({"step": 1, "loss": 1.0}) + b"not json\n" + line({"step": 2, "loss": 0.5}) + b'{"step": 3'
+    )
     callback = JsonlLogCallback(resume_log, out_log, n_samples=10)
     callback.on_train_begin(None, SimpleNamespace(is_world_process_zero=True, global_step=2, epoch=1.0), None)
     assert [r["step"] for r in callback.records] == [1, 2]

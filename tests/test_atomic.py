@@ -73,8 +73,11 @@ def test_other_os_errors_pass_unchanged(tmp_path):
 def test_written_files_are_readable_as_the_umask_allows(tmp_path, umask, mode):
     old = os.umask(umask)
     try:
-        for name, write in [("a.txt", lambda p: write_text(p, "x")), ("b.jsonl", lambda p: write_jsonl(p, [{"a": 1}])),
-                            ("c.png", lambda p: write_bytes(p, b"x"))]:
+        for name, write in [
+            ("a.txt", lambda p: write_text(p, "x")),
+            ("b.jsonl", lambda p: write_jsonl(p, [{"a": 1}])),
+            ("c.png", lambda p: write_bytes(p, b"x")),
+        ]:
             write(tmp_path / name)
             assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
     finally:

@@ -1,6 +1,6 @@
 """base_model stage: the tiny pretrained model, the Hugging Face id / local dir path, conversion.
 
-    .venv/bin/python -m pytest tests/test_base_model.py -q
+.venv/bin/python -m pytest tests/test_base_model.py -q
 """
 
 from __future__ import annotations
@@ -27,8 +27,20 @@ from brandcap.stages.base_model import BASE_INFO, CONVERTER_MODULE, BaseModelErr
 REPO = Path(__file__).resolve().parents[1]
 # Small enough for the test budget, large enough that the model learns the templates.
 # One thread: the suite may share the machine with other jobs.
-TEST_TINY = {"pretrain_samples": 320, "pretrain_text_samples": 320, "pretrain_epochs": 4, "pretrain_batch_size": 16, "pretrain_threads": 1}
-QUICK_TINY = {"pretrain_samples": 24, "pretrain_text_samples": 24, "pretrain_epochs": 1, "pretrain_batch_size": 8, "pretrain_threads": 1}
+TEST_TINY = {
+    "pretrain_samples": 320,
+    "pretrain_text_samples": 320,
+    "pretrain_epochs": 4,
+    "pretrain_batch_size": 16,
+    "pretrain_threads": 1,
+}
+QUICK_TINY = {
+    "pretrain_samples": 24,
+    "pretrain_text_samples": 24,
+    "pretrain_epochs": 1,
+    "pretrain_batch_size": 8,
+    "pretrain_threads": 1,
+}
 
 
 def tiny_params(tiny: dict, seed: int = 4, **model):
@@ -88,7 +100,9 @@ def test_tiny_base_saves_and_reloads_with_auto_classes(tiny_base):
 def test_pretraining_teaches_brand_names_as_words(tiny_base, catalog):
     params = tiny_params(TEST_TINY)
     products = read_products(catalog)
-    untrained, processor = build_tiny_model(tokenizer_corpus(products, params.train.instruction), params.model.tiny, seed=4)
+    untrained, processor = build_tiny_model(
+        tokenizer_corpus(products, params.train.instruction), params.model.tiny, seed=4
+    )
     trained = AutoModelForImageTextToText.from_pretrained(tiny_base)
     sentences = text_samples(products, 64, seed=123)
     before, after = mean_text_loss(untrained, processor, sentences), mean_text_loss(trained, processor, sentences)
@@ -139,7 +153,13 @@ def test_tiny_base_is_reproducible_by_seed(catalog, tmp_path):
 
 def test_a_base_without_pretraining_is_saved_untrained(catalog, tmp_path):
     """configs/realshape.yaml pretrains nothing: an empty plan is no Trainer run, not an error."""
-    none = {"pretrain_samples": 0, "pretrain_text_samples": 0, "pretrain_epochs": 0, "pretrain_caption_first_epochs": 0, "pretrain_threads": 1}
+    none = {
+        "pretrain_samples": 0,
+        "pretrain_text_samples": 0,
+        "pretrain_epochs": 0,
+        "pretrain_caption_first_epochs": 0,
+        "pretrain_threads": 1,
+    }
     run_base_model(tiny_params(none), catalog, tmp_path / "base")
     pretraining = json.loads((tmp_path / "base" / BASE_INFO).read_text())["pretraining"]
     assert pretraining["steps"] == 0 and pretraining["mean_training_loss"] is None
@@ -163,7 +183,10 @@ def test_hf_path_loads_a_local_dir(tiny_base, tmp_path):
     copy = AutoModelForImageTextToText.from_pretrained(out)
     for (name, a), (_, b) in zip(original.state_dict().items(), copy.state_dict().items()):
         assert torch.equal(a, b), name
-    assert AutoProcessor.from_pretrained(out).tokenizer.get_vocab() == AutoProcessor.from_pretrained(tiny_base).tokenizer.get_vocab()
+    assert (
+        AutoProcessor.from_pretrained(out).tokenizer.get_vocab()
+        == AutoProcessor.from_pretrained(tiny_base).tokenizer.get_vocab()
+    )
 
 
 CUSTOM_CODE = """
@@ -184,8 +207,14 @@ def test_trust_remote_code_is_passed_through(tiny_base, tmp_path):
     (custom / "config.json").write_text(json.dumps(config))
 
     run_base_model(tiny_params(QUICK_TINY, base=str(custom)), tmp_path / "unused.parquet", tmp_path / "native")
-    assert json.loads((tmp_path / "native" / BASE_INFO).read_text())["model_class"] == "InternVLForConditionalGeneration"
-    run_base_model(tiny_params(QUICK_TINY, base=str(custom), trust_remote_code=True), tmp_path / "unused.parquet", tmp_path / "remote")
+    assert (
+        json.loads((tmp_path / "native" / BASE_INFO).read_text())["model_class"] == "InternVLForConditionalGeneration"
+    )
+    run_base_model(
+        tiny_params(QUICK_TINY, base=str(custom), trust_remote_code=True),
+        tmp_path / "unused.parquet",
+        tmp_path / "remote",
+    )
     info = json.loads((tmp_path / "remote" / BASE_INFO).read_text())
     assert info["model_class"] == "MarkedInternVL" and info["trust_remote_code"] is True
 
@@ -213,7 +242,11 @@ def test_hub_id_is_loaded_at_the_pinned_revision_with_the_params_tiling(tiny_bas
     repo_id = "brandcap-test/tiny-internvl-hf"
     first, second = _hub_cache_with_two_commits(tiny_base, tmp_path / "cache", repo_id)
     tiling = {"enabled": True, "min_tiles": 1, "max_tiles": 6}
-    run_base_model(tiny_params(QUICK_TINY, base=repo_id, revision=first, image_tiling=tiling), tmp_path / "unused.parquet", tmp_path / "pinned")
+    run_base_model(
+        tiny_params(QUICK_TINY, base=repo_id, revision=first, image_tiling=tiling),
+        tmp_path / "unused.parquet",
+        tmp_path / "pinned",
+    )
     run_base_model(tiny_params(QUICK_TINY, base=repo_id), tmp_path / "unused.parquet", tmp_path / "main")
 
     pinned = json.loads((tmp_path / "pinned" / BASE_INFO).read_text())
@@ -246,7 +279,11 @@ def test_offline_with_an_uncached_hub_id_names_the_id_and_the_download_command(t
 
 def test_revision_needs_a_hub_id(tiny_base, tmp_path):
     with pytest.raises(BaseModelError, match="model.revision .* applies to a Hugging Face id"):
-        run_base_model(tiny_params(QUICK_TINY, base=str(tiny_base), revision="main"), tmp_path / "unused.parquet", tmp_path / "base")
+        run_base_model(
+            tiny_params(QUICK_TINY, base=str(tiny_base), revision="main"),
+            tmp_path / "unused.parquet",
+            tmp_path / "base",
+        )
     with pytest.raises(ParamsError, match="model.base is 'tiny'"):
         tiny_params(QUICK_TINY, revision="main")
     with pytest.raises(ParamsError, match="hf download OpenGVLab/InternVL2_5-4B-MPO --revision abc"):
@@ -256,7 +293,9 @@ def test_revision_needs_a_hub_id(tiny_base, tmp_path):
 
 def test_missing_local_dir_is_a_clear_error(tmp_path):
     with pytest.raises(BaseModelError, match="model.base: local directory"):
-        run_base_model(tiny_params(QUICK_TINY, base=str(tmp_path / "nowhere")), tmp_path / "unused.parquet", tmp_path / "base")
+        run_base_model(
+            tiny_params(QUICK_TINY, base=str(tmp_path / "nowhere")), tmp_path / "unused.parquet", tmp_path / "base"
+        )
     assert not (tmp_path / "base").exists()
 
 
@@ -267,7 +306,11 @@ def test_convert_without_converter_points_to_hf_native_checkpoints(tmp_path):
     if importlib.util.find_spec("transformers.models.internvl") and importlib.util.find_spec(CONVERTER_MODULE):
         pytest.skip("this transformers ships the InternVL converter")
     with pytest.raises(BaseModelError) as err:
-        run_base_model(tiny_params(QUICK_TINY, convert_from="OpenGVLab/InternVL2_5-4B-MPO"), tmp_path / "unused.parquet", tmp_path / "base")
+        run_base_model(
+            tiny_params(QUICK_TINY, convert_from="OpenGVLab/InternVL2_5-4B-MPO"),
+            tmp_path / "unused.parquet",
+            tmp_path / "base",
+        )
     assert "OpenGVLab/InternVL3-1B-hf" in str(err.value) and "converter_script" in str(err.value)
     assert not (tmp_path / "base").exists()
 
@@ -309,7 +352,11 @@ def test_convert_from_runs_the_converter_then_loads_its_output(tiny_base, tmp_pa
 # ----------------------------------------------------------------------------- profiles
 def test_seed004_is_the_reference_study():
     p = resolve_params(REPO / "params.yaml", [REPO / "configs" / "seed004.yaml"])
-    assert (p.data.source, p.data.hf_dataset, p.data.sample_size) == ("hf", "DBQ/My.Theresa.Product.prices.France", 20000)
+    assert (p.data.source, p.data.hf_dataset, p.data.sample_size) == (
+        "hf",
+        "DBQ/My.Theresa.Product.prices.France",
+        20000,
+    )
     c = p.caption
     assert (c.base_url, c.model) == ("http://localhost:8000/v1", "Qwen/Qwen2.5-VL-72B-Instruct")
     assert (c.temperature, c.top_p, c.max_tokens, c.presence_penalty, c.frequency_penalty) == (0.1, 0.2, 200, 0, 0)
@@ -318,7 +365,13 @@ def test_seed004_is_the_reference_study():
     t = p.train
     assert list(t.experiments) == ["freeze_llm"] and t.experiments["freeze_llm"].strategy == "freeze_llm"
     # effective batch 24 as in the study; 3 per device divides it on 1, 2, 4 and 8 GPUs
-    assert (t.epochs, t.save_epochs, t.batch_size, t.per_device_batch_size, t.precision) == (20, [5, 10, 15, 20], 24, 3, "bf16")
+    assert (t.epochs, t.save_epochs, t.batch_size, t.per_device_batch_size, t.precision) == (
+        20,
+        [5, 10, 15, 20],
+        24,
+        3,
+        "bf16",
+    )
     assert not p.model.image_tiling.enabled  # a documented choice (see the profile)
     assert (REPO / t.deepspeed).is_file()
 
@@ -328,6 +381,11 @@ def test_deepspeed_configs_defer_to_the_trainer(name, stage):
     config = json.loads((REPO / "configs" / "deepspeed" / name).read_text())
     assert config["zero_optimization"]["stage"] == stage
     # "auto" lets the HF Trainer fill these from train.* params, so the two cannot disagree.
-    for key in ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping"):
+    for key in (
+        "train_batch_size",
+        "train_micro_batch_size_per_gpu",
+        "gradient_accumulation_steps",
+        "gradient_clipping",
+    ):
         assert config[key] == "auto", key
     assert config["bf16"]["enabled"] == "auto" and config["fp16"]["enabled"] == "auto"

@@ -33,7 +33,11 @@ def test_majority_is_the_most_frequent_brand_and_ties_are_stable():
 
 def test_nearest_neighbour_picks_the_closest_training_row():
     train = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
-    assert nearest_neighbour_predictions(train, ["a", "b", "c"], np.array([[9.0, 1.0], [1.0, 8.0], [0.5, 0.5]])) == ["b", "c", "a"]
+    assert nearest_neighbour_predictions(train, ["a", "b", "c"], np.array([[9.0, 1.0], [1.0, 8.0], [0.5, 0.5]])) == [
+        "b",
+        "c",
+        "a",
+    ]
     with pytest.raises(ValueError, match="3 training feature rows for 2 brands"):
         nearest_neighbour_predictions(train, ["a", "b"], train)
 
@@ -64,7 +68,9 @@ def test_thumbnail_nn_follows_placement_when_colours_agree():
 def test_unreadable_image_names_the_file(tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"<html>not an image</html>")
-    with pytest.raises(ValueError, match=r"image baseline: image .*broken\.png. cannot be read .*rerun the download stage"):
+    with pytest.raises(
+        ValueError, match=r"image baseline: image .*broken\.png. cannot be read .*rerun the download stage"
+    ):
         thumbnail_features([bad])
 
 
@@ -85,12 +91,22 @@ def test_the_stage_scores_every_baseline_on_the_evaluated_test_items(tmp_path):
         for i, (corner, colour) in enumerate(corners):
             path = tmp_path / f"{name}{i}.png"
             square(colour, corner).save(path)
-            records.append({"product_id": f"{name}{i}", "image": str(path), "brand": "Saint Laurent" if corner == "top-left" else "Laurent", "caption": "c"})
+            records.append(
+                {
+                    "product_id": f"{name}{i}",
+                    "image": str(path),
+                    "brand": "Saint Laurent" if corner == "top-left" else "Laurent",
+                    "caption": "c",
+                }
+            )
         write_jsonl(tmp_path / f"{name}.jsonl", records)
         return records
 
     split("train", [("top-left", red), ("top-left", blue), ("bottom-right", red)])
-    test = split("test", [("top-left", red), ("bottom-right", blue), ("bottom-right", red), ("top-left", blue), ("top-left", red)])
+    test = split(
+        "test",
+        [("top-left", red), ("bottom-right", blue), ("bottom-right", red), ("top-left", blue), ("top-left", red)],
+    )
     params = validate_params({"eval": {"max_test_samples": 4}})
     run_baselines(params, tmp_path / "train.jsonl", tmp_path / "test.jsonl", tmp_path / "out")
 
@@ -105,6 +121,8 @@ def test_the_stage_scores_every_baseline_on_the_evaluated_test_items(tmp_path):
     # 'Saint Laurent' names Saint Laurent only (longest match), never also 'Laurent'
     assert {p["prediction"] for p in majority} == {"Saint Laurent"}
     assert all(p["brands_named"] == ["Saint Laurent"] for p in majority)
-    assert [p["outcome"] for p in majority] == ["correct" if p["brand"] == "Saint Laurent" else "wrong" for p in majority]
+    assert [p["outcome"] for p in majority] == [
+        "correct" if p["brand"] == "Saint Laurent" else "wrong" for p in majority
+    ]
     thumbnail = read_jsonl(tmp_path / "out" / "thumbnail_nn" / "predictions.jsonl")
     assert all(p["outcome"] == "correct" for p in thumbnail)  # the corner decides the brand here

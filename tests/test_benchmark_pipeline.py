@@ -16,8 +16,10 @@ def _pipeline_module():
 
 def _stage_log(path: Path, name: str, startup: float, body: float) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"12:00:00 INFO stage {name}: start (params params.yaml) after {startup} s of interpreter and import start-up\n"
-                    f"12:00:09 INFO stage {name}: done in {body} s\n")
+    path.write_text(
+        f"12:00:00 INFO stage {name}: start (params params.yaml) after {startup} s of interpreter and import start-up\n"
+        f"12:00:09 INFO stage {name}: done in {body} s\n"
+    )
 
 
 def test_stage_times_reads_train_and_evaluate_logs(tmp_path):

@@ -36,7 +36,10 @@ def test_canonicalize_rewrites_every_spelling_and_reports_absence():
 
 
 def test_brands_mentioned_lists_all_known_brands_named():
-    assert brands_mentioned("Guccio next to Maison Eclat", ["Maison Éclat", "Guccio", "Prado"]) == ["Maison Éclat", "Guccio"]
+    assert brands_mentioned("Guccio next to Maison Eclat", ["Maison Éclat", "Guccio", "Prado"]) == [
+        "Maison Éclat",
+        "Guccio",
+    ]
 
 
 # --------------------------------------------------------------------------- real catalogue names
@@ -70,7 +73,11 @@ CANONICAL = [
     ("N.A.", "A bag by N.A. in black.", "A bag by N.A. in black."),
     ("3.1 Phillip Lim", "A 3.1 PHILLIP LIM tote.", "A 3.1 Phillip Lim tote."),
     ("3.1 Phillip Lim", "A Phillip Lim tote.", None),
-    ("Dolce & Gabbana", "A dolce and gabbana dress, Dolce&Gabbana lace.", "A Dolce & Gabbana dress, Dolce & Gabbana lace."),
+    (
+        "Dolce & Gabbana",
+        "A dolce and gabbana dress, Dolce&Gabbana lace.",
+        "A Dolce & Gabbana dress, Dolce & Gabbana lace.",
+    ),
     ("Chloé", "A CHLOE bag and a chloé belt.", "A Chloé bag and a Chloé belt."),
     ("Tod's", "Loafers by TODS.", "Loafers by Tod's."),
     ("Acne Studios", "The ACNE-studios logo", "The Acne Studios logo"),
@@ -89,7 +96,17 @@ def test_canonicalize_real_catalogue_names(brand, caption, expected):
     assert timed(mentions, caption, brand) == (expected is not None)
 
 
-KNOWN = ["Saint Laurent", "Laurent", "See by Chloé", "Chloé", "Off-White™", "White", "A.P.C.", "3.1 Phillip Lim", "Phillip"]
+KNOWN = [
+    "Saint Laurent",
+    "Laurent",
+    "See by Chloé",
+    "Chloé",
+    "Off-White™",
+    "White",
+    "A.P.C.",
+    "3.1 Phillip Lim",
+    "Phillip",
+]
 NAMED = [
     ("A Saint Laurent bag.", ["Saint Laurent"]),
     ("A bag by Laurent, not Saint Laurent.", ["Laurent", "Saint Laurent"]),
@@ -110,7 +127,10 @@ def test_brands_named_longest_match_wins(text, expected):
 
 def test_canonicalize_skips_a_brand_inside_a_longer_known_brand():
     assert canonicalize("A See by Chloé bag.", "Chloé", ["See by Chloé"]) is None
-    assert canonicalize("A Saint Laurent bag by laurent.", "Laurent", ["Saint Laurent"]) == "A Saint Laurent bag by Laurent."
+    assert (
+        canonicalize("A Saint Laurent bag by laurent.", "Laurent", ["Saint Laurent"])
+        == "A Saint Laurent bag by Laurent."
+    )
     assert canonicalize("A SAINT LAURENT bag.", "Saint Laurent", ["Laurent"]) == "A Saint Laurent bag."
 
 

@@ -1,6 +1,6 @@
 """The caption stage against real loopback servers (the simulated VLM), counting requests at the server.
 
-    .venv/bin/python -m pytest tests/test_caption.py -q
+.venv/bin/python -m pytest tests/test_caption.py -q
 """
 
 from __future__ import annotations
@@ -49,14 +49,46 @@ def test_every_failure_mode_is_recorded_and_retried(workdir):
     make_manifest(workdir, 16)
     broken.write_bytes(b"this is not a png")
     extra = [
-        {"product_id": "broken", "brand": "Gucci", "title": "Broken", "category": "Bags", "status": "ok", "image": "data/raw/images/broken.png",
-         "sha256": hashlib.sha256(b"this is not a png").hexdigest()},
-        {"product_id": "gone", "brand": "Gucci", "title": "Gone", "category": "Bags", "status": "ok", "image": "data/raw/images/gone.png", "sha256": "0" * 64},
-        {"product_id": "failed-download", "brand": "Gucci", "title": "x", "category": "Bags", "status": "failed", "reason": "http_404", "image": None, "sha256": None},
+        {
+            "product_id": "broken",
+            "brand": "Gucci",
+            "title": "Broken",
+            "category": "Bags",
+            "status": "ok",
+            "image": "data/raw/images/broken.png",
+            "sha256": hashlib.sha256(b"this is not a png").hexdigest(),
+        },
+        {
+            "product_id": "gone",
+            "brand": "Gucci",
+            "title": "Gone",
+            "category": "Bags",
+            "status": "ok",
+            "image": "data/raw/images/gone.png",
+            "sha256": "0" * 64,
+        },
+        {
+            "product_id": "failed-download",
+            "brand": "Gucci",
+            "title": "x",
+            "category": "Bags",
+            "status": "failed",
+            "reason": "http_404",
+            "image": None,
+            "sha256": None,
+        },
     ]
     rows = make_manifest(workdir, 16, extra)
-    sim = SimulatorParams(loop_rate=0.3, garbled_rate=0.3, case_change_rate=0.3, missing_brand_rate=0.2, cutoff_rate=0.2,
-                          http_error_rate=0.3, slow_rate=0.0, retry_after_s=0.05)
+    sim = SimulatorParams(
+        loop_rate=0.3,
+        garbled_rate=0.3,
+        case_change_rate=0.3,
+        missing_brand_rate=0.2,
+        cutoff_rate=0.2,
+        http_error_rate=0.3,
+        slow_rate=0.0,
+        retry_after_s=0.05,
+    )
     with start_simulated_vlm(sim, seed=4) as server:
         records = run(params_for(server.base_url, retries=8, max_failed_fraction=0.5))
         first_run = len(server.requests)
@@ -87,7 +119,15 @@ def test_two_runs_of_the_same_study_write_the_same_captions_bytes(workdir):
     """No timing reaches captions.jsonl: DVC hashes it as the clean stage's input, so a latency there
     would make every fresh run's identical captions look like a changed input."""
     make_manifest(workdir, 12)
-    sim = SimulatorParams(loop_rate=0.2, garbled_rate=0.2, cutoff_rate=0.2, http_error_rate=0.2, slow_rate=0.3, slow_s=0.05, retry_after_s=0.05)
+    sim = SimulatorParams(
+        loop_rate=0.2,
+        garbled_rate=0.2,
+        cutoff_rate=0.2,
+        http_error_rate=0.2,
+        slow_rate=0.3,
+        slow_s=0.05,
+        retry_after_s=0.05,
+    )
     written = []
     for _ in range(2):
         shutil.rmtree(RESUME, ignore_errors=True)
@@ -136,8 +176,10 @@ def test_kill_9_mid_run_then_rerun_asks_only_unfinished(workdir):
     with start_simulated_vlm(sim, seed=4) as server:
         params_file = workdir / "params.yaml"
         params_file.write_text(yaml.safe_dump({"caption": {"base_url": server.base_url, "concurrency": 2}}))
-        code = ("import sys; from brandcap.params import load_params; from brandcap.stages.caption import run_caption; "
-                f"run_caption(load_params('params.yaml'), 'data/raw/manifest.parquet', '{CAPTIONS}', '{RESUME}')")
+        code = (
+            "import sys; from brandcap.params import load_params; from brandcap.stages.caption import run_caption; "
+            f"run_caption(load_params('params.yaml'), 'data/raw/manifest.parquet', '{CAPTIONS}', '{RESUME}')"
+        )
         proc = subprocess.Popen([sys.executable, "-c", code], cwd=workdir, stderr=subprocess.DEVNULL)
         cache = workdir / RESUME / "cache.jsonl"
         deadline = time.monotonic() + 30
@@ -170,6 +212,7 @@ def test_kill_9_mid_run_then_rerun_asks_only_unfinished(workdir):
 def test_changed_prompt_sampling_or_item_re_asks_exactly_the_affected(workdir):
     rows = make_manifest(workdir, 8)
     with start_simulated_vlm(SimulatorParams(**NO_FAILURES), seed=4) as server:
+
         def asks(**caption) -> Counter:
             before = len(server.requests)
             run(params_for(server.base_url, **caption))
@@ -177,7 +220,9 @@ def test_changed_prompt_sampling_or_item_re_asks_exactly_the_affected(workdir):
 
         assert sum(asks().values()) == 8
         assert sum(asks().values()) == 0  # same params: nothing asked
-        assert set(asks(prompt="Photo of {brand}: {title}. Describe it, naming {brand}.")) == {r["sha256"] for r in rows}
+        assert set(asks(prompt="Photo of {brand}: {title}. Describe it, naming {brand}.")) == {
+            r["sha256"] for r in rows
+        }
         assert sum(asks(top_p=0.5).values()) == 8
         assert sum(asks(extra_body={"repetition_penalty": 1.05}).values()) == 8
         assert sum(asks().values()) == 0  # back to the first params: all cached
@@ -231,7 +276,9 @@ def test_too_many_failures_raise_after_writing(workdir):
     sim = SimulatorParams(**{**NO_FAILURES, "http_error_rate": 1.0, "retry_after_s": 0})
     with start_simulated_vlm(sim, seed=4) as server:
         with pytest.raises(CaptionError, match="4 of 4 items"):
-            run_caption(params_for(server.base_url, retries=1, backoff_s=0), "data/raw/manifest.parquet", CAPTIONS, RESUME)
+            run_caption(
+                params_for(server.base_url, retries=1, backoff_s=0), "data/raw/manifest.parquet", CAPTIONS, RESUME
+            )
     records = read_jsonl(CAPTIONS)
     assert len(records) == 4 and all(r["error"].split(":")[0] in ("http_429", "http_500") for r in records)
 
@@ -253,12 +300,15 @@ def test_corrupt_cache_lines_are_skipped_reported_and_re_asked(workdir, caplog):
         kept, emptied, key_only, torn = (by_sha[row["sha256"]] for row in rows[:4])  # rows[4:] lose their records
         torn_line = json.dumps({**torn, "text": "Un sac en cuir noir signé Gucci."}, ensure_ascii=False).encode()
         cache.write_bytes(
-            json.dumps(kept).encode() + b"\n"
+            json.dumps(kept).encode()
+            + b"\n"
             + b"}{ garbage\n"
             + b"\xff\xfe\x00 not UTF-8\n"
             + b'["a", "JSON", "array"]\n'
-            + json.dumps({**emptied, "text": ""}).encode() + b"\n"  # content null stored as '' by older versions
-            + json.dumps({"key": key_only["key"]}).encode() + b"\n"
+            + json.dumps({**emptied, "text": ""}).encode()
+            + b"\n"  # content null stored as '' by older versions
+            + json.dumps({"key": key_only["key"]}).encode()
+            + b"\n"
             + torn_line[: torn_line.index("é".encode()) + 1]  # torn inside a two-byte character
         )
         before = len(server.requests)

@@ -47,17 +47,26 @@ class MisbehavingEndpoint:
 
     @staticmethod
     def _completion(content: str | None) -> dict:
-        return {"id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": MODEL,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 300, "completion_tokens": 20, "total_tokens": 320}}
+        return {
+            "id": "chatcmpl-test",
+            "object": "chat.completion",
+            "created": 0,
+            "model": MODEL,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 300, "completion_tokens": 20, "total_tokens": 320},
+        }
 
     async def models(self, request: web.Request) -> web.Response:
         behaviour = request.match_info["behaviour"]
         if behaviour == "models-html":
-            return web.Response(text="<!DOCTYPE html><html><body>Welcome to the dashboard</body></html>", content_type="text/html")
+            return web.Response(
+                text="<!DOCTYPE html><html><body>Welcome to the dashboard</body></html>", content_type="text/html"
+            )
         if behaviour == "models-401":
             return web.json_response({"error": {"message": "Invalid API key", "code": 401}}, status=401)
-        return web.json_response({"object": "list", "data": [{"id": MODEL, "object": "model", "created": 0, "owned_by": "test"}]})
+        return web.json_response(
+            {"object": "list", "data": [{"id": MODEL, "object": "model", "created": 0, "owned_by": "test"}]}
+        )
 
     async def chat(self, request: web.Request) -> web.Response:
         behaviour = request.match_info["behaviour"]
@@ -69,7 +78,10 @@ class MisbehavingEndpoint:
         except ValueError:
             pass
         if behaviour == "html":
-            return web.Response(text="<!DOCTYPE html>\n<html><body><h1>Sign in to the proxy</h1></body></html>", content_type="text/html")
+            return web.Response(
+                text="<!DOCTYPE html>\n<html><body><h1>Sign in to the proxy</h1></body></html>",
+                content_type="text/html",
+            )
         if behaviour == "null":
             return web.json_response(self._completion(None))
         if behaviour == "invalid-json":
@@ -82,10 +94,15 @@ class MisbehavingEndpoint:
             await asyncio.sleep(3600)
         if behaviour == "parts":  # content as a list of text parts, as some OpenAI-compatible servers send it
             half = len(CAPTION) // 2
-            return web.json_response(self._completion([{"type": "text", "text": CAPTION[:half]}, {"type": "text", "text": CAPTION[half:]}]))
+            return web.json_response(
+                self._completion([{"type": "text", "text": CAPTION[:half]}, {"type": "text", "text": CAPTION[half:]}])
+            )
         if behaviour == "bad-gzip":  # declares gzip, sends plain JSON
-            return web.Response(body=json.dumps(self._completion(CAPTION)).encode(), content_type="application/json",
-                                headers={"Content-Encoding": "gzip"})
+            return web.Response(
+                body=json.dumps(self._completion(CAPTION)).encode(),
+                content_type="application/json",
+                headers={"Content-Encoding": "gzip"},
+            )
         if behaviour == "invalid-then-good" and self.requests.count(behaviour) % 2:
             return web.Response(text="{not json", content_type="application/json")
         return web.json_response(self._completion(CAPTION))
@@ -115,20 +132,29 @@ def closed_port() -> int:
 
 
 def run(url: str, **caption) -> list[dict]:
-    params = params_for(url, **{"model": MODEL, "retries": 1, "backoff_s": 0, "timeout_s": 0.5, "retry_temperatures": [], **caption})
+    params = params_for(
+        url, **{"model": MODEL, "retries": 1, "backoff_s": 0, "timeout_s": 0.5, "retry_temperatures": [], **caption}
+    )
     run_caption(params, "data/raw/manifest.parquet", CAPTIONS, RESUME)
     return read_jsonl(CAPTIONS)
 
 
-@pytest.mark.parametrize("behaviour, reason, requests_per_item", [
-    ("html", "html_body", 2),  # a proxy page with status 200: retried, then a failure, not a crash
-    ("invalid-json", "non_json", 2),  # retried
-    ("error-200", "not_a_completion", 2),  # retried
-    ("null", "empty_answer", 1),  # content null is no caption
-    ("huge", "oversize", 1),  # 5 MB is no caption
-    ("hang", "timeout", 2),  # accepts and never answers: each attempt ends at timeout_s
-    ("bad-gzip", "undecodable_body", 2),  # Content-Encoding gzip on a body that is not: retried like a transport error
-])
+@pytest.mark.parametrize(
+    "behaviour, reason, requests_per_item",
+    [
+        ("html", "html_body", 2),  # a proxy page with status 200: retried, then a failure, not a crash
+        ("invalid-json", "non_json", 2),  # retried
+        ("error-200", "not_a_completion", 2),  # retried
+        ("null", "empty_answer", 1),  # content null is no caption
+        ("huge", "oversize", 1),  # 5 MB is no caption
+        ("hang", "timeout", 2),  # accepts and never answers: each attempt ends at timeout_s
+        (
+            "bad-gzip",
+            "undecodable_body",
+            2,
+        ),  # Content-Encoding gzip on a body that is not: retried like a transport error
+    ],
+)
 def test_every_bad_answer_is_a_named_failure(workdir, endpoint, behaviour, reason, requests_per_item):
     make_manifest(workdir, 3)
     started = time.monotonic()
@@ -172,9 +198,16 @@ def test_requests_are_what_the_typed_client_sends_over_kept_alive_connections(wo
     async def typed_request() -> None:
         async with openai.AsyncOpenAI(base_url=url, api_key="EMPTY", max_retries=0) as client:
             await client.chat.completions.create(
-                model=cp.model, messages=[{"role": "user", "content": content}], temperature=cp.temperature, top_p=cp.top_p,
-                max_tokens=cp.max_tokens, presence_penalty=cp.presence_penalty, frequency_penalty=cp.frequency_penalty,
-                seed=cp.seed, extra_body=cp.extra_body)
+                model=cp.model,
+                messages=[{"role": "user", "content": content}],
+                temperature=cp.temperature,
+                top_p=cp.top_p,
+                max_tokens=cp.max_tokens,
+                presence_penalty=cp.presence_penalty,
+                frequency_penalty=cp.frequency_penalty,
+                seed=cp.seed,
+                extra_body=cp.extra_body,
+            )
 
     asyncio.run(typed_request())
     assert stage_body == endpoint.handler.bodies[-1]
@@ -228,14 +261,29 @@ def never_accepting_socket() -> socket.socket:
     return sock
 
 
-@pytest.mark.parametrize("where, model, expected", [
-    ("refused", MODEL, r"connection refused: nothing listens there; start the server"),
-    ("stalled", MODEL, r"no answer to GET /models within 0.5 s; check that host and port"),
-    ("no-v1", MODEL, r"HTTP 404: no /models there; caption.base_url must be the API root, usually ending in /v1"),
-    ("models-401", MODEL, r"HTTP 401: the API key was refused; put a valid key in the environment variable \$BRANDCAP_API_KEY"),
-    ("models-html", MODEL, r"GET /models answered an HTML page; caption.base_url must be the OpenAI-compatible API root"),
-    ("good", "Qwen/Qwen2.5-VL-72B-Instruct", r"the model 'Qwen/Qwen2.5-VL-72B-Instruct' \(caption.model\) is not served; it serves \['test-vlm'\]"),
-])
+@pytest.mark.parametrize(
+    "where, model, expected",
+    [
+        ("refused", MODEL, r"connection refused: nothing listens there; start the server"),
+        ("stalled", MODEL, r"no answer to GET /models within 0.5 s; check that host and port"),
+        ("no-v1", MODEL, r"HTTP 404: no /models there; caption.base_url must be the API root, usually ending in /v1"),
+        (
+            "models-401",
+            MODEL,
+            r"HTTP 401: the API key was refused; put a valid key in the environment variable \$BRANDCAP_API_KEY",
+        ),
+        (
+            "models-html",
+            MODEL,
+            r"GET /models answered an HTML page; caption.base_url must be the OpenAI-compatible API root",
+        ),
+        (
+            "good",
+            "Qwen/Qwen2.5-VL-72B-Instruct",
+            r"the model 'Qwen/Qwen2.5-VL-72B-Instruct' \(caption.model\) is not served; it serves \['test-vlm'\]",
+        ),
+    ],
+)
 def test_preflight_fails_in_seconds_with_the_url_and_the_fix(workdir, endpoint, caplog, where, model, expected):
     make_manifest(workdir, 50)
     stalled = never_accepting_socket()
@@ -268,4 +316,3 @@ def test_a_body_that_is_not_a_completion_names_the_cause_before_the_excerpt(work
     make_manifest(workdir, 1)
     (record,) = run(base_url(endpoint, "error-200"), max_failed_fraction=1.0)
     assert record["error"].startswith("not_a_completion: not a chat completion (choices: Field required); body starts")
-

@@ -45,9 +45,18 @@ BRANDS = ["A.P.C.", "Off-White™", "(di)vision", "3.1 Phillip Lim", "Dolce & Ga
 def dbq_table() -> pd.DataFrame:
     rows = []
     for i in range(30):
-        rows.append({"brand": BRANDS[i % len(BRANDS)], "product_code": f"P{i:03d}", "title": f"bag {i}",
-                     "imageurl": f"https://img.example/{i}.jpg", "category1_code": "WOMEN", "category2_code": "BAGS",
-                     "category3_code": "SHOULDER_BAGS", "full_price": 100.0 + i})
+        rows.append(
+            {
+                "brand": BRANDS[i % len(BRANDS)],
+                "product_code": f"P{i:03d}",
+                "title": f"bag {i}",
+                "imageurl": f"https://img.example/{i}.jpg",
+                "category1_code": "WOMEN",
+                "category2_code": "BAGS",
+                "category3_code": "SHOULDER_BAGS",
+                "full_price": 100.0 + i,
+            }
+        )
     rows[0]["imageurl"] = "N.A."
     rows[1]["imageurl"] = ""
     rows[2]["imageurl"] = None
@@ -90,7 +99,9 @@ def write_table(table: pd.DataFrame, name: str) -> str:
 
 
 def hf_params(dataset: str, **data) -> object:
-    return validate_params({**ONE_UNMIXED_EXPERIMENT, "data": {"source": "hf", "hf_dataset": dataset, "sample_size": 100, **data}})
+    return validate_params(
+        {**ONE_UNMIXED_EXPERIMENT, "data": {"source": "hf", "hf_dataset": dataset, "sample_size": 100, **data}}
+    )
 
 
 @pytest.mark.parametrize("name", ["dbq.parquet", "dbq.csv", "dbq.csv.gz", "dbq.jsonl"])
@@ -105,12 +116,21 @@ def test_hf_source_on_a_local_table(tmp_path, monkeypatch, name, caplog):
     assert set(cat.brand) == set(BRANDS)
     assert cat.product_id.is_unique and all(SAFE.match(p) for p in cat.product_id)
     assert {"a_b_1", "a_b_1-2"} <= set(cat.product_id)
-    assert not cat.drop(columns="full_price").astype(str).apply(lambda col: col.str.contains(r"[\x00-\x1f\x7f]")).any().any()
+    assert (
+        not cat.drop(columns="full_price")
+        .astype(str)
+        .apply(lambda col: col.str.contains(r"[\x00-\x1f\x7f]"))
+        .any()
+        .any()
+    )
     assert {"bag 21", "bag 23 new"} <= set(cat.title)
     assert not Path("shop").exists() or not any(Path("shop").iterdir())
     assert "fewer than data.sample_size=100" in caplog.text
-    assert re.search(r"30 rows read .*control characters removed from 3 fields, dropped placeholder_url=4, missing_brand=5, duplicate_product=2, sampled 19, 7 brands; "
-                     r"without product_code 3, without title 2", caplog.text)
+    assert re.search(
+        r"30 rows read .*control characters removed from 3 fields, dropped placeholder_url=4, missing_brand=5, duplicate_product=2, sampled 19, 7 brands; "
+        r"without product_code 3, without title 2",
+        caplog.text,
+    )
 
 
 def test_placeholders_are_missing_in_every_column(tmp_path, monkeypatch):
@@ -152,7 +172,10 @@ def test_the_caption_prompt_never_says_na(tmp_path, monkeypatch):
     manifest.to_parquet("manifest.parquet")
     prompts = {item.title or f"<{item.product_id}>": item.prompt for item in load_items(params, "manifest.parquet")[0]}
     assert not [p for p in prompts.values() if "N.A." in p or "nan" in p or "()" in p]
-    assert prompts["bag 19"].startswith("This is a product photo of the brand ") and "(category not given)" in prompts["bag 19"]
+    assert (
+        prompts["bag 19"].startswith("This is a product photo of the brand ")
+        and "(category not given)" in prompts["bag 19"]
+    )
     untitled = [p for t, p in prompts.items() if t.startswith("<")]
     assert len(untitled) == 2 and all(": an untitled product (shoulder bags)." in p for p in untitled)
 
@@ -162,7 +185,9 @@ def test_hf_sampling_is_seeded(tmp_path, monkeypatch):
     path = write_table(dbq_table(), "dbq.parquet")
 
     def sample(seed, out):
-        params = validate_params({**ONE_UNMIXED_EXPERIMENT, "seed": seed, "data": {"source": "hf", "hf_dataset": path, "sample_size": 10}})
+        params = validate_params(
+            {**ONE_UNMIXED_EXPERIMENT, "seed": seed, "data": {"source": "hf", "hf_dataset": path, "sample_size": 10}}
+        )
         run_catalog(params, Path(out), Path("shop"))
         return list(pd.read_parquet(out).product_id)
 
@@ -180,12 +205,18 @@ def test_bad_tables_fail_clearly(tmp_path, monkeypatch):
     assert not Path("c.parquet").exists()
 
 
-@pytest.mark.parametrize("dataset", ["../dbq.parquet", "/tmp/dbq.csv", "~/dbq.csv.gz", "data/external/../dbq.jsonl", "data/external/dbq.xlsx"])
+@pytest.mark.parametrize(
+    "dataset",
+    ["../dbq.parquet", "/tmp/dbq.csv", "~/dbq.csv.gz", "data/external/../dbq.jsonl", "data/external/dbq.xlsx"],
+)
 def test_a_local_table_outside_data_external_fails_before_any_work(tmp_path, monkeypatch, dataset):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    with pytest.raises(ParamsError, match=r"data\.hf_dataset: local table .*(lies outside data/external/.*set "
-                                          r"data\.hf_dataset: data/external/dbq|unsupported format)"):
+    with pytest.raises(
+        ParamsError,
+        match=r"data\.hf_dataset: local table .*(lies outside data/external/.*set "
+        r"data\.hf_dataset: data/external/dbq|unsupported format)",
+    ):
         hf_params(dataset)
 
 
@@ -227,7 +258,9 @@ def test_the_revision_reaches_the_hub_loader(tmp_path, monkeypatch):
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
     monkeypatch.chdir(tmp_path)
-    run_catalog(hf_params("DBQ/My.Theresa.Product.prices.France", revision="0123abc"), Path("catalog.parquet"), Path("shop"))
+    run_catalog(
+        hf_params("DBQ/My.Theresa.Product.prices.France", revision="0123abc"), Path("catalog.parquet"), Path("shop")
+    )
     run_catalog(hf_params("DBQ/My.Theresa.Product.prices.France"), Path("catalog.parquet"), Path("shop"))
     assert [kw["revision"] for _, kw in calls] == ["0123abc", None]
     assert len(pd.read_parquet("catalog.parquet")) == 30 - DROPPED
@@ -245,7 +278,10 @@ def test_an_empty_table_fails_before_datasets_reads_it(tmp_path, monkeypatch, na
     else:
         path.write_text("")
     params = validate_params({**ONE_UNMIXED_EXPERIMENT, "data": {"source": "hf", "hf_dataset": str(path)}})
-    with pytest.raises(CatalogError, match=rf"data\.hf_dataset: local file {re.escape(str(path))} has no rows; point data\.hf_dataset at"):
+    with pytest.raises(
+        CatalogError,
+        match=rf"data\.hf_dataset: local file {re.escape(str(path))} has no rows; point data\.hf_dataset at",
+    ):
         run_catalog(params, tmp_path / "c.parquet", tmp_path / "shop")
     assert not (tmp_path / "c.parquet").exists()
 

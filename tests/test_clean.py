@@ -1,6 +1,6 @@
 """run_clean on a hand-made captions.jsonl: report counts, stratified split, no overlap, determinism.
 
-    .venv/bin/python -m pytest tests/test_clean.py -q
+.venv/bin/python -m pytest tests/test_clean.py -q
 """
 
 from __future__ import annotations
@@ -15,8 +15,36 @@ from brandcap.atomic import read_jsonl, write_jsonl
 from brandcap.params import ParamsError, validate_params
 from brandcap.stages.clean import CleanError, apply_caption_rules, n_test_products, n_val_products, run_clean
 
-COLOURS = ["black", "red", "navy", "ivory", "olive", "camel", "grey", "pink", "teal", "white", "brown", "gold", "plum", "sand"]
-ITEMS = ["tote bag", "trench coat", "loafer", "silk scarf", "wool sweater", "ankle boot", "shirt", "belt", "sandal", "cardigan", "skirt", "clutch"]
+COLOURS = [
+    "black",
+    "red",
+    "navy",
+    "ivory",
+    "olive",
+    "camel",
+    "grey",
+    "pink",
+    "teal",
+    "white",
+    "brown",
+    "gold",
+    "plum",
+    "sand",
+]
+ITEMS = [
+    "tote bag",
+    "trench coat",
+    "loafer",
+    "silk scarf",
+    "wool sweater",
+    "ankle boot",
+    "shirt",
+    "belt",
+    "sandal",
+    "cardigan",
+    "skirt",
+    "clutch",
+]
 
 
 def _photo(name: str) -> str:
@@ -24,11 +52,29 @@ def _photo(name: str) -> str:
     return hashlib.sha256(name.encode()).hexdigest()
 
 
-def _record(pid: str, brand: str, text: str | None, finish_reason: str | None = "stop", error: str | None = None, photo: str = "") -> dict:
+def _record(
+    pid: str,
+    brand: str,
+    text: str | None,
+    finish_reason: str | None = "stop",
+    error: str | None = None,
+    photo: str = "",
+) -> dict:
     return {
-        "product_id": pid, "brand": brand, "title": "t", "category": "c", "image": f"data/raw/images/{pid}.png",
-        "sha256": _photo(photo or pid), "key": pid, "text": text, "finish_reason": finish_reason, "attempts": 1,
-        "latency_s": 0.1, "prompt_tokens": 10, "completion_tokens": 20, "error": error,
+        "product_id": pid,
+        "brand": brand,
+        "title": "t",
+        "category": "c",
+        "image": f"data/raw/images/{pid}.png",
+        "sha256": _photo(photo or pid),
+        "key": pid,
+        "text": text,
+        "finish_reason": finish_reason,
+        "attempts": 1,
+        "latency_s": 0.1,
+        "prompt_tokens": 10,
+        "completion_tokens": 20,
+        "error": error,
     }
 
 
@@ -62,8 +108,18 @@ def make_captions() -> tuple[list[dict], dict]:
     ]
     expected = {
         "input": len(recs),
-        "removed": {"no_caption": 1, "repetition_loop": 1, "garbled": 1, "other_script": 0, "cut_off": 1, "no_brand": 1,
-                    "length": 1, "duplicate": 1, "duplicate_image": 1, "rare_brand": 2},
+        "removed": {
+            "no_caption": 1,
+            "repetition_loop": 1,
+            "garbled": 1,
+            "other_script": 0,
+            "cut_off": 1,
+            "no_brand": 1,
+            "length": 1,
+            "duplicate": 1,
+            "duplicate_image": 1,
+            "rare_brand": 2,
+        },
         "trimmed": 1,
         "brand_case_fixed": 1,
         "after_caption_rules": 12 + 10 + 2 + 2,
@@ -103,17 +159,38 @@ ARABIC_BRAND = "دار الأزياء الملكية"
 
 def test_a_brand_in_another_script_is_kept_and_a_brand_that_loses_every_caption_is_listed(tmp_path):
     """Real catalogues come in other scripts; a brand removed entirely is named with the rule that removed it."""
-    recs = [_record(f"ar{i:02d}", ARABIC_BRAND, f"Made by {ARABIC_BRAND}, this Logo cotton {ITEMS[i % 12]} is shown in {COLOURS[i % 14]}, number {i}.")
-            for i in range(8)]
-    recs += [_record(f"ar-only{i:02d}", ARABIC_BRAND, f"صنعت {ARABIC_BRAND} هذه الحقيبة الجلدية السوداء ذات السلسلة الذهبية رقم {i}.")
-             for i in range(3)]
+    recs = [
+        _record(
+            f"ar{i:02d}",
+            ARABIC_BRAND,
+            f"Made by {ARABIC_BRAND}, this Logo cotton {ITEMS[i % 12]} is shown in {COLOURS[i % 14]}, number {i}.",
+        )
+        for i in range(8)
+    ]
+    recs += [
+        _record(
+            f"ar-only{i:02d}",
+            ARABIC_BRAND,
+            f"صنعت {ARABIC_BRAND} هذه الحقيبة الجلدية السوداء ذات السلسلة الذهبية رقم {i}.",
+        )
+        for i in range(3)
+    ]
     recs += [_record(f"me{i:02d}", "Maison Éclat", _good(i, "Maison Éclat")) for i in range(8)]
-    recs += [_record(f"gb{i:02d}", "Garbled Brand", "The Garbled Brand bag is \ufffd\ufffd\ufffd\ufffd with a \ufffd\ufffd strap.") for i in range(4)]
+    recs += [
+        _record(
+            f"gb{i:02d}",
+            "Garbled Brand",
+            "The Garbled Brand bag is \ufffd\ufffd\ufffd\ufffd with a \ufffd\ufffd strap.",
+        )
+        for i in range(4)
+    ]
     write_jsonl(tmp_path / "captions.jsonl", recs)
     run_clean(_params(), tmp_path / "captions.jsonl", tmp_path / "out")
     report = json.loads((tmp_path / "out" / "clean_report.json").read_text())
     assert report["brands_kept"] == {ARABIC_BRAND: 11, "Maison Éclat": 8}
-    assert report["removed"]["garbled"] == 4 and report["brands_lost"] == {"Garbled Brand": {"rule": "garbled", "captions": 4}}
+    assert report["removed"]["garbled"] == 4 and report["brands_lost"] == {
+        "Garbled Brand": {"rule": "garbled", "captions": 4}
+    }
     assert "Garbled Brand (garbled, 4 captions)" in (tmp_path / "out" / "clean_examples.md").read_text()
 
     # with the other_script rule on, the captions written in Arabic go, and the brand keeps its Latin-script ones
@@ -163,7 +240,9 @@ def test_validation_sizes():
 
 
 def test_test_and_validation_fractions_must_leave_training_data():
-    with pytest.raises(ParamsError, match=r"clean.test_fraction \(0.5\) \+ clean.val_fraction \(0.5\) leave nothing to train on"):
+    with pytest.raises(
+        ParamsError, match=r"clean.test_fraction \(0.5\) \+ clean.val_fraction \(0.5\) leave nothing to train on"
+    ):
         validate_params({"clean": {"test_fraction": 0.5, "val_fraction": 0.5}})
 
 
@@ -180,7 +259,9 @@ def test_one_photo_under_several_product_codes_is_kept_once(tmp_path):
     report = json.loads((tmp_path / "out" / "clean_report.json").read_text())
     assert report["removed"]["duplicate_image"] == 2 * 8 * 2 and report["after_rules"] == 2 * 8
     kept = [r for name in ("train.jsonl", "val.jsonl", "test.jsonl") for r in read_jsonl(tmp_path / "out" / name)]
-    assert sorted(r["product_id"] for r in kept) == sorted(r["product_id"] for r in recs if r["product_id"].endswith("-0"))
+    assert sorted(r["product_id"] for r in kept) == sorted(
+        r["product_id"] for r in recs if r["product_id"].endswith("-0")
+    )
     assert len({r["sha256"] for r in kept}) == len(kept)
 
 
@@ -221,7 +302,13 @@ def test_too_few_brands_names_the_param(tmp_path, captions):
 def test_a_split_without_training_records_fails_clean(tmp_path):
     """One product per brand: every product goes to test; clean says so instead of writing an empty train.jsonl."""
     path = tmp_path / "captions.jsonl"
-    write_jsonl(path, [_record(f"p{i}", brand, _good(i, brand)) for i, brand in enumerate(["Maison Éclat", "Rossi & Figli", "Tiny Brand"])])
+    write_jsonl(
+        path,
+        [
+            _record(f"p{i}", brand, _good(i, brand))
+            for i, brand in enumerate(["Maison Éclat", "Rossi & Figli", "Tiny Brand"])
+        ],
+    )
     with pytest.raises(CleanError) as err:
         run_clean(_params(min_brand_samples=1), path, tmp_path / "out")
     message = str(err.value)
@@ -232,7 +319,9 @@ def test_a_split_without_training_records_fails_clean(tmp_path):
 
 def test_nothing_surviving_is_an_error(tmp_path):
     path = tmp_path / "captions.jsonl"
-    write_jsonl(path, [_record("a", "Maison Éclat", None, error="timeout"), _record("b", "Maison Éclat", "Maison Éclat bag.")])
+    write_jsonl(
+        path, [_record("a", "Maison Éclat", None, error="timeout"), _record("b", "Maison Éclat", "Maison Éclat bag.")]
+    )
     with pytest.raises(CleanError, match="no caption survives.*no_caption 1, length 1"):
         run_clean(_params(), path, tmp_path / "out")
 
@@ -253,7 +342,13 @@ def test_bad_input_is_named(tmp_path):
 def test_real_catalogue_brand_names_are_found_and_respelled():
     """Punctuated names used to hang the stage (A.P.C., (di)vision) or never match (Off-White™);
     a caption naming only a longer known brand ('See by Chloé') does not name 'Chloé'."""
-    brands = {"A.P.C.": "a.p.c.", "Off-White™": "OFF-WHITE", "(di)vision": "(DI)VISION", "Chloé": "CHLOE", "See by Chloé": "See By Chloe"}
+    brands = {
+        "A.P.C.": "a.p.c.",
+        "Off-White™": "OFF-WHITE",
+        "(di)vision": "(DI)VISION",
+        "Chloé": "CHLOE",
+        "See by Chloé": "See By Chloe",
+    }
     recs = [_record(f"p{i}", brand, _good(i, spelling)) for i, (brand, spelling) in enumerate(brands.items())]
     recs.append(_record("chloe_named_other", "Chloé", _good(9, "See by Chloé")))
     result = apply_caption_rules(recs, _params().clean)

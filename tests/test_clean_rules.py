@@ -1,6 +1,6 @@
 """Each clean rule on captions it must remove and look-alikes it must keep.
 
-    .venv/bin/python -m pytest tests/test_clean_rules.py -q
+.venv/bin/python -m pytest tests/test_clean_rules.py -q
 """
 
 from __future__ import annotations
@@ -87,7 +87,9 @@ def test_loop_thresholds_come_from_params():
     assert is_repetition_loop(three_times, CleanParams(loop_max_ngram_repeats=2))
     assert compression_ratio(LONG_VARIED) > 0.45
     assert is_repetition_loop(LONG_VARIED, CleanParams(loop_min_compression_ratio=0.9))
-    assert not is_repetition_loop(LONG_VARIED, CleanParams(loop_min_compression_ratio=0.9, loop_compression_min_chars=5000))
+    assert not is_repetition_loop(
+        LONG_VARIED, CleanParams(loop_min_compression_ratio=0.9, loop_compression_min_chars=5000)
+    )
     excited = "The Maison Éclat bag is here, finally!!!!! It is black with a gold chain."
     assert not is_repetition_loop(excited, CLEAN)
     assert is_repetition_loop(excited, CleanParams(loop_max_consecutive_repeats=4))
@@ -193,7 +195,10 @@ def test_cut_off_caption_with_too_little_left_is_dropped():
     assert trim_cut_off("Maison Éclat bag. It is made of black calfskin with a gold", "length", CLEAN) is None
     assert trim_cut_off("No period at all in this long cut-off caption about a bag", "length", CLEAN) is None
     short_ok = CleanParams(min_chars_after_trim=10)
-    assert trim_cut_off("Maison Éclat bag. It is made of black calfskin with a gold", "length", short_ok) == "Maison Éclat bag."
+    assert (
+        trim_cut_off("Maison Éclat bag. It is made of black calfskin with a gold", "length", short_ok)
+        == "Maison Éclat bag."
+    )
 
 
 # --------------------------------------------------------------------------- brand
@@ -201,8 +206,16 @@ def test_cut_off_caption_with_too_little_left_is_dropped():
     ("caption", "brand", "expected"),
     [
         ("A black bag by MAISON ECLAT with a chain.", "Maison Éclat", "A black bag by Maison Éclat with a chain."),
-        ("A black bag by maison éclat; maison-eclat on the tag.", "Maison Éclat", "A black bag by Maison Éclat; Maison Éclat on the tag."),
-        ("A camel coat from rossi and figli, lined in check.", "Rossi & Figli", "A camel coat from Rossi & Figli, lined in check."),
+        (
+            "A black bag by maison éclat; maison-eclat on the tag.",
+            "Maison Éclat",
+            "A black bag by Maison Éclat; Maison Éclat on the tag.",
+        ),
+        (
+            "A camel coat from rossi and figli, lined in check.",
+            "Rossi & Figli",
+            "A camel coat from Rossi & Figli, lined in check.",
+        ),
         ("A camel coat from ROSSI&FIGLI.", "Rossi & Figli", "A camel coat from Rossi & Figli."),
         ("A Rossi & Figli coat.", "Rossi & Figli", "A Rossi & Figli coat."),
     ],

@@ -22,7 +22,10 @@ def snakemake_jobs() -> dict[str, dict]:
     """Every job of a forced dry run: name (DVC-style address) -> cmd, inputs, outputs."""
     run = subprocess.run(
         [BIN / "snakemake", "--dry-run", "--forceall", "--cores", "1", "--printshellcmds", "results/tables.md"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return planned_snakemake_jobs(run.stdout)
 
@@ -80,6 +83,7 @@ def dvc_stages() -> dict[str, dict]:
 
 def covered(paths: set[str], by: set[str]) -> set[str]:
     """Paths not equal to, inside, or containing one of `by` (a dir dependency covers its files)."""
+
     def related(a: str, b: str) -> bool:
         return a == b or a.startswith(b + "/") or b.startswith(a + "/")
 
@@ -131,7 +135,9 @@ def test_a_training_run_reads_every_train_key_but_the_matrix_axes_and_its_own_ex
     for name, stage in dvc.items():
         if name.startswith("train@"):
             exp = name.removeprefix("train@").rsplit("-", 1)[0]
-            assert {k for k in stage["params"] if k.startswith("train.")} == expected | {f"train.experiments.{exp}"}, name
+            assert {k for k in stage["params"] if k.startswith("train.")} == expected | {f"train.experiments.{exp}"}, (
+                name
+            )
 
 
 def test_under_snakemake_the_longest_training_run_starts_first_and_evaluations_wait_for_free_cores(both):
@@ -148,11 +154,19 @@ def test_under_snakemake_the_longest_training_run_starts_first_and_evaluations_w
 def test_a_training_job_claims_one_core_per_process(project_copy, run):
     """With train.devices 2 a train job runs two processes (torchrun); Snakemake must count them as two
     cores, so `--cores 2` runs one such job at a time, not two jobs of two processes each."""
-    (project_copy / "two-devices.yaml").write_text(yaml.safe_dump({"train": {"devices": 2, "per_device_batch_size": 12}}))
-    planned = planned_snakemake_jobs(run(project_copy, "snakemake --cores 2 results/tables.md --configfile two-devices.yaml --dry-run --forceall").stdout)
+    (project_copy / "two-devices.yaml").write_text(
+        yaml.safe_dump({"train": {"devices": 2, "per_device_batch_size": 12}})
+    )
+    planned = planned_snakemake_jobs(
+        run(
+            project_copy, "snakemake --cores 2 results/tables.md --configfile two-devices.yaml --dry-run --forceall"
+        ).stdout
+    )
     assert {job["threads"] for job in planned.values() if job["rule"] == "train"} == {2}
     assert {job["threads"] for job in planned.values() if job["rule"] != "train"} == {1}
-    one_device = planned_snakemake_jobs(run(project_copy, "snakemake --cores 2 results/tables.md --dry-run --forceall").stdout)
+    one_device = planned_snakemake_jobs(
+        run(project_copy, "snakemake --cores 2 results/tables.md --dry-run --forceall").stdout
+    )
     assert {job["threads"] for job in one_device.values()} == {1}  # the default: the same bytes as before
 
 
@@ -161,7 +175,10 @@ def test_every_stage_script_and_module_exists(both):
     produced = {out for stage in dvc.values() for out in stage["outs"]}
     for name, stage in dvc.items():
         for dep in stage["deps"]:
-            if dep.startswith(("workflow/", "src/")) or dep in (str(EXTERNAL_DATA_DIR), str(STANDIN_DIR)):  # code, local tables, the stand-in
+            if dep.startswith(("workflow/", "src/")) or dep in (
+                str(EXTERNAL_DATA_DIR),
+                str(STANDIN_DIR),
+            ):  # code, local tables, the stand-in
                 assert (ROOT / dep).exists(), f"{name}: {dep} does not exist"
             else:
                 assert not covered({dep}, produced), f"{name}: {dep} is produced by no stage"
@@ -174,16 +191,27 @@ def test_local_tables_are_a_dependency_of_the_catalog_in_both(both):
     assert f"{EXTERNAL_DATA_DIR}/.gitkeep" in smk["catalog"]["deps"]  # the folder exists in a fresh clone
 
 
-TWO_SEEDS = {"train": {"seeds": [4, 5], "save_epochs": [2, 10],
-                       "experiments": {"freeze_llm": {"strategy": "freeze_llm"}, "lora": {"strategy": "lora"}}}}
+TWO_SEEDS = {
+    "train": {
+        "seeds": [4, 5],
+        "save_epochs": [2, 10],
+        "experiments": {"freeze_llm": {"strategy": "freeze_llm"}, "lora": {"strategy": "lora"}},
+    }
+}
 
 
 def test_seeds_are_a_matrix_axis_of_train_and_evaluate_in_both(project_copy, run):
     """With train.seeds [4, 5] both orchestrators plan one train job and one evaluate job (all its
     checkpoints in one process) per experiment x seed, with the same commands."""
     (project_copy / "two-seeds.yaml").write_text(yaml.safe_dump(TWO_SEEDS))
-    smk_out = run(project_copy, "snakemake --cores 1 results/tables.md --configfile two-seeds.yaml --dry-run --forceall --printshellcmds").stdout
-    smk = {name: job["cmd"].replace(" --overlay two-seeds.yaml", "") for name, job in planned_snakemake_jobs(smk_out).items()}
+    smk_out = run(
+        project_copy,
+        "snakemake --cores 1 results/tables.md --configfile two-seeds.yaml --dry-run --forceall --printshellcmds",
+    ).stdout
+    smk = {
+        name: job["cmd"].replace(" --overlay two-seeds.yaml", "")
+        for name, job in planned_snakemake_jobs(smk_out).items()
+    }
     dvc_out = run(project_copy, "brandcap profile two-seeds.yaml && dvc repro --dry --force").stdout
     run(project_copy, "git checkout -q params.yaml")
     dvc = dict(re.findall(r"^Running stage '([^']+)':\n> (.*)$", dvc_out, re.M))
@@ -194,7 +222,10 @@ def test_seeds_are_a_matrix_axis_of_train_and_evaluate_in_both(project_copy, run
         assert {name for name in planned if name.startswith(("train@", "evaluate@"))} == expected
     for name in expected:
         assert smk[name] == dvc[name], name
-    assert "--experiment lora --seed 5 " in smk["train@lora-5"] and "--checkpoints results/checkpoints/lora/seed-5 " in smk["train@lora-5"]
+    assert (
+        "--experiment lora --seed 5 " in smk["train@lora-5"]
+        and "--checkpoints results/checkpoints/lora/seed-5 " in smk["train@lora-5"]
+    )
     assert "--checkpoints results/checkpoints/lora/seed-5 " in smk["evaluate@lora-5"]
     assert "--out results/eval/lora/seed-5 " in smk["evaluate@lora-5"]
     assert "--resume .resume/eval/lora/seed-5 " in smk["evaluate@lora-5"]
@@ -219,7 +250,8 @@ def test_each_stage_depends_on_every_module_its_script_imports():
         wanted = set(script_code(Path(script), ROOT))
         assert listed == wanted, (
             f"dvc.yaml stage {name}: list {sorted(wanted - listed)} in its deps, drop {sorted(listed - wanted)} "
-            f"(the modules {script} imports; orchestration modules are left out); `brandcap code-deps` rewrites them")
+            f"(the modules {script} imports; orchestration modules are left out); `brandcap code-deps` rewrites them"
+        )
 
 
 def test_the_committed_code_deps_are_what_brandcap_code_deps_writes(tmp_path):
@@ -230,6 +262,6 @@ def test_the_committed_code_deps_are_what_brandcap_code_deps_writes(tmp_path):
     assert code_deps(check=True, dvc_yaml=ROOT / "dvc.yaml") == 0
     lines = copy.read_text().splitlines(keepends=True)
     dropped = next(i for i, line in enumerate(lines) if line.startswith("      - src/brandcap/"))
-    copy.write_text("".join(lines[:dropped] + lines[dropped + 1:]))  # one dep lost by hand
+    copy.write_text("".join(lines[:dropped] + lines[dropped + 1 :]))  # one dep lost by hand
     assert code_deps(check=True, dvc_yaml=copy, root=ROOT) == 1
     assert code_deps(check=False, dvc_yaml=copy, root=ROOT) == 0 and copy.read_text() == (ROOT / "dvc.yaml").read_text()

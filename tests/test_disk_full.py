@@ -21,13 +21,19 @@ def in_full_disk_namespace(tmp_path: Path, mounted: Path, command: str) -> subpr
         pytest.fail("unshare (util-linux) is needed to mount a small tmpfs for this test")
     mounted.mkdir(parents=True, exist_ok=True)
     script = f"mount -t tmpfs -o size=256k tmpfs {mounted} && {command}"
-    return subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_a_real_stage_on_a_full_disk_names_the_file_and_the_free_space(tmp_path):
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
-    done = in_full_disk_namespace(tmp_path, tmp_path / "data/raw", f"{sys.executable} {ROOT}/workflow/scripts/catalog.py --params params.yaml "
-                                  "--catalog data/raw/catalog.parquet --shop data/raw/shop --log logs/catalog.log")
+    done = in_full_disk_namespace(
+        tmp_path,
+        tmp_path / "data/raw",
+        f"{sys.executable} {ROOT}/workflow/scripts/catalog.py --params params.yaml "
+        "--catalog data/raw/catalog.parquet --shop data/raw/shop --log logs/catalog.log",
+    )
     assert done.returncode == 4, done.stderr[-2000:]
     log = (tmp_path / "logs/catalog.log").read_text()
     assert "stage catalog failed: data/raw/shop/" in log and MESSAGE.replace("\\", "") in log
@@ -56,15 +62,23 @@ LIBRARIES = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize(("library", "named"), [
-    ("atomic", "full/a.bin"),  # our own atomic writes (an OSError with ENOSPC)
-    ("safetensors", "full/export"),  # SafetensorError: ... No space left on device (os error 28): the stage's output is named
-    ("copytree", "full/copy/weights.bin"),  # shutil.Error, a list of per-file copy errors
-])
+@pytest.mark.parametrize(
+    ("library", "named"),
+    [
+        ("atomic", "full/a.bin"),  # our own atomic writes (an OSError with ENOSPC)
+        (
+            "safetensors",
+            "full/export",
+        ),  # SafetensorError: ... No space left on device (os error 28): the stage's output is named
+        ("copytree", "full/copy/weights.bin"),  # shutil.Error, a list of per-file copy errors
+    ],
+)
 def test_every_library_s_full_disk_error_becomes_the_one_message(tmp_path, library, named):
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
     (tmp_path / "libraries.py").write_text(LIBRARIES)
-    done = in_full_disk_namespace(tmp_path, tmp_path / "full", f"{sys.executable} libraries.py {tmp_path / 'full'} {library}")
+    done = in_full_disk_namespace(
+        tmp_path, tmp_path / "full", f"{sys.executable} libraries.py {tmp_path / 'full'} {library}"
+    )
     assert done.returncode == 4, done.stderr[-2000:]
     log = (tmp_path / f"logs/{library}.log").read_text()
     line = next(line for line in log.splitlines() if f"stage {library} failed" in line)

@@ -48,10 +48,14 @@ def jpeg(size=(120, 90), mode="RGB", colour=(30, 90, 200)) -> bytes:
 
 def png_header_only(width: int, height: int) -> bytes:
     """A tiny PNG whose header claims huge dimensions: a decompression bomb."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def alpha_png() -> bytes:
@@ -86,7 +90,11 @@ class Shop:
             "/cmyk.jpg": (200, jpeg(mode="CMYK", colour=(0, 255, 255, 0)), "image/jpeg"),
             "/alpha.png": (200, alpha_png(), "image/png"),
             "/tiny.png": (200, png(size=(8, 8)), "image/png"),
-            "/garbage.bin": (200, bytes(np.random.default_rng(1).integers(0, 255, 3000, dtype=np.uint8)), "application/octet-stream"),
+            "/garbage.bin": (
+                200,
+                bytes(np.random.default_rng(1).integers(0, 255, 3000, dtype=np.uint8)),
+                "application/octet-stream",
+            ),
         }
         for i in range(30):
             self.routes[f"/slowshop/{i}.png"] = (200, png(colour=(i * 8, 100, 100)), "image/png")
@@ -151,20 +159,29 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
-DOWNLOAD = {"concurrency": 4, "timeout_s": 0.5, "retries": 1, "backoff_s": 0.01, "max_side": 256, "min_side": 16,
-            "max_failed_fraction": 1.0}
+DOWNLOAD = {
+    "concurrency": 4,
+    "timeout_s": 0.5,
+    "retries": 1,
+    "backoff_s": 0.01,
+    "max_side": 256,
+    "min_side": 16,
+    "max_failed_fraction": 1.0,
+}
 
 
 def write_catalog(path: Path, urls: dict[str, str]) -> None:
-    pd.DataFrame({
-        "product_id": list(urls),
-        "brand": ["Maison Éclat"] * len(urls),
-        "title": [f"item {k}" for k in urls],
-        "category1_code": ["WOMEN"] * len(urls),
-        "category2_code": ["BAGS"] * len(urls),
-        "category3_code": ["TOTE BAGS"] * len(urls),
-        "imageurl": list(urls.values()),
-    }).to_parquet(path, index=False)
+    pd.DataFrame(
+        {
+            "product_id": list(urls),
+            "brand": ["Maison Éclat"] * len(urls),
+            "title": [f"item {k}" for k in urls],
+            "category1_code": ["WOMEN"] * len(urls),
+            "category2_code": ["BAGS"] * len(urls),
+            "category3_code": ["TOTE BAGS"] * len(urls),
+            "imageurl": list(urls.values()),
+        }
+    ).to_parquet(path, index=False)
 
 
 def no_temporaries(root: Path) -> list[Path]:
@@ -173,14 +190,31 @@ def no_temporaries(root: Path) -> list[Path]:
 
 # ----------------------------------------------------------------------------- tests
 EXPECTED = {
-    "ok": ("ok", ""), "big": ("ok", ""), "flaky": ("ok", ""), "cmyk": ("ok", ""), "alpha": ("ok", ""),
-    "redirect": ("ok", ""), "file_rel": ("ok", ""), "file_abs": ("ok", ""),
-    "missing": ("failed", "http_404"), "forbidden": ("failed", "http_4xx"), "always500": ("failed", "http_5xx"),
-    "slow": ("failed", "timeout"), "truncated": ("failed", "truncated"), "html": ("failed", "not_an_image"),
-    "empty": ("failed", "empty"), "bomb": ("failed", "decompression_bomb"), "bomb2": ("failed", "decompression_bomb"),
-    "tiny": ("failed", "too_small"), "garbage": ("failed", "not_an_image"), "placeholder": ("failed", "placeholder_url"),
-    "refused": ("failed", "connection_error"), "file_missing": ("failed", "file_not_found"),
-    **dict.fromkeys(["file_outside", "file_symlink_out", "file_dotdot", "file_passwd"], ("failed", "local_file_outside_project")),
+    "ok": ("ok", ""),
+    "big": ("ok", ""),
+    "flaky": ("ok", ""),
+    "cmyk": ("ok", ""),
+    "alpha": ("ok", ""),
+    "redirect": ("ok", ""),
+    "file_rel": ("ok", ""),
+    "file_abs": ("ok", ""),
+    "missing": ("failed", "http_404"),
+    "forbidden": ("failed", "http_4xx"),
+    "always500": ("failed", "http_5xx"),
+    "slow": ("failed", "timeout"),
+    "truncated": ("failed", "truncated"),
+    "html": ("failed", "not_an_image"),
+    "empty": ("failed", "empty"),
+    "bomb": ("failed", "decompression_bomb"),
+    "bomb2": ("failed", "decompression_bomb"),
+    "tiny": ("failed", "too_small"),
+    "garbage": ("failed", "not_an_image"),
+    "placeholder": ("failed", "placeholder_url"),
+    "refused": ("failed", "connection_error"),
+    "file_missing": ("failed", "file_not_found"),
+    **dict.fromkeys(
+        ["file_outside", "file_symlink_out", "file_dotdot", "file_passwd"], ("failed", "local_file_outside_project")
+    ),
 }
 
 
@@ -194,20 +228,39 @@ def test_every_failure_mode_ends_in_the_manifest_with_its_reason(shop, tmp_path,
     Path("data/external/link.png").symlink_to(outside / "secret.png")
     b = shop.base
     urls = {
-        "ok": f"{b}/ok.png", "big": f"{b}/big.png", "flaky": f"{b}/flaky.png", "cmyk": f"{b}/cmyk.jpg",
-        "alpha": f"{b}/alpha.png", "redirect": f"{b}/redirect", "file_rel": "file:data/external/shoe.png",
-        "file_abs": f"file://{tmp_path / 'data' / 'external' / 'shoe.png'}", "file_outside": f"file://{outside / 'secret.png'}",
-        "file_symlink_out": "file:data/external/link.png", "file_dotdot": f"file:data/../../{outside.name}/secret.png",
-        "file_passwd": "file:///etc/passwd", "missing": f"{b}/missing.png",
-        "forbidden": f"{b}/forbidden.png", "always500": f"{b}/always500.png", "slow": f"{b}/slow.png",
-        "truncated": f"{b}/truncated.jpg", "html": f"{b}/page.html", "empty": f"{b}/empty.png",
-        "bomb": f"{b}/bomb.png", "bomb2": f"{b}/bomb2.png", "tiny": f"{b}/tiny.png", "garbage": f"{b}/garbage.bin",
-        "placeholder": "N.A.", "refused": f"http://127.0.0.1:{closed_port()}/x.png", "file_missing": "file:data/external/nope.png",
+        "ok": f"{b}/ok.png",
+        "big": f"{b}/big.png",
+        "flaky": f"{b}/flaky.png",
+        "cmyk": f"{b}/cmyk.jpg",
+        "alpha": f"{b}/alpha.png",
+        "redirect": f"{b}/redirect",
+        "file_rel": "file:data/external/shoe.png",
+        "file_abs": f"file://{tmp_path / 'data' / 'external' / 'shoe.png'}",
+        "file_outside": f"file://{outside / 'secret.png'}",
+        "file_symlink_out": "file:data/external/link.png",
+        "file_dotdot": f"file:data/../../{outside.name}/secret.png",
+        "file_passwd": "file:///etc/passwd",
+        "missing": f"{b}/missing.png",
+        "forbidden": f"{b}/forbidden.png",
+        "always500": f"{b}/always500.png",
+        "slow": f"{b}/slow.png",
+        "truncated": f"{b}/truncated.jpg",
+        "html": f"{b}/page.html",
+        "empty": f"{b}/empty.png",
+        "bomb": f"{b}/bomb.png",
+        "bomb2": f"{b}/bomb2.png",
+        "tiny": f"{b}/tiny.png",
+        "garbage": f"{b}/garbage.bin",
+        "placeholder": "N.A.",
+        "refused": f"http://127.0.0.1:{closed_port()}/x.png",
+        "file_missing": "file:data/external/nope.png",
     }
     write_catalog(Path("data/catalog.parquet"), urls)
     params = validate_params({"download": DOWNLOAD})
 
-    run_download(params, Path("data/catalog.parquet"), Path("data/images"), Path("data/manifest.parquet"), Path("cache"))
+    run_download(
+        params, Path("data/catalog.parquet"), Path("data/images"), Path("data/manifest.parquet"), Path("cache")
+    )
 
     manifest = pd.read_parquet("data/manifest.parquet").set_index("product_id")
     assert set(manifest.index) == set(urls)
@@ -232,12 +285,16 @@ def test_every_failure_mode_ends_in_the_manifest_with_its_reason(shop, tmp_path,
         assert r > 200 and g < 60 and bl < 60  # CMYK (0, 255, 255, 0) is red
     failed = manifest[manifest.status == "failed"]
     assert (failed.image == "").all() and (failed.width == 0).all()
-    assert sorted(p.name for p in Path("data/images").iterdir()) == sorted(f"{image_file_stem(pid)}.png" for pid in ok.index)
+    assert sorted(p.name for p in Path("data/images").iterdir()) == sorted(
+        f"{image_file_stem(pid)}.png" for pid in ok.index
+    )
     assert no_temporaries(tmp_path) == []
 
     # rerun: finished images are not requested again
     before = len(shop.log)
-    run_download(params, Path("data/catalog.parquet"), Path("data/images"), Path("data/manifest.parquet"), Path("cache"))
+    run_download(
+        params, Path("data/catalog.parquet"), Path("data/images"), Path("data/manifest.parquet"), Path("cache")
+    )
     again = shop.log[before:]
     for pid in ["ok", "big", "flaky", "cmyk", "alpha", "redirect"]:
         assert urls[pid].removeprefix(b) not in again
@@ -246,10 +303,14 @@ def test_every_failure_mode_ends_in_the_manifest_with_its_reason(shop, tmp_path,
 
 
 def test_too_many_failures_raise_after_writing_the_manifest(shop, tmp_path):
-    write_catalog(tmp_path / "catalog.parquet", {"a": f"{shop.base}/ok.png", "b": f"{shop.base}/missing.png", "c": "N.A."})
+    write_catalog(
+        tmp_path / "catalog.parquet", {"a": f"{shop.base}/ok.png", "b": f"{shop.base}/missing.png", "c": "N.A."}
+    )
     params = validate_params({"download": {**DOWNLOAD, "max_failed_fraction": 0.5}})
     with pytest.raises(DownloadError, match=r"download\.max_failed_fraction=0\.5"):
-        run_download(params, tmp_path / "catalog.parquet", tmp_path / "images", tmp_path / "manifest.parquet", tmp_path / "cache")
+        run_download(
+            params, tmp_path / "catalog.parquet", tmp_path / "images", tmp_path / "manifest.parquet", tmp_path / "cache"
+        )
     manifest = pd.read_parquet(tmp_path / "manifest.parquet")
     assert list(manifest.status) == ["ok", "failed", "failed"]
 
@@ -292,8 +353,9 @@ def test_kill_9_mid_run_then_rerun_fetches_nothing_finished_again(shop, tmp_path
     write_catalog(Path("catalog.parquet"), urls)
     shop.delay_s = 0.25
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILL_SCRIPT], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 30
     while time.time() < deadline and len(list(Path("cache").glob("*.png"))) < 6:
         time.sleep(0.02)
@@ -321,16 +383,29 @@ def test_synthetic_shop_over_loopback_http(tmp_path, monkeypatch, caplog):
     from brandcap.stages.catalog import run_catalog
 
     monkeypatch.chdir(tmp_path)
-    params = validate_params({"data": {"sample_size": 60, "synthetic": {"n_brands": 5, "serve_over_http": True}},
-                              "download": {"max_failed_fraction": 0.1}})
+    params = validate_params(
+        {
+            "data": {"sample_size": 60, "synthetic": {"n_brands": 5, "serve_over_http": True}},
+            "download": {"max_failed_fraction": 0.1},
+        }
+    )
     run_catalog(params, Path("data/raw/catalog.parquet"), Path("data/raw/shop"))
     with caplog.at_level(logging.INFO, logger="brandcap.stages.download"):
-        run_download(params, Path("data/raw/catalog.parquet"), Path("data/raw/images"), Path("data/raw/manifest.parquet"), Path("data/cache"))
+        run_download(
+            params,
+            Path("data/raw/catalog.parquet"),
+            Path("data/raw/images"),
+            Path("data/raw/manifest.parquet"),
+            Path("data/cache"),
+        )
     assert "57 ok (57 fetched, 0 resumed), 2 failed" in caplog.text
     assert re.search(r"\b59 HTTP requests", caplog.text)  # every image went through the loopback server
     manifest = pd.read_parquet("data/raw/manifest.parquet")
     assert len(manifest) == 59  # one placeholder dropped by the catalog
-    assert sorted(manifest.loc[manifest.status == "failed", "reason"]) == ["not_an_image", "truncated"]  # the injected broken files
+    assert sorted(manifest.loc[manifest.status == "failed", "reason"]) == [
+        "not_an_image",
+        "truncated",
+    ]  # the injected broken files
     assert set(manifest.category) <= {"tote bags", "sneakers", "dresses", "jackets", "hats", "watches"}
     ok = manifest[manifest.status == "ok"]
     assert all(Path(p).exists() for p in ok.image) and (ok.width == 64).all()
@@ -339,9 +414,27 @@ def test_synthetic_shop_over_loopback_http(tmp_path, monkeypatch, caplog):
 # ----------------------------------------------------------------------------- hostile product ids
 def hostile_ids(outside: Path) -> list[str]:
     return [
-        "../../escape", "../escape", "..", ".", "./.hidden", str(outside / "absolute"),  # paths
-        "a/b", "a\\b", "a_b", "A_B", "a b", "a:b",  # equal once slugged, and case-insensitively
-        "nul\x00byte", "x" * 300, "é" * 200, "Été ☃ 名前", "名前", "e", "é", "-rf", " padded ",
+        "../../escape",
+        "../escape",
+        "..",
+        ".",
+        "./.hidden",
+        str(outside / "absolute"),  # paths
+        "a/b",
+        "a\\b",
+        "a_b",
+        "A_B",
+        "a b",
+        "a:b",  # equal once slugged, and case-insensitively
+        "nul\x00byte",
+        "x" * 300,
+        "é" * 200,
+        "Été ☃ 名前",
+        "名前",
+        "e",
+        "é",
+        "-rf",
+        " padded ",
     ]
 
 
@@ -364,8 +457,13 @@ def test_hostile_product_ids_stay_inside_the_images_folder(tmp_path, monkeypatch
 
     written = {p for p in tmp_path.rglob("*") if p.is_file()} - before
     allowed = (work / "data" / "images", work / "cache")
-    strays = [p for p in written if not p.is_relative_to(allowed[0]) and not p.is_relative_to(allowed[1])
-              and p.name not in ("manifest.parquet", "failures.csv")]
+    strays = [
+        p
+        for p in written
+        if not p.is_relative_to(allowed[0])
+        and not p.is_relative_to(allowed[1])
+        and p.name not in ("manifest.parquet", "failures.csv")
+    ]
     assert strays == []
     assert not (tmp_path / "outside").exists()
     manifest = pd.read_parquet("data/manifest.parquet")
@@ -386,7 +484,9 @@ def test_empty_catalog_and_missing_ids_fail_before_any_work(tmp_path):
     write_catalog(tmp_path / "empty.parquet", {})
     with pytest.raises(ValueError, match=r"empty\.parquet: the catalog has no rows; rerun the catalog stage"):
         run_download(params, tmp_path / "empty.parquet", *args)
-    pd.DataFrame({"product_id": ["a", None], "brand": ["B", "B"], "title": ["t", "t"], "imageurl": ["N.A.", "N.A."]}).to_parquet(tmp_path / "noid.parquet")
+    pd.DataFrame(
+        {"product_id": ["a", None], "brand": ["B", "B"], "title": ["t", "t"], "imageurl": ["N.A.", "N.A."]}
+    ).to_parquet(tmp_path / "noid.parquet")
     with pytest.raises(ValueError, match=r"noid\.parquet: 1 row\(s\) without a product_id"):
         run_download(params, tmp_path / "noid.parquet", *args)
     assert not (tmp_path / "manifest.parquet").exists()
@@ -394,12 +494,20 @@ def test_empty_catalog_and_missing_ids_fail_before_any_work(tmp_path):
 
 def test_failure_report_survives_the_deleted_manifest(shop, tmp_path):
     """Snakemake deletes the outputs of a failed job: the message points to a report beside the log."""
-    write_catalog(tmp_path / "catalog.parquet", {"a": f"{shop.base}/ok.png", "b": f"{shop.base}/missing.png", "c": "N.A."})
+    write_catalog(
+        tmp_path / "catalog.parquet", {"a": f"{shop.base}/ok.png", "b": f"{shop.base}/missing.png", "c": "N.A."}
+    )
     params = validate_params({"download": {**DOWNLOAD, "max_failed_fraction": 0.5}})
     report = tmp_path / "logs" / "download.failures.csv"
     with pytest.raises(DownloadError) as err:
-        run_download(params, tmp_path / "catalog.parquet", tmp_path / "images", tmp_path / "manifest.parquet",
-                     tmp_path / "cache", failure_report=report)
+        run_download(
+            params,
+            tmp_path / "catalog.parquet",
+            tmp_path / "images",
+            tmp_path / "manifest.parquet",
+            tmp_path / "cache",
+            failure_report=report,
+        )
     assert f"see {report} for each failure" in str(err.value)
     assert "manifest" not in str(err.value)
     (tmp_path / "manifest.parquet").unlink()  # what Snakemake does to a failed job's outputs
@@ -415,9 +523,26 @@ def test_download_entry_script_keeps_the_failure_report_beside_its_log(tmp_path)
     params = tmp_path / "params.yaml"
     params.write_text("download:\n  max_failed_fraction: 0.5\n")
     run = subprocess.run(
-        [sys.executable, REPO / "workflow/scripts/download.py", "--params", params, "--catalog", "catalog.parquet",
-         "--images", "images", "--manifest", "manifest.parquet", "--resume", "cache", "--log", "logs/download.log"],
-        cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        [
+            sys.executable,
+            REPO / "workflow/scripts/download.py",
+            "--params",
+            params,
+            "--catalog",
+            "catalog.parquet",
+            "--images",
+            "images",
+            "--manifest",
+            "manifest.parquet",
+            "--resume",
+            "cache",
+            "--log",
+            "logs/download.log",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
     )
     assert run.returncode != 0
     assert "see logs/download.failures.csv for each failure" in run.stderr
@@ -441,8 +566,16 @@ def test_a_full_disk_stops_the_stage_naming_the_file(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(Path, "write_bytes", disk_full)
-    with pytest.raises(DiskFullError, match=r"cache/p\d-[0-9a-f]{12}\.[0-9a-f]{12}\.png: cannot write it, the disk is full"):
-        run_download(validate_params({"download": DOWNLOAD}), Path("catalog.parquet"), Path("images"), Path("manifest.parquet"), Path("cache"))
+    with pytest.raises(
+        DiskFullError, match=r"cache/p\d-[0-9a-f]{12}\.[0-9a-f]{12}\.png: cannot write it, the disk is full"
+    ):
+        run_download(
+            validate_params({"download": DOWNLOAD}),
+            Path("catalog.parquet"),
+            Path("images"),
+            Path("manifest.parquet"),
+            Path("cache"),
+        )
     assert not Path("manifest.parquet").exists()
     assert no_temporaries(tmp_path) == []
 
@@ -454,7 +587,11 @@ def test_a_rerun_removes_its_own_stale_temporaries_and_no_other_jobs(shop, tmp_p
     write_catalog(Path("catalog.parquet"), {"ok": f"{shop.base}/ok.png"})
     raw = Path("data/raw")
     (raw / "images").mkdir(parents=True)
-    own = [raw / ".manifest.parquet.dead0001.tmp", raw / "images" / ".ok-1234.png.dead0002.tmp", Path("cache/.x.dead0003.tmp")]
+    own = [
+        raw / ".manifest.parquet.dead0001.tmp",
+        raw / "images" / ".ok-1234.png.dead0002.tmp",
+        Path("cache/.x.dead0003.tmp"),
+    ]
     others = [raw / ".general_train.beef0001.tmp", raw / ".catalog.parquet.beef0002.tmp"]
     for path in own + others[1:]:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -462,7 +599,13 @@ def test_a_rerun_removes_its_own_stale_temporaries_and_no_other_jobs(shop, tmp_p
     others[0].mkdir()
     (others[0] / "general_train.jsonl").write_text("{}\n")
 
-    run_download(validate_params({"download": DOWNLOAD}), Path("catalog.parquet"), raw / "images", raw / "manifest.parquet", Path("cache"))
+    run_download(
+        validate_params({"download": DOWNLOAD}),
+        Path("catalog.parquet"),
+        raw / "images",
+        raw / "manifest.parquet",
+        Path("cache"),
+    )
 
     assert [p for p in own if p.exists()] == []
     assert all(p.exists() for p in others) and (others[0] / "general_train.jsonl").exists()

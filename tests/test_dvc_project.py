@@ -21,7 +21,9 @@ def test_metrics_and_plots_are_not_cached():
         plot_sources = [next(iter(p)) for p in load_file(repo, "dvc.yaml").plots]  # as resolved (paths from vars)
         outs = [out for stage in repo.index.stages for out in stage.outs]
     declared = [out for out in outs if out.metric or out.plot]
-    holding_a_plot = [out for out in outs if any(src == out.def_path or src.startswith(out.def_path + "/") for src in plot_sources)]
+    holding_a_plot = [
+        out for out in outs if any(src == out.def_path or src.startswith(out.def_path + "/") for src in plot_sources)
+    ]
     assert declared and holding_a_plot
     for out in declared + holding_a_plot:
         assert not out.use_cache, f"dvc.yaml: {out.def_path} needs `cache: false`"
@@ -54,5 +56,7 @@ def test_a_fresh_clone_pulls_what_was_pushed(tmp_path, run, monkeypatch):
     run(clone, "dvc pull --quiet catalog")
     assert (clone / "data/raw/catalog.parquet").read_bytes() == (project / "data/raw/catalog.parquet").read_bytes()
     shop = sorted(p.relative_to(project).as_posix() for p in (project / "data/raw/shop").rglob("*") if p.is_file())
-    assert shop and shop == sorted(p.relative_to(clone).as_posix() for p in (clone / "data/raw/shop").rglob("*") if p.is_file())
+    assert shop and shop == sorted(
+        p.relative_to(clone).as_posix() for p in (clone / "data/raw/shop").rglob("*") if p.is_file()
+    )
     assert list(system_temp.iterdir()) == []

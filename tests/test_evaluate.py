@@ -34,7 +34,9 @@ def caption(colour: str, brand: str) -> str:
 @pytest.fixture(scope="module")
 def base_dir(tmp_path_factory) -> Path:
     corpus = [caption(c, b) for c in COLOURS for b in BRANDS] * 20
-    model, processor = build_tiny_model(corpus, TinyModelParams(vocab_size=400), seed=0, tiling=ImageTilingParams(**TILED))
+    model, processor = build_tiny_model(
+        corpus, TinyModelParams(vocab_size=400), seed=0, tiling=ImageTilingParams(**TILED)
+    )
     out = tmp_path_factory.mktemp("base")
     model.save_pretrained(out)
     processor.save_pretrained(out)
@@ -55,13 +57,20 @@ def data(tmp_path_factory) -> dict[str, Path]:
     for i in range(3):
         image = root / f"g{i}.png"
         Image.new("RGB", (64, 64), list(COLOURS.values())[i]).save(image)
-        general.append({"id": f"g{i}", "image": str(image), "caption": f"A {list(COLOURS)[i]} object on a white background."})
+        general.append(
+            {"id": f"g{i}", "image": str(image), "caption": f"A {list(COLOURS)[i]} object on a white background."}
+        )
     val = [{**rec, "product_id": f"v{i}"} for i, rec in enumerate(test[:3])]
     write_jsonl(root / "test.jsonl", test)
     write_jsonl(root / "val.jsonl", val)
     write_jsonl(root / "general.jsonl", general)
     write_jsonl(root / "empty.jsonl", [])
-    return {"test": root / "test.jsonl", "val": root / "val.jsonl", "general": root / "general.jsonl", "empty": root / "empty.jsonl"}
+    return {
+        "test": root / "test.jsonl",
+        "val": root / "val.jsonl",
+        "general": root / "general.jsonl",
+        "empty": root / "empty.jsonl",
+    }
 
 
 def small_params(max_length: int = 256, tiling: dict = TILED, **eval_overrides) -> Params:
@@ -110,10 +119,17 @@ def test_training_generation_and_test_loss_see_the_same_inputs(base_dir, data, t
 def test_prompt_settings_are_checked_before_any_work(base_dir, data, tmp_path):
     out, resume = tmp_path / "out", tmp_path / "resume"
     # 13 tiles x 9 tokens = 117 image tokens do not fit in 100
-    with pytest.raises(ValueError, match=r"train.max_length \(100\) leaves no room.*13 tiles \(12 \+ a thumbnail\) x 9 = 117 image tokens"):
+    with pytest.raises(
+        ValueError,
+        match=r"train.max_length \(100\) leaves no room.*13 tiles \(12 \+ a thumbnail\) x 9 = 117 image tokens",
+    ):
         run_evaluate(small_params(max_length=100), base_dir, None, data["test"], data["general"], out, resume)
-    with pytest.raises(ValueError, match=r"its processor tiles images with \(enabled: true.*rerun the base_model stage"):
-        run_evaluate(small_params(tiling={"enabled": False}), base_dir, None, data["test"], data["general"], out, resume)
+    with pytest.raises(
+        ValueError, match=r"its processor tiles images with \(enabled: true.*rerun the base_model stage"
+    ):
+        run_evaluate(
+            small_params(tiling={"enabled": False}), base_dir, None, data["test"], data["general"], out, resume
+        )
     assert not out.exists() and not resume.exists()
 
 
@@ -126,7 +142,15 @@ def test_evaluate_writes_outputs_and_resumes(base_dir, data, tmp_path, monkeypat
 
     predictions = read_jsonl(out / "predictions.jsonl")
     assert [p["product_id"] for p in predictions] == [f"p{i}" for i in range(6)]
-    assert set(predictions[0]) == {"product_id", "brand", "reference", "prediction", "brands_named", "outcome", "reference_loss"}
+    assert set(predictions[0]) == {
+        "product_id",
+        "brand",
+        "reference",
+        "prediction",
+        "brands_named",
+        "outcome",
+        "reference_loss",
+    }
     for p in predictions:  # the per-item outcome is the metric's own, so metrics.json can be recomputed from it
         assert p["outcome"] == brand_outcome(p["prediction"], p["brand"], BRANDS)
         assert p["brands_named"] == named_brands(p["prediction"], BRANDS)
@@ -184,7 +208,9 @@ def test_evaluate_writes_outputs_and_resumes(base_dir, data, tmp_path, monkeypat
         run_evaluate(short, base_dir, None, data["test"], data["general"], out, resume)
     finally:
         image.write_bytes(original)
-    assert [json.loads(line)["generation_seconds"] for line in lines(partial)] != [json.loads(line)["generation_seconds"] for line in kept]
+    assert [json.loads(line)["generation_seconds"] for line in lines(partial)] != [
+        json.loads(line)["generation_seconds"] for line in kept
+    ]
 
     # Success removes the resume state: the outputs are the record.
     monkeypatch.undo()
@@ -220,7 +246,9 @@ def test_the_stage_asks_the_model_with_the_training_prompt_and_no_brand(base_dir
 
 def test_empty_general_set_and_sample_cap(base_dir, data, tmp_path):
     out = tmp_path / "out"
-    run_evaluate(small_params(max_test_samples=4), base_dir, None, data["test"], data["empty"], out, tmp_path / "resume")
+    run_evaluate(
+        small_params(max_test_samples=4), base_dir, None, data["test"], data["empty"], out, tmp_path / "resume"
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_test"] == 4 and metrics["n_general"] == 0
     assert all(metrics[f"general_{name}"] is None for name in METRIC_NAMES)
@@ -270,7 +298,9 @@ def test_validation_is_scored_and_the_probe_asks_its_own_question(base_dir, data
     assert metrics["val_n_brands"] == 3 and metrics["val_loss"] > 0 and len(metrics["val_brand_accuracy_ci"]) == 2
     general = read_jsonl(out / "general_predictions.jsonl")
     assert general[0]["brands_named"] == ["Gucci"]
-    assert metrics["general_brand_hallucination_rate"] == pytest.approx(sum(bool(g["brands_named"]) for g in general) / 3)
+    assert metrics["general_brand_hallucination_rate"] == pytest.approx(
+        sum(bool(g["brands_named"]) for g in general) / 3
+    )
     assert metrics["general_brand_hallucination_rate"] >= 1 / 3
 
 
@@ -278,7 +308,9 @@ def test_prompt_only_baseline_asks_the_base_model_with_the_candidate_brands(base
     asked = recording_generation(monkeypatch)
     params = small_params(max_new_tokens=2)
     out = tmp_path / "prompted"
-    run_evaluate(params, base_dir, None, data["test"], None, out, tmp_path / "resume", val_jsonl=data["val"], prompted=True)
+    run_evaluate(
+        params, base_dir, None, data["test"], None, out, tmp_path / "resume", val_jsonl=data["val"], prompted=True
+    )
 
     processor = load_model(base_dir, None, "cpu")[1]
     question = "Which brand is this product? Answer with one of: Chloé, Dolce & Gabbana, Gucci."
@@ -300,7 +332,11 @@ def save_fake_checkpoint(base_dir: Path, out: Path, strategy: str, epoch: int) -
     from brandcap.params import LoraParams
 
     torch.manual_seed(epoch)
-    model = apply_strategy(load_model(base_dir, None, "cpu")[0], strategy, LoraParams(r=2, alpha=4, dropout=0.0, target_modules=["q_proj", "v_proj"]))
+    model = apply_strategy(
+        load_model(base_dir, None, "cpu")[0],
+        strategy,
+        LoraParams(r=2, alpha=4, dropout=0.0, target_modules=["q_proj", "v_proj"]),
+    )
     with torch.no_grad():
         for p in model.parameters():
             if p.requires_grad:
@@ -339,7 +375,9 @@ def test_each_checkpoint_of_a_series_is_applied_to_the_pristine_base(base_dir, r
     for epoch in (2, 1, 2, 1):
         got = state(series.model(runs[strategy] / f"epoch-{epoch}"))
         assert got.keys() == fresh[epoch].keys()
-        assert all(torch.equal(got[k], fresh[epoch][k]) for k in got), f"epoch {epoch} carries another checkpoint's weights"
+        assert all(torch.equal(got[k], fresh[epoch][k]) for k in got), (
+            f"epoch {epoch} carries another checkpoint's weights"
+        )
 
 
 def test_a_series_restores_the_base_weights_an_earlier_checkpoint_replaced(base_dir, runs):
@@ -361,14 +399,21 @@ def test_one_job_scores_every_checkpoint_of_a_run_as_separate_jobs_would(base_di
     out, resume = tmp_path / "run", tmp_path / "resume"
     run_evaluate(run_params([1, 2]), base_dir, runs[strategy], data["test"], None, out, resume)
     assert sorted(p.name for p in out.iterdir()) == ["epoch-1", "epoch-2"] and not resume.exists()
-    run_evaluate(run_params([2]), base_dir, runs[strategy], data["test"], None, tmp_path / "alone", tmp_path / "resume-alone")
+    run_evaluate(
+        run_params([2]), base_dir, runs[strategy], data["test"], None, tmp_path / "alone", tmp_path / "resume-alone"
+    )
 
     def scored(folder):
         return read_jsonl(folder / "predictions.jsonl")
 
-    assert [p["reference_loss"] for p in scored(out / "epoch-1")] != [p["reference_loss"] for p in scored(out / "epoch-2")]
+    assert [p["reference_loss"] for p in scored(out / "epoch-1")] != [
+        p["reference_loss"] for p in scored(out / "epoch-2")
+    ]
     assert scored(out / "epoch-2") == scored(tmp_path / "alone" / "epoch-2")
-    together, alone = (json.loads((folder / "metrics.json").read_text()) for folder in (out / "epoch-2", tmp_path / "alone" / "epoch-2"))
+    together, alone = (
+        json.loads((folder / "metrics.json").read_text())
+        for folder in (out / "epoch-2", tmp_path / "alone" / "epoch-2")
+    )
     for key in ("generation_seconds", "samples_per_second"):
         together.pop(key), alone.pop(key)
     assert together == alone
@@ -414,9 +459,14 @@ def test_a_rerun_resumes_the_finished_epochs_without_loading_them(base_dir, data
 
 def test_a_missing_checkpoint_or_the_endpoint_backend_stop_the_run_before_any_work(base_dir, data, runs, tmp_path):
     out, resume = tmp_path / "out", tmp_path / "resume"
-    with pytest.raises(FileNotFoundError, match=r"freeze_llm: no checkpoint .*freeze_llm/epoch-3 \(train.save_epochs is \[1, 3\]\); run the train stage"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"freeze_llm: no checkpoint .*freeze_llm/epoch-3 \(train.save_epochs is \[1, 3\]\); run the train stage",
+    ):
         run_evaluate(run_params([1, 3]), base_dir, runs["freeze_llm"], data["test"], None, out, resume)
     endpoint = run_params([1], backend="endpoint", endpoint={"base_url": "http://127.0.0.1:9/v1", "model": "m"})
-    with pytest.raises(ValueError, match="eval.backend endpoint evaluates the model the server .* serves, not checkpoints"):
+    with pytest.raises(
+        ValueError, match="eval.backend endpoint evaluates the model the server .* serves, not checkpoints"
+    ):
         run_evaluate(endpoint, base_dir, runs["freeze_llm"], data["test"], None, out, resume)
     assert not out.exists() and not resume.exists()

@@ -52,9 +52,15 @@ class TransformersServer:
         if body["model"] != SERVED:
             return web.json_response({"error": {"message": f"model {body['model']} not served"}}, status=404)
         text = self.generate(body["messages"], body["max_tokens"])
-        return web.json_response({"id": "chatcmpl-1", "object": "chat.completion", "model": SERVED,
-                                  "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                                  "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}})
+        return web.json_response(
+            {
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "model": SERVED,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+            }
+        )
 
     def generate(self, messages: list[dict], max_tokens: int) -> str:
         images, content = [], []
@@ -65,11 +71,15 @@ class TransformersServer:
                 content.append({"type": "image"})
             else:
                 content.append(part)
-        prompt = self.processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False)
+        prompt = self.processor.apply_chat_template(
+            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+        )
         inputs = self.processor(text=[prompt], images=images, return_tensors="pt", **self.processor_kwargs)
         with torch.no_grad():
-            out = self.model.generate(**inputs, max_new_tokens=max_tokens, do_sample=False, pad_token_id=self.processor.tokenizer.pad_token_id)
-        return self.processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+            out = self.model.generate(
+                **inputs, max_new_tokens=max_tokens, do_sample=False, pad_token_id=self.processor.tokenizer.pad_token_id
+            )
+        return self.processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
 @contextmanager
@@ -107,7 +117,13 @@ def sets(workdir) -> dict[str, Path]:
     records = read_jsonl(workdir / "train.jsonl")
     write_jsonl(workdir / "ep-test.jsonl", records[:6])
     write_jsonl(workdir / "ep-val.jsonl", [{**r, "product_id": f"v{i}"} for i, r in enumerate(records[6:])])
-    write_jsonl(workdir / "ep-general.jsonl", [{"id": f"g{i}", "image": r["image"], "caption": "A plain coloured square."} for i, r in enumerate(records[:2])])
+    write_jsonl(
+        workdir / "ep-general.jsonl",
+        [
+            {"id": f"g{i}", "image": r["image"], "caption": "A plain coloured square."}
+            for i, r in enumerate(records[:2])
+        ],
+    )
     return {"test": Path("ep-test.jsonl"), "val": Path("ep-val.jsonl"), "general": Path("ep-general.jsonl")}
 
 
@@ -121,14 +137,25 @@ def checkpoint_and_export(workdir) -> tuple[Path, Path]:
     (workdir / "processed-ep").mkdir(exist_ok=True)
     for name in ("train.jsonl", "test.jsonl"):
         (workdir / "processed-ep" / name).write_bytes((workdir / "train.jsonl").read_bytes())
-    run_export(eval_params(), workdir / "base", workdir / "processed-ep", workdir / "export-ep", checkpoint_dir=checkpoints / "epoch-12")
+    run_export(
+        eval_params(),
+        workdir / "base",
+        workdir / "processed-ep",
+        workdir / "export-ep",
+        checkpoint_dir=checkpoints / "epoch-12",
+    )
     return checkpoints, workdir / "export-ep"
 
 
 def eval_params(**endpoint):
-    settings = {"eval": {"max_new_tokens": 8, "batch_size": 4}, "train": {"seeds": [3], "epochs": 12, "save_epochs": [12]}}
+    settings = {
+        "eval": {"max_new_tokens": 8, "batch_size": 4},
+        "train": {"seeds": [3], "epochs": 12, "save_epochs": [12]},
+    }
     if endpoint:
-        settings["eval"].update(backend="endpoint", endpoint={"model": SERVED, "retries": 1, "backoff_s": 0.0, **endpoint})
+        settings["eval"].update(
+            backend="endpoint", endpoint={"model": SERVED, "retries": 1, "backoff_s": 0.0, **endpoint}
+        )
     return validate_params(settings)
 
 
@@ -136,13 +163,24 @@ def evaluate(workdir, sets, params, out: Path, checkpoints: Path | None = None):
     """Predictions and metrics of the served model, or (with a training run's `checkpoints`) of its epoch 12."""
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(workdir)
-        run_evaluate(params, workdir / "base", checkpoints, sets["test"], sets["general"], out, out.with_name(out.name + "-resume"), val_jsonl=sets["val"])
+        run_evaluate(
+            params,
+            workdir / "base",
+            checkpoints,
+            sets["test"],
+            sets["general"],
+            out,
+            out.with_name(out.name + "-resume"),
+            val_jsonl=sets["val"],
+        )
     scored = out / "epoch-12" if checkpoints is not None else out
     return read_jsonl(scored / "predictions.jsonl"), json.loads((scored / "metrics.json").read_text())
 
 
 # ----------------------------------------------------------------------------- tests
-def test_endpoint_backend_agrees_with_the_hf_backend_on_the_same_checkpoint(workdir, sets, checkpoint_and_export, tmp_path):
+def test_endpoint_backend_agrees_with_the_hf_backend_on_the_same_checkpoint(
+    workdir, sets, checkpoint_and_export, tmp_path
+):
     checkpoints, exported = checkpoint_and_export
     hf_predictions, hf_metrics = evaluate(workdir, sets, eval_params(), tmp_path / "hf", checkpoints)
     server = TransformersServer(exported)
@@ -160,7 +198,14 @@ def test_endpoint_backend_agrees_with_the_hf_backend_on_the_same_checkpoint(work
     assert [p["prediction"] for p in ep_predictions] == hf_answers
     assert [p["outcome"] for p in ep_predictions] == [p["outcome"] for p in hf_predictions]
     assert ep_metrics.keys() == hf_metrics.keys() and ep_predictions[0].keys() == hf_predictions[0].keys()
-    for key in ("brand_accuracy", "macro_brand_accuracy", "hedged_rate", "val_brand_accuracy", "cider", "general_cider"):
+    for key in (
+        "brand_accuracy",
+        "macro_brand_accuracy",
+        "hedged_rate",
+        "val_brand_accuracy",
+        "cider",
+        "general_cider",
+    ):
         assert ep_metrics[key] == hf_metrics[key], key
     assert hf_metrics["test_loss"] is not None and ep_metrics["test_loss"] is None and ep_metrics["val_loss"] is None
     assert all(p["reference_loss"] is None for p in ep_predictions)
@@ -169,11 +214,14 @@ def test_endpoint_backend_agrees_with_the_hf_backend_on_the_same_checkpoint(work
 
 def test_unanswered_items_stop_the_stage_and_a_rerun_asks_only_them(workdir, sets, checkpoint_and_export, tmp_path):
     _, exported = checkpoint_and_export
+
     def refuse_second(n: int, body: dict) -> web.Response | None:
         if n == 2:
             return web.json_response({"error": {"message": "image too large"}}, status=400)
         if n == 3:  # content null: the model said nothing
-            return web.json_response({"choices": [{"index": 0, "message": {"role": "assistant", "content": None}, "finish_reason": "stop"}]})
+            return web.json_response(
+                {"choices": [{"index": 0, "message": {"role": "assistant", "content": None}, "finish_reason": "stop"}]}
+            )
         return None
 
     server = TransformersServer(exported, refuse_second)
@@ -183,8 +231,12 @@ def test_unanswered_items_stop_the_stage_and_a_rerun_asks_only_them(workdir, set
         assert not (tmp_path / "ep").exists()
         asked = len(server.requests)
         predictions, _ = evaluate(workdir, sets, eval_params(base_url=base_url), tmp_path / "ep")
-    assert asked == 6 and len(server.requests) == asked + 1 + 2 + 2  # the refused test item, then validation and general
-    assert sum(p["prediction"] == "" for p in predictions) == 1  # the null answer, kept as said (the model's own are not blank)
+    assert (
+        asked == 6 and len(server.requests) == asked + 1 + 2 + 2
+    )  # the refused test item, then validation and general
+    assert (
+        sum(p["prediction"] == "" for p in predictions) == 1
+    )  # the null answer, kept as said (the model's own are not blank)
 
 
 def test_endpoint_settings_are_checked(workdir, sets, checkpoint_and_export, tmp_path):
@@ -194,5 +246,14 @@ def test_endpoint_settings_are_checked(workdir, sets, checkpoint_and_export, tmp
     with pytest.raises(ValueError, match="export the checkpoint"):
         evaluate(workdir, sets, eval_params(base_url="http://127.0.0.1:9/v1"), tmp_path / "x", checkpoints)
     with serving(TransformersServer(exported)) as base_url:
-        with pytest.raises(EndpointError, match=r"eval.endpoint.base_url .* the model 'other' \(eval.endpoint.model\) is not served"):
-            evaluate(workdir, sets, validate_params({"eval": {"backend": "endpoint", "endpoint": {"base_url": base_url, "model": "other"}}}), tmp_path / "y")
+        with pytest.raises(
+            EndpointError, match=r"eval.endpoint.base_url .* the model 'other' \(eval.endpoint.model\) is not served"
+        ):
+            evaluate(
+                workdir,
+                sets,
+                validate_params(
+                    {"eval": {"backend": "endpoint", "endpoint": {"base_url": base_url, "model": "other"}}}
+                ),
+                tmp_path / "y",
+            )

@@ -50,7 +50,9 @@ def _logits(model, batch) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("experiment", ["lora", "freeze_llm"])
-def test_exported_directory_loads_alone_and_gives_the_checkpoints_logits(workdir, trained, processed, tmp_path, experiment):
+def test_exported_directory_loads_alone_and_gives_the_checkpoints_logits(
+    workdir, trained, processed, tmp_path, experiment
+):
     checkpoint = trained[experiment] / "epoch-2"
     out = tmp_path / "export" / experiment
     record = run_export(train_params(), workdir / "base", processed, out, checkpoint_dir=checkpoint)
@@ -72,21 +74,34 @@ def test_exported_directory_loads_alone_and_gives_the_checkpoints_logits(workdir
     assert card.startswith("---\nlibrary_name: transformers\n")
     assert f"data sha256 `{data_sha256(processed)}`" in card and f"experiment `{experiment}`" in card
     assert "learning_rate: 0.005" in card and "Not evaluated" in card  # training params; no eval dir given
-    assert "--mm-processor-kwargs '{\"crop_to_patches\": false, \"min_patches\": 1, \"max_patches\": 12}'" in card
+    assert '--mm-processor-kwargs \'{"crop_to_patches": false, "min_patches": 1, "max_patches": 12}\'' in card
 
 
 # ----------------------------------------------------------------------------- which checkpoint
 def _write_evaluations(eval_dir: Path, params, val: dict[tuple[str, int, int], float], base_val: float) -> None:
-    write_json(eval_dir / "base" / "epoch-0" / "metrics.json", {"val_brand_accuracy": base_val, "brand_accuracy": 0.1, "general_cider": 0.0})
+    write_json(
+        eval_dir / "base" / "epoch-0" / "metrics.json",
+        {"val_brand_accuracy": base_val, "brand_accuracy": 0.1, "general_cider": 0.0},
+    )
     for exp in params.train.experiments:
         for seed in params.train.seeds:
             for epoch in params.train.save_epochs:
-                metrics = {"val_brand_accuracy": val.get((exp, seed, epoch), 0.0), "brand_accuracy": 0.5, "general_cider": 0.0}
+                metrics = {
+                    "val_brand_accuracy": val.get((exp, seed, epoch), 0.0),
+                    "brand_accuracy": 0.5,
+                    "general_cider": 0.0,
+                }
                 write_json(eval_dir / exp / f"seed-{seed}" / f"epoch-{epoch}" / "metrics.json", metrics)
 
 
-SELECTION_PARAMS = {"train": {"seeds": [3, 5], "epochs": 2, "save_epochs": [1, 2],
-                              "experiments": {"freeze_llm": {"strategy": "freeze_llm"}, "lora": {"strategy": "lora"}}}}
+SELECTION_PARAMS = {
+    "train": {
+        "seeds": [3, 5],
+        "epochs": 2,
+        "save_epochs": [1, 2],
+        "experiments": {"freeze_llm": {"strategy": "freeze_llm"}, "lora": {"strategy": "lora"}},
+    }
+}
 
 
 def test_the_selection_exports_what_tables_names_best_and_the_better_seed(tmp_path):
@@ -94,13 +109,23 @@ def test_the_selection_exports_what_tables_names_best_and_the_better_seed(tmp_pa
 
     params = validate_params(SELECTION_PARAMS)
     # lora epoch 1 has the best mean over seeds (0.6), and seed 5 is the better of its seeds there
-    _write_evaluations(tmp_path, params, {("lora", 3, 1): 0.5, ("lora", 5, 1): 0.7, ("freeze_llm", 3, 2): 0.55, ("freeze_llm", 5, 2): 0.55}, 0.2)
+    _write_evaluations(
+        tmp_path,
+        params,
+        {("lora", 3, 1): 0.5, ("lora", 5, 1): 0.7, ("freeze_llm", 3, 2): 0.55, ("freeze_llm", 5, 2): 0.55},
+        0.2,
+    )
     choice = validation_best(params, Path("results/checkpoints"), tmp_path)
     assert (choice.experiment, choice.seed, choice.epoch) == ("lora", 5, 1)
     assert choice.checkpoint == Path("results/checkpoints/lora/seed-5/epoch-1")
     assert choice.metrics["val_brand_accuracy"] == 0.7  # the exported seed's own metrics
 
-    _write_evaluations(tmp_path, params, {("lora", 3, 1): 0.6, ("lora", 5, 1): 0.6, ("freeze_llm", 3, 2): 0.6, ("freeze_llm", 5, 2): 0.6}, 0.2)
+    _write_evaluations(
+        tmp_path,
+        params,
+        {("lora", 3, 1): 0.6, ("lora", 5, 1): 0.6, ("freeze_llm", 3, 2): 0.6, ("freeze_llm", 5, 2): 0.6},
+        0.2,
+    )
     tie = validation_best(params, Path("results/checkpoints"), tmp_path)
     assert (tie.experiment, tie.seed, tie.epoch) == ("freeze_llm", 3, 2) and "a tie with lora" in tie.reason
 
@@ -112,5 +137,3 @@ def test_the_selection_exports_what_tables_names_best_and_the_better_seed(tmp_pa
 def test_export_without_a_checkpoint_or_a_selection_names_the_fix(workdir, processed, tmp_path):
     with pytest.raises(ValueError, match="--checkpoints and --eval-dir"):
         run_export(train_params(), workdir / "base", processed, tmp_path / "out", checkpoints_dir=tmp_path)
-
-

@@ -21,7 +21,14 @@ from brandcap.model.general_mix import GenericPairs, MixedCaptionPool, MixedEpoc
 from brandcap.model.training_data import CaptionCollator, CaptionDataset
 from brandcap.params import experiment_settings
 from brandcap.stages.train import DeltaTrainer, _generic_pool, _training_inputs, mixed_epochs, training_arguments
-from tests.conftest import TINY_TRAIN_SAMPLES, count_vision_tower_runs, delta_weights, interrupt_after_epoch, run_tiny_training, train_params
+from tests.conftest import (
+    TINY_TRAIN_SAMPLES,
+    count_vision_tower_runs,
+    delta_weights,
+    interrupt_after_epoch,
+    run_tiny_training,
+    train_params,
+)
 
 N_GENERIC = 6
 GENERIC_FILE = "general_train.jsonl"
@@ -34,7 +41,9 @@ def generic_set(workdir):
     records = []
     for i in range(N_GENERIC):
         Image.fromarray(np.full((48, 48, 3), 90 + 20 * i, np.uint8)).save(workdir / "generic" / f"g{i}.png")
-        records.append({"id": f"generic-{i:05d}", "image": f"generic/g{i}.png", "caption": f"A plain grey square number {i}."})
+        records.append(
+            {"id": f"generic-{i:05d}", "image": f"generic/g{i}.png", "caption": f"A plain grey square number {i}."}
+        )
     (workdir / GENERIC_FILE).write_text("".join(json.dumps(r) + "\n" for r in records))
     return GENERIC_FILE
 
@@ -67,14 +76,22 @@ def test_the_callback_sets_the_epoch_that_begins_also_after_a_resume():
 def test_the_draw_is_fixed_by_seed_and_epoch_and_repeats_only_past_the_set_size():
     assert list(epoch_draw(20, 12, seed=3, epoch=1)) == list(epoch_draw(20, 12, seed=3, epoch=1))
     assert list(epoch_draw(20, 12, seed=3, epoch=1)) != list(epoch_draw(20, 12, seed=5, epoch=1))
-    assert MixedEpochSamples([], 8, 20, 1.5, 3).epoch_indices(2) == MixedEpochSamples([], 8, 20, 1.5, 3).epoch_indices(2)
+    assert MixedEpochSamples([], 8, 20, 1.5, 3).epoch_indices(2) == MixedEpochSamples([], 8, 20, 1.5, 3).epoch_indices(
+        2
+    )
     counts = Counter(epoch_draw(5, 12, seed=3, epoch=0).tolist())  # 2 whole passes and 2 more
     assert sorted(counts) == list(range(5)) and sorted(counts.values()) == [2, 2, 2, 3, 3]
 
 
 def test_experiments_override_general_mix():
-    params = train_params(general_mix=0.5, experiments={"plain": {"strategy": "lora"}, "mixed": {"strategy": "lora", "general_mix": 2.0},
-                                                        "off": {"strategy": "lora", "general_mix": 0}})
+    params = train_params(
+        general_mix=0.5,
+        experiments={
+            "plain": {"strategy": "lora"},
+            "mixed": {"strategy": "lora", "general_mix": 2.0},
+            "off": {"strategy": "lora", "general_mix": 0},
+        },
+    )
     assert [experiment_settings(params, name).general_mix for name in ("plain", "mixed", "off")] == [0.5, 2.0, 0.0]
 
 
@@ -107,7 +124,9 @@ def _trainer(workdir, params, general_mix, general_train=None):
 def _epoch_batches(trainer, epoch):
     state = TrainerState()
     state.epoch = epoch
-    trainer.callback_handler.on_epoch_begin(trainer.args, state, trainer.control)  # what the Trainer does at each epoch's start
+    trainer.callback_handler.on_epoch_begin(
+        trainer.args, state, trainer.control
+    )  # what the Trainer does at each epoch's start
     loader = trainer.get_train_dataloader()
     loader.set_epoch(epoch)
     return list(loader)
@@ -119,14 +138,20 @@ def test_without_mixing_the_batches_are_those_of_the_plain_trainer(workdir, gene
     ours = _trainer(workdir, params, 0.0, generic_set)
     # what the train stage built before mixing existed: the task samples, the collator, the Trainer's own sampler
     processor = load_for_inference(workdir / "base", None)[1]
-    plain = Trainer(model=ours.model, args=ours.args, train_dataset=CaptionDataset("train.jsonl"),
-                    data_collator=CaptionCollator(processor, params.train.instruction, params.train.max_length))
+    plain = Trainer(
+        model=ours.model,
+        args=ours.args,
+        train_dataset=CaptionDataset("train.jsonl"),
+        data_collator=CaptionCollator(processor, params.train.instruction, params.train.max_length),
+    )
     for epoch in (0, 1):
         for a, b in zip(_epoch_batches(ours, epoch), _epoch_batches(plain, epoch), strict=True):
             assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_mixed_batches_are_the_epochs_draw_shuffled_by_the_trainer_with_the_general_question(workdir, generic_set, monkeypatch):
+def test_mixed_batches_are_the_epochs_draw_shuffled_by_the_trainer_with_the_general_question(
+    workdir, generic_set, monkeypatch
+):
     """Each epoch's batches equal a plain Trainer's over a fixed list of that epoch's samples: the task
     samples and the epoch's generic pairs (asked the general question), in the Trainer's own shuffle."""
     monkeypatch.chdir(workdir)
@@ -150,12 +175,27 @@ def mixed_runs(workdir, generic_set):
     counts, paths = {}, {}
     for tag, cache_mb in (("-mix-cached", 4096), ("-mix-uncached", 0)):
         counts[tag] = count_vision_tower_runs()
-        paths[tag] = run_tiny_training(workdir, "freeze_vision", train_params(general_mix=0.5, frozen_vision_cache_mb=cache_mb),
-                                       callbacks=[counts[tag]], tag=tag, general_train=generic_set)
+        paths[tag] = run_tiny_training(
+            workdir,
+            "freeze_vision",
+            train_params(general_mix=0.5, frozen_vision_cache_mb=cache_mb),
+            callbacks=[counts[tag]],
+            tag=tag,
+            general_train=generic_set,
+        )
     params = train_params(general_mix=0.5)
     with pytest.raises(KeyboardInterrupt):
-        run_tiny_training(workdir, "freeze_vision", params, callbacks=[interrupt_after_epoch(1)], tag="-mix-resumed", general_train=generic_set)
-    paths["-mix-resumed"] = run_tiny_training(workdir, "freeze_vision", params, tag="-mix-resumed", general_train=generic_set)
+        run_tiny_training(
+            workdir,
+            "freeze_vision",
+            params,
+            callbacks=[interrupt_after_epoch(1)],
+            tag="-mix-resumed",
+            general_train=generic_set,
+        )
+    paths["-mix-resumed"] = run_tiny_training(
+        workdir, "freeze_vision", params, tag="-mix-resumed", general_train=generic_set
+    )
     return counts, paths
 
 
@@ -166,16 +206,24 @@ def _log(paths):
 def test_mixed_run_trains_the_mixed_epochs_and_says_so(mixed_runs):
     _, paths = mixed_runs
     summary = json.loads((paths["-mix-cached"]["log_dir"] / "summary.json").read_text())
-    assert (summary["general_mix"], summary["n_generic_per_epoch"], summary["n_train_samples"]) == (0.5, 4, TINY_TRAIN_SAMPLES)
+    assert (summary["general_mix"], summary["n_generic_per_epoch"], summary["n_train_samples"]) == (
+        0.5,
+        4,
+        TINY_TRAIN_SAMPLES,
+    )
     assert [r["step"] for r in _log(paths["-mix-cached"])] == [1, 2, 3, 4, 5, 6]  # 12 samples, batch 4, 2 epochs
 
 
 def test_frozen_vision_cache_covers_the_generic_pairs(mixed_runs):
     counts, paths = mixed_runs
-    assert counts["-mix-cached"].runs == 0 and counts["-mix-uncached"].runs == 12  # 2 epochs x 3 steps x 2 micro-batches
+    assert (
+        counts["-mix-cached"].runs == 0 and counts["-mix-uncached"].runs == 12
+    )  # 2 epochs x 3 steps x 2 micro-batches
     for a, b in zip(_log(paths["-mix-cached"]), _log(paths["-mix-uncached"]), strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
-    cached, uncached = (delta_weights(paths[tag]["checkpoints_dir"] / "epoch-2") for tag in ("-mix-cached", "-mix-uncached"))
+    cached, uncached = (
+        delta_weights(paths[tag]["checkpoints_dir"] / "epoch-2") for tag in ("-mix-cached", "-mix-uncached")
+    )
     assert all(torch.allclose(cached[k], uncached[k], atol=1e-6) for k in cached)
 
 
@@ -184,7 +232,9 @@ def test_an_interrupted_mixed_run_resumes_to_the_same_model(mixed_runs):
     summary = json.loads((paths["-mix-resumed"]["log_dir"] / "summary.json").read_text())
     assert summary["resumed_from_step"] == 3
     for epoch in (1, 2):
-        resumed, straight = (delta_weights(paths[tag]["checkpoints_dir"] / f"epoch-{epoch}") for tag in ("-mix-resumed", "-mix-cached"))
+        resumed, straight = (
+            delta_weights(paths[tag]["checkpoints_dir"] / f"epoch-{epoch}") for tag in ("-mix-resumed", "-mix-cached")
+        )
         assert all(torch.allclose(resumed[k], straight[k], atol=1e-6) for k in resumed)
 
 
@@ -200,7 +250,10 @@ def test_the_resume_fingerprint_covers_the_mix_and_the_generic_set(workdir, gene
 
     mixed = fingerprint(train_params(general_mix=0.5), generic)
     assert mixed != fingerprint(train_params(general_mix=1.0), generic)
-    assert mixed != fingerprint(train_params(general_mix=0.5, experiments={"freeze_vision": {"strategy": "freeze_vision", "general_mix": 1.0}}), generic)
+    assert mixed != fingerprint(
+        train_params(general_mix=0.5, experiments={"freeze_vision": {"strategy": "freeze_vision", "general_mix": 1.0}}),
+        generic,
+    )
     image = workdir / generic.records[0]["image"]
     original = image.read_bytes()
     try:

@@ -34,7 +34,9 @@ def test_synthetic_general_set_is_brand_free_and_reproducible(tmp_path, monkeypa
         with Image.open(rec["image"]) as img:
             colour = dominant_colour_name(img)
         assert colour in rec["caption"] and sum(c in rec["caption"].split() for c in COLOUR_NAMES) == 1
-    assert [Path(r["image"]).read_bytes() for r in recs] == [Path(r["image"].replace("g1/", "g2/")).read_bytes() for r in read_jsonl("g2/general.jsonl")]
+    assert [Path(r["image"]).read_bytes() for r in recs] == [
+        Path(r["image"].replace("g1/", "g2/")).read_bytes() for r in read_jsonl("g2/general.jsonl")
+    ]
 
 
 def test_user_jsonl_is_validated_and_copied(tmp_path, monkeypatch):
@@ -43,9 +45,18 @@ def test_user_jsonl_is_validated_and_copied(tmp_path, monkeypatch):
     (src / "imgs").mkdir(parents=True)
     Image.new("RGBA", (80, 60), (10, 200, 10, 255)).save(src / "imgs" / "a.png")
     Image.new("RGB", (900, 300), (200, 10, 10)).save(tmp_path / "data/external/b.jpg")
-    lines = [{"image": "imgs/a.png", "caption": "A green square."}, {"image": str(tmp_path / "data/external/b.jpg"), "caption": "A red strip."}]
+    lines = [
+        {"image": "imgs/a.png", "caption": "A green square."},
+        {"image": str(tmp_path / "data/external/b.jpg"), "caption": "A red strip."},
+    ]
     (src / "general.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n\n")
-    params = validate_params({**ONE_UNMIXED_EXPERIMENT, "data": {"source": "hf", "general_set": str(src / "general.jsonl")}, "download": {"max_side": 448}})
+    params = validate_params(
+        {
+            **ONE_UNMIXED_EXPERIMENT,
+            "data": {"source": "hf", "general_set": str(src / "general.jsonl")},
+            "download": {"max_side": 448},
+        }
+    )
     run_general_set(params, tmp_path / "out")
     recs = read_jsonl(tmp_path / "out" / "general.jsonl")
     assert [r["caption"] for r in recs] == ["A green square.", "A red strip."]
@@ -67,10 +78,14 @@ def test_user_images_outside_data_external_are_never_read(tmp_path, monkeypatch)
     src.mkdir(parents=True)
     Image.new("RGB", (64, 64), (1, 2, 3)).save(tmp_path / "secret.png")
     (src / "link.png").symlink_to(tmp_path / "secret.png")
-    params = validate_params({**ONE_UNMIXED_EXPERIMENT, "data": {"source": "hf", "general_set": str(src / "general.jsonl")}})
+    params = validate_params(
+        {**ONE_UNMIXED_EXPERIMENT, "data": {"source": "hf", "general_set": str(src / "general.jsonl")}}
+    )
     for image in [str(tmp_path / "secret.png"), "../../../secret.png", "link.png", "/etc/passwd"]:
         (src / "general.jsonl").write_text(json.dumps({"image": image, "caption": "A plain square."}) + "\n")
-        with pytest.raises(GeneralSetError, match=r"general.jsonl:1: image .* lies outside data/external/ .*local_file_outside_project"):
+        with pytest.raises(
+            GeneralSetError, match=r"general.jsonl:1: image .* lies outside data/external/ .*local_file_outside_project"
+        ):
             run_general_set(params, tmp_path / "out")
         assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*.png"))
 
@@ -94,10 +109,15 @@ def test_user_images_are_normalised_as_the_download_stage_normalises_them(tmp_pa
     Image.new("RGB", (80, 40), (20, 40, 200)).save(src / "rotated.jpg", exif=exif)
     lines = [{"image": "grey16.png", "caption": "A grey card."}, {"image": "rotated.jpg", "caption": "A blue card."}]
     (src / "general.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
-    params = validate_params({**ONE_UNMIXED_EXPERIMENT, "data": {"source": "hf", "general_set": str(src / "general.jsonl")}})
+    params = validate_params(
+        {**ONE_UNMIXED_EXPERIMENT, "data": {"source": "hf", "general_set": str(src / "general.jsonl")}}
+    )
     run_general_set(params, tmp_path / "out")
     for rec, name in zip(read_jsonl(tmp_path / "out" / "general.jsonl"), ["grey16.png", "rotated.jpg"]):
         stored = Path(rec["image"]).read_bytes()
         assert stored == normalise_image((src / name).read_bytes(), params.download)[0]
-    with Image.open(tmp_path / "out" / "images" / "general-00000.png") as grey, Image.open(tmp_path / "out" / "images" / "general-00001.png") as rotated:
+    with (
+        Image.open(tmp_path / "out" / "images" / "general-00000.png") as grey,
+        Image.open(tmp_path / "out" / "images" / "general-00001.png") as rotated,
+    ):
         assert grey.getpixel((0, 0)) == (128, 128, 128) and rotated.size == (40, 80)

@@ -1,6 +1,6 @@
 """The generic training set (train.general_mix): synthetic and from a user's JSONL, never overlapping the forgetting probe.
 
-    .venv/bin/python -m pytest tests/test_general_train_set.py -q
+.venv/bin/python -m pytest tests/test_general_train_set.py -q
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ from tests.conftest import ONE_UNMIXED_EXPERIMENT
 
 def test_synthetic_generic_set_is_brand_free_reproducible_and_apart_from_the_probe(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    params = validate_params({"data": {"synthetic": {"n_general": 30, "n_general_train": 40}}, "train": {"general_mix": 1.0}})
+    params = validate_params(
+        {"data": {"synthetic": {"n_general": 30, "n_general_train": 40}}, "train": {"general_mix": 1.0}}
+    )
     run_general_set(params, Path("probe"))
     for out in ("g1", "g2"):
         run_general_train_set(params, Path("probe/general.jsonl"), Path(out))
@@ -33,7 +35,9 @@ def test_synthetic_generic_set_is_brand_free_reproducible_and_apart_from_the_pro
     assert all(r["image"] == f"g1/images/{r['id']}.png" and not brands_mentioned(r["caption"], names) for r in records)
     probe = {image_sha256(r["image"]) for r in read_jsonl("probe/general.jsonl")}
     assert probe.isdisjoint(image_sha256(r["image"]) for r in records)  # another seed stream than the probe's
-    assert [Path(r["image"]).read_bytes() for r in records] == [Path(r["image"]).read_bytes() for r in read_jsonl(Path("g2") / GENERAL_TRAIN_FILE)]
+    assert [Path(r["image"]).read_bytes() for r in records] == [
+        Path(r["image"]).read_bytes() for r in read_jsonl(Path("g2") / GENERAL_TRAIN_FILE)
+    ]
     assert not list(tmp_path.glob(".*.tmp"))  # the staging folder is gone
 
 
@@ -44,14 +48,21 @@ def _user_sets(tmp_path: Path) -> tuple[Path, Path]:
     for name, colour in (("probe.png", (10, 200, 10)), ("cat.png", (200, 10, 10)), ("dog.png", (10, 10, 200))):
         Image.new("RGB", (80, 60), colour).save(src / name)
     (src / "probe.jsonl").write_text(json.dumps({"image": "probe.png", "caption": "A green card."}) + "\n")
-    pairs = [{"image": "cat.png", "caption": "A red card."}, {"id": "dog/1", "image": "dog.png", "caption": "A blue card."}]
+    pairs = [
+        {"image": "cat.png", "caption": "A red card."},
+        {"id": "dog/1", "image": "dog.png", "caption": "A blue card."},
+    ]
     (src / "generic.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
     return src / "probe.jsonl", src / "generic.jsonl"
 
 
 def _user_params(probe_jsonl: Path, generic_jsonl: Path, general_mix: float = 10.0):
-    return validate_params({"data": {"source": "hf", "general_set": str(probe_jsonl), "general_train_set": str(generic_jsonl)},
-                            "train": {"general_mix": general_mix, "experiments": {"lora": {"strategy": "lora"}}}})
+    return validate_params(
+        {
+            "data": {"source": "hf", "general_set": str(probe_jsonl), "general_train_set": str(generic_jsonl)},
+            "train": {"general_mix": general_mix, "experiments": {"lora": {"strategy": "lora"}}},
+        }
+    )
 
 
 def test_user_jsonl_is_read_like_the_probe_set(tmp_path, monkeypatch):
@@ -71,11 +82,16 @@ def test_a_generic_image_in_the_probe_fails_with_both_names_and_leaves_nothing(t
     probe_jsonl, generic_jsonl = _user_sets(tmp_path)
     # the same photo under another file name (and another PNG encoding): identical once normalised
     Image.open(generic_jsonl.parent / "cat.png").save(generic_jsonl.parent / "cat-copy.png", compress_level=1)
-    probe_jsonl.write_text(probe_jsonl.read_text() + json.dumps({"image": "cat-copy.png", "caption": "A red card."}) + "\n")
+    probe_jsonl.write_text(
+        probe_jsonl.read_text() + json.dumps({"image": "cat-copy.png", "caption": "A red card."}) + "\n"
+    )
     params = _user_params(probe_jsonl, generic_jsonl)
     run_general_set(params, tmp_path / "probe")
-    with pytest.raises(GeneralSetError, match=r"1 generic training image\(s\) are also in the forgetting probe .*general.jsonl "
-                                              r"\(same sha256: generic-00000 = probe general-00001\); remove them from data.general_train_set"):
+    with pytest.raises(
+        GeneralSetError,
+        match=r"1 generic training image\(s\) are also in the forgetting probe .*general.jsonl "
+        r"\(same sha256: generic-00000 = probe general-00001\); remove them from data.general_train_set",
+    ):
         run_general_train_set(params, tmp_path / "probe" / "general.jsonl", tmp_path / "out")
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
 
@@ -84,12 +100,20 @@ def test_without_mixing_the_set_is_empty_and_mixing_needs_one(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     probe_jsonl, generic_jsonl = _user_sets(tmp_path)
     unmixed = {"train": {"experiments": {"lora": {"strategy": "lora"}}}}  # the default matrix has a mixed experiment
-    for params in (validate_params(unmixed), validate_params({"data": {"source": "hf"}, **unmixed}), _user_params(probe_jsonl, generic_jsonl, 0.0)):
+    for params in (
+        validate_params(unmixed),
+        validate_params({"data": {"source": "hf"}, **unmixed}),
+        _user_params(probe_jsonl, generic_jsonl, 0.0),
+    ):
         run_general_set(params, tmp_path / "probe")
         run_general_train_set(params, tmp_path / "probe" / "general.jsonl", tmp_path / "out")
         assert (tmp_path / "out" / GENERAL_TRAIN_FILE).read_text() == "" and not (tmp_path / "out" / "images").exists()
-    with pytest.raises(ParamsError, match=r"experiment\(s\) \['lora'\] mix generic data .* data.general_train_set is empty"):
-        validate_params({"data": {"source": "hf"}, "train": {"experiments": {"lora": {"strategy": "lora", "general_mix": 2}}}})
+    with pytest.raises(
+        ParamsError, match=r"experiment\(s\) \['lora'\] mix generic data .* data.general_train_set is empty"
+    ):
+        validate_params(
+            {"data": {"source": "hf"}, "train": {"experiments": {"lora": {"strategy": "lora", "general_mix": 2}}}}
+        )
     with pytest.raises(ParamsError, match=r"data.synthetic.n_general_train is 0"):
         validate_params({"data": {"synthetic": {"n_general_train": 0}}, "train": {"general_mix": 1}})
 
@@ -99,13 +123,21 @@ def test_a_missing_user_file_names_the_param(tmp_path, monkeypatch):
     probe_jsonl, _ = _user_sets(tmp_path)
     params = _user_params(probe_jsonl, tmp_path / "data/external/absent.jsonl")
     run_general_set(params, tmp_path / "probe")
-    with pytest.raises(GeneralSetError, match=r"data.general_train_set: .*absent.jsonl does not exist; fix the path or set data.general_train_set to ''"):
+    with pytest.raises(
+        GeneralSetError,
+        match=r"data.general_train_set: .*absent.jsonl does not exist; fix the path or set data.general_train_set to ''",
+    ):
         run_general_train_set(params, tmp_path / "probe" / "general.jsonl", tmp_path / "out")
 
 
 def test_user_sets_must_live_under_data_external_which_the_stages_depend_on(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for key in ("general_set", "general_train_set"):
-        with pytest.raises(ParamsError, match=rf"data.{key} .*elsewhere.jsonl lies outside data/external/.*set data.{key}: data/external/elsewhere.jsonl"):
-            validate_params({"data": {"source": "hf", key: str(tmp_path / "elsewhere.jsonl")}, **ONE_UNMIXED_EXPERIMENT})
+        with pytest.raises(
+            ParamsError,
+            match=rf"data.{key} .*elsewhere.jsonl lies outside data/external/.*set data.{key}: data/external/elsewhere.jsonl",
+        ):
+            validate_params(
+                {"data": {"source": "hf", key: str(tmp_path / "elsewhere.jsonl")}, **ONE_UNMIXED_EXPERIMENT}
+            )
         validate_params({"data": {"source": "hf", key: "data/external/sets/ok.jsonl"}, **ONE_UNMIXED_EXPERIMENT})

@@ -22,19 +22,49 @@ MAY_IMPORT = {
 # (importer, imported): why this one crossing is allowed
 ALLOWED = {
     ("brandcap.stages.catalog", "brandcap.sim.shop"): "data.source synthetic: the default profile's product table",
-    ("brandcap.stages.catalog", "brandcap.sim.realshape"): "data.source realshape: the synthetic shop dressed in real shapes",
-    ("brandcap.stages.general_set", "brandcap.sim.shop"): "data.source synthetic: the general set's brand-free shop images",
-    ("brandcap.stages.general_train_set", "brandcap.sim.shop"): "data.source synthetic: the generic training set's own seed stream of brand-free shop images",
-    ("brandcap.general_sets", "brandcap.sim.shop"): "data.source synthetic: brand-free shop images for the general sets",
-    ("brandcap.stages.base_model", "brandcap.sim.standin"): "model.base is the shipped stand-in: its recipe's drawing-code hash is checked",
-    ("brandcap.stages.caption", "brandcap.sim.simulated_vlm"): "caption.base_url empty: the built-in simulated VLM endpoint",
+    (
+        "brandcap.stages.catalog",
+        "brandcap.sim.realshape",
+    ): "data.source realshape: the synthetic shop dressed in real shapes",
+    (
+        "brandcap.stages.general_set",
+        "brandcap.sim.shop",
+    ): "data.source synthetic: the general set's brand-free shop images",
+    (
+        "brandcap.stages.general_train_set",
+        "brandcap.sim.shop",
+    ): "data.source synthetic: the generic training set's own seed stream of brand-free shop images",
+    (
+        "brandcap.general_sets",
+        "brandcap.sim.shop",
+    ): "data.source synthetic: brand-free shop images for the general sets",
+    (
+        "brandcap.stages.base_model",
+        "brandcap.sim.standin",
+    ): "model.base is the shipped stand-in: its recipe's drawing-code hash is checked",
+    (
+        "brandcap.stages.caption",
+        "brandcap.sim.simulated_vlm",
+    ): "caption.base_url empty: the built-in simulated VLM endpoint",
     ("brandcap.stages.base_model", "brandcap.sim.tiny_model"): "model.source tiny: the tiny InternVL built locally",
     ("brandcap.stages.base_model", "brandcap.sim.pretrain"): "model.source tiny: its brief pretraining",
     ("brandcap.cli", "brandcap.sim.simulated_vlm"): "`brandcap serve-vlm` serves the simulated VLM by hand",
-    ("brandcap.sim.tiny_model", "brandcap.model.chat"): "the tiny model's processor gets the image tiling every model gets",
-    ("brandcap.sim.pretrain", "brandcap.model.chat"): "pretraining renders prompts through the chat template training and evaluation use",
-    ("brandcap.sim.pretrain", "brandcap.model.training_data"): "pretraining lays out prompt and answer (labels) as fine-tuning does",
-    ("brandcap.sim.pretrain", "brandcap.model.step_progress"): "pretraining runs on the Trainer, showing its steps as fine-tuning does",
+    (
+        "brandcap.sim.tiny_model",
+        "brandcap.model.chat",
+    ): "the tiny model's processor gets the image tiling every model gets",
+    (
+        "brandcap.sim.pretrain",
+        "brandcap.model.chat",
+    ): "pretraining renders prompts through the chat template training and evaluation use",
+    (
+        "brandcap.sim.pretrain",
+        "brandcap.model.training_data",
+    ): "pretraining lays out prompt and answer (labels) as fine-tuning does",
+    (
+        "brandcap.sim.pretrain",
+        "brandcap.model.step_progress",
+    ): "pretraining runs on the Trainer, showing its steps as fine-tuning does",
 }
 
 
@@ -68,14 +98,20 @@ def brandcap_imports(path: Path, src: Path) -> set[str]:
 
 def all_imports(src: Path = SRC) -> set[tuple[str, str]]:
     """(importer, imported) for every brandcap import under src/brandcap."""
-    return {(module_name(path, src), imported)
-            for path in sorted((src / "brandcap").rglob("*.py")) for imported in brandcap_imports(path, src)}
+    return {
+        (module_name(path, src), imported)
+        for path in sorted((src / "brandcap").rglob("*.py"))
+        for imported in brandcap_imports(path, src)
+    }
 
 
 def forbidden(edges: set[tuple[str, str]]) -> list[str]:
-    return sorted(f"{a} imports {b} ({part_of(a)} may import {sorted(MAY_IMPORT[part_of(a)])} only; "
-                  f"a place where the default profile selects the simulated world goes in ALLOWED, with its reason)"
-                  for a, b in edges if part_of(b) not in MAY_IMPORT[part_of(a)] and (a, b) not in ALLOWED)
+    return sorted(
+        f"{a} imports {b} ({part_of(a)} may import {sorted(MAY_IMPORT[part_of(a)])} only; "
+        f"a place where the default profile selects the simulated world goes in ALLOWED, with its reason)"
+        for a, b in edges
+        if part_of(b) not in MAY_IMPORT[part_of(a)] and (a, b) not in ALLOWED
+    )
 
 
 def test_imports_run_one_way():
@@ -86,7 +122,11 @@ def test_imports_run_one_way():
 def test_no_module_imports_a_stage_module():
     """A stage module is a leaf: what two stages share lives in a module named for what it is, so a stage's
     recorded code dependencies (dvc.yaml) are exactly the code that shapes its output."""
-    wrong = sorted(f"{a} imports {b}" for a, b in all_imports() if b.startswith("brandcap.stages.") and b != "brandcap.stages" and a != b)
+    wrong = sorted(
+        f"{a} imports {b}"
+        for a, b in all_imports()
+        if b.startswith("brandcap.stages.") and b != "brandcap.stages" and a != b
+    )
     assert not wrong, "move what they share out of the stage module: " + "; ".join(wrong)
 
 
@@ -97,11 +137,18 @@ def test_allow_list_names_real_imports():
 
 def test_check_reports_a_forbidden_import(tmp_path):
     """The check itself: a sim module importing a stage (lazily, in a function) is reported."""
-    for name, text in {"stages/__init__.py": "", "stages/clean.py": "", "sim/__init__.py": "",
-                       "sim/shop.py": "def f():\n    from brandcap.stages.clean import run_clean\n",
-                       "model/chat.py": "from brandcap import sim\nfrom brandcap.sim import shop\n"}.items():
+    for name, text in {
+        "stages/__init__.py": "",
+        "stages/clean.py": "",
+        "sim/__init__.py": "",
+        "sim/shop.py": "def f():\n    from brandcap.stages.clean import run_clean\n",
+        "model/chat.py": "from brandcap import sim\nfrom brandcap.sim import shop\n",
+    }.items():
         (tmp_path / "brandcap" / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "brandcap" / name).write_text(text)
     wrong = forbidden(all_imports(tmp_path))
-    assert [w.split(" (")[0] for w in wrong] == ["brandcap.model.chat imports brandcap.sim", "brandcap.model.chat imports brandcap.sim.shop",
-                                                 "brandcap.sim.shop imports brandcap.stages.clean"]
+    assert [w.split(" (")[0] for w in wrong] == [
+        "brandcap.model.chat imports brandcap.sim",
+        "brandcap.model.chat imports brandcap.sim.shop",
+        "brandcap.sim.shop imports brandcap.stages.clean",
+    ]

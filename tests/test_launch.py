@@ -27,18 +27,32 @@ HOLD = "import sys; sys.stdin.read()"  # a holder keeps its claim until the test
 
 
 def _env(**extra):
-    env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID", LAUNCHED_ENV, "LOCAL_RANK", "RANK", "WORLD_SIZE")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID", LAUNCHED_ENV, "LOCAL_RANK", "RANK", "WORLD_SIZE")
+    }
     return {**env, "PYTHONPATH": f"{SRC}{os.pathsep}{env.get('PYTHONPATH', '')}", **extra}
 
 
 def _start(code: str, cwd: Path, **env) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, env=_env(**env), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=cwd,
+        env=_env(**env),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _holder(lock_dir: Path, count: int, pool: list[str]) -> tuple[subprocess.Popen, list[str]]:
     """A process that claims `count` of `pool` and holds them; (process, its ids)."""
     claim = f"claim_gpus({count}, {pool!r}, Path({str(lock_dir)!r}), poll_s=0.05, timeout_s=20)"
-    proc = _start(f"from pathlib import Path; from brandcap.gpus import claim_gpus; print(','.join({claim}), flush=True); {HOLD}", lock_dir.parent)
+    proc = _start(
+        f"from pathlib import Path; from brandcap.gpus import claim_gpus; print(','.join({claim}), flush=True); {HOLD}",
+        lock_dir.parent,
+    )
     return proc, proc.stdout.readline().strip().split(",")
 
 
@@ -94,12 +108,27 @@ def test_scheduler_assigned_gpus_are_used_without_locks(tmp_path, monkeypatch):
 def test_launch_command_by_devices_and_deepspeed():
     argv = ["workflow/scripts/train.py", "--params", "p.yaml", "--log", "l.log"]
     assert launch_command(1, False, [], argv, "r.torchrun") is None  # CPU, one process: run here
-    assert launch_command(1, False, ["3"], argv, "r.torchrun") == [sys.executable, *argv]  # a fresh process that sees only GPU 3
+    assert launch_command(1, False, ["3"], argv, "r.torchrun") == [
+        sys.executable,
+        *argv,
+    ]  # a fresh process that sees only GPU 3
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     own_files = "--log-dir=.resume/train/x/seed-1.torchrun"
     # '--' keeps the stage's own options (--log) away from torchrun's parser
-    assert launch_command(4, False, ["0", "1", "2", "3"], argv, ".resume/train/x/seed-1.torchrun") == [*torchrun, "--nproc-per-node=4", own_files, "--", *argv]
-    assert launch_command(1, True, [], argv, ".resume/train/x/seed-1.torchrun") == [*torchrun, "--nproc-per-node=1", own_files, "--", *argv]  # DeepSpeed needs the distributed env
+    assert launch_command(4, False, ["0", "1", "2", "3"], argv, ".resume/train/x/seed-1.torchrun") == [
+        *torchrun,
+        "--nproc-per-node=4",
+        own_files,
+        "--",
+        *argv,
+    ]
+    assert launch_command(1, True, [], argv, ".resume/train/x/seed-1.torchrun") == [
+        *torchrun,
+        "--nproc-per-node=1",
+        own_files,
+        "--",
+        *argv,
+    ]  # DeepSpeed needs the distributed env
 
 
 JOB = """
@@ -115,11 +144,23 @@ def test_jobs_run_again_on_their_own_gpus(tmp_path):
     """Two one-GPU jobs from a pool of two: each one's process is replaced by one that sees only its GPU."""
     script = tmp_path / "job.py"
     script.write_text(textwrap.dedent(JOB.format(devices=1, marker=LAUNCHED_ENV)))
-    jobs = [subprocess.Popen([sys.executable, script], cwd=tmp_path, env=_env(CUDA_VISIBLE_DEVICES="0,1"), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    jobs = [
+        subprocess.Popen(
+            [sys.executable, script],
+            cwd=tmp_path,
+            env=_env(CUDA_VISIBLE_DEVICES="0,1"),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     try:
         seen = [job.stdout.readline().split() for job in jobs]
         assert sorted(gpu for gpu, _, _ in seen) == ["0", "1"]
-        assert all(marker == "1" and int(pid) == job.pid for (_, marker, pid), job in zip(seen, jobs))  # exec: same process
+        assert all(
+            marker == "1" and int(pid) == job.pid for (_, marker, pid), job in zip(seen, jobs)
+        )  # exec: same process
         assert sorted(p.name for p in (tmp_path / ".resume" / "gpus").glob("*/*.lock")) == ["gpu-0.lock", "gpu-1.lock"]
         # the claims outlived the exec: no GPU is free while the jobs run
         with pytest.raises(TimeoutError):
@@ -150,12 +191,24 @@ def test_two_torchrun_jobs_on_one_node_do_not_collide(tmp_path):
     system_temp = tmp_path / "system-temp"  # torchrun's default place for its files, which it leaves behind
     system_temp.mkdir()
     # each job was given two threads (Snakemake: threads = train.devices): one per process
-    jobs = [subprocess.Popen([sys.executable, script, f".resume/train/job-{i}"], cwd=tmp_path, env=_env(OMP_NUM_THREADS="2", TMPDIR=str(system_temp)),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    jobs = [
+        subprocess.Popen(
+            [sys.executable, script, f".resume/train/job-{i}"],
+            cwd=tmp_path,
+            env=_env(OMP_NUM_THREADS="2", TMPDIR=str(system_temp)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     outputs = [job.communicate(timeout=120) for job in jobs]
     for job, (out, err) in zip(jobs, outputs):
         assert job.returncode == 0, err[-2000:]
-        assert sorted(line.split(" port ")[0] for line in out.splitlines()) == ["rank 0 of 2 sum 3 threads 1", "rank 1 of 2 sum 3 threads 1"]
+        assert sorted(line.split(" port ")[0] for line in out.splitlines()) == [
+            "rank 0 of 2 sum 3 threads 1",
+            "rank 1 of 2 sum 3 threads 1",
+        ]
     assert list(system_temp.iterdir()) == []  # nothing written outside the resume root
     assert sorted(p.name for p in (tmp_path / ".resume/train").iterdir()) == ["job-0.torchrun", "job-1.torchrun"]
     ports = [{line.split(" port ")[1] for line in out.splitlines()} for out, _ in outputs]
@@ -213,7 +266,9 @@ def test_train_rule_declares_one_gpu_per_device(tmp_path):
     profile.write_text("train: {devices: 4, per_device_batch_size: 3}\n")
     with SnakemakeApi(OutputSettings()) as api:
         workflow = api.workflow(
-            resource_settings=ResourceSettings(cores=1), snakefile=ROOT / "Snakefile", workdir=ROOT,
+            resource_settings=ResourceSettings(cores=1),
+            snakefile=ROOT / "Snakefile",
+            workdir=ROOT,
             config_settings=ConfigSettings(configfiles=[profile]),
         )
         assert workflow._workflow.get_rule("train").resources["gpu"] == 4

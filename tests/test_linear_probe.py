@@ -25,7 +25,9 @@ def test_the_probe_reads_the_brand_only_when_the_features_hold_it(signal, low, h
     guesses, train_accuracy = linear_probe_predictions(features(train, signal, 1), train, features(test, signal, 2))
     accuracy = np.mean([g == b for g, b in zip(guesses, test)])
     assert low <= accuracy <= high and set(guesses) <= set(brands)
-    assert guesses == linear_probe_predictions(features(train, signal, 1), train, features(test, signal, 2))[0]  # seeded
+    assert (
+        guesses == linear_probe_predictions(features(train, signal, 1), train, features(test, signal, 2))[0]
+    )  # seeded
 
 
 def test_mismatched_features_and_brands_are_refused_with_the_counts():

@@ -20,7 +20,9 @@ def test_rule_environment_pins_the_package_dependencies():
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     env = yaml.safe_load((ROOT / "envs/brandcap.yaml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    assert pip == pyproject["project"]["dependencies"], "envs/brandcap.yaml: its pip list must equal pyproject.toml's dependencies"
+    assert pip == pyproject["project"]["dependencies"], (
+        "envs/brandcap.yaml: its pip list must equal pyproject.toml's dependencies"
+    )
     assert "torch==2.14.1" in pip and "torchvision==0.29.1" in pip
 
 
@@ -42,12 +44,16 @@ def snakemake_lint_findings(output: str) -> list[str]:
 def test_snakemake_lint_finds_nothing_but_the_kept_kind():
     run = subprocess.run([BIN / "snakemake", "--lint"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     findings = snakemake_lint_findings(run.stdout + run.stderr)
-    assert findings, "snakemake --lint printed no finding at all: the output format changed; update snakemake_lint_findings"
+    assert findings, (
+        "snakemake --lint printed no finding at all: the output format changed; update snakemake_lint_findings"
+    )
     assert [f for f in findings if not KEPT_LINT.fullmatch(f)] == [], run.stdout + run.stderr
 
 
 def test_the_lint_filter_reports_a_new_kind():
-    output = ("Lints for rule x (line 1, rules/data.smk):\n"
-              "    * Shell command directly uses variable PATHS from outside of the rule:\n      It is recommended...\n"
-              "    * No log directive defined:\n      Without a log directive...\n")
+    output = (
+        "Lints for rule x (line 1, rules/data.smk):\n"
+        "    * Shell command directly uses variable PATHS from outside of the rule:\n      It is recommended...\n"
+        "    * No log directive defined:\n      Without a log directive...\n"
+    )
     assert [f for f in snakemake_lint_findings(output) if not KEPT_LINT.fullmatch(f)] == ["No log directive defined:"]

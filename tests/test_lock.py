@@ -42,7 +42,9 @@ def disagreements(pyproject: dict, lock_text: str) -> list[str]:
         if entry is None:
             problems.append(f"{requirement} is not in requirements.lock")
         elif not all(requirement.specifier.contains(v, prereleases=True) for v in entry["versions"]):
-            problems.append(f"{requirement} but requirements.lock has {requirement.name}=={','.join(sorted(entry['versions']))}")
+            problems.append(
+                f"{requirement} but requirements.lock has {requirement.name}=={','.join(sorted(entry['versions']))}"
+            )
     problems += [f"{name} is locked without a hash" for name, entry in entries.items() if entry["hashes"] == 0]
     return problems
 
@@ -56,7 +58,9 @@ def test_the_lock_agrees_with_pyproject():
 def test_a_changed_pin_or_a_new_dependency_is_caught():
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     lock_text = (ROOT / "requirements.lock").read_text()
-    pyproject["project"]["dependencies"] = [d.replace("torch==2.14.1", "torch==2.15.0") for d in pyproject["project"]["dependencies"]]
+    pyproject["project"]["dependencies"] = [
+        d.replace("torch==2.14.1", "torch==2.15.0") for d in pyproject["project"]["dependencies"]
+    ]
     pyproject["project"]["optional-dependencies"]["test"].append("pytest-randomly==3.16.0")
     problems = disagreements(pyproject, lock_text)
     assert any(p.startswith("torch==2.15.0 but requirements.lock has torch==2.14.1") for p in problems), problems

@@ -116,7 +116,9 @@ def test_rates_on_hand_made_set():
     assert summary["hedged_rate"] == pytest.approx(1 / 8)
     assert summary["wrong_brand_rate"] == pytest.approx(2 / 8)
     assert summary["no_brand_rate"] == pytest.approx(2 / 8)
-    assert sum(summary[k] for k in ["brand_accuracy", "hedged_rate", "wrong_brand_rate", "no_brand_rate"]) == pytest.approx(1.0)
+    assert sum(
+        summary[k] for k in ["brand_accuracy", "hedged_rate", "wrong_brand_rate", "no_brand_rate"]
+    ) == pytest.approx(1.0)
     assert summary["n_brands"] == 3
     lo, hi = summary["brand_accuracy_ci"]
     assert 0 <= lo <= 3 / 8 <= hi <= 1
@@ -178,7 +180,9 @@ def test_paired_difference_resamples_the_same_items():
     assert diff["macro_brand_accuracy"]["difference"] == pytest.approx(0.05)
     same = paired_difference(model, model, brands)
     assert same["brand_accuracy"] == {"difference": 0.0, "ci": [0.0, 0.0]}
-    with pytest.raises(ValueError, match="200 outcomes but 199 baseline outcomes; compare two evaluations of the same test items"):
+    with pytest.raises(
+        ValueError, match="200 outcomes but 199 baseline outcomes; compare two evaluations of the same test items"
+    ):
         paired_difference(model, baseline[:-1], brands)
 
 

@@ -61,14 +61,18 @@ def outside_the_paths_block(dag_file: Path) -> str:
 @pytest.mark.parametrize("dag_file", DAG_FILES, ids=lambda p: p.name)
 def test_no_artifact_path_is_written_out_in_the_dag_files(dag_file):
     found = written_out_paths(outside_the_paths_block(dag_file))
-    hints = [f"{dag_file.relative_to(ROOT)}:{n}: {token} (use paths.{key} from dvc.yaml vars)" for n, token, key in found]
+    hints = [
+        f"{dag_file.relative_to(ROOT)}:{n}: {token} (use paths.{key} from dvc.yaml vars)" for n, token, key in found
+    ]
     assert not hints, "artifact paths written out again:\n" + "\n".join(hints)
 
 
 def test_the_check_finds_a_written_out_path():
     """The token match itself: plain paths and paths under a root are found, references are not."""
-    text = ('out=directory("results/eval/{exp}/seed-{seed}"),\n'
-            "cmd: python x.py --log logs/catalog.log --out ${paths.eval}/base --resume {PATHS.resume}/caption\n")
+    text = (
+        'out=directory("results/eval/{exp}/seed-{seed}"),\n'
+        "cmd: python x.py --log logs/catalog.log --out ${paths.eval}/base --resume {PATHS.resume}/caption\n"
+    )
     assert [(n, key) for n, _, key in written_out_paths(text)] == [(1, "eval"), (2, "logs")]
 
 
@@ -84,7 +88,8 @@ def test_folders_the_package_names_agree_with_the_paths_file():
     """The local tables folder (brandcap.params) and the lock folder (brandcap.project_lock, brandcap.gpus)."""
     assert Path(PATHS["external"]) == EXTERNAL_DATA_DIR, f"dvc.yaml vars: paths.external must be {EXTERNAL_DATA_DIR}"
     assert LOCK_FILE.parent == GPU_LOCK_DIR.parent == Path(PATHS["resume"]), (
-        f"dvc.yaml vars: paths.resume must hold the locks {LOCK_FILE} and {GPU_LOCK_DIR}")
+        f"dvc.yaml vars: paths.resume must hold the locks {LOCK_FILE} and {GPU_LOCK_DIR}"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -100,9 +105,12 @@ def test_each_script_docstring_shows_the_command_a_stage_runs(script, stage_comm
     command of one of the stages that run the script (dvc.yaml; the same in rules/*.smk)."""
     docstring = ast.get_docstring(ast.parse(script.read_text()))
     relative = script.relative_to(ROOT).as_posix()
-    example = next((line.strip() for line in docstring.splitlines() if line.strip().startswith(f"python {relative} ")), None)
+    example = next(
+        (line.strip() for line in docstring.splitlines() if line.strip().startswith(f"python {relative} ")), None
+    )
     assert example, f"{relative}: its docstring shows no `python {relative} ...` command"
     commands = {name: cmd for name, cmd in stage_commands.items() if cmd.startswith(f"python {relative} ")}
     assert example in commands.values(), (
         f"{relative}: the docstring's command\n  {example}\nis none of the stage commands\n  "
-        + "\n  ".join(f"{name}: {cmd}" for name, cmd in commands.items()))
+        + "\n  ".join(f"{name}: {cmd}" for name, cmd in commands.items())
+    )

@@ -16,6 +16,7 @@ from tests.conftest import SMOKE, nothing_to_do
 
 pytestmark = pytest.mark.slow
 
+
 def test_snakemake_builds_the_tables(smoke_build):
     built = smoke_build
     tables = (built / "results/tables.md").read_text()
@@ -32,7 +33,9 @@ def test_snakemake_builds_the_tables(smoke_build):
 
 def test_the_build_writes_nothing_into_the_system_temp_dir(smoke_build, smoke_system_temp):
     built = smoke_build
-    assert sorted(p.name for p in smoke_system_temp.iterdir()) == []  # e.g. torch's torchinductor_<user> (brandcap.stage)
+    assert (
+        sorted(p.name for p in smoke_system_temp.iterdir()) == []
+    )  # e.g. torch's torchinductor_<user> (brandcap.stage)
     assert (built / ".resume/torch").is_dir()
 
 
@@ -43,15 +46,23 @@ def test_second_snakemake_run_has_nothing_to_do(smoke_build, run):
 def planned_runs(out: str, rule: str) -> set[tuple[str, str]]:
     """(exp, seed) of each planned job of `rule` in a dry run's output."""
     blocks = re.split(r"\n\s*\n", out)
-    return {tuple(m.groups()) for block in blocks if re.search(rf"^(?:local)?rule {rule}:", block, re.M)
-            for m in [re.search(r"wildcards: exp=(\w+), seed=(\d+)", block)] if m}
+    return {
+        tuple(m.groups())
+        for block in blocks
+        if re.search(rf"^(?:local)?rule {rule}:", block, re.M)
+        for m in [re.search(r"wildcards: exp=(\w+), seed=(\d+)", block)]
+        if m
+    }
 
 
 def test_adding_a_seed_plans_only_the_new_seeds_runs(smoke_build, run, tmp_path):
     """A training run reads its own experiment entry, not the seed list or the other experiments."""
     more_seeds = tmp_path / "two-seeds.yaml"
     more_seeds.write_text("train: {seeds: [4, 5]}\n")
-    out = run(smoke_build, ["snakemake", "--cores", "1", "--dry-run", "results/tables.md", "--configfile", SMOKE, str(more_seeds)])
+    out = run(
+        smoke_build,
+        ["snakemake", "--cores", "1", "--dry-run", "results/tables.md", "--configfile", SMOKE, str(more_seeds)],
+    )
     planned = out.stdout + out.stderr
     assert planned_runs(planned, "train") == {("freeze_llm", "5"), ("lora", "5")}, planned[-3000:]
     assert planned_runs(planned, "evaluate") == {("freeze_llm", "5"), ("lora", "5")}

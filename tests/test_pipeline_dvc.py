@@ -62,7 +62,19 @@ def test_dvc_exp_run_reruns_downstream_of_an_upstream_change(built, run):
     table = run(built, ["dvc", "exp", "show", "--md"]).stdout
     assert "eval.max_new_tokens" in table and "epoch-2.brand_accuracy" in table
     # the README's narrowed form: the varied param, the verdict and each experiment's chosen test accuracy
-    narrowed = run(built, ["dvc", "exp", "show", "--md", "--drop", ".*", "--keep", r"Experiment|eval\.max_new_tokens|selection\.(verdict|versus_strongest_baseline|\w+\.brand_accuracy)$"]).stdout
+    narrowed = run(
+        built,
+        [
+            "dvc",
+            "exp",
+            "show",
+            "--md",
+            "--drop",
+            ".*",
+            "--keep",
+            r"Experiment|eval\.max_new_tokens|selection\.(verdict|versus_strongest_baseline|\w+\.brand_accuracy)$",
+        ],
+    ).stdout
     header = [cell.strip() for cell in narrowed.splitlines()[0].strip("|").split("|")]
     # (per-experiment selection entries exist only where something learnt; the smoke profile's verdict is "no learning")
     assert header[:3] == ["Experiment", "selection.verdict", "selection.versus_strongest_baseline"], header

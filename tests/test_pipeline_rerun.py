@@ -27,7 +27,9 @@ def test_an_upstream_param_change_reruns_the_whole_chain_in_one_call(built, run)
     out = run(built, ["snakemake", "--cores", "1", "results/tables.md", "--configfile", SMOKE])
     ran = set(re.findall(r"^(?:local)?rule (\w+):", out.stdout + out.stderr, re.M))
     assert {"clean", "train", "evaluate", "evaluate_base", "tables"} <= ran
-    assert not {"catalog", "general_set", "download", "base_model"} & ran  # caption reads `clean` too: it reruns, from its cache
+    assert (
+        not {"catalog", "general_set", "download", "base_model"} & ran
+    )  # caption reads `clean` too: it reruns, from its cache
     assert nothing_to_do(built, run, "--configfile", SMOKE)
     test_items = sum(1 for _ in (built / "data/processed/test.jsonl").open())
     assert json.loads((built / "data/processed/clean_report.json").read_text())["test"] == test_items

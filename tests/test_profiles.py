@@ -19,8 +19,10 @@ PROFILES = sorted(p.name for p in (ROOT / "configs").glob("*.yaml"))
 
 def test_sections_merge_and_free_form_mappings_are_replaced():
     base = Params().model_dump(mode="json")
-    top = {"train": {"epochs": 3, "save_epochs": [3], "experiments": {"only": {"strategy": "lora"}}},
-           "caption": {"extra_body": {"repetition_penalty": 1.05}}}
+    top = {
+        "train": {"epochs": 3, "save_epochs": [3], "experiments": {"only": {"strategy": "lora"}}},
+        "caption": {"extra_body": {"repetition_penalty": 1.05}},
+    }
     merged = overlay_params(base, top)
     assert list(merged["train"]["experiments"]) == ["only"]
     assert merged["train"]["learning_rate"] == base["train"]["learning_rate"]  # untouched keys stay
@@ -71,8 +73,12 @@ def snakemake_config(*configfiles: str) -> dict:
     from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
 
     with SnakemakeApi(OutputSettings()) as api:
-        wf = api.workflow(resource_settings=ResourceSettings(cores=1), snakefile=ROOT / "Snakefile", workdir=ROOT,
-                          config_settings=ConfigSettings(configfiles=[ROOT / c for c in configfiles]))
+        wf = api.workflow(
+            resource_settings=ResourceSettings(cores=1),
+            snakefile=ROOT / "Snakefile",
+            workdir=ROOT,
+            config_settings=ConfigSettings(configfiles=[ROOT / c for c in configfiles]),
+        )
         return dict(wf._workflow.config)
 
 
@@ -83,7 +89,11 @@ def test_snakemake_records_exactly_what_the_stages_resolve(name):
 
 
 def test_snakemake_config_overrides_are_refused():
-    run = subprocess.run([BIN / "snakemake", "-n", "--cores", "1", "results/tables.md", "--config", "seed=5"],
-                         cwd=ROOT, capture_output=True, text=True)
+    run = subprocess.run(
+        [BIN / "snakemake", "-n", "--cores", "1", "results/tables.md", "--config", "seed=5"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode != 0
     assert "--config is not passed on to the stages" in run.stdout + run.stderr

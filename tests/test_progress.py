@@ -1,6 +1,6 @@
 """Progress: a bar on a terminal only, a bounded number of plain lines in a log.
 
-    .venv/bin/python -m pytest tests/test_progress.py -q
+.venv/bin/python -m pytest tests/test_progress.py -q
 """
 
 from __future__ import annotations

@@ -34,8 +34,10 @@ def fake_dvc(tmp_path):
         bin_dir.mkdir(exist_ok=True)
         (bin_dir / "holder.py").write_text(HOLDER)
         dvc = bin_dir / "dvc"
-        dvc.write_text(f"#!{sys.executable}\nimport subprocess, sys\n"
-                       f"subprocess.run([sys.executable, {str(bin_dir / 'holder.py')!r}, {stage!r}])\n")
+        dvc.write_text(
+            f"#!{sys.executable}\nimport subprocess, sys\n"
+            f"subprocess.run([sys.executable, {str(bin_dir / 'holder.py')!r}, {stage!r}])\n"
+        )
         dvc.chmod(0o755)
         proc = subprocess.Popen([str(dvc)], cwd=cwd, stdout=subprocess.PIPE, text=True, start_new_session=True)
         assert proc.stdout.readline().strip() == "holding"
@@ -97,7 +99,10 @@ def test_snakemake_refuses_to_start_while_a_dvc_command_holds_dvc_s_lock(project
         held.close()
     assert out.returncode != 0 and "a DVC command is running in this project" in out.stdout + out.stderr
     assert not (project_copy / "data/raw/catalog.parquet").exists()
-    assert busy_reason(Orchestrator("dvc", os.getpid(), socket.gethostname()), project_copy / ".resume/project.lock") is None
+    assert (
+        busy_reason(Orchestrator("dvc", os.getpid(), socket.gethostname()), project_copy / ".resume/project.lock")
+        is None
+    )
 
 
 def test_dvc_repro_during_a_snakemake_run_deletes_nothing_and_the_run_succeeds(project_copy, run):
@@ -105,22 +110,36 @@ def test_dvc_repro_during_a_snakemake_run_deletes_nothing_and_the_run_succeeds(p
     from tests.conftest import BIN, run_in
 
     (project_copy / "configs/slow_captions.yaml").write_text("caption: {simulator: {latency_s: 0.5}}\n")
-    command = "snakemake --cores 2 data/interim/captions.jsonl --configfile configs/smoke.yaml configs/slow_captions.yaml"
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", HF_HUB_OFFLINE="1",
-               PYTHONPATH=str(project_copy / "src"))
-    snakemake = subprocess.Popen(command, cwd=project_copy, shell=True, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    command = (
+        "snakemake --cores 2 data/interim/captions.jsonl --configfile configs/smoke.yaml configs/slow_captions.yaml"
+    )
+    env = dict(
+        os.environ,
+        PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        HF_HUB_OFFLINE="1",
+        PYTHONPATH=str(project_copy / "src"),
+    )
+    snakemake = subprocess.Popen(
+        command, cwd=project_copy, shell=True, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         deadline = time.monotonic() + 240
         while not (project_copy / "logs/caption.log").exists():  # catalog and download done, captioning under way
-            assert snakemake.poll() is None and time.monotonic() < deadline, snakemake.stdout.read() if snakemake.poll() is not None else "timeout"
+            assert snakemake.poll() is None and time.monotonic() < deadline, (
+                snakemake.stdout.read() if snakemake.poll() is not None else "timeout"
+            )
             time.sleep(0.2)
         before = sorted(p.relative_to(project_copy) for p in (project_copy / "data/raw").rglob("*"))
         dvc = run_in(project_copy, "dvc repro", check=False)
         assert dvc.returncode != 0 and "Unable to acquire lock" in dvc.stdout + dvc.stderr
-        assert sorted(p.relative_to(project_copy) for p in (project_copy / "data/raw").rglob("*")) == before  # nothing deleted
+        assert (
+            sorted(p.relative_to(project_copy) for p in (project_copy / "data/raw").rglob("*")) == before
+        )  # nothing deleted
         output, _ = snakemake.communicate(timeout=300)
     finally:
         if snakemake.poll() is None:
             snakemake.kill()
     assert snakemake.returncode == 0, output[-3000:]
-    assert (project_copy / "data/interim/captions.jsonl").stat().st_size > 0 and (project_copy / "data/raw/catalog.parquet").exists()
+    assert (project_copy / "data/interim/captions.jsonl").stat().st_size > 0 and (
+        project_copy / "data/raw/catalog.parquet"
+    ).exists()

@@ -17,7 +17,9 @@ def test_params_hash_follows_every_resolved_value_and_ignores_key_order():
     same = validate_params({"clean": {"test_fraction": 0.2, "min_brand_samples": 5}, "seed": 3})
     assert params_sha256(one) == params_sha256(same)
     assert len(params_sha256(one)) == 64
-    assert params_sha256(one) != params_sha256(validate_params({"seed": 3, "clean": {"min_brand_samples": 5, "test_fraction": 0.25}}))
+    assert params_sha256(one) != params_sha256(
+        validate_params({"seed": 3, "clean": {"min_brand_samples": 5, "test_fraction": 0.25}})
+    )
     # a default spelled out is the same resolved parameter set
     assert params_sha256(validate_params({})) == params_sha256(validate_params({"seed": validate_params({}).seed}))
 
@@ -25,7 +27,16 @@ def test_params_hash_follows_every_resolved_value_and_ignores_key_order():
 @pytest.fixture
 def processed(tmp_path):
     folder = tmp_path / "processed"
-    records = [{"product_id": f"p{i}", "image": f"images/p{i}.png", "sha256": f"{i:064x}", "brand": "Gucci", "caption": "A bag."} for i in range(4)]
+    records = [
+        {
+            "product_id": f"p{i}",
+            "image": f"images/p{i}.png",
+            "sha256": f"{i:064x}",
+            "brand": "Gucci",
+            "caption": "A bag.",
+        }
+        for i in range(4)
+    ]
     write_jsonl(folder / "train.jsonl", records[:3])
     write_jsonl(folder / "test.jsonl", records[3:])
     write_json(folder / "clean_report.json", {"train": 3, "test": 1})
@@ -59,7 +70,9 @@ def test_data_hash_without_a_split_names_the_stage(processed):
 
 
 def git(repo, *args):
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True, capture_output=True)
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True, capture_output=True
+    )
 
 
 @pytest.fixture
@@ -71,7 +84,9 @@ def repo(tmp_path):
     git(root, "init", "-q")
     git(root, "add", "-A")
     git(root, "commit", "-qm", "first")
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.strip()
     return root, head
 
 

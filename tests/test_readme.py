@@ -18,7 +18,9 @@ def expected_jobs(profile: str) -> Counter:
     overlays = [] if profile == "params.yaml" else [ROOT / profile]
     train = resolve_params(ROOT / "params.yaml", overlays).train
     runs = len(train.experiments) * len(train.seeds)  # one training run per experiment and seed
-    return Counter({"train": runs, "evaluate": runs, "evaluate_base": 1, "tables": 1})  # one evaluate job scores all of a run's checkpoints
+    return Counter(
+        {"train": runs, "evaluate": runs, "evaluate_base": 1, "tables": 1}
+    )  # one evaluate job scores all of a run's checkpoints
 
 
 def test_the_table_lists_every_profile(profile_commands):

@@ -19,10 +19,13 @@ from brandcap.stages.download import normalise_image
 @pytest.fixture(scope="module")
 def catalog(tmp_path_factory) -> pd.DataFrame:
     root = tmp_path_factory.mktemp("realshape")
-    params = validate_params({"data": {"sample_size": 150, "synthetic": {"n_brands": 12, "real_shapes": True, "placeholder_rate": 0.05}}})
+    params = validate_params(
+        {"data": {"sample_size": 150, "synthetic": {"n_brands": 12, "real_shapes": True, "placeholder_rate": 0.05}}}
+    )
     cwd = Path.cwd()
     try:
         import os
+
         os.chdir(root)
         run_catalog(params, Path("data/raw/catalog.parquet"), Path("data/raw/shop"))
         frame = pd.read_parquet("data/raw/catalog.parquet")
@@ -63,5 +66,9 @@ def test_every_photo_format_normalises_upright_in_its_shape(fmt):
 
 def test_photos_come_in_several_shapes(catalog):
     root = catalog.attrs["root"]
-    sizes = {Image.open(root / url.removeprefix("file:")).size for url in catalog["imageurl"] if url.startswith("file:") and "/photos/" in url}
+    sizes = {
+        Image.open(root / url.removeprefix("file:")).size
+        for url in catalog["imageurl"]
+        if url.startswith("file:") and "/photos/" in url
+    }
     assert {(336, 448), (448, 336)} <= sizes

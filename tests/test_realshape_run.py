@@ -46,7 +46,12 @@ def test_unsafe_ids_stay_inside_the_images_folder(built):
 
 
 def test_nothing_is_written_outside_the_declared_folders(built):
-    untracked = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--ignored"], cwd=built,
-                               capture_output=True, text=True, check=True).stdout.splitlines()
+    untracked = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all", "--ignored"],
+        cwd=built,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
     stray = [line[3:] for line in untracked if not line[3:].startswith(DECLARED) and "__pycache__" not in line]
     assert stray == []

@@ -19,17 +19,25 @@ def test_records_pass_with_their_extra_fields_untouched(tmp_path):
     assert read_records(_write(tmp_path / "test.jsonl", rows), SplitRecord, "test split", fix="rerun clean") == rows
 
 
-@pytest.mark.parametrize("broken, lacking", [
-    ({"image": "a.png", "brand": "B", "caption": "c"}, ["product_id"]),       # absent
-    ({"product_id": "p", "image": "", "brand": "B", "caption": "c"}, ["image"]),  # empty
-    ({"product_id": "p", "image": "a.png", "brand": None, "caption": None}, ["brand", "caption"]),  # null, in field order
-])
+@pytest.mark.parametrize(
+    "broken, lacking",
+    [
+        ({"image": "a.png", "brand": "B", "caption": "c"}, ["product_id"]),  # absent
+        ({"product_id": "p", "image": "", "brand": "B", "caption": "c"}, ["image"]),  # empty
+        (
+            {"product_id": "p", "image": "a.png", "brand": None, "caption": None},
+            ["brand", "caption"],
+        ),  # null, in field order
+    ],
+)
 def test_a_record_lacking_a_field_names_the_file_the_line_the_fields_and_the_fix(tmp_path, broken, lacking):
     good = {"product_id": "p0", "image": "a.png", "brand": "B", "caption": "c"}
     path = _write(tmp_path / "val.jsonl", [good, broken])
     with pytest.raises(ValueError) as err:
         read_records(path, SplitRecord, "validation split", fix="rerun the clean stage")
-    assert str(err.value).startswith(f"{path}: line 2 lacks {lacking}; ") and str(err.value).endswith("(rerun the clean stage)")
+    assert str(err.value).startswith(f"{path}: line 2 lacks {lacking}; ") and str(err.value).endswith(
+        "(rerun the clean stage)"
+    )
 
 
 def test_missing_and_empty_files_say_what_to_run(tmp_path):

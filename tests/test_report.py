@@ -31,8 +31,10 @@ from tests.conftest import SMOKE
 CHROMIUM = shutil.which("chromium")
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(CHROMIUM is None,
-                       reason="no Chromium on PATH: install Debian's package (apt-get install chromium; `make test` does) to test the report in a browser"),
+    pytest.mark.skipif(
+        CHROMIUM is None,
+        reason="no Chromium on PATH: install Debian's package (apt-get install chromium; `make test` does) to test the report in a browser",
+    ),
 ]
 
 # What a report command may write in the project: Snakemake's own log and lock folders; brandcap's project lock is
@@ -121,7 +123,9 @@ def report_run(smoke_copy, run, tmp_path_factory) -> dict:
     with zipfile.ZipFile(out / "report.zip") as archive:
         archive.extractall(out / "unzipped")
     page = out / "unzipped/report/report.html"
-    head, end, tail = page.read_text(encoding="utf-8").rpartition("</body>")  # the last one: scripts hold the string too
+    head, end, tail = page.read_text(encoding="utf-8").rpartition(
+        "</body>"
+    )  # the last one: scripts hold the string too
     (page.parent / "probe.html").write_text(head + PROBE + end + tail, encoding="utf-8")
     return {"out": out, "page": page, "log": done.stdout + done.stderr, "before": before, "after": after}
 
@@ -131,14 +135,30 @@ def browse(report_run: dict, *steps: str) -> dict:
     url = (report_run["page"].parent / "probe.html").as_uri() + "?" + urlencode([("step", s) for s in steps])
     profile = report_run["out"] / "chromium-profile"
     shown = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-         "--disable-extensions", "--allow-file-access-from-files", f"--user-data-dir={profile}", "--window-size=1280,900",
-         "--virtual-time-budget=20000", "--dump-dom", url],
-        capture_output=True, text=True, timeout=120,
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-extensions",
+            "--allow-file-access-from-files",
+            f"--user-data-dir={profile}",
+            "--window-size=1280,900",
+            "--virtual-time-budget=20000",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert shown.returncode == 0, shown.stderr[-3000:]
     found = re.search(r'<pre id="probe">(.*?)</pre>', shown.stdout, re.S)
-    assert found, "the probe script recorded nothing: the page's scripts did not run to the end\n" + shown.stderr[-3000:]
+    assert found, (
+        "the probe script recorded nothing: the page's scripts did not run to the end\n" + shown.stderr[-3000:]
+    )
     record = json.loads(html.unescape(found.group(1)))
     assert record["error"] is None, record
     return record
@@ -153,9 +173,13 @@ def test_the_report_command_writes_the_zip_and_nothing_else_in_the_project(repor
 
 
 def test_a_single_file_html_report_is_refused_for_the_gallery(smoke_copy, run, tmp_path):
-    refused = run(smoke_copy, ["snakemake", "--report", str(tmp_path / "report.html"), "--configfile", SMOKE], check=False)
+    refused = run(
+        smoke_copy, ["snakemake", "--report", str(tmp_path / "report.html"), "--configfile", SMOKE], check=False
+    )
     assert refused.returncode != 0
-    assert "--report report.zip" in refused.stdout + refused.stderr  # Snakemake's own advice, as docs/orchestrators.md says
+    assert (
+        "--report report.zip" in refused.stdout + refused.stderr
+    )  # Snakemake's own advice, as docs/orchestrators.md says
     assert not (tmp_path / "report.html").exists()
 
 

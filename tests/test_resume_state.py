@@ -29,18 +29,31 @@ def test_state_is_kept_only_under_the_same_fingerprint(tmp_path, caplog):
     first = stage_fingerprint("brandcap.atomic", {"test": data}, {"eval": {"batch_size": 8}})
     assert prepare_resume_dir(resume, first) is False
     (resume / "test.partial.jsonl").write_text("{}\n")
-    assert prepare_resume_dir(resume, stage_fingerprint("brandcap.atomic", {"test": data}, {"eval": {"batch_size": 8}})) is True
+    assert (
+        prepare_resume_dir(resume, stage_fingerprint("brandcap.atomic", {"test": data}, {"eval": {"batch_size": 8}}))
+        is True
+    )
     assert (resume / "test.partial.jsonl").exists()
 
     with caplog.at_level(logging.INFO):
-        assert prepare_resume_dir(resume, stage_fingerprint("brandcap.atomic", {"test": data}, {"eval": {"batch_size": 16}})) is False
+        assert (
+            prepare_resume_dir(
+                resume, stage_fingerprint("brandcap.atomic", {"test": data}, {"eval": {"batch_size": 16}})
+            )
+            is False
+        )
     assert not (resume / "test.partial.jsonl").exists()
     assert "params changed" in caplog.text
 
     (resume / "test.partial.jsonl").write_text("{}\n")
     data.write_text('{"x": 1}\n')
     with caplog.at_level(logging.INFO):
-        assert prepare_resume_dir(resume, stage_fingerprint("brandcap.atomic", {"test": data}, {"eval": {"batch_size": 16}})) is False
+        assert (
+            prepare_resume_dir(
+                resume, stage_fingerprint("brandcap.atomic", {"test": data}, {"eval": {"batch_size": 16}})
+            )
+            is False
+        )
     assert "input test changed" in caplog.text and not (resume / "test.partial.jsonl").exists()
 
 

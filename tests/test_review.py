@@ -29,7 +29,9 @@ def test_page_has_every_item_with_photo_reference_and_both_answers(study):
     assert [a["data-outcome"] for a, _ in best] == ["correct", "correct", "hedged", "wrong", "correct", "none"]
     assert [a["data-changed"] for a, _ in best] == ["yes"] * 5 + ["no"]
     assert all("hidden" not in a for a, _ in best)
-    assert all("hidden" in a for a, _ in page.where("td") if a.get("data-run") == "freeze_llm")  # not the one shown first
+    assert all(
+        "hidden" in a for a, _ in page.where("td") if a.get("data-run") == "freeze_llm"
+    )  # not the one shown first
     assert "Not Chloé but Dolce & Gabbana." in best[1][1]
 
 
@@ -56,11 +58,13 @@ def test_thumbnails_are_small_files_linked_relatively(study):
     sources = [a["src"] for a, _ in Elements(html).where("img")]
     assert len(sources) == len(ITEMS)
     for src in sources:
-        assert src.startswith("thumbs/") and "/" not in src[len("thumbs/"):]  # no path from an unsafe product id
+        assert src.startswith("thumbs/") and "/" not in src[len("thumbs/") :]  # no path from an unsafe product id
         with Image.open(out / src) as img:
             assert img.format == "JPEG" and max(img.size) == THUMBNAIL_SIDE
     assert "base64" not in html and "data:" not in html
-    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == sorted(["index.html", *sources])
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == sorted(
+        ["index.html", *sources]
+    )
     assert sorted(p.name for p in study["root"].joinpath("results").iterdir()) == ["review"]  # nothing beside it
 
 
@@ -76,10 +80,13 @@ def test_text_is_html_escaped(study):
 
 def test_named_brands_are_highlighted_and_negated_ones_marked():
     out = highlighted("Not Chloé but Dolce & Gabbana.", DG, [CHLOE, DG])
-    assert out == ('Not <mark class="other negated" title="Chloé (negated: not counted as named)">Chloé</mark> but '
-                   '<mark class="gold" title="Dolce &amp; Gabbana">Dolce &amp; Gabbana</mark>.')
+    assert out == (
+        'Not <mark class="other negated" title="Chloé (negated: not counted as named)">Chloé</mark> but '
+        '<mark class="gold" title="Dolce &amp; Gabbana">Dolce &amp; Gabbana</mark>.'
+    )
     assert highlighted('An A<B "Co" belt & <b>', ODD, [ODD]) == (
-        'An <mark class="gold" title="A&lt;B &quot;Co&quot;">A&lt;B &quot;Co&quot;</mark> belt &amp; &lt;b&gt;')
+        'An <mark class="gold" title="A&lt;B &quot;Co&quot;">A&lt;B &quot;Co&quot;</mark> belt &amp; &lt;b&gt;'
+    )
 
 
 def test_several_seeds_get_one_switch_entry_each(tmp_path, monkeypatch):
@@ -95,14 +102,20 @@ def test_a_recorded_outcome_the_metrics_disagree_with_is_refused(study):
     records = [json.loads(line) for line in path.read_text().splitlines()]
     records[0]["outcome"] = "wrong"
     write_jsonl(path, records)
-    with pytest.raises(ValueError, match=r"predictions\.jsonl: item 't0' is recorded as 'wrong' but .* scores it 'correct'; rerun the evaluate stage"):
+    with pytest.raises(
+        ValueError,
+        match=r"predictions\.jsonl: item 't0' is recorded as 'wrong' but .* scores it 'correct'; rerun the evaluate stage",
+    ):
         review(study)
 
 
 def test_counts_that_disagree_with_metrics_json_are_refused(study):
     path = study["root"] / "eval/lora/seed-4/epoch-4/metrics.json"
     write_json(path, {**json.loads(path.read_text()), "brand_accuracy": 0.9})
-    with pytest.raises(ValueError, match=r"3 of 6 answers are correct but metrics.json has brand_accuracy 0.9; rerun the evaluate stage"):
+    with pytest.raises(
+        ValueError,
+        match=r"3 of 6 answers are correct but metrics.json has brand_accuracy 0.9; rerun the evaluate stage",
+    ):
         review(study)
 
 
@@ -117,7 +130,26 @@ def test_the_stage_command_writes_the_page(study, run):
     root = study["root"]
     (root / "params.yaml").write_text(yaml.safe_dump({"train": study["train"]}))
     script = ROOT / "workflow/scripts/review.py"
-    run(root, ["python", script, "--params", "params.yaml", "--test", "test.jsonl", "--val", "val.jsonl",
-               "--eval-dir", "eval", "--out", "results/review", "--log", "logs/review.log"])
+    run(
+        root,
+        [
+            "python",
+            script,
+            "--params",
+            "params.yaml",
+            "--test",
+            "test.jsonl",
+            "--val",
+            "val.jsonl",
+            "--eval-dir",
+            "eval",
+            "--out",
+            "results/review",
+            "--log",
+            "logs/review.log",
+        ],
+    )
     assert Elements((study["out"] / "index.html").read_text()).shown_counts() == expected_counts()
-    assert re.search(r"review: 6 test items, base model and 2 runs \(shown first: lora\)", (root / "logs/review.log").read_text())
+    assert re.search(
+        r"review: 6 test items, base model and 2 runs \(shown first: lora\)", (root / "logs/review.log").read_text()
+    )

@@ -15,15 +15,27 @@ from tests.conftest import ODD, Elements, expected_counts, make_study, review
 
 CHROMIUM = shutil.which("chromium")
 pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="no Chromium on PATH: install Debian's package (apt-get install chromium; `make test` does) to test the review page in a browser"
+    CHROMIUM is None,
+    reason="no Chromium on PATH: install Debian's package (apt-get install chromium; `make test` does) to test the review page in a browser",
 )
 
 
 def chromium(tmp_path: Path, url: str, *args: str) -> str:
     """Headless Chromium on `url` with a throwaway profile; its stdout (the DOM after the page's script ran, with --dump-dom)."""
     run = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", *args, url],
-        capture_output=True, text=True, timeout=120,
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            *args,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     return run.stdout
@@ -67,7 +79,9 @@ def test_filters_from_the_query_string_apply_in_the_browser(page_url, tmp_path):
 
 def test_the_page_renders_and_a_screenshot_is_kept(page_url, tmp_path):
     shot = tmp_path / "review.png"
-    chromium(tmp_path, page_url + "?outcome=wrong", "--hide-scrollbars", "--window-size=1280,900", f"--screenshot={shot}")
+    chromium(
+        tmp_path, page_url + "?outcome=wrong", "--hide-scrollbars", "--window-size=1280,900", f"--screenshot={shot}"
+    )
     with Image.open(shot) as img:
         assert img.size == (1280, 900)
         colours = img.convert("RGB").getcolors(maxcolors=1_000_000)

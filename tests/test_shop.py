@@ -37,7 +37,9 @@ def test_brand_names_are_fashion_like_unique_and_deterministic():
     assert len({n.casefold() for n in names}) == 20
     assert any("&" in n for n in names) and any(" " in n for n in names)
     assert any(any(ord(ch) > 127 for ch in n) for n in names)  # accents
-    words = [w.casefold() for n in names for w in n.split() if w not in {"&"} and w not in shop._PREFIXES + shop._PARTNERS]
+    words = [
+        w.casefold() for n in names for w in n.split() if w not in {"&"} and w not in shop._PREFIXES + shop._PARTNERS
+    ]
     assert len(words) == len(set(words))  # no distinctive word shared by two brands
 
 
@@ -74,7 +76,7 @@ def test_brand_signatures_differ_in_at_least_two_marks_and_share_emblems_sparing
     sigs = shop.brand_signatures(20, seed=4)
     assert sigs == shop.brand_signatures(20, seed=4) and sigs != shop.brand_signatures(20, seed=7)
     for i, a in enumerate(sigs):
-        for b in sigs[i + 1:]:
+        for b in sigs[i + 1 :]:
             assert sum(x != y for x, y in zip(astuple(a), astuple(b))) >= 2, (a, b)
     assert max(Counter(s.emblem for s in sigs).values()) == 2  # 20 brands, 10 emblems
     assert len(set(shop.brand_signatures(60, seed=4))) == 60
@@ -161,14 +163,17 @@ def emblem_mask(emblem: str) -> np.ndarray:
 def test_emblems_stay_distinguishable_at_the_model_resolution():
     masks = {e: emblem_mask(e) for e in drawing.EMBLEMS}
     for i, a in enumerate(drawing.EMBLEMS):
-        for b in drawing.EMBLEMS[i + 1:]:
+        for b in drawing.EMBLEMS[i + 1 :]:
             differing = (masks[a] ^ masks[b]).sum() / (masks[a] | masks[b]).sum()
             assert differing > 0.2, (a, b, differing)  # circle vs square, the closest pair: 0.23
 
 
 def test_same_colours_different_brands_differ_only_by_marks():
     a, b = shop.brand_signatures(2, seed=4)
-    draw = [drawing.draw_product(np.random.default_rng(1), 64, drawing.CATEGORIES[0], "red", "navy", sig, 0.0) for sig in (a, b)]
+    draw = [
+        drawing.draw_product(np.random.default_rng(1), 64, drawing.CATEGORIES[0], "red", "navy", sig, 0.0)
+        for sig in (a, b)
+    ]
     plain = drawing.draw_product(np.random.default_rng(1), 64, drawing.CATEGORIES[0], "red", "navy", None, 0.0)
     assert draw[0].tobytes() != draw[1].tobytes()
     assert dominant_colour_name(draw[0]) == dominant_colour_name(draw[1]) == dominant_colour_name(plain) == "red"
@@ -180,7 +185,9 @@ def test_dominant_colour_is_read_from_pixels():
     hits = 0
     for i, name in enumerate(drawing.COLOUR_NAMES * 3):
         other = drawing.COLOUR_NAMES[(i + 3) % len(drawing.COLOUR_NAMES)]
-        img = drawing.draw_product(rng, 64, drawing.CATEGORIES[i % len(drawing.CATEGORIES)], name, other, signatures[i], 0.08, distractor=True)
+        img = drawing.draw_product(
+            rng, 64, drawing.CATEGORIES[i % len(drawing.CATEGORIES)], name, other, signatures[i], 0.08, distractor=True
+        )
         hits += dominant_colour_name(img) == name
     assert hits >= 0.9 * 36
 

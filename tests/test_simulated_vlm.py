@@ -1,6 +1,6 @@
 """The built-in simulated VLM endpoint, over real loopback HTTP.
 
-    .venv/bin/python -m pytest tests/test_simulated_vlm.py -q
+.venv/bin/python -m pytest tests/test_simulated_vlm.py -q
 """
 
 from __future__ import annotations
@@ -32,14 +32,21 @@ def data_url(png: bytes) -> str:
 
 
 def messages(prompt: str = PROMPT, png: bytes | None = None) -> list[dict]:
-    return [{"role": "user", "content": [
-        {"type": "text", "text": prompt},
-        {"type": "image_url", "image_url": {"url": data_url(png or png_bytes())}},
-    ]}]
+    return [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": prompt},
+                {"type": "image_url", "image_url": {"url": data_url(png or png_bytes())}},
+            ],
+        }
+    ]
 
 
 def post(base_url: str, body: dict) -> tuple[int, dict, dict]:
-    req = urllib.request.Request(f"{base_url}/chat/completions", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"{base_url}/chat/completions", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, dict(resp.headers), json.loads(resp.read())
@@ -55,7 +62,9 @@ def clean_server():
 
 def test_plain_openai_client_call(clean_server):
     client = openai.OpenAI(base_url=clean_server.base_url, api_key="EMPTY", max_retries=0)
-    reply = client.chat.completions.create(model="simulated-vlm", messages=messages(), temperature=0.1, top_p=0.2, max_tokens=200, seed=0)
+    reply = client.chat.completions.create(
+        model="simulated-vlm", messages=messages(), temperature=0.1, top_p=0.2, max_tokens=200, seed=0
+    )
     text = reply.choices[0].message.content
     first_sentence = text.split(". ")[0]
     assert BRAND in first_sentence
@@ -68,7 +77,9 @@ def test_plain_openai_client_call(clean_server):
 
 
 def test_raw_http_request_and_models(clean_server):
-    status, _, body = post(clean_server.base_url, {"model": "m", "messages": messages(png=png_bytes((40, 80, 215))), "max_tokens": 200})
+    status, _, body = post(
+        clean_server.base_url, {"model": "m", "messages": messages(png=png_bytes((40, 80, 215))), "max_tokens": 200}
+    )
     assert status == 200
     assert body["object"] == "chat.completion"
     assert "blue" in body["choices"][0]["message"]["content"]
@@ -80,7 +91,10 @@ def test_same_request_same_answer_and_temperature_changes_it(clean_server):
     body = {"model": "m", "messages": messages(), "max_tokens": 200, "seed": 0}
     first = post(clean_server.base_url, {**body, "temperature": 0.1})[2]["choices"][0]["message"]["content"]
     again = post(clean_server.base_url, {**body, "temperature": 0.1})[2]["choices"][0]["message"]["content"]
-    others = {post(clean_server.base_url, {**body, "temperature": t})[2]["choices"][0]["message"]["content"] for t in (0.3, 0.5, 0.7, 0.9)}
+    others = {
+        post(clean_server.base_url, {**body, "temperature": t})[2]["choices"][0]["message"]["content"]
+        for t in (0.3, 0.5, 0.7, 0.9)
+    }
     assert first == again
     assert others - {first}
 
@@ -93,7 +107,15 @@ def test_max_tokens_cuts_with_finish_reason_length(clean_server):
 
 
 def test_bad_requests_are_400(clean_server):
-    bad_image = [{"role": "user", "content": [{"type": "text", "text": PROMPT}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,bm90IGFuIGltYWdl"}}]}]
+    bad_image = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": PROMPT},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,bm90IGFuIGltYWdl"}},
+            ],
+        }
+    ]
     assert post(clean_server.base_url, {"model": "m", "messages": bad_image})[0] == 400
     assert post(clean_server.base_url, {"model": "m", "messages": []})[0] == 400
     status, _, body = post(clean_server.base_url, {"model": "m", "messages": messages(), "max_tokens": 100_000})
@@ -101,7 +123,9 @@ def test_bad_requests_are_400(clean_server):
 
 
 def test_unparsable_prompt_gives_a_generic_caption(clean_server):
-    status, _, body = post(clean_server.base_url, {"model": "m", "messages": messages("Describe this."), "max_tokens": 200})
+    status, _, body = post(
+        clean_server.base_url, {"model": "m", "messages": messages("Describe this."), "max_tokens": 200}
+    )
     text = body["choices"][0]["message"]["content"]
     assert status == 200 and "did not say which brand" in text and "red" in text
 
@@ -110,7 +134,10 @@ def test_prompt_template_parsing_with_repeated_placeholders():
     pattern = prompt_pattern(DEFAULT_CAPTION_PROMPT)
     assert parse_prompt(PROMPT, pattern) == {"brand": BRAND, "title": "Leather tote bag", "category": "Bags"}
     custom = "Brand: {brand}\nTitle: {title}\nName {brand} in the caption."
-    assert parse_prompt(custom.format(brand="Acne Studios", title="Scarf (wool)"), prompt_pattern(custom))["brand"] == "Acne Studios"
+    assert (
+        parse_prompt(custom.format(brand="Acne Studios", title="Scarf (wool)"), prompt_pattern(custom))["brand"]
+        == "Acne Studios"
+    )
     assert parse_prompt("something else", pattern) is None
 
 
@@ -124,7 +151,15 @@ def _answers(rate_name: str, n: int = 12, **extra) -> list[dict]:
     with start_simulated_vlm(sim, seed=4) as server:
         out = []
         for i in range(n):
-            status, headers, body = post(server.base_url, {"model": "m", "messages": messages(png=png_bytes((10 * i, 80, 200))), "max_tokens": 200, "temperature": 0.1})
+            status, headers, body = post(
+                server.base_url,
+                {
+                    "model": "m",
+                    "messages": messages(png=png_bytes((10 * i, 80, 200))),
+                    "max_tokens": 200,
+                    "temperature": 0.1,
+                },
+            )
             out.append({"status": status, "headers": headers, "body": body})
         return out
 
@@ -177,14 +212,19 @@ def test_failure_mode_slow_answers():
 def test_http_errors_are_redrawn_when_a_request_repeats():
     sim = SimulatorParams(**{**NO_FAILURES, "http_error_rate": 0.5, "retry_after_s": 0})
     with start_simulated_vlm(sim, seed=4) as server:
-        statuses = [post(server.base_url, {"model": "m", "messages": messages(), "max_tokens": 50})[0] for _ in range(12)]
+        statuses = [
+            post(server.base_url, {"model": "m", "messages": messages(), "max_tokens": 50})[0] for _ in range(12)
+        ]
     assert 200 in statuses and set(statuses) - {200}
 
 
 def test_serve_vlm_command(tmp_path):
     (tmp_path / "params.yaml").write_text("caption:\n  simulator:\n    http_error_rate: 0\n")
-    proc = subprocess.Popen([sys.executable, "-m", "brandcap.sim.simulated_vlm", "--port", "0", "--params", str(tmp_path / "params.yaml")],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "brandcap.sim.simulated_vlm", "--port", "0", "--params", str(tmp_path / "params.yaml")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = proc.stdout.readline()
         assert "serving on http://127.0.0.1:" in line

@@ -21,9 +21,14 @@ SHIPPED = ROOT / standin.STANDIN_DIR
 def test_the_shipped_standin_was_made_from_todays_drawing_code_and_architecture():
     recipe = standin.read_recipe(SHIPPED)
     fix = "make it again: python tools/pretrain_standin.py, then commit pretrained/tiny-internvl"
-    assert recipe["drawing_code_sha256"] == standin.drawing_code_sha256(), f"the world's drawing code changed since the stand-in was made; {fix}"
-    assert standin.architecture(AutoConfig.from_pretrained(SHIPPED)) == standin.expected_architecture() == recipe["architecture"], (
-        f"brandcap.sim.standin.ARCHITECTURE changed since the stand-in was made; {fix}")
+    assert recipe["drawing_code_sha256"] == standin.drawing_code_sha256(), (
+        f"the world's drawing code changed since the stand-in was made; {fix}"
+    )
+    assert (
+        standin.architecture(AutoConfig.from_pretrained(SHIPPED))
+        == standin.expected_architecture()
+        == recipe["architecture"]
+    ), f"brandcap.sim.standin.ARCHITECTURE changed since the stand-in was made; {fix}"
     assert not recipe["quick"]
 
 
@@ -32,19 +37,26 @@ def test_the_shipped_standin_learnt_until_every_attribute_plateaued():
     recipe = standin.VisionRecipe(**vision["recipe"])
     before_cooldown = [p for p in vision["curve"] if not p.get("after_cooldown")]
     assert vision["stopped"] == "plateau" and standin.plateaued(before_cooldown, recipe.patience, recipe.min_gain)
-    assert not standin.plateaued(before_cooldown[:-1], recipe.patience, recipe.min_gain), "it trained on past the plateau"
+    assert not standin.plateaued(before_cooldown[:-1], recipe.patience, recipe.min_gain), (
+        "it trained on past the plateau"
+    )
     assert set(vision["held_out_accuracy"]) == set(standin.ATTRIBUTES)
     assert vision["excluded_signatures"] == SyntheticShop().n_brands
 
 
-@pytest.mark.parametrize(("gains", "flat"), [
-    ([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], False),  # still rising
-    ([0.1, 0.5, 0.505, 0.507, 0.509, 0.508], True),  # flat for the last four points
-    ([0.1, 0.5, 0.505, 0.507, 0.509, 0.52], False),  # a gain of 0.02 in the window
-    ([0.1, 0.5, 0.5, 0.5], False),  # too short to tell
-])
+@pytest.mark.parametrize(
+    ("gains", "flat"),
+    [
+        ([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], False),  # still rising
+        ([0.1, 0.5, 0.505, 0.507, 0.509, 0.508], True),  # flat for the last four points
+        ([0.1, 0.5, 0.505, 0.507, 0.509, 0.52], False),  # a gain of 0.02 in the window
+        ([0.1, 0.5, 0.5, 0.5], False),  # too short to tell
+    ],
+)
 def test_a_plateau_is_no_gain_of_min_gain_on_any_attribute_for_patience_points(gains, flat):
-    curve = [{"images": i, "accuracy": {a: 0.9 for a in standin.ATTRIBUTES} | {"pattern": g}} for i, g in enumerate(gains)]
+    curve = [
+        {"images": i, "accuracy": {a: 0.9 for a in standin.ATTRIBUTES} | {"pattern": g}} for i, g in enumerate(gains)
+    ]
     assert standin.plateaued(curve, patience=4, min_gain=0.01) is flat
 
 
@@ -60,7 +72,8 @@ def test_the_vocabulary_never_shows_a_brand_signature_and_shows_every_mark():
     # ~2% of unconstrained draws would hit one of the 20 signatures: the exclusion did work here
     unconstrained = [standin.vocabulary_image(i, standin.STREAM_VOCABULARY, world, seed, set())[1] for i in range(600)]
     assert {(x["emblem"], x["placement"], x["pattern"], x["hardware"]) for x in unconstrained} & {
-        (s.emblem, s.placement, s.pattern, s.hardware) for s in excluded}
+        (s.emblem, s.placement, s.pattern, s.hardware) for s in excluded
+    }
 
 
 def test_the_language_phase_sees_brand_names_as_words_never_a_shop_product():
@@ -105,6 +118,10 @@ def test_the_base_model_stage_records_the_standin_and_warns_when_the_world_chang
     recipe["drawing_code_sha256"]["src/brandcap/sim/drawing.py"] = "0" * 64
     (stale / "recipe.json").write_text(json.dumps(recipe))
     with caplog.at_level(logging.WARNING):
-        run_base_model(Params.model_validate({"model": {"base": str(stale)}}), tmp_path / "unused-catalog.parquet", tmp_path / "base2")
+        run_base_model(
+            Params.model_validate({"model": {"base": str(stale)}}),
+            tmp_path / "unused-catalog.parquet",
+            tmp_path / "base2",
+        )
     assert json.loads((tmp_path / "base2" / BASE_INFO).read_text())["standin"]["drawing_code_current"] is False
     assert "python tools/pretrain_standin.py --out" in caplog.text

@@ -26,6 +26,13 @@ NOT_NEEDED = {
 @pytest.mark.parametrize("module", sorted(NOT_NEEDED))
 def test_stage_imports_no_library_it_does_not_use(module):
     probe = f"import json, sys, {module}; print(json.dumps(sorted(sys.modules)))"
-    loaded = json.loads(subprocess.run([sys.executable, "-c", probe], env={**os.environ, "PYTHONPATH": str(SRC)}, check=True,
-                                       capture_output=True, text=True).stdout)
+    loaded = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", probe],
+            env={**os.environ, "PYTHONPATH": str(SRC)},
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
     assert not [name for name in NOT_NEEDED[module] if name in loaded]

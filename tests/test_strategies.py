@@ -1,6 +1,6 @@
 """The exact trainable parameter set of every freezing strategy on a tiny InternVL model.
 
-    .venv/bin/python -m pytest tests/test_strategies.py -q
+.venv/bin/python -m pytest tests/test_strategies.py -q
 """
 
 from __future__ import annotations
@@ -12,8 +12,12 @@ from brandcap.model.strategies import STRATEGIES, apply_strategy, count_paramete
 from brandcap.params import LoraParams, TinyModelParams
 from brandcap.sim.tiny_model import build_tiny_model
 
-TINY = TinyModelParams(vision_hidden=32, vision_layers=1, vision_heads=2, text_hidden=64, text_layers=2, text_heads=2, vocab_size=400)
-CORPUS = [f"A {c} {k} by {b}." for b in ("Gucci", "Prada", "Celine") for c in ("red", "blue") for k in ("bag", "shoe")] * 10
+TINY = TinyModelParams(
+    vision_hidden=32, vision_layers=1, vision_heads=2, text_hidden=64, text_layers=2, text_heads=2, vocab_size=400
+)
+CORPUS = [
+    f"A {c} {k} by {b}." for b in ("Gucci", "Prada", "Celine") for c in ("red", "blue") for k in ("bag", "shoe")
+] * 10
 
 
 @pytest.fixture(scope="module")

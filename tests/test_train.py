@@ -17,7 +17,13 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForImageTextToText, TrainerCallback
 from transformers.utils import SAFE_WEIGHTS_NAME
 
-from brandcap.model.checkpoints import CHECKPOINT_META, TRAINABLE_WEIGHTS, load_for_inference, save_checkpoint, state_bytes
+from brandcap.model.checkpoints import (
+    CHECKPOINT_META,
+    TRAINABLE_WEIGHTS,
+    load_for_inference,
+    save_checkpoint,
+    state_bytes,
+)
 from brandcap.model.strategies import apply_strategy
 from brandcap.model.training_data import CaptionCollator, CaptionDataset
 from brandcap.model.vision_cache import cache_megabytes, vision_cache_blocker
@@ -31,7 +37,13 @@ from brandcap.stages.train import (
     resolve_precision,
     run_train,
 )
-from tests.conftest import count_vision_tower_runs, delta_weights, interrupt_after_epoch, run_tiny_training, train_params
+from tests.conftest import (
+    count_vision_tower_runs,
+    delta_weights,
+    interrupt_after_epoch,
+    run_tiny_training,
+    train_params,
+)
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +117,15 @@ def test_freeze_llm_run_writes_deltas_logs_and_summary(workdir, freeze_llm_run):
         ckpt = paths["checkpoints_dir"] / f"epoch-{epoch}"
         assert sorted(p.name for p in ckpt.iterdir()) == [CHECKPOINT_META, TRAINABLE_WEIGHTS]
         meta = json.loads((ckpt / CHECKPOINT_META).read_text())
-        assert meta["epoch"] == epoch and meta["experiment"] == "freeze_llm" and meta["strategy"] == "freeze_llm" and meta["seed"] == 3
-        assert meta["params"]["train"]["epochs"] == 2 and meta["saved_bytes"] == (ckpt / TRAINABLE_WEIGHTS).stat().st_size
+        assert (
+            meta["epoch"] == epoch
+            and meta["experiment"] == "freeze_llm"
+            and meta["strategy"] == "freeze_llm"
+            and meta["seed"] == 3
+        )
+        assert (
+            meta["params"]["train"]["epochs"] == 2 and meta["saved_bytes"] == (ckpt / TRAINABLE_WEIGHTS).stat().st_size
+        )
         assert meta["weights_dtype"] == "float32"  # an fp32 run saves fp32
         keys = load_file(ckpt / TRAINABLE_WEIGHTS).keys()
         assert keys and all(".vision_tower." in k or ".multi_modal_projector." in k for k in keys)
@@ -203,12 +222,18 @@ def test_frozen_vision_cache_trains_the_same_model_without_running_the_tower(wor
     counts, paths = {}, {}
     for tag, cache_mb in (("-cached", 4096), ("-uncached", 0)):
         counts[tag] = count_vision_tower_runs()
-        paths[tag] = run_tiny_training(workdir, experiment, train_params(frozen_vision_cache_mb=cache_mb), callbacks=[counts[tag]], tag=tag)
+        paths[tag] = run_tiny_training(
+            workdir, experiment, train_params(frozen_vision_cache_mb=cache_mb), callbacks=[counts[tag]], tag=tag
+        )
     assert counts["-cached"].runs == 0 and counts["-uncached"].runs == 8  # 2 epochs x 2 steps x 2 micro-batches
-    cached_log, uncached_log = ([json.loads(line) for line in (p["log_dir"] / "log.jsonl").read_text().splitlines()] for p in paths.values())
+    cached_log, uncached_log = (
+        [json.loads(line) for line in (p["log_dir"] / "log.jsonl").read_text().splitlines()] for p in paths.values()
+    )
     assert [r["step"] for r in cached_log] == [r["step"] for r in uncached_log] == [1, 2, 3, 4]
     for a, b in zip(cached_log, uncached_log):
-        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5) and a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5) and a["grad_norm"] == pytest.approx(
+            b["grad_norm"], rel=1e-4
+        )
     for epoch in (1, 2):
         cached, uncached = (delta_weights(p["checkpoints_dir"] / f"epoch-{epoch}") for p in paths.values())
         assert cached.keys() == uncached.keys()
@@ -250,7 +275,16 @@ def test_another_seed_trains_another_model_and_never_resumes_the_first_seeds_sta
 
 def test_a_seed_outside_train_seeds_is_refused_before_any_work(workdir, tmp_path):
     with pytest.raises(ParamsError, match=r"training seed 9 is not in train.seeds \[3, 5\]"):
-        run_train(train_params(), "freeze_llm", 9, workdir / "base", workdir / "train.jsonl", tmp_path / "c", tmp_path / "l", tmp_path / "r")
+        run_train(
+            train_params(),
+            "freeze_llm",
+            9,
+            workdir / "base",
+            workdir / "train.jsonl",
+            tmp_path / "c",
+            tmp_path / "l",
+            tmp_path / "r",
+        )
     assert not any(tmp_path.iterdir())
 
 
@@ -301,8 +335,12 @@ def test_bf16_run_saves_bf16_weights_that_load_for_inference(workdir, probe_batc
 
     for precision in ("fp32", "bf16"):
         save_checkpoint(model, tmp_path / precision, strategy, {"epoch": 1}, CHECKPOINT_DTYPES[precision])
-    fp32_bytes, bf16_bytes = (sum(f.stat().st_size for f in (tmp_path / d).glob("*.safetensors")) for d in ("fp32", "bf16"))
-    saved = delta_weights(tmp_path / "bf16") if strategy != "full" else load_file(tmp_path / "bf16" / "model.safetensors")
+    fp32_bytes, bf16_bytes = (
+        sum(f.stat().st_size for f in (tmp_path / d).glob("*.safetensors")) for d in ("fp32", "bf16")
+    )
+    saved = (
+        delta_weights(tmp_path / "bf16") if strategy != "full" else load_file(tmp_path / "bf16" / "model.safetensors")
+    )
     assert saved and {t.dtype for t in saved.values()} == {torch.bfloat16}
     assert json.loads((tmp_path / "bf16" / CHECKPOINT_META).read_text())["weights_dtype"] == "bfloat16"
     assert bf16_bytes < 0.55 * fp32_bytes  # half the bytes (plus the safetensors header)
@@ -341,17 +379,39 @@ def test_effective_batch_and_precision_settings():
 
 def test_missing_base_model_fails_clearly(workdir, tmp_path):
     with pytest.raises(FileNotFoundError, match="base_model stage"):
-        run_train(train_params(), "freeze_llm", 3, tmp_path / "nowhere", workdir / "train.jsonl", tmp_path / "c", tmp_path / "l", tmp_path / "r")
+        run_train(
+            train_params(),
+            "freeze_llm",
+            3,
+            tmp_path / "nowhere",
+            workdir / "train.jsonl",
+            tmp_path / "c",
+            tmp_path / "l",
+            tmp_path / "r",
+        )
 
 
 def test_prompt_settings_are_checked_before_any_work(workdir, tmp_path):
     def run(params):
-        run_train(params, "freeze_llm", 3, workdir / "base", workdir / "train.jsonl", tmp_path / "c", tmp_path / "l", tmp_path / "r")
+        run_train(
+            params,
+            "freeze_llm",
+            3,
+            workdir / "base",
+            workdir / "train.jsonl",
+            tmp_path / "c",
+            tmp_path / "l",
+            tmp_path / "r",
+        )
 
-    with pytest.raises(ValueError, match=r"train.max_length \(16\) leaves no room for the answer: .* 1 tile x 9 = 9 image tokens"):
+    with pytest.raises(
+        ValueError, match=r"train.max_length \(16\) leaves no room for the answer: .* 1 tile x 9 = 9 image tokens"
+    ):
         run(train_params(max_length=16))
     tiled = validate_params({**train_params().model_dump(), "model": {"image_tiling": {"enabled": True}}})
-    with pytest.raises(ValueError, match=r"base: its processor tiles images with \(enabled: false\).*rerun the base_model stage"):
+    with pytest.raises(
+        ValueError, match=r"base: its processor tiles images with \(enabled: false\).*rerun the base_model stage"
+    ):
         run(tiled)
     assert not any(tmp_path.iterdir())  # nothing written, no resume state
 
@@ -373,7 +433,9 @@ def test_progress_is_a_few_log_lines_without_a_terminal(workdir, caplog, capfd, 
     """Under pytest stderr is no terminal: no bar and no printed log dicts, a bounded number of progress lines."""
     import transformers.utils.logging as hf_logging
 
-    monkeypatch.setattr(hf_logging, "_tqdm_active", False)  # what the entry scripts do (brandcap.progress.quiet_library_bars)
+    monkeypatch.setattr(
+        hf_logging, "_tqdm_active", False
+    )  # what the entry scripts do (brandcap.progress.quiet_library_bars)
     with caplog.at_level(logging.INFO, logger="brandcap.stages.train"):
         run_tiny_training(workdir, "projector_only", tag="-progress")
     out, err = capfd.readouterr()
@@ -405,7 +467,9 @@ def test_a_resume_that_did_not_restore_the_weights_fails_loudly(tmp_path):
     model = _two_layer_model()
     checkpoint = tmp_path / "checkpoint-4"
     checkpoint.mkdir()
-    save_file({k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}, checkpoint / SAFE_WEIGHTS_NAME)
+    save_file(
+        {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}, checkpoint / SAFE_WEIGHTS_NAME
+    )
     ResumedWeightsCheck(str(checkpoint)).on_train_begin(None, None, None, model=model)  # restored: fine
     with torch.no_grad():
         model[1].weight.add_(1.0)

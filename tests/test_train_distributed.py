@@ -33,10 +33,28 @@ def _run_stage(workdir: Path, params, out: Path) -> subprocess.CompletedProcess:
     out.mkdir(parents=True, exist_ok=True)
     params_file.write_text(yaml.safe_dump(params.model_dump(mode="json")))
     command = [
-        sys.executable, ROOT / "workflow/scripts/train.py", "--params", params_file, "--experiment", "freeze_llm", "--seed", "3",
-        "--base", "base", "--train", "train.jsonl", "--general-train", "general_train.jsonl",  # read only with train.general_mix
-        "--checkpoints", out / "checkpoints", "--train-log", out / "train",
-        "--resume", out / "resume", "--log", out / "train.log",
+        sys.executable,
+        ROOT / "workflow/scripts/train.py",
+        "--params",
+        params_file,
+        "--experiment",
+        "freeze_llm",
+        "--seed",
+        "3",
+        "--base",
+        "base",
+        "--train",
+        "train.jsonl",
+        "--general-train",
+        "general_train.jsonl",  # read only with train.general_mix
+        "--checkpoints",
+        out / "checkpoints",
+        "--train-log",
+        out / "train",
+        "--resume",
+        out / "resume",
+        "--log",
+        out / "train.log",
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "CUDA_VISIBLE_DEVICES": ""}  # CPU processes, gloo
     return subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
@@ -47,7 +65,9 @@ def _records(log_dir: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(torch.cuda.is_available(), reason="compares CPU runs; on a GPU machine the in-process run would use CUDA")
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="compares CPU runs; on a GPU machine the in-process run would use CUDA"
+)
 def test_two_processes_match_one_process(workdir):
     # one process: 2 per device x accumulation 2; two processes: 2 per device x 1 each -> the same batches of 4
     one = run_tiny_training(workdir, "freeze_llm", train_params(), tag="-one-process")
@@ -71,7 +91,9 @@ def test_two_processes_match_one_process(workdir):
     one_records, two_records = _records(one["log_dir"]), _records(out / "train")
     assert [r["step"] for r in two_records] == [r["step"] for r in one_records] == [1, 2, 3, 4]
     for a, b in zip(one_records, two_records):
-        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5) and b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5) and b["grad_norm"] == pytest.approx(
+            a["grad_norm"], rel=1e-4
+        )
     for epoch in (1, 2):
         single = delta_weights(one["checkpoints_dir"] / f"epoch-{epoch}")
         double = delta_weights(out / "checkpoints" / f"epoch-{epoch}")

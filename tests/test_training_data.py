@@ -1,6 +1,6 @@
 """Training samples: label masking, template parity with evaluation, image tiling, truncation, bad input.
 
-    .venv/bin/python -m pytest tests/test_training_data.py -q
+.venv/bin/python -m pytest tests/test_training_data.py -q
 """
 
 from __future__ import annotations
@@ -21,8 +21,12 @@ from brandcap.model.training_data import IGNORE_INDEX, CaptionCollator, CaptionD
 from brandcap.params import ImageTilingParams, ParamsError, TinyModelParams, validate_params
 from brandcap.sim.tiny_model import build_processor, build_tiny_model, image_seq_length, train_tokenizer
 
-TINY = TinyModelParams(vision_hidden=32, vision_layers=1, vision_heads=2, text_hidden=64, text_layers=2, text_heads=2, vocab_size=400)
-CORPUS = [f"A {c} {k} by {b}." for b in ("Gucci", "Prada", "Celine") for c in ("red", "blue") for k in ("bag", "shoe")] * 10
+TINY = TinyModelParams(
+    vision_hidden=32, vision_layers=1, vision_heads=2, text_hidden=64, text_layers=2, text_heads=2, vocab_size=400
+)
+CORPUS = [
+    f"A {c} {k} by {b}." for b in ("Gucci", "Prada", "Celine") for c in ("red", "blue") for k in ("bag", "shoe")
+] * 10
 INSTRUCTION = "Describe this product photo."
 TILED = ImageTilingParams(enabled=True)  # InternVL's own setting: up to 12 tiles + a thumbnail
 # The real InternVL3 processor's shape: 448 px tiles, 14 px patches, 256 image tokens per tile
@@ -51,7 +55,10 @@ def _image(colour, size=(48, 48)):
 
 @pytest.fixture
 def samples():
-    return [{"image": _image((200, 0, 0)), "caption": CAPTIONS[0]}, {"image": _image((0, 0, 200)), "caption": CAPTIONS[1]}]
+    return [
+        {"image": _image((200, 0, 0)), "caption": CAPTIONS[0]},
+        {"image": _image((0, 0, 200)), "caption": CAPTIONS[1]},
+    ]
 
 
 def test_only_the_answer_and_its_end_token_carry_labels(processor, samples):
@@ -113,7 +120,9 @@ def test_dataset_reads_records_relative_to_cwd(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "img").mkdir()
     _image((10, 200, 10)).save(tmp_path / "img" / "p1.png")
-    (tmp_path / "train.jsonl").write_text(json.dumps({"product_id": "p1", "image": "img/p1.png", "brand": "Gucci", "caption": CAPTIONS[0]}) + "\n")
+    (tmp_path / "train.jsonl").write_text(
+        json.dumps({"product_id": "p1", "image": "img/p1.png", "brand": "Gucci", "caption": CAPTIONS[0]}) + "\n"
+    )
     dataset = CaptionDataset("train.jsonl")
     assert len(dataset) == 1
     item = dataset[0]
@@ -167,7 +176,10 @@ def test_tiling_is_saved_with_the_processor(real_tokenizer, tmp_path):
     assert len(encode_prompts(reloaded, INSTRUCTION, square)["pixel_values"]) == 5
     assert len(encode_prompts(processor, INSTRUCTION, square)["pixel_values"]) == 5
     check_tiling_matches(reloaded, ImageTilingParams(enabled=True, min_tiles=2, max_tiles=6), str(tmp_path))
-    with pytest.raises(ValueError, match=r"models/base: its processor tiles images with \(enabled: true, min_tiles: 2, max_tiles: 6\).*rerun the base_model stage"):
+    with pytest.raises(
+        ValueError,
+        match=r"models/base: its processor tiles images with \(enabled: true, min_tiles: 2, max_tiles: 6\).*rerun the base_model stage",
+    ):
         check_tiling_matches(reloaded, ImageTilingParams(), "models/base")
 
 

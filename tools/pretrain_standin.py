@@ -24,9 +24,13 @@ from brandcap.stage import pin_cpu_threads, setup_logging
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=STANDIN_DIR, help="folder to write (replaced when the recipe succeeds)")
+    parser.add_argument(
+        "--out", type=Path, default=STANDIN_DIR, help="folder to write (replaced when the recipe succeeds)"
+    )
     parser.add_argument("--seed", type=int, default=4)
-    parser.add_argument("--quick", action="store_true", help="a few hundred images and a few steps: checks the recipe runs")
+    parser.add_argument(
+        "--quick", action="store_true", help="a few hundred images and a few steps: checks the recipe runs"
+    )
     parser.add_argument("--log", type=Path, default=Path("logs/standin.log"))
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # the training thread; a DataLoader worker draws the images beside it

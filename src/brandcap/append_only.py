@@ -57,8 +57,13 @@ def read_append_only(path: str | Path, record_model: type[BaseModel] | None = No
                 invalid.append((number, str(err)[:200]))
     if invalid:
         number, why = invalid[0]
-        log.warning("%s: skipped %d invalid line(s) (first: line %d: %s); their work will be done again",
-                    path, len(invalid), number, why)
+        log.warning(
+            "%s: skipped %d invalid line(s) (first: line %d: %s); their work will be done again",
+            path,
+            len(invalid),
+            number,
+            why,
+        )
     return records
 
 

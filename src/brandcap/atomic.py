@@ -56,8 +56,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except OSError as err:
         if err.errno not in DISK_FULL_ERRNOS or isinstance(err, DiskFullError):
             raise
-        raise DiskFullError(err.errno, f"{path}: cannot write it, the disk is full ({err.strerror}); free space on its "
-                            f"file system (df -h {path.parent}) or move the project, then rerun the stage", path) from err
+        raise DiskFullError(
+            err.errno,
+            f"{path}: cannot write it, the disk is full ({err.strerror}); free space on its "
+            f"file system (df -h {path.parent}) or move the project, then rerun the stage",
+            path,
+        ) from err
     finally:
         if tmp_path is not None:
             tmp_path.unlink(missing_ok=True)
@@ -173,9 +177,13 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
-                raise ValueError(f"{path}: line {number} is not a JSON record ({err}); fix the line or rerun the stage that writes the file") from None
+                raise ValueError(
+                    f"{path}: line {number} is not a JSON record ({err}); fix the line or rerun the stage that writes the file"
+                ) from None
             if not isinstance(record, dict):
-                raise ValueError(f"{path}: line {number} is not a JSON object; fix the line or rerun the stage that writes the file")
+                raise ValueError(
+                    f"{path}: line {number} is not a JSON object; fix the line or rerun the stage that writes the file"
+                )
             out.append(record)
     return out
 

@@ -82,7 +82,14 @@ def is_bad_char(c: str) -> bool:
 # Scripts written without spaces between words: a whitespace token there can be a whole sentence.
 _UNSPACED_SCRIPTS = {"CJK", "THAI", "LAO", "KHMER", "MYANMAR", "TIBETAN"}
 # One family per writing system: Japanese mixes kanji and kana in a word, Korean Hangul and Hanja.
-_SCRIPT_FAMILY = {"HIRAGANA": "CJK", "KATAKANA": "CJK", "HANGUL": "CJK", "IDEOGRAPHIC": "CJK", "HALFWIDTH": "CJK", "FULLWIDTH": "CJK"}
+_SCRIPT_FAMILY = {
+    "HIRAGANA": "CJK",
+    "KATAKANA": "CJK",
+    "HANGUL": "CJK",
+    "IDEOGRAPHIC": "CJK",
+    "HALFWIDTH": "CJK",
+    "FULLWIDTH": "CJK",
+}
 
 
 @lru_cache(maxsize=1 << 14)
@@ -207,7 +214,9 @@ def _token_verdict(token: str, clean: CleanParams) -> int | None:
     return 0 if looks_like_word(core, clean) else 1
 
 
-_INNER_PUNCTUATION = re.compile(r"[\u3000-\u303f\uff01-\uff0f\uff1a-\uff20\u0e2f\u0e46\u0e5a\u0e5b]+")  # CJK and Thai punctuation
+_INNER_PUNCTUATION = re.compile(
+    r"[\u3000-\u303f\uff01-\uff0f\uff1a-\uff20\u0e2f\u0e46\u0e5a\u0e5b]+"
+)  # CJK and Thai punctuation
 
 
 def _tokens(text: str) -> list[str]:

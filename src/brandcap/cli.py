@@ -1,12 +1,12 @@
 """The `brandcap` console command.
 
-    brandcap params [FILE]          print a documented parameter file (defaults, or FILE validated)
-    brandcap validate FILE...       validate parameter files; exit 2 with the reasons if one is bad
-    brandcap profile OVERLAY...     write params.yaml = the defaults with the profile(s) laid over them
-                                    (for DVC: `brandcap profile configs/smoke.yaml && dvc repro`)
-    brandcap serve-vlm --port 8000  run the simulated OpenAI-compatible VLM endpoint
-    brandcap code-deps [--check]    rewrite dvc.yaml's code deps of every stage from the imports
-                                    (--check: exit 1 naming the stages whose list is not current)
+brandcap params [FILE]          print a documented parameter file (defaults, or FILE validated)
+brandcap validate FILE...       validate parameter files; exit 2 with the reasons if one is bad
+brandcap profile OVERLAY...     write params.yaml = the defaults with the profile(s) laid over them
+                                (for DVC: `brandcap profile configs/smoke.yaml && dvc repro`)
+brandcap serve-vlm --port 8000  run the simulated OpenAI-compatible VLM endpoint
+brandcap code-deps [--check]    rewrite dvc.yaml's code deps of every stage from the imports
+                                (--check: exit 1 naming the stages whose list is not current)
 """
 
 from __future__ import annotations
@@ -61,7 +61,10 @@ def code_deps(check: bool, dvc_yaml: Path = Path("dvc.yaml"), root: Path | None 
     stale = stale_stages(dvc_yaml, root)
     if check:
         if stale:
-            print(f"{dvc_yaml}: the code deps of {', '.join(stale)} are not current; run `brandcap code-deps`", file=sys.stderr)
+            print(
+                f"{dvc_yaml}: the code deps of {', '.join(stale)} are not current; run `brandcap code-deps`",
+                file=sys.stderr,
+            )
             return 1
         print(f"{dvc_yaml}: every stage's code deps are current")
         return 0

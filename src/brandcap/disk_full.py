@@ -56,6 +56,8 @@ def disk_full_message(err: BaseException, fallback: Path) -> str | None:
         full, path = _full_path(link)
         if full:
             where = Path(path) if path else Path(fallback)
-            return (f"{where}: cannot write it, the disk is full ({free_megabytes(where)} MB free); free space on its file "
-                    f"system (df -h {where.parent}) or move the project, then rerun: finished work resumes, no partial file was kept")
+            return (
+                f"{where}: cannot write it, the disk is full ({free_megabytes(where)} MB free); free space on its file "
+                f"system (df -h {where.parent}) or move the project, then rerun: finished work resumes, no partial file was kept"
+            )
     return None

@@ -104,22 +104,32 @@ def read_completion(body: bytes, content_type: str, max_chars: int, section: str
         data = json.loads(body)
     except ValueError:  # not JSON, or not UTF-8
         if looks_like_html(body, content_type):
-            raise AnswerRejected("html_body", f"an HTML page ({content_type or 'no content type'}) instead of JSON: {_snippet(body)}", retry=True) from None
+            raise AnswerRejected(
+                "html_body",
+                f"an HTML page ({content_type or 'no content type'}) instead of JSON: {_snippet(body)}",
+                retry=True,
+            ) from None
         raise AnswerRejected("non_json", f"the body is not JSON: {_snippet(body)}", retry=True) from None
     try:
         completion = CompletionBody.model_validate(data)
     except ValidationError as err:
         first = err.errors()[0]
         cause = f"{'.'.join(map(str, first['loc'])) or 'the body'}: {first['msg']}"
-        raise AnswerRejected("not_a_completion", f"not a chat completion ({cause}); body starts {_snippet(body)}", retry=True) from None
+        raise AnswerRejected(
+            "not_a_completion", f"not a chat completion ({cause}); body starts {_snippet(body)}", retry=True
+        ) from None
     if not completion.choices:
         raise AnswerRejected("empty_answer", "the endpoint returned no choices", retry=False)
     choice = completion.choices[0]
     text = choice.message.text()
     if not text or not text.strip():
-        raise AnswerRejected("empty_answer", f"message content is {text!r} (finish_reason {choice.finish_reason!r})", retry=False)
+        raise AnswerRejected(
+            "empty_answer", f"message content is {text!r} (finish_reason {choice.finish_reason!r})", retry=False
+        )
     if len(text) > max_chars:
-        raise AnswerRejected("oversize", f"{len(text)} characters, above {section}.max_answer_chars ({max_chars})", retry=False)
+        raise AnswerRejected(
+            "oversize", f"{len(text)} characters, above {section}.max_answer_chars ({max_chars})", retry=False
+        )
     usage = completion.usage or _Usage()
     return Reply(text, choice.finish_reason, usage.prompt_tokens, usage.completion_tokens)
 
@@ -248,11 +258,17 @@ class Requester:
                 async for chunk in response.aiter_bytes():
                     data += chunk
                     if len(data) > self.max_body_bytes:
-                        limit = f"far beyond {self.cp.section}.max_answer_chars ({self.cp.answer_char_limit} characters)"
-                        raise AnswerRejected("oversize", f"the answer body exceeds {self.max_body_bytes} bytes, {limit}", retry=False)
+                        limit = (
+                            f"far beyond {self.cp.section}.max_answer_chars ({self.cp.answer_char_limit} characters)"
+                        )
+                        raise AnswerRejected(
+                            "oversize", f"the answer body exceeds {self.max_body_bytes} bytes, {limit}", retry=False
+                        )
             finally:
                 await response.aclose()
-            return read_completion(bytes(data), response.headers.get("content-type", ""), self.cp.answer_char_limit, self.cp.section)
+            return read_completion(
+                bytes(data), response.headers.get("content-type", ""), self.cp.answer_char_limit, self.cp.section
+            )
 
     async def request(self, body: dict[str, Any]) -> tuple[Reply | None, str | None, int]:
         """(answer, None) or (None, "reason: detail") for one request body, and the transport retries spent."""
@@ -289,8 +305,10 @@ def _preflight_problem(err: Exception, cp: CaptionParams | EvalEndpointParams, t
     if failure.reason == "connection_refused":
         return f"connection refused: nothing listens there; start the server (e.g. `vllm serve {cp.model}`) or correct {key}.base_url"
     if failure.reason == "timeout":
-        return (f"no answer to GET /models within {timeout_s:g} s; check that host and port are right and reachable "
-                "(firewall, VPN, SSH tunnel) and that the server has finished loading the model")
+        return (
+            f"no answer to GET /models within {timeout_s:g} s; check that host and port are right and reachable "
+            "(firewall, VPN, SSH tunnel) and that the server has finished loading the model"
+        )
     if status in (401, 403):
         return f"HTTP {status}: the API key was refused; put a valid key in the environment variable ${cp.api_key_env} ({key}.api_key_env)"
     if status == 404:
@@ -300,7 +318,9 @@ def _preflight_problem(err: Exception, cp: CaptionParams | EvalEndpointParams, t
     return f"cannot connect ({failure.detail[:200]}); check the host name and port in {key}.base_url"
 
 
-async def check_endpoint(client: openai.AsyncOpenAI, base_url: str, cp: CaptionParams | EvalEndpointParams, secret: str) -> None:
+async def check_endpoint(
+    client: openai.AsyncOpenAI, base_url: str, cp: CaptionParams | EvalEndpointParams, secret: str
+) -> None:
     """GET {base_url}/models must answer JSON within seconds and list `cp.model`; else EndpointError with the fix."""
     timeout_s = min(cp.timeout_s, PREFLIGHT_TIMEOUT_S)
     problem = None
@@ -314,9 +334,15 @@ async def check_endpoint(client: openai.AsyncOpenAI, base_url: str, cp: CaptionP
         try:
             served = [m["id"] for m in json.loads(body)["data"]]
         except (ValueError, KeyError, TypeError):
-            kind = "an HTML page" if looks_like_html(body, content_type) else f"something that is not a model list ({_snippet(body)})"
-            problem = (f"GET /models answered {kind}; {cp.section}.base_url must be the OpenAI-compatible API root, "
-                       "usually ending in /v1, not a web page or a proxy")
+            kind = (
+                "an HTML page"
+                if looks_like_html(body, content_type)
+                else f"something that is not a model list ({_snippet(body)})"
+            )
+            problem = (
+                f"GET /models answered {kind}; {cp.section}.base_url must be the OpenAI-compatible API root, "
+                "usually ending in /v1, not a web page or a proxy"
+            )
         else:
             if cp.model not in served:
                 problem = f"the model {cp.model!r} ({cp.section}.model) is not served; it serves {served}; set {cp.section}.model to one of them"
@@ -332,5 +358,10 @@ def make_client(base_url: str, cp: CaptionParams | EvalEndpointParams, secret: s
     one at 32 requests in flight (benchmarks/caption.py), and the CPU per request is what keeps a
     client from keeping up with a fast endpoint."""
     pool = httpx2.Limits(max_connections=cp.concurrency, max_keepalive_connections=cp.concurrency)
-    return openai.AsyncOpenAI(base_url=base_url, api_key=secret or PLACEHOLDER_API_KEY, max_retries=0, timeout=cp.timeout_s,
-                              http_client=openai.DefaultAioHttpClient(limits=pool, timeout=cp.timeout_s))
+    return openai.AsyncOpenAI(
+        base_url=base_url,
+        api_key=secret or PLACEHOLDER_API_KEY,
+        max_retries=0,
+        timeout=cp.timeout_s,
+        http_client=openai.DefaultAioHttpClient(limits=pool, timeout=cp.timeout_s),
+    )

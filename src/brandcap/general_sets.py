@@ -63,8 +63,15 @@ def _parsed_line(line: str, where: str) -> dict:
     try:
         rec = json.loads(line)
     except json.JSONDecodeError as err:
-        raise GeneralSetError(f"{where}: not valid JSON ({err}); each line must be {{\"image\": ..., \"caption\": ...}}") from None
-    if not isinstance(rec, dict) or not isinstance(rec.get("image"), str) or not isinstance(rec.get("caption"), str) or not rec["caption"].strip():
+        raise GeneralSetError(
+            f'{where}: not valid JSON ({err}); each line must be {{"image": ..., "caption": ...}}'
+        ) from None
+    if (
+        not isinstance(rec, dict)
+        or not isinstance(rec.get("image"), str)
+        or not isinstance(rec.get("caption"), str)
+        or not rec["caption"].strip()
+    ):
         raise GeneralSetError(f"{where}: needs a string 'image' and a non-empty string 'caption'")
     return rec
 
@@ -84,12 +91,16 @@ def jsonl_records(key: str, source: Path, params: Params, images_dir: Path, pref
         if not image.is_absolute():
             image = source.parent / image
         if not image.resolve().is_relative_to((Path.cwd() / EXTERNAL_DATA_DIR).resolve()):
-            raise GeneralSetError(f"{where}: image {image} lies outside {EXTERNAL_DATA_DIR}/ (symlinks resolved), so it is not read "
-                                  f"(local_file_outside_project); copy it under {EXTERNAL_DATA_DIR}/ beside {source.name}")
+            raise GeneralSetError(
+                f"{where}: image {image} lies outside {EXTERNAL_DATA_DIR}/ (symlinks resolved), so it is not read "
+                f"(local_file_outside_project); copy it under {EXTERNAL_DATA_DIR}/ beside {source.name}"
+            )
         try:
             data = _normalised_png(image, params.download.max_side)
         except (OSError, ValueError, Image.DecompressionBombError) as err:
-            raise GeneralSetError(f"{where}: image {image} cannot be read as an image ({err}); fix or remove the line") from None
+            raise GeneralSetError(
+                f"{where}: image {image} cannot be read as an image ({err}); fix or remove the line"
+            ) from None
         gid = product_ids([rec["id"]])[0] if rec.get("id") else f"{prefix}-{len(records):05d}"  # a safe file name
         path = images_dir / f"{gid}.png"
         write_bytes(path, data)

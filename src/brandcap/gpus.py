@@ -61,7 +61,9 @@ def own_gpus(count: int, lock_dir: Path = GPU_LOCK_DIR, poll_s: float = 5.0) -> 
     return claim_gpus(count, pool, lock_dir / socket.gethostname(), poll_s=poll_s)
 
 
-def claim_gpus(count: int, pool: list[str], lock_dir: Path, poll_s: float = 5.0, timeout_s: float | None = None) -> list[str]:
+def claim_gpus(
+    count: int, pool: list[str], lock_dir: Path, poll_s: float = 5.0, timeout_s: float | None = None
+) -> list[str]:
     """Lock `count` ids of `pool`, all or none; waits while other jobs hold them (TimeoutError after timeout_s)."""
     lock_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -71,7 +73,9 @@ def claim_gpus(count: int, pool: list[str], lock_dir: Path, poll_s: float = 5.0,
         if held is not None:
             return held
         if timeout_s is not None and time.monotonic() - started > timeout_s:
-            raise TimeoutError(f"no {count} free GPU(s) among {pool} after {timeout_s:.0f} s ({_holders(pool, lock_dir)})")
+            raise TimeoutError(
+                f"no {count} free GPU(s) among {pool} after {timeout_s:.0f} s ({_holders(pool, lock_dir)})"
+            )
         if not waiting_logged:
             log.info("waiting for %d free GPU(s) among %s: %s", count, pool, _holders(pool, lock_dir))
             waiting_logged = True

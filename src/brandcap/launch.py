@@ -45,12 +45,23 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def launch_command(devices: int, distributed: bool, gpus: Sequence[str], argv: Sequence[str], log_dir: str | Path) -> list[str] | None:
+def launch_command(
+    devices: int, distributed: bool, gpus: Sequence[str], argv: Sequence[str], log_dir: str | Path
+) -> list[str] | None:
     """The command that runs the stage in its own processes, or None to run it in this one. torchrun keeps its
     per-rank error files under `log_dir` (without --log-dir it makes a torchelastic_* folder in the system's
     temporary directory for every run and leaves it there)."""
     if devices > 1 or distributed:
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={devices}", f"--log-dir={log_dir}", "--", *argv]
+        return [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc-per-node={devices}",
+            f"--log-dir={log_dir}",
+            "--",
+            *argv,
+        ]
     if gpus:
         return [sys.executable, *argv]
     return None
@@ -71,13 +82,20 @@ def launch_stage(devices: int, distributed: bool, resume_dir: str | Path, argv: 
     if already_launched():
         return
     gpus = own_gpus(devices)
-    command = launch_command(devices, distributed, gpus, list(argv if argv is not None else sys.argv), f"{resume_dir}.torchrun")
+    command = launch_command(
+        devices, distributed, gpus, list(argv if argv is not None else sys.argv), f"{resume_dir}.torchrun"
+    )
     if command is None:
         return
     env = {**os.environ, LAUNCHED_ENV: "1", "OMP_NUM_THREADS": str(threads_per_process(devices))}
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
-    log.info("launching %d process(es) on %s: %s", devices, f"GPU(s) {','.join(gpus)}" if gpus else "the CPU (gloo)", shlex.join(command))
+    log.info(
+        "launching %d process(es) on %s: %s",
+        devices,
+        f"GPU(s) {','.join(gpus)}" if gpus else "the CPU (gloo)",
+        shlex.join(command),
+    )
     for handler in logging.getLogger().handlers:
         handler.flush()
     os.execve(command[0], command, env)

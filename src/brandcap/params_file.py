@@ -16,7 +16,12 @@ from brandcap.params import Params
 
 
 def _scalar(value: Any) -> str:
-    return yaml.safe_dump(value, default_flow_style=True, width=10_000, allow_unicode=True).strip().removesuffix("\n...").strip()
+    return (
+        yaml.safe_dump(value, default_flow_style=True, width=10_000, allow_unicode=True)
+        .strip()
+        .removesuffix("\n...")
+        .strip()
+    )
 
 
 def _lines(model: BaseModel, indent: int) -> list[str]:

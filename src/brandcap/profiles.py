@@ -61,4 +61,3 @@ def write_profile(overlays: list[str | Path], out: str | Path = "params.yaml") -
     title = "the defaults overlaid by " + ", ".join(map(str, overlays)) if overlays else None
     write_text(out, render_params(params, title) if title else render_params(params))
     return params
-

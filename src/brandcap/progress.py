@@ -53,8 +53,17 @@ def quiet_library_bars(stream: TextIO | None = None) -> None:
 class Progress:
     """Counts done work; draws the bar (terminal only) and logs a line now and then."""
 
-    def __init__(self, total: int, desc: str, unit: str, initial: int = 0, stream: TextIO | None = None,
-                 logger: logging.Logger = log, every_s: float = LOG_EVERY_S, every_fraction: float = LOG_EVERY_FRACTION):
+    def __init__(
+        self,
+        total: int,
+        desc: str,
+        unit: str,
+        initial: int = 0,
+        stream: TextIO | None = None,
+        logger: logging.Logger = log,
+        every_s: float = LOG_EVERY_S,
+        every_fraction: float = LOG_EVERY_FRACTION,
+    ):
         stream = stream if stream is not None else sys.stderr
         self.total, self.desc, self.unit, self.logger = total, desc, unit, logger
         self.done = self.initial = self.logged_done = initial
@@ -62,8 +71,15 @@ class Progress:
         self.every_s = every_s
         self.started = self.last_logged = time.monotonic()
         self.next_count = self._next_count_after(initial)
-        self.bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, file=stream, dynamic_ncols=True,
-                        disable=not is_terminal(stream))
+        self.bar = tqdm(
+            total=total,
+            initial=initial,
+            desc=desc,
+            unit=unit,
+            file=stream,
+            dynamic_ncols=True,
+            disable=not is_terminal(stream),
+        )
         self._redirect = ExitStack()
         if not self.bar.disable:  # log lines to the terminal print above the bar instead of through it
             self._redirect.enter_context(logging_redirect_tqdm())
@@ -82,7 +98,16 @@ class Progress:
         self.last_logged, self.logged_done, self.next_count = now, self.done, self._next_count_after(self.done)
         rate = (self.done - self.initial) / (now - self.started) if now > self.started else 0.0
         of_total = f"/{self.total} ({self.done / self.total:.0%})" if self.total else ""
-        self.logger.info("%s: %d%s %s, %.1f %s/s, %.0f s", self.desc, self.done, of_total, self.unit, rate, self.unit, now - self.started)
+        self.logger.info(
+            "%s: %d%s %s, %.1f %s/s, %.0f s",
+            self.desc,
+            self.done,
+            of_total,
+            self.unit,
+            rate,
+            self.unit,
+            now - self.started,
+        )
 
     def close(self) -> None:
         """Close the bar; the log's last line says where the work ended."""
@@ -93,8 +118,14 @@ class Progress:
 
 
 @contextmanager
-def progress(total: int, desc: str, unit: str = "it", initial: int = 0, stream: TextIO | None = None,
-             logger: logging.Logger = log) -> Iterator[Progress]:
+def progress(
+    total: int,
+    desc: str,
+    unit: str = "it",
+    initial: int = 0,
+    stream: TextIO | None = None,
+    logger: logging.Logger = log,
+) -> Iterator[Progress]:
     """A Progress for the duration of the block."""
     bar = Progress(total, desc, unit, initial=initial, stream=stream, logger=logger)
     try:

@@ -108,7 +108,9 @@ def _prune(state: dict, host: str) -> None:
         if run["host"] == host and not _alive(run["pid"]):
             del state[key]
         else:
-            run["stages"] = {pid: name for pid, name in run.get("stages", {}).items() if run["host"] != host or _alive(int(pid))}
+            run["stages"] = {
+                pid: name for pid, name in run.get("stages", {}).items() if run["host"] != host or _alive(int(pid))
+            }
 
 
 def _conflict(state: dict, me: Orchestrator) -> str | None:
@@ -118,8 +120,10 @@ def _conflict(state: dict, me: Orchestrator) -> str | None:
         if run["kind"] != me.kind:
             running = [f"stage {name} (pid {pid})" for pid, name in run.get("stages", {}).items()]
             doing = ", ".join(running) if running else "between stages"
-            return (f"another run is using this project: {run['kind']} (pid {run['pid']} on {run['host']}) is running {doing}; "
-                    f"wait for it to finish or stop it, then run again (lock file: {LOCK_FILE})")
+            return (
+                f"another run is using this project: {run['kind']} (pid {run['pid']} on {run['host']}) is running {doing}; "
+                f"wait for it to finish or stop it, then run again (lock file: {LOCK_FILE})"
+            )
     return None
 
 
@@ -174,6 +178,7 @@ def hold_dvc_lock(lock_file: Path = DVC_REPO_LOCK):
     try:
         return zc.lockfile.LockFile(str(lock_file), content_template="{pid} snakemake")
     except zc.lockfile.LockError:
-        raise ProjectBusy(f"a DVC command is running in this project (it holds {lock_file}); wait for it to finish or stop it, "
-                          "then run again") from None
-
+        raise ProjectBusy(
+            f"a DVC command is running in this project (it holds {lock_file}); wait for it to finish or stop it, "
+            "then run again"
+        ) from None

@@ -66,7 +66,9 @@ def data_sha256(processed_dir: Path) -> str:
 
 def _git(cwd: Path, *args: str) -> str:
     env = dict(os.environ, GIT_OPTIONAL_LOCKS="0")  # read-only: never take the index lock
-    return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True, timeout=60).stdout
+    return subprocess.run(
+        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True, timeout=60
+    ).stdout
 
 
 def _is_inside(path: str, roots: set[str]) -> bool:

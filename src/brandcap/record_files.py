@@ -78,7 +78,9 @@ def record_problems(record: dict[str, Any], model: type[BaseModel]) -> list[str]
     return []
 
 
-def read_records(path: str | Path, model: type[BaseModel], what: str, fix: str, allow_empty: bool = True) -> list[dict[str, Any]]:
+def read_records(
+    path: str | Path, model: type[BaseModel], what: str, fix: str, allow_empty: bool = True
+) -> list[dict[str, Any]]:
     """The records of a JSONL file, each checked against `model`; errors name the file, the line and `fix`."""
     path = Path(path)
     if not path.exists():
@@ -89,12 +91,15 @@ def read_records(path: str | Path, model: type[BaseModel], what: str, fix: str, 
     for line, record in enumerate(records, 1):
         problems = record_problems(record, model)
         if problems:
-            raise ValueError(f"{path}: line {line} lacks {problems}; every {what} record needs {list(model.model_fields)} ({fix})")
+            raise ValueError(
+                f"{path}: line {line} lacks {problems}; every {what} record needs {list(model.model_fields)} ({fix})"
+            )
     return records
 
 
-def check_columns(columns: Iterable[str], required: Sequence[str], source: str | Path, fix: str,
-                  error: type[Exception] = ValueError) -> None:
+def check_columns(
+    columns: Iterable[str], required: Sequence[str], source: str | Path, fix: str, error: type[Exception] = ValueError
+) -> None:
     """Refuse a table (its `columns`) lacking any of `required`, naming `source`, the columns and `fix`."""
     present = set(columns)
     missing = [c for c in required if c not in present]

@@ -19,9 +19,23 @@ from pathlib import Path
 
 # The columns of the DBQ product-price tables (e.g. DBQ/My.Theresa.Product.prices.France), in order.
 DBQ_COLUMNS = [
-    "website_name", "competence_date", "country_code", "currency_code", "brand",
-    "category1_code", "category2_code", "category3_code", "product_code", "title",
-    "itemurl", "imageurl", "full_price", "price", "full_price_eur", "price_eur", "flg_discount",
+    "website_name",
+    "competence_date",
+    "country_code",
+    "currency_code",
+    "brand",
+    "category1_code",
+    "category2_code",
+    "category3_code",
+    "product_code",
+    "title",
+    "itemurl",
+    "imageurl",
+    "full_price",
+    "price",
+    "full_price_eur",
+    "price_eur",
+    "flg_discount",
 ]
 
 # The file in every checkpoint directory that says what it holds (written by brandcap.model.checkpoints).
@@ -94,4 +108,3 @@ def product_ids(codes: Iterable[object]) -> list[str]:
         taken.add(pid.casefold())
         out.append(pid)
     return out
-

@@ -78,7 +78,9 @@ def _brandcap_imports(name: str) -> set[str]:
             found |= {alias.name for alias in node.names if alias.name.startswith("brandcap.")}
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "brandcap":
             found.add(node.module)
-            found |= {f"{node.module}.{alias.name}" for alias in node.names if _module_file(f"{node.module}.{alias.name}")}
+            found |= {
+                f"{node.module}.{alias.name}" for alias in node.names if _module_file(f"{node.module}.{alias.name}")
+            }
     return {m for m in found if m != "brandcap" and _module_file(m)}
 
 
@@ -108,7 +110,9 @@ def code_digest(stage_module: str) -> str:
     return digest.hexdigest()
 
 
-def stage_fingerprint(stage_module: str, inputs: dict[str, str | Path | list[str | Path]], params: dict[str, Any]) -> dict[str, Any]:
+def stage_fingerprint(
+    stage_module: str, inputs: dict[str, str | Path | list[str | Path]], params: dict[str, Any]
+) -> dict[str, Any]:
     """What a stage's resume state depends on: input contents, the params it reads, its code."""
     return {
         "inputs": {name: content_digest(path) for name, path in sorted(inputs.items())},
@@ -118,8 +122,11 @@ def stage_fingerprint(stage_module: str, inputs: dict[str, str | Path | list[str
 
 
 def _changed(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    changed = [f"input {name}" for name in sorted(set(stored.get("inputs", {})) | set(current["inputs"]))
-               if stored.get("inputs", {}).get(name) != current["inputs"].get(name)]
+    changed = [
+        f"input {name}"
+        for name in sorted(set(stored.get("inputs", {})) | set(current["inputs"]))
+        if stored.get("inputs", {}).get(name) != current["inputs"].get(name)
+    ]
     changed += [part for part in ("params", "code") if stored.get(part) != current[part]]
     return changed
 

@@ -32,10 +32,24 @@ TORCH_CACHE_DIR = Path(".resume/torch")
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(TORCH_CACHE_DIR))
 
 
-def stage_args(doc: str | None, *path_options: str, extra: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=doc)
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="the parameter file (default: params.yaml)")
-    parser.add_argument("--overlay", type=Path, action="append", default=[], help="a profile laid over --params (repeatable; Snakemake passes its --configfile files)")
+def stage_args(
+    doc: str | None, *path_options: str, extra: Callable[[argparse.ArgumentParser], None] | None = None
+) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=(doc or "").strip().splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=doc,
+    )
+    parser.add_argument(
+        "--params", type=Path, default=Path("params.yaml"), help="the parameter file (default: params.yaml)"
+    )
+    parser.add_argument(
+        "--overlay",
+        type=Path,
+        action="append",
+        default=[],
+        help="a profile laid over --params (repeatable; Snakemake passes its --configfile files)",
+    )
     parser.add_argument("--log", type=Path, default=None, help="also write the log to this file")
     for name in path_options:
         parser.add_argument(f"--{name}", type=Path, required=True)
@@ -49,9 +63,16 @@ def setup_logging(log_file: Path | None) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file is not None and is_main_process():
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(log_file, mode="a" if LAUNCHED_ENV in os.environ else "w", encoding="utf-8"))
+        handlers.append(
+            logging.FileHandler(log_file, mode="a" if LAUNCHED_ENV in os.environ else "w", encoding="utf-8")
+        )
     rank = f"[rank {os.environ['RANK']}] " if process_count() > 1 else ""
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s {rank}%(name)s: %(message)s", handlers=handlers, force=True)
+    logging.basicConfig(
+        level=logging.INFO,
+        format=f"%(asctime)s %(levelname)s {rank}%(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )
     # Third-party chatter (HTTP request lines, hub checks) would drown the summaries.
     for noisy in ("httpx", "httpx2", "openai", "urllib3", "aiohttp.access", "DeepSpeed", "datasets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -72,7 +93,9 @@ def pin_cpu_threads() -> int:
     script has imported it already, is set too (it reads the variable only at import)."""
     value = os.environ.setdefault("OMP_NUM_THREADS", "1")
     if not value.isdigit() or int(value) < 1:
-        raise SystemExit(f"OMP_NUM_THREADS={value!r}: give a whole number of CPU threads of at least 1, or unset it (1)")
+        raise SystemExit(
+            f"OMP_NUM_THREADS={value!r}: give a whole number of CPU threads of at least 1, or unset it (1)"
+        )
     threads = int(value)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
@@ -103,7 +126,12 @@ def run_stage(name: str, args: argparse.Namespace, body: Callable[[Params], None
         with stage_lock(name):
             start = time.perf_counter()
             params_files = " + ".join(map(str, [args.params, *args.overlay]))
-            log.info("stage %s: start (params %s) after %.1f s of interpreter and import start-up", name, params_files, startup_seconds())
+            log.info(
+                "stage %s: start (params %s) after %.1f s of interpreter and import start-up",
+                name,
+                params_files,
+                startup_seconds(),
+            )
             body(params)
             log.info("stage %s: done in %.1f s", name, time.perf_counter() - start)
     except ProjectBusy as err:

@@ -23,8 +23,21 @@ from brandcap.resume_state import imported_modules, module_file
 # launching, atomic writes, resume bookkeeping and this one.
 ORCHESTRATION_MODULES = frozenset(
     f"src/brandcap/{name}.py"
-    for name in ("stage", "params", "params_file", "profiles", "progress", "project_lock", "launch", "gpus", "atomic",
-                 "append_only", "resume_state", "disk_full", "stage_code")
+    for name in (
+        "stage",
+        "params",
+        "params_file",
+        "profiles",
+        "progress",
+        "project_lock",
+        "launch",
+        "gpus",
+        "atomic",
+        "append_only",
+        "resume_state",
+        "disk_full",
+        "stage_code",
+    )
 )
 _SCRIPT_IMPORT = re.compile(r"^from (brandcap[\w.]*) import|^import (brandcap[\w.]*)", re.M)
 _STAGE_HEADER = re.compile(r"^  (\w+):\s*$")
@@ -35,8 +48,11 @@ def script_code(script: Path, root: Path) -> list[str]:
     """The package files (relative to root) that a stage's entry script runs, orchestration aside."""
     top = ["".join(match) for match in _SCRIPT_IMPORT.findall(Path(root, script).read_text(encoding="utf-8"))]
     files = {module_file(name) for imported in top for name in imported_modules(imported)}
-    found = {f.resolve().relative_to(Path(root).resolve()).as_posix() for f in files
-             if f is not None and (f.name != "__init__.py" or f.read_text(encoding="utf-8").strip())}
+    found = {
+        f.resolve().relative_to(Path(root).resolve()).as_posix()
+        for f in files
+        if f is not None and (f.name != "__init__.py" or f.read_text(encoding="utf-8").strip())
+    }
     return sorted(found - ORCHESTRATION_MODULES)
 
 
@@ -47,7 +63,9 @@ def current_dvc_yaml(dvc_yaml: Path, root: Path | None = None) -> str:
     stages = yaml.safe_load(text)["stages"]
     wanted = {}
     for name, spec in stages.items():
-        script = next(d for d in spec.get("do", spec)["deps"] if isinstance(d, str) and d.startswith("workflow/scripts/"))
+        script = next(
+            d for d in spec.get("do", spec)["deps"] if isinstance(d, str) and d.startswith("workflow/scripts/")
+        )
         wanted[name] = script_code(Path(script), root or Path(dvc_yaml).parent)
     out, stage, lines, i = [], None, text.splitlines(keepends=True), 0
     while i < len(lines):

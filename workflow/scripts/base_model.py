@@ -1,6 +1,6 @@
 """base_model stage: the pretrained model (a tiny InternVL built and pretrained here, or an HF checkpoint).
 
-    python workflow/scripts/base_model.py --params params.yaml --catalog data/raw/catalog.parquet --out models/base --log logs/base_model.log
+python workflow/scripts/base_model.py --params params.yaml --catalog data/raw/catalog.parquet --out models/base --log logs/base_model.log
 """
 
 from brandcap.stage import run_stage, stage_args

@@ -1,6 +1,6 @@
 """baselines stage: the majority brand and image nearest neighbours, fitted on the training images, scored on the test set.
 
-    python workflow/scripts/baselines.py --params params.yaml --train data/processed/train.jsonl --test data/processed/test.jsonl --out results/baselines --log logs/baselines.log
+python workflow/scripts/baselines.py --params params.yaml --train data/processed/train.jsonl --test data/processed/test.jsonl --out results/baselines --log logs/baselines.log
 """
 
 from brandcap.stage import run_stage, stage_args

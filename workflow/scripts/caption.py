@@ -1,6 +1,6 @@
 """caption stage: a brand-aware caption of every image from an OpenAI-compatible VLM (or the built-in simulator).
 
-    python workflow/scripts/caption.py --params params.yaml --manifest data/raw/manifest.parquet --captions data/interim/captions.jsonl --resume .resume/caption --log logs/caption.log
+python workflow/scripts/caption.py --params params.yaml --manifest data/raw/manifest.parquet --captions data/interim/captions.jsonl --resume .resume/caption --log logs/caption.log
 """
 
 from brandcap.stage import run_stage, stage_args

@@ -1,6 +1,6 @@
 """catalog stage: read the product table (synthetic shop, HF dataset or local parquet/CSV) and sample it.
 
-    python workflow/scripts/catalog.py --params params.yaml --catalog data/raw/catalog.parquet --shop data/raw/shop --log logs/catalog.log
+python workflow/scripts/catalog.py --params params.yaml --catalog data/raw/catalog.parquet --shop data/raw/shop --log logs/catalog.log
 """
 
 from brandcap.stage import run_stage, stage_args

@@ -1,6 +1,6 @@
 """clean stage: drop abnormal captions, fix cut-offs and brand case, filter rare brands, split train/validation/test.
 
-    python workflow/scripts/clean.py --params params.yaml --captions data/interim/captions.jsonl --out data/processed --log logs/clean.log
+python workflow/scripts/clean.py --params params.yaml --captions data/interim/captions.jsonl --out data/processed --log logs/clean.log
 """
 
 from brandcap.stage import run_stage, stage_args

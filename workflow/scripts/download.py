@@ -12,4 +12,8 @@ if __name__ == "__main__":
     args = stage_args(__doc__, "catalog", "images", "manifest", "resume")
     # beside the log: Snakemake deletes a failed job's outputs (the manifest), never its log
     failure_report = args.log.with_suffix(".failures.csv") if args.log else None
-    run_stage("download", args, lambda params: run_download(params, args.catalog, args.images, args.manifest, args.resume, failure_report))
+    run_stage(
+        "download",
+        args,
+        lambda params: run_download(params, args.catalog, args.images, args.manifest, args.resume, failure_report),
+    )

@@ -16,18 +16,39 @@ from brandcap.stages.evaluate import run_evaluate
 
 
 def evaluate_stage(args, params):
-    launch_stage(1, distributed=False, resume_dir=args.resume)  # on GPUs: this job's own GPU (brandcap.gpus), not always cuda:0
-    run_evaluate(params, args.base, args.checkpoints, args.test, args.general, args.out, args.resume,
-                 val_jsonl=args.val, prompted=args.prompted)
+    launch_stage(
+        1, distributed=False, resume_dir=args.resume
+    )  # on GPUs: this job's own GPU (brandcap.gpus), not always cuda:0
+    run_evaluate(
+        params,
+        args.base,
+        args.checkpoints,
+        args.test,
+        args.general,
+        args.out,
+        args.resume,
+        val_jsonl=args.val,
+        prompted=args.prompted,
+    )
 
 
 def _options(parser):
-    parser.add_argument("--checkpoints", type=Path, default=None,
-                        help="a training run's checkpoints folder (results/checkpoints/EXP/seed-S), each epoch-N of train.save_epochs "
-                             "scored into --out/epoch-N; omit for the base model")
-    parser.add_argument("--val", type=Path, default=None, help="the validation set (the best epoch is chosen on it); omit for none")
-    parser.add_argument("--general", type=Path, default=None, help="the brand-free general set (forgetting probe); omit for none")
-    parser.add_argument("--prompted", action="store_true", help="the prompt-only baseline: ask the base model with the candidate brands")
+    parser.add_argument(
+        "--checkpoints",
+        type=Path,
+        default=None,
+        help="a training run's checkpoints folder (results/checkpoints/EXP/seed-S), each epoch-N of train.save_epochs "
+        "scored into --out/epoch-N; omit for the base model",
+    )
+    parser.add_argument(
+        "--val", type=Path, default=None, help="the validation set (the best epoch is chosen on it); omit for none"
+    )
+    parser.add_argument(
+        "--general", type=Path, default=None, help="the brand-free general set (forgetting probe); omit for none"
+    )
+    parser.add_argument(
+        "--prompted", action="store_true", help="the prompt-only baseline: ask the base model with the candidate brands"
+    )
 
 
 if __name__ == "__main__":

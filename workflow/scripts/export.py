@@ -14,15 +14,35 @@ from brandcap.stages.export import run_export
 
 
 def _options(parser):
-    parser.add_argument("--checkpoint", type=Path, default=None, help="export this checkpoint dir instead of the validation-selected best")
-    parser.add_argument("--checkpoints", type=Path, default=None, help="results/checkpoints (to export the validation-selected best)")
-    parser.add_argument("--eval-dir", type=Path, default=None, help="results/eval: the selection, and the checkpoint's metrics for the model card")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="export this checkpoint dir instead of the validation-selected best",
+    )
+    parser.add_argument(
+        "--checkpoints", type=Path, default=None, help="results/checkpoints (to export the validation-selected best)"
+    )
+    parser.add_argument(
+        "--eval-dir",
+        type=Path,
+        default=None,
+        help="results/eval: the selection, and the checkpoint's metrics for the model card",
+    )
 
 
 if __name__ == "__main__":
     args = stage_args(__doc__, "base", "processed", "out", extra=_options)
     run_stage(
-        f"export[{args.out}]", args,
-        lambda params: run_export(params, args.base, args.processed, args.out, checkpoint_dir=args.checkpoint,
-                                  checkpoints_dir=args.checkpoints, eval_dir=args.eval_dir),
+        f"export[{args.out}]",
+        args,
+        lambda params: run_export(
+            params,
+            args.base,
+            args.processed,
+            args.out,
+            checkpoint_dir=args.checkpoint,
+            checkpoints_dir=args.checkpoints,
+            eval_dir=args.eval_dir,
+        ),
     )

@@ -1,6 +1,6 @@
 """general_set stage: the brand-free held-out set of the forgetting probe.
 
-    python workflow/scripts/general_set.py --params params.yaml --out data/raw/general --log logs/general_set.log
+python workflow/scripts/general_set.py --params params.yaml --out data/raw/general --log logs/general_set.log
 """
 
 from brandcap.stage import run_stage, stage_args

@@ -1,6 +1,6 @@
 """general_train_set stage: the generic image-caption pairs that train.general_mix mixes into training, disjoint from the forgetting probe.
 
-    python workflow/scripts/general_train_set.py --params params.yaml --probe data/raw/general/general.jsonl --out data/raw/general_train --log logs/general_train_set.log
+python workflow/scripts/general_train_set.py --params params.yaml --probe data/raw/general/general.jsonl --out data/raw/general_train --log logs/general_train_set.log
 """
 
 from brandcap.stage import run_stage, stage_args

@@ -1,6 +1,6 @@
 """linear_probe stage: a linear probe of the base model's image features, fitted on the training images, scored on the test set.
 
-    python workflow/scripts/linear_probe.py --params params.yaml --base models/base --train data/processed/train.jsonl --test data/processed/test.jsonl --out results/linear_probe --log logs/linear_probe.log
+python workflow/scripts/linear_probe.py --params params.yaml --base models/base --train data/processed/train.jsonl --test data/processed/test.jsonl --out results/linear_probe --log logs/linear_probe.log
 """
 
 from brandcap.stage import run_stage, stage_args

@@ -1,6 +1,6 @@
 """review stage: a static page (results/review/index.html) with each test item's photo, reference, the base model's and the best checkpoint's answers.
 
-    python workflow/scripts/review.py --params params.yaml --test data/processed/test.jsonl --val data/processed/val.jsonl --eval-dir results/eval --out results/review --log logs/review.log
+python workflow/scripts/review.py --params params.yaml --test data/processed/test.jsonl --val data/processed/val.jsonl --eval-dir results/eval --out results/review --log logs/review.log
 """
 
 from brandcap.stage import run_stage, stage_args

@@ -18,14 +18,31 @@ def train_stage(args, params):
     experiment_settings(params, args.experiment)  # an unknown experiment or seed fails before anything is launched
     check_training_seed(params, args.seed)
     launch_stage(params.train.devices, distributed=bool(params.train.deepspeed), resume_dir=args.resume)
-    run_train(params, args.experiment, args.seed, args.base, args.train, args.checkpoints, args.train_log, args.resume,
-              general_train_jsonl=args.general_train)
+    run_train(
+        params,
+        args.experiment,
+        args.seed,
+        args.base,
+        args.train,
+        args.checkpoints,
+        args.train_log,
+        args.resume,
+        general_train_jsonl=args.general_train,
+    )
 
 
 if __name__ == "__main__":
     args = stage_args(
-        __doc__, "base", "train", "general-train", "checkpoints", "train-log", "resume",
-        extra=lambda p: (p.add_argument("--experiment", required=True, help="a key of train.experiments"),
-                         p.add_argument("--seed", type=int, required=True, help="the training seed, one of train.seeds")),
+        __doc__,
+        "base",
+        "train",
+        "general-train",
+        "checkpoints",
+        "train-log",
+        "resume",
+        extra=lambda p: (
+            p.add_argument("--experiment", required=True, help="a key of train.experiments"),
+            p.add_argument("--seed", type=int, required=True, help="the training seed, one of train.seeds"),
+        ),
     )
     run_stage(f"train[{args.experiment}, seed {args.seed}]", args, lambda params: train_stage(args, params))

@@ -45,7 +45,9 @@ def _rgb(source: ImageSource) -> Image.Image:
 
 def thumbnail_features(images: Sequence[ImageSource], side: int = THUMBNAIL_SIDE) -> np.ndarray:
     """(n, side*side*3) pixel values in 0..1 of each image shrunk to side x side (area average)."""
-    rows = [np.asarray(_rgb(s).resize((side, side), Image.Resampling.BOX), dtype=np.float32).ravel() / 255.0 for s in images]
+    rows = [
+        np.asarray(_rgb(s).resize((side, side), Image.Resampling.BOX), dtype=np.float32).ravel() / 255.0 for s in images
+    ]
     return np.stack(rows) if rows else np.zeros((0, side * side * 3), np.float32)
 
 
@@ -59,10 +61,14 @@ def colour_histogram_features(images: Sequence[ImageSource], levels: int = HISTO
     return np.stack(rows) if rows else np.zeros((0, levels**3), np.float32)
 
 
-def nearest_neighbour_predictions(train_features: np.ndarray, train_brands: Sequence[str], test_features: np.ndarray) -> list[str]:
+def nearest_neighbour_predictions(
+    train_features: np.ndarray, train_brands: Sequence[str], test_features: np.ndarray
+) -> list[str]:
     """The brand of each test row's nearest training row (squared L2; ties go to the first row)."""
     if len(train_features) != len(train_brands) or len(train_brands) == 0:
-        raise ValueError(f"nearest neighbour: {len(train_features)} training feature rows for {len(train_brands)} brands; need the same, non-zero number")
+        raise ValueError(
+            f"nearest neighbour: {len(train_features)} training feature rows for {len(train_brands)} brands; need the same, non-zero number"
+        )
     train = np.asarray(train_features, dtype=np.float64)
     test = np.asarray(test_features, dtype=np.float64)
     distances = (test**2).sum(1)[:, None] - 2.0 * test @ train.T + (train**2).sum(1)[None, :]
@@ -75,7 +81,9 @@ IMAGE_FEATURES: dict[str, Callable[[Sequence[ImageSource]], np.ndarray]] = {
 }
 
 
-def image_baseline_predictions(train_images: Sequence[ImageSource], train_brands: Sequence[str], test_images: Sequence[ImageSource]) -> dict[str, list[str]]:
+def image_baseline_predictions(
+    train_images: Sequence[ImageSource], train_brands: Sequence[str], test_images: Sequence[ImageSource]
+) -> dict[str, list[str]]:
     """{baseline name: one predicted brand per test image} for every image nearest-neighbour baseline."""
     return {
         name: nearest_neighbour_predictions(features(train_images), train_brands, features(test_images))

@@ -100,14 +100,20 @@ def _tokenize(sets: Sequence[tuple[list[list[str]], Sequence[str]]]) -> list[tup
 
 def _as_reference_lists(references: Sequence[str | Sequence[str]], predictions: Sequence[str]) -> list[list[str]]:
     if len(references) != len(predictions):
-        raise ValueError(f"{len(predictions)} predictions but {len(references)} references; pass one reference (or list) per prediction")
+        raise ValueError(
+            f"{len(predictions)} predictions but {len(references)} references; pass one reference (or list) per prediction"
+        )
     refs = [[r] if isinstance(r, str) else list(r) for r in references]
     if any(not r for r in refs):
-        raise ValueError("a prediction has an empty reference list; give every prediction at least one reference caption")
+        raise ValueError(
+            "a prediction has an empty reference list; give every prediction at least one reference caption"
+        )
     return refs
 
 
-def caption_scores_many(sets: Sequence[tuple[Sequence[str | Sequence[str]], Sequence[str]]]) -> list[dict[str, float | None]]:
+def caption_scores_many(
+    sets: Sequence[tuple[Sequence[str | Sequence[str]], Sequence[str]]],
+) -> list[dict[str, float | None]]:
     """`caption_scores` of several (references, predictions) sets with a single tokenizer run."""
     checked = [(_as_reference_lists(refs, preds), preds) for refs, preds in sets]
     scored = [(refs, preds) for refs, preds in checked if preds]

@@ -83,7 +83,9 @@ class EndpointModel:
 
         async def ask(image: Image.Image) -> dict[str, Any]:
             async with limit:
-                reply, error, _ = await self._requester.request(chat_request(self.settings.model, instruction, image, self.max_new_tokens))
+                reply, error, _ = await self._requester.request(
+                    chat_request(self.settings.model, instruction, image, self.max_new_tokens)
+                )
             if reply is not None:
                 return {"prediction": reply.text.strip(), "error": None}
             if error.split(":", 1)[0] == EMPTY_ANSWER:

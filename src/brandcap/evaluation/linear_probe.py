@@ -43,13 +43,23 @@ def image_features(model, processor, images: Sequence[Image.Image], batch_size: 
     return np.stack(rows) if rows else np.zeros((0, 0), np.float32)
 
 
-def linear_probe_predictions(train_features: np.ndarray, train_brands: Sequence[str], test_features: np.ndarray,
-                             steps: int = PROBE_STEPS, seed: int = 0) -> tuple[list[str], float]:
+def linear_probe_predictions(
+    train_features: np.ndarray,
+    train_brands: Sequence[str],
+    test_features: np.ndarray,
+    steps: int = PROBE_STEPS,
+    seed: int = 0,
+) -> tuple[list[str], float]:
     """(one brand per test row, the probe's accuracy on its own training rows)."""
     if len(train_features) != len(train_brands) or not len(train_brands):
-        raise ValueError(f"linear probe: {len(train_features)} training feature rows for {len(train_brands)} brands; need the same, non-zero number")
+        raise ValueError(
+            f"linear probe: {len(train_features)} training feature rows for {len(train_brands)} brands; need the same, non-zero number"
+        )
     brands = sorted(set(train_brands))
-    x_train, x_test = torch.as_tensor(train_features, dtype=torch.float32), torch.as_tensor(test_features, dtype=torch.float32)
+    x_train, x_test = (
+        torch.as_tensor(train_features, dtype=torch.float32),
+        torch.as_tensor(test_features, dtype=torch.float32),
+    )
     mean, std = x_train.mean(0), x_train.std(0) + 1e-6
     x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
     y_train = torch.tensor([brands.index(b) for b in train_brands])

@@ -49,7 +49,9 @@ BOOTSTRAP_SEED = 0  # fixed: the same outcomes always get the same interval
 CONFIDENCE = 0.95
 
 NEGATION_WINDOW = 3  # words before a brand that may negate it
-_NEGATIONS = frozenset({"not", "no", "never", "neither", "nor", "cannot", "isnt", "arent", "wasnt", "werent", "doesnt", "dont", "didnt"})
+_NEGATIONS = frozenset(
+    {"not", "no", "never", "neither", "nor", "cannot", "isnt", "arent", "wasnt", "werent", "doesnt", "dont", "didnt"}
+)
 _CLAUSE_END = re.compile(r"[,.;:!?()]|\bbut\b", re.IGNORECASE)
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 
@@ -185,8 +187,11 @@ def bootstrap_intervals(
 
 
 def paired_difference(
-    outcomes: Sequence[str], baseline_outcomes: Sequence[str], brands: Sequence[str],
-    resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
+    outcomes: Sequence[str],
+    baseline_outcomes: Sequence[str],
+    brands: Sequence[str],
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
 ) -> dict[str, dict[str, float | list[float]] | None]:
     """Accuracy of a system minus a baseline's, on the same test items in the same order, with a
     95% paired bootstrap interval: {"brand_accuracy": {"difference", "ci"}, "macro_brand_accuracy": ...}."""
@@ -198,15 +203,21 @@ def paired_difference(
     _check_lengths(outcomes, brands)
     if not outcomes:
         return {"brand_accuracy": None, "macro_brand_accuracy": None}
-    correct = np.stack([np.asarray(outcomes) == CORRECT, np.asarray(baseline_outcomes) == CORRECT], axis=1).astype(float)
+    correct = np.stack([np.asarray(outcomes) == CORRECT, np.asarray(baseline_outcomes) == CORRECT], axis=1).astype(
+        float
+    )
     micro, macro = _resampled_accuracies(correct, brands, resamples, seed)
     point = {
         "brand_accuracy": outcome_rate(outcomes, CORRECT) - outcome_rate(baseline_outcomes, CORRECT),
-        "macro_brand_accuracy": macro_brand_accuracy(outcomes, brands) - macro_brand_accuracy(baseline_outcomes, brands),
+        "macro_brand_accuracy": macro_brand_accuracy(outcomes, brands)
+        - macro_brand_accuracy(baseline_outcomes, brands),
     }
     return {
         "brand_accuracy": {"difference": point["brand_accuracy"], "ci": _interval(micro[:, 0] - micro[:, 1])},
-        "macro_brand_accuracy": {"difference": point["macro_brand_accuracy"], "ci": _interval(macro[:, 0] - macro[:, 1])},
+        "macro_brand_accuracy": {
+            "difference": point["macro_brand_accuracy"],
+            "ci": _interval(macro[:, 0] - macro[:, 1]),
+        },
     }
 
 

@@ -59,20 +59,30 @@ def _read_evaluation(folder: Path, fix: str) -> dict[str, Any]:
     path = folder / "metrics.json"
     metrics = read_json_file(path, fix)
     if "val_brand_accuracy" not in metrics:
-        raise ValueError(f"{path}: no validation metrics (val_brand_accuracy); rerun the clean stage (val.jsonl) and the evaluate stage")
+        raise ValueError(
+            f"{path}: no validation metrics (val_brand_accuracy); rerun the clean stage (val.jsonl) and the evaluate stage"
+        )
     return metrics
 
 
-def load_evaluations(params: Params, eval_dir: Path) -> tuple[dict[str, dict[int, dict[str, Any]]], dict[str, dict[int, dict[int, dict[str, Any]]]]]:
+def load_evaluations(
+    params: Params, eval_dir: Path
+) -> tuple[dict[str, dict[int, dict[str, Any]]], dict[str, dict[int, dict[int, dict[str, Any]]]]]:
     """(evaluations, per_seed): evaluations = {"base": {0: metrics}, exp: {N: metrics combined over seeds
     (`combine_seeds`)}}, per_seed = {exp: {seed: {N: metrics}}}; every run with `forgetting_cider_change`
     added (null when the probe has no signal, see `probe_has_signal`)."""
     eval_dir = Path(eval_dir)
     base = _read_evaluation(eval_dir / BASE / epoch_key(0), "run the evaluate_base stage")
     per_seed = {
-        exp: {seed: {epoch: _read_evaluation(run_dir(eval_dir, exp, seed, epoch), f"run the evaluate stage for {exp} seed {seed} epoch {epoch}")
-                     for epoch in params.train.save_epochs}
-              for seed in params.train.seeds}
+        exp: {
+            seed: {
+                epoch: _read_evaluation(
+                    run_dir(eval_dir, exp, seed, epoch), f"run the evaluate stage for {exp} seed {seed} epoch {epoch}"
+                )
+                for epoch in params.train.save_epochs
+            }
+            for seed in params.train.seeds
+        }
         for exp in params.train.experiments
     }
     signal = probe_has_signal(base)
@@ -81,7 +91,9 @@ def load_evaluations(params: Params, eval_dir: Path) -> tuple[dict[str, dict[int
         m["forgetting_cider_change"] = general - base["general_cider"] if signal and general is not None else None
     evaluations = {BASE: {0: base}}
     for exp, seeds in per_seed.items():
-        evaluations[exp] = {epoch: combine_seeds([runs[epoch] for runs in seeds.values()]) for epoch in params.train.save_epochs}
+        evaluations[exp] = {
+            epoch: combine_seeds([runs[epoch] for runs in seeds.values()]) for epoch in params.train.save_epochs
+        }
     return evaluations, per_seed
 
 

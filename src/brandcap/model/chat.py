@@ -112,7 +112,9 @@ def check_prompt_fits(processor, instruction: str, max_length: int) -> int:
     one_tile_prompt = prompt_tokens - (tiles - 1) * per_tile
     fixes = [f"raise train.max_length above {prompt_tokens:,} (plus room for the answer)"]
     if tiles > 1 and one_tile_prompt < max_length:
-        fixes.append(f"set model.image_tiling.max_tiles: 1 or enabled: false (one tile: a prompt of {one_tile_prompt:,} tokens)")
+        fixes.append(
+            f"set model.image_tiling.max_tiles: 1 or enabled: false (one tile: a prompt of {one_tile_prompt:,} tokens)"
+        )
     raise ValueError(
         f"train.max_length ({max_length}) leaves no room for the answer: with model.image_tiling ({describe_tiling(processor)}) "
         f"one image can become {tiles_text} x {per_tile} = {tiles * per_tile:,} image tokens, a prompt of "

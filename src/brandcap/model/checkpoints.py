@@ -94,7 +94,9 @@ def sort_target_modules(adapter_config: Path) -> None:
         adapter_config.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
-def save_checkpoint(model: nn.Module, out_dir: Path, strategy: str, meta: dict[str, Any], dtype: torch.dtype | None = None) -> int:
+def save_checkpoint(
+    model: nn.Module, out_dir: Path, strategy: str, meta: dict[str, Any], dtype: torch.dtype | None = None
+) -> int:
     """Write the delta of `model` for `strategy` into `out_dir` atomically; returns the saved bytes.
 
     Floating-point weights are stored in `dtype` (the training precision; None = as they are), so a
@@ -110,7 +112,13 @@ def save_checkpoint(model: nn.Module, out_dir: Path, strategy: str, meta: dict[s
             save_file(trainable_state_dict(model, dtype), tmp / TRAINABLE_WEIGHTS, metadata={"strategy": strategy})
         saved = _directory_bytes(tmp)
         weights_dtype = str(dtype or next(model.parameters()).dtype).removeprefix("torch.")
-        record = {**meta, "strategy": strategy, "format": checkpoint_format(strategy), "weights_dtype": weights_dtype, "saved_bytes": saved}
+        record = {
+            **meta,
+            "strategy": strategy,
+            "format": checkpoint_format(strategy),
+            "weights_dtype": weights_dtype,
+            "saved_bytes": saved,
+        }
         (tmp / CHECKPOINT_META).write_text(json.dumps(record, indent=2) + "\n")
     return saved
 
@@ -179,13 +187,17 @@ def _load_model(base_dir: Path, checkpoint_dir: Path | None, dtype: torch.dtype)
     return model
 
 
-def load_for_inference(base_dir: Path, checkpoint_dir: Path | None, device: str = "cpu", dtype: torch.dtype | None = None):
+def load_for_inference(
+    base_dir: Path, checkpoint_dir: Path | None, device: str = "cpu", dtype: torch.dtype | None = None
+):
     """(model, processor): the base model, or the base with a checkpoint's delta applied; in eval mode."""
     from transformers import AutoProcessor
 
     base_dir = Path(base_dir)
     processor = AutoProcessor.from_pretrained(base_dir)
-    model = _load_model(base_dir, Path(checkpoint_dir) if checkpoint_dir is not None else None, dtype or _default_dtype(device))
+    model = _load_model(
+        base_dir, Path(checkpoint_dir) if checkpoint_dir is not None else None, dtype or _default_dtype(device)
+    )
     model.to(device)
     model.eval()
     return model, processor

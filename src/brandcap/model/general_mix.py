@@ -58,10 +58,14 @@ class GenericPairs(Dataset):
 
     def __init__(self, jsonl_path: str | Path, instruction: str):
         self.path, self.instruction = Path(jsonl_path), instruction
-        self.records = read_records(self.path, ImageCaptionRecord, "generic training set", fix="run the general_train_set stage first")
+        self.records = read_records(
+            self.path, ImageCaptionRecord, "generic training set", fix="run the general_train_set stage first"
+        )
         if not self.records:
-            raise ValueError(f"{self.path}: the generic training set is empty but train.general_mix asks for generic pairs; set "
-                             "data.general_train_set (source: hf) or data.synthetic.n_general_train, or set general_mix to 0")
+            raise ValueError(
+                f"{self.path}: the generic training set is empty but train.general_mix asks for generic pairs; set "
+                "data.general_train_set (source: hf) or data.synthetic.n_general_train, or set general_mix to 0"
+            )
 
     def __len__(self) -> int:
         return len(self.records)
@@ -101,7 +105,10 @@ class MixedEpochSamples(Dataset):
 
     def epoch_indices(self, epoch: int) -> list[int]:
         """Pool indices of `epoch`: the task samples in order, then the generic draw."""
-        return [*range(self.n_task), *(self.n_task + epoch_draw(self.n_generic, self.n_mixed, self.seed, epoch)).tolist()]
+        return [
+            *range(self.n_task),
+            *(self.n_task + epoch_draw(self.n_generic, self.n_mixed, self.seed, epoch)).tolist(),
+        ]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch, self.indices = epoch, self.epoch_indices(epoch)

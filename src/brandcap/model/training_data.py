@@ -38,8 +38,13 @@ class CaptionDataset(Dataset):
 
     def __init__(self, jsonl_path: str | Path):
         self.path = Path(jsonl_path)
-        self.records = read_records(self.path, SplitRecord, "training split", allow_empty=False,
-                                    fix="run the clean stage (an empty split: check its report, clean_report.json)")
+        self.records = read_records(
+            self.path,
+            SplitRecord,
+            "training split",
+            allow_empty=False,
+            fix="run the clean stage (an empty split: check its report, clean_report.json)",
+        )
 
     def __len__(self) -> int:
         return len(self.records)
@@ -56,8 +61,11 @@ def answer_ids(processor, captions: Sequence[str]) -> list[list[int]]:
 
 
 def prompt_answer_batch(
-    prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]], pad_id: int,
-    max_length: int | None = None, padding_side: str = "right",
+    prompts: Sequence[Sequence[int]],
+    answers: Sequence[Sequence[int]],
+    pad_id: int,
+    max_length: int | None = None,
+    padding_side: str = "right",
 ) -> dict[str, torch.Tensor]:
     """The one prompt/answer layout of training, pretraining and the test loss.
 
@@ -65,7 +73,9 @@ def prompt_answer_batch(
     `labels` are the answer tokens and IGNORE_INDEX on the prompt and the padding; rows are padded
     with `pad_id` on `padding_side` ("left" puts every answer's end at the last position).
     """
-    answers = [list(a) if max_length is None else list(a)[: max(max_length - len(p), 0)] for p, a in zip(prompts, answers)]
+    answers = [
+        list(a) if max_length is None else list(a)[: max(max_length - len(p), 0)] for p, a in zip(prompts, answers)
+    ]
     width = max(len(p) + len(a) for p, a in zip(prompts, answers))
     input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)

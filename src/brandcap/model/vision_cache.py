@@ -45,7 +45,9 @@ def vision_cache_blocker(model: nn.Module) -> str | None:
     if any(p.requires_grad for p in tower.parameters()):
         return "the vision tower trains"
     dropouts = [m.p for m in tower.modules() if isinstance(m, nn.Dropout)]
-    dropouts += [m.attention_dropout for m in tower.modules() if isinstance(getattr(m, "attention_dropout", None), float)]
+    dropouts += [
+        m.attention_dropout for m in tower.modules() if isinstance(getattr(m, "attention_dropout", None), float)
+    ]
     if any(p > 0 for p in dropouts):
         return "the vision tower has dropout (its outputs change from step to step)"
     return None
@@ -68,8 +70,15 @@ class FrozenVisionCache:
         self.prompt_ids, self.features = prompt_ids, features
 
     @classmethod
-    def build(cls, model: nn.Module, collator: CaptionCollator, dataset: CaptionDataset, device: torch.device,
-              autocast_dtype: torch.dtype | None, batch_size: int = 32) -> FrozenVisionCache:
+    def build(
+        cls,
+        model: nn.Module,
+        collator: CaptionCollator,
+        dataset: CaptionDataset,
+        device: torch.device,
+        autocast_dtype: torch.dtype | None,
+        batch_size: int = 32,
+    ) -> FrozenVisionCache:
         """Run the frozen tower once over every sample, in batches, on `device` under the training autocast."""
         model.to(device)
         prompt_ids: list[list[int]] = []
@@ -114,8 +123,11 @@ class CachedVisionDataset(Dataset):
         return len(self.records)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return {"prompt_ids": self.cache.prompt_ids[index], FEATURES_KEY: self.cache.features[index],
-                "caption": self.records[index]["caption"]}
+        return {
+            "prompt_ids": self.cache.prompt_ids[index],
+            FEATURES_KEY: self.cache.features[index],
+            "caption": self.records[index]["caption"],
+        }
 
 
 class CachedVisionCollator:

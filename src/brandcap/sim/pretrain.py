@@ -97,10 +97,16 @@ def read_products(catalog_path: str | Path) -> list[Product]:
     """(brand, title, category noun) of every catalog row that has a brand."""
     catalog_path = Path(catalog_path)
     if not catalog_path.exists():
-        raise FileNotFoundError(f"{catalog_path}: catalog not found; run the catalog stage first (snakemake data/raw/catalog.parquet)")
+        raise FileNotFoundError(
+            f"{catalog_path}: catalog not found; run the catalog stage first (snakemake data/raw/catalog.parquet)"
+        )
     frame = pd.read_parquet(catalog_path)
-    check_columns(frame.columns, ("brand", "title", "category1_code", "category2_code", "category3_code"), catalog_path,
-                  "the catalog must follow the DBQ schema (see brandcap.records.DBQ_COLUMNS)")
+    check_columns(
+        frame.columns,
+        ("brand", "title", "category1_code", "category2_code", "category3_code"),
+        catalog_path,
+        "the catalog must follow the DBQ schema (see brandcap.records.DBQ_COLUMNS)",
+    )
     frame = frame.fillna("")
     products = [
         Product(str(row["brand"]).strip(), str(row["title"]).strip(), category_noun(row))
@@ -143,7 +149,9 @@ def chat_sample(processor, product: Product, colour: str, instruction: str, rng:
     been given into its answer; the image never carries the brand, so the base model still cannot
     name one from pixels, but a frozen language model (freeze_llm) can be steered to it.
     """
-    messages = [{"role": "user", "content": [{"type": "text", "text": f"{product.brand}, {product.title}. {instruction}"}]}]
+    messages = [
+        {"role": "user", "content": [{"type": "text", "text": f"{product.brand}, {product.title}. {instruction}"}]}
+    ]
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     return prompt + answer_text(processor, product_description(product, colour, rng))
 
@@ -237,13 +245,17 @@ def mean_text_loss(model, processor, sentences: Sequence[str], batch_size: int =
     """Mean next-token loss of text-only sentences (token-weighted)."""
     ids = encode_text(processor, sentences)
     pad_id = processor.tokenizer.pad_token_id
-    return mean_loss(model, (text_batch(ids[start : start + batch_size], pad_id) for start in range(0, len(ids), batch_size)))
+    return mean_loss(
+        model, (text_batch(ids[start : start + batch_size], pad_id) for start in range(0, len(ids), batch_size))
+    )
 
 
 LOSS_PROBE_SAMPLES = 64
 
 
-def loss_probes(text_ids: Sequence[torch.Tensor], captions: EncodedCaptions, pad_id: int) -> dict[str, list[dict[str, torch.Tensor]]]:
+def loss_probes(
+    text_ids: Sequence[torch.Tensor], captions: EncodedCaptions, pad_id: int
+) -> dict[str, list[dict[str, torch.Tensor]]]:
     """The fixed batches whose loss the pretraining record gives before and after: the first
     LOSS_PROBE_SAMPLES training samples of each kind (text, caption) there is."""
     probes = {}
@@ -305,7 +317,13 @@ class PlannedBatches(torch.utils.data.Dataset):
     The plan is seeded and shuffled already, so the Trainer reads it in order (sequential sampler,
     one item per step)."""
 
-    def __init__(self, plan: Sequence[tuple[str, np.ndarray]], text_ids: Sequence[torch.Tensor], captions: EncodedCaptions, pad_id: int):
+    def __init__(
+        self,
+        plan: Sequence[tuple[str, np.ndarray]],
+        text_ids: Sequence[torch.Tensor],
+        captions: EncodedCaptions,
+        pad_id: int,
+    ):
         self.plan, self.text_ids, self.captions, self.pad_id = list(plan), text_ids, captions, pad_id
 
     def __len__(self) -> int:
@@ -351,7 +369,9 @@ def pretraining_arguments(tiny: TinyModelParams, steps: int, seed: int, output_d
     )
 
 
-def _train_on_plan(model, plan, text_ids, captions: EncodedCaptions, pad_id: int, tiny: TinyModelParams, seed: int, work_dir: Path) -> float:
+def _train_on_plan(
+    model, plan, text_ids, captions: EncodedCaptions, pad_id: int, tiny: TinyModelParams, seed: int, work_dir: Path
+) -> float:
     """One Trainer pass over a non-empty plan (the Trainer refuses zero steps); returns the mean training loss."""
     trainer = Trainer(
         model=model,
@@ -393,9 +413,15 @@ def _pretrain(model, processor, products, tiny, instruction, synthetic, seed, st
     log.info(
         "pretrained tiny base: %d steps (%d sentences, %d captioned images; %d caption-only + %d mixed epochs) in %.1fs; "
         "text loss %.3f -> %.3f, caption loss %.3f -> %.3f",
-        record["steps"], record["text_samples"], record["caption_samples"], record["caption_only_epochs"], record["mixed_epochs"],
+        record["steps"],
+        record["text_samples"],
+        record["caption_samples"],
+        record["caption_only_epochs"],
+        record["mixed_epochs"],
         time.perf_counter() - started,
-        record["text_loss_before"] or float("nan"), record["text_loss_after"] or float("nan"),
-        record["caption_loss_before"] or float("nan"), record["caption_loss_after"] or float("nan"),
+        record["text_loss_before"] or float("nan"),
+        record["text_loss_after"] or float("nan"),
+        record["caption_loss_before"] or float("nan"),
+        record["caption_loss_after"] or float("nan"),
     )
     return record

@@ -25,12 +25,36 @@ from PIL import Image
 from brandcap.records import artifact_path
 
 REAL_SHAPED_BRANDS = [
-    "Saint Laurent", "A.P.C.", "Off-White™", "Chloé", "(di)vision", "3.1 Phillip Lim", "Dolce & Gabbana",
-    "Laurent", "See by Chloé", "Maison Margiela", "MM6 Maison Margiela", "Moncler®", "Isabel Marant",
-    "Isabel Marant Étoile", "Alaïa", "Comme des Garçons", "Y-3", "Acne Studios", "Jil Sander", "Bottega Veneta",
+    "Saint Laurent",
+    "A.P.C.",
+    "Off-White™",
+    "Chloé",
+    "(di)vision",
+    "3.1 Phillip Lim",
+    "Dolce & Gabbana",
+    "Laurent",
+    "See by Chloé",
+    "Maison Margiela",
+    "MM6 Maison Margiela",
+    "Moncler®",
+    "Isabel Marant",
+    "Isabel Marant Étoile",
+    "Alaïa",
+    "Comme des Garçons",
+    "Y-3",
+    "Acne Studios",
+    "Jil Sander",
+    "Bottega Veneta",
 ]
 HOSTILE_CODES = ["../../escape", "/etc/passwd", "A/B 12", "ÉTÉ-2024 #3", "a b", "a_b", "x" * 300, "con", "N.A."]
-TEXT_COLUMNS_WITH_PLACEHOLDERS = ["brand", "title", "category1_code", "category2_code", "category3_code", "product_code"]
+TEXT_COLUMNS_WITH_PLACEHOLDERS = [
+    "brand",
+    "title",
+    "category1_code",
+    "category2_code",
+    "category3_code",
+    "product_code",
+]
 # (width, height) at 448 px on the long side: what real product photos look like.
 PHOTO_SHAPES = [(336, 448), (448, 336), (252, 448), (448, 448)]
 PHOTO_FORMATS = ["jpeg", "webp", "png_palette", "cmyk_jpeg", "jpeg_exif_rotated"]
@@ -39,8 +63,10 @@ SUFFIX = {"jpeg": ".jpg", "webp": ".webp", "png_palette": ".png", "cmyk_jpeg": "
 
 def real_shaped_brand_names(n_brands: int) -> list[str]:
     if n_brands > len(REAL_SHAPED_BRANDS):
-        raise ValueError(f"data.synthetic.n_brands ({n_brands}) is above the {len(REAL_SHAPED_BRANDS)} real-shaped brand "
-                         "names of data.synthetic.real_shapes; lower n_brands")
+        raise ValueError(
+            f"data.synthetic.n_brands ({n_brands}) is above the {len(REAL_SHAPED_BRANDS)} real-shaped brand "
+            "names of data.synthetic.real_shapes; lower n_brands"
+        )
     return REAL_SHAPED_BRANDS[:n_brands]
 
 
@@ -49,7 +75,10 @@ def photo_bytes(square: Image.Image, shape: tuple[int, int], fmt: str) -> bytes:
     width, height = shape
     side = min(width, height)
     canvas = Image.new("RGB", shape, (236, 234, 230))
-    canvas.paste(square.convert("RGB").resize((side, side), Image.Resampling.BICUBIC), ((width - side) // 2, (height - side) // 2))
+    canvas.paste(
+        square.convert("RGB").resize((side, side), Image.Resampling.BICUBIC),
+        ((width - side) // 2, (height - side) // 2),
+    )
     buf = io.BytesIO()
     if fmt == "jpeg":
         canvas.save(buf, format="JPEG", quality=90)
@@ -87,7 +116,9 @@ def _redo_photo(url: str, photos_dir: Path, i: int, rng: np.random.Generator) ->
     return f"file:{artifact_path(photos_dir)}/{target.name}"
 
 
-def dress_as_real_catalogue(frame: pd.DataFrame, shop_dir: str | Path, seed: int, placeholder_rate: float = 0.03) -> pd.DataFrame:
+def dress_as_real_catalogue(
+    frame: pd.DataFrame, shop_dir: str | Path, seed: int, placeholder_rate: float = 0.03
+) -> pd.DataFrame:
     """The shop's table with real-shaped brand names, `N.A.` values, hostile codes and real-shaped photos."""
     rng = np.random.default_rng([seed, 77])
     out = frame.copy()

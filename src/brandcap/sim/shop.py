@@ -42,7 +42,17 @@ from brandcap.images import png_bytes
 from brandcap.params import SyntheticShop
 from brandcap.records import DBQ_COLUMNS, artifact_path
 from brandcap.sim.colours import dominant_colour_name
-from brandcap.sim.drawing import CATEGORIES, COLOUR_NAMES, EMBLEMS, HARDWARE, PATTERNS, PLACEMENTS, BrandSignature, Category, draw_product
+from brandcap.sim.drawing import (
+    CATEGORIES,
+    COLOUR_NAMES,
+    EMBLEMS,
+    HARDWARE,
+    PATTERNS,
+    PLACEMENTS,
+    BrandSignature,
+    Category,
+    draw_product,
+)
 
 # Seed streams keep the catalog, the general set (forgetting probe), the tiny model's pretraining images
 # and the generic training set (train.general_mix) apart.
@@ -51,11 +61,51 @@ STREAM_CATALOG, STREAM_GENERAL, STREAM_PRETRAIN, STREAM_GENERAL_TRAIN = 1, 2, 3,
 PLACEHOLDER_URL = "N.A."
 
 
-_SYLLABLES = ["ma", "ri", "lo", "ve", "sa", "no", "ta", "li", "ber", "cal", "dor", "fen",
-              "gia", "mon", "pel", "ros", "vin", "zan", "cor", "del", "tes", "var", "lun", "bel"]
+_SYLLABLES = [
+    "ma",
+    "ri",
+    "lo",
+    "ve",
+    "sa",
+    "no",
+    "ta",
+    "li",
+    "ber",
+    "cal",
+    "dor",
+    "fen",
+    "gia",
+    "mon",
+    "pel",
+    "ros",
+    "vin",
+    "zan",
+    "cor",
+    "del",
+    "tes",
+    "var",
+    "lun",
+    "bel",
+]
 _PREFIXES = ["Maison", "Atelier", "Casa", "Studio", "Hôtel", "Maison", "Officine", "Ateliers"]
-_SURNAMES = ["Éclat", "Rossi", "Brunel", "Lévêque", "Moretti", "Dufresne", "Ferrand", "Calloway",
-             "Marchetti", "Östberg", "Navarro", "Thévenin", "Bianchi", "Ashby", "Céleste", "Okafor"]
+_SURNAMES = [
+    "Éclat",
+    "Rossi",
+    "Brunel",
+    "Lévêque",
+    "Moretti",
+    "Dufresne",
+    "Ferrand",
+    "Calloway",
+    "Marchetti",
+    "Östberg",
+    "Navarro",
+    "Thévenin",
+    "Bianchi",
+    "Ashby",
+    "Céleste",
+    "Okafor",
+]
 _PARTNERS = ["Figli", "Fils", "Sons", "Co", "Frères", "Hart", "Moss", "Lane"]
 
 
@@ -105,10 +155,14 @@ def brand_signatures(n_brands: int, seed: int) -> list[BrandSignature]:
             if len(chosen) == n_brands:
                 break
             emblem_uses = sum(c[0] == combo[0] for c in chosen)
-            if emblem_uses < per_emblem and all(sum(x != y for x, y in zip(combo, c)) >= min_differences for c in chosen):
+            if emblem_uses < per_emblem and all(
+                sum(x != y for x, y in zip(combo, c)) >= min_differences for c in chosen
+            ):
                 chosen.append(combo)
     if len(chosen) < n_brands:
-        raise ValueError(f"data.synthetic.n_brands={n_brands}: only {len(chosen)} distinct brand signatures exist; lower it")
+        raise ValueError(
+            f"data.synthetic.n_brands={n_brands}: only {len(chosen)} distinct brand signatures exist; lower it"
+        )
     return [BrandSignature(*combo) for combo in chosen]
 
 
@@ -195,25 +249,27 @@ def generate_shop(shop: SyntheticShop, n_products: int, seed: int, shop_dir: str
         full_price = float(np.round(np.exp(prng.normal(6.0, 0.7)), -1) + 0.0)
         discounted = bool(prng.random() < 0.3)
         price = float(np.round(full_price * (0.7 if discounted else 1.0), 2))
-        rows.append({
-            "website_name": "Synthetic Shop",
-            "competence_date": "2024-01-15",
-            "country_code": "FRA",
-            "currency_code": "EUR",
-            "brand": names[b],
-            "category1_code": category.category1,
-            "category2_code": category.category2,
-            "category3_code": category.category3,
-            "product_code": code,
-            "title": product_title(prng, category),
-            "itemurl": f"https://shop.example/products/{code}",
-            "imageurl": PLACEHOLDER_URL if i in placeholder else f"file:{url_dir}/{code}.png",
-            "full_price": full_price,
-            "price": price,
-            "full_price_eur": full_price,
-            "price_eur": price,
-            "flg_discount": int(discounted),
-        })
+        rows.append(
+            {
+                "website_name": "Synthetic Shop",
+                "competence_date": "2024-01-15",
+                "country_code": "FRA",
+                "currency_code": "EUR",
+                "brand": names[b],
+                "category1_code": category.category1,
+                "category2_code": category.category2,
+                "category3_code": category.category3,
+                "product_code": code,
+                "title": product_title(prng, category),
+                "itemurl": f"https://shop.example/products/{code}",
+                "imageurl": PLACEHOLDER_URL if i in placeholder else f"file:{url_dir}/{code}.png",
+                "full_price": full_price,
+                "price": price,
+                "full_price_eur": full_price,
+                "price_eur": price,
+                "flg_discount": int(discounted),
+            }
+        )
     for stale in shop_dir.glob("*.png"):  # images of an earlier, larger or other-seeded shop
         if stale.name not in written:
             stale.unlink()

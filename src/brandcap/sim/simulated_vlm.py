@@ -85,10 +85,15 @@ def parse_prompt(prompt: str, pattern: re.Pattern[str] | None) -> dict[str, str]
     if not m or not m.groupdict().get("brand"):
         return None
     found = {k: v.strip() for k, v in m.groupdict().items() if v}
-    return {"brand": found["brand"], "title": found.get("title", "product"), "category": found.get("category", "fashion")}
+    return {
+        "brand": found["brand"],
+        "title": found.get("title", "product"),
+        "category": found.get("category", "fashion"),
+    }
 
 
 # --------------------------------------------------------------------------- reading the image
+
 
 def decode_data_url(url: str) -> bytes:
     if not url.startswith("data:") or ";base64," not in url:
@@ -205,7 +210,9 @@ class Answer:
     finish_reason: str
 
 
-def write_answer(fields: dict[str, str] | None, png: bytes, max_tokens: int, sim: SimulatorParams, rng: random.Random) -> Answer:
+def write_answer(
+    fields: dict[str, str] | None, png: bytes, max_tokens: int, sim: SimulatorParams, rng: random.Random
+) -> Answer:
     colour, accent = dominant_and_accent(png)
     if fields is None:
         text = _GENERIC.format(colour=colour, accent=accent)
@@ -304,7 +311,12 @@ class SimulatedVLM:
         return web.Response(text="ok")
 
     async def models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": self.model_name, "object": "model", "created": 0, "owned_by": "brandcap"}]})
+        return web.json_response(
+            {
+                "object": "list",
+                "data": [{"id": self.model_name, "object": "model", "created": 0, "owned_by": "brandcap"}],
+            }
+        )
 
     def _rng(self, *parts: Any) -> random.Random:
         digest = hashlib.sha256(json.dumps([self.seed, *parts], default=str).encode()).digest()
@@ -312,8 +324,13 @@ class SimulatedVLM:
 
     async def chat_completions(self, request: web.Request) -> web.Response:
         started = time.monotonic()
-        entry: dict[str, Any] = {"time": time.time(), "prompt": None, "temperature": None, "status": None,
-                                 "authorization": request.headers.get("Authorization", "")}
+        entry: dict[str, Any] = {
+            "time": time.time(),
+            "prompt": None,
+            "temperature": None,
+            "status": None,
+            "authorization": request.headers.get("Authorization", ""),
+        }
         self.requests.append(entry)
         response = await self._answer(request, entry)
         entry["status"] = response.status
@@ -337,7 +354,11 @@ class SimulatedVLM:
         entry.update(prompt=prompt, temperature=temperature)
         prompt_tokens = word_count(prompt) + IMAGE_TOKENS
         if prompt_tokens + max_tokens > MAX_CONTEXT_TOKENS:
-            return _error(400, f"This model's maximum context length is {MAX_CONTEXT_TOKENS} tokens; the request asks for {prompt_tokens + max_tokens}.", "invalid_request_error")
+            return _error(
+                400,
+                f"This model's maximum context length is {MAX_CONTEXT_TOKENS} tokens; the request asks for {prompt_tokens + max_tokens}.",
+                "invalid_request_error",
+            )
 
         content = [prompt, entry["image_sha256"], temperature, body.get("top_p"), body.get("seed"), max_tokens]
         repeat = self._repeats[json.dumps(content)]
@@ -353,16 +374,31 @@ class SimulatedVLM:
                 return _error(429, "Rate limit reached; retry later.", "rate_limit_error", headers)
             return _error(500, "The server had an error while processing the request.", "server_error")
 
-        answer = write_answer(parse_prompt(prompt, self._pattern), png, max_tokens, self.sim, self._rng("answer", content))
+        answer = write_answer(
+            parse_prompt(prompt, self._pattern), png, max_tokens, self.sim, self._rng("answer", content)
+        )
         completion_tokens = word_count(answer.text)
-        return web.json_response({
-            "id": f"chatcmpl-{uuid.uuid4().hex}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": body.get("model") or self.model_name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text}, "finish_reason": answer.finish_reason, "logprobs": None}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens},
-        })
+        return web.json_response(
+            {
+                "id": f"chatcmpl-{uuid.uuid4().hex}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body.get("model") or self.model_name,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": answer.text},
+                        "finish_reason": answer.finish_reason,
+                        "logprobs": None,
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                },
+            }
+        )
 
 
 class SimulatedVLMServer:
@@ -424,8 +460,14 @@ class SimulatedVLMServer:
         self.stop()
 
 
-def start_simulated_vlm(sim: SimulatorParams, seed: int, prompt_template: str = DEFAULT_CAPTION_PROMPT,
-                        host: str = "127.0.0.1", port: int = 0, model_name: str = MODEL_NAME) -> SimulatedVLMServer:
+def start_simulated_vlm(
+    sim: SimulatorParams,
+    seed: int,
+    prompt_template: str = DEFAULT_CAPTION_PROMPT,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    model_name: str = MODEL_NAME,
+) -> SimulatedVLMServer:
     """Serve the simulated VLM in a background thread (port 0 = an ephemeral port); returns the running server.
 
     `model_name` is the one model it lists at /v1/models (the caption stage passes caption.model)."""
@@ -435,14 +477,22 @@ def start_simulated_vlm(sim: SimulatorParams, seed: int, prompt_template: str = 
 def serve_vlm_main(argv: list[str] | None = None) -> None:
     """`brandcap serve-vlm`: serve the simulated VLM in the foreground until interrupted."""
     parser = argparse.ArgumentParser(prog="brandcap serve-vlm", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--params", default="params.yaml", help="parameter file (caption.simulator, caption.prompt and seed are used)")
+    parser.add_argument(
+        "--params", default="params.yaml", help="parameter file (caption.simulator, caption.prompt and seed are used)"
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000, help="0 = an ephemeral port (the URL is printed)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     params = load_params(args.params)
-    server = start_simulated_vlm(params.caption.simulator, params.seed, params.caption.prompt, args.host, args.port,
-                                 model_name=params.caption.model)
+    server = start_simulated_vlm(
+        params.caption.simulator,
+        params.seed,
+        params.caption.prompt,
+        args.host,
+        args.port,
+        model_name=params.caption.model,
+    )
     print(f"simulated VLM serving on {server.base_url}", flush=True)
     try:
         while True:

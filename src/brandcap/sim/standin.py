@@ -46,7 +46,16 @@ import transformers
 from brandcap.atomic import staged_directory, write_json
 from brandcap.params import Params, SyntheticShop, TinyModelParams
 from brandcap.sim import colours, drawing
-from brandcap.sim.drawing import CATEGORIES, COLOUR_NAMES, EMBLEMS, HARDWARE, PATTERNS, PLACEMENTS, BrandSignature, draw_product
+from brandcap.sim.drawing import (
+    CATEGORIES,
+    COLOUR_NAMES,
+    EMBLEMS,
+    HARDWARE,
+    PATTERNS,
+    PLACEMENTS,
+    BrandSignature,
+    draw_product,
+)
 from brandcap.sim.pretrain import Product, mean_text_loss, pretrain, text_samples, tokenizer_corpus
 from brandcap.sim.shop import brand_names, brand_signatures, product_title
 from brandcap.sim.tiny_model import build_tiny_model
@@ -98,8 +107,18 @@ class LanguageRecipe:
     products: int = 1_200  # (brand, title, category) triples the sentences are made from
 
 
-QUICK = (VisionRecipe(batch_size=32, warmup_images=64, eval_every_images=128, held_out_images=64, patience=1, max_images=384),
-         TinyModelParams(vision_layers=4, pretrain_epochs=1, pretrain_samples=16, pretrain_text_samples=16, pretrain_caption_first_epochs=0))
+QUICK = (
+    VisionRecipe(
+        batch_size=32, warmup_images=64, eval_every_images=128, held_out_images=64, patience=1, max_images=384
+    ),
+    TinyModelParams(
+        vision_layers=4,
+        pretrain_epochs=1,
+        pretrain_samples=16,
+        pretrain_text_samples=16,
+        pretrain_caption_first_epochs=0,
+    ),
+)
 
 
 # ----------------------------------------------------------------------------- the visual vocabulary
@@ -117,13 +136,22 @@ def vocabulary_image(index: int, stream: int, world: SyntheticShop, seed: int, e
     signature = None
     if rng.random() < world.signature_visibility:
         while signature is None or signature in excluded:
-            signature = BrandSignature(str(rng.choice(EMBLEMS)), str(rng.choice(list(PLACEMENTS))), str(rng.choice(PATTERNS)), str(rng.choice(HARDWARE)))
+            signature = BrandSignature(
+                str(rng.choice(EMBLEMS)),
+                str(rng.choice(list(PLACEMENTS))),
+                str(rng.choice(PATTERNS)),
+                str(rng.choice(HARDWARE)),
+            )
     distractor = bool(rng.random() < world.distractor_rate)
     image = draw_product(rng, world.image_size, category, body, trim, signature, world.noise, distractor)
     labels = {
-        "category": category.noun, "body_colour": body, "trim_colour": trim,
-        "emblem": signature.emblem if signature else NONE, "placement": signature.placement if signature else NONE,
-        "pattern": signature.pattern if signature else "plain", "hardware": signature.hardware if signature else "none",
+        "category": category.noun,
+        "body_colour": body,
+        "trim_colour": trim,
+        "emblem": signature.emblem if signature else NONE,
+        "placement": signature.placement if signature else NONE,
+        "pattern": signature.pattern if signature else "plain",
+        "hardware": signature.hardware if signature else "none",
         "distractor": "yes" if distractor else "no",
     }
     return image, labels
@@ -142,14 +170,25 @@ class VocabularyBatches(torch.utils.data.IterableDataset):
     """Batches `first_batch, first_batch + 1, ...` of the vocabulary stream, drawn on the fly
     (in a DataLoader worker, beside the training thread)."""
 
-    def __init__(self, processor, world: SyntheticShop, seed: int, excluded: set[BrandSignature], batch_size: int, first_batch: int, n_batches: int):
+    def __init__(
+        self,
+        processor,
+        world: SyntheticShop,
+        seed: int,
+        excluded: set[BrandSignature],
+        batch_size: int,
+        first_batch: int,
+        n_batches: int,
+    ):
         self.processor, self.world, self.seed, self.excluded = processor, world, seed, excluded
         self.batch_size, self.first_batch, self.n_batches = batch_size, first_batch, n_batches
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
         for b in range(self.first_batch, self.first_batch + self.n_batches):
-            drawn = [vocabulary_image(i, STREAM_VOCABULARY, self.world, self.seed, self.excluded)
-                     for i in range(b * self.batch_size, (b + 1) * self.batch_size)]
+            drawn = [
+                vocabulary_image(i, STREAM_VOCABULARY, self.world, self.seed, self.excluded)
+                for i in range(b * self.batch_size, (b + 1) * self.batch_size)
+            ]
             yield pixel_values(self.processor, [img for img, _ in drawn]), label_indices([lab for _, lab in drawn])
 
 
@@ -160,7 +199,9 @@ class AttributeHeads(torch.nn.Module):
     def __init__(self, tower, n_patches: int, hidden: int):
         super().__init__()
         self.tower = tower
-        self.heads = torch.nn.ModuleDict({name: torch.nn.Linear(n_patches * hidden, len(values)) for name, values in ATTRIBUTES.items()})
+        self.heads = torch.nn.ModuleDict(
+            {name: torch.nn.Linear(n_patches * hidden, len(values)) for name, values in ATTRIBUTES.items()}
+        )
 
     def forward(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
         patches = self.tower(pixel_values=pixel_values).last_hidden_state[:, 1:, :].flatten(1)
@@ -168,11 +209,16 @@ class AttributeHeads(torch.nn.Module):
 
 
 @torch.no_grad()
-def held_out_accuracy(model: AttributeHeads, pixels: torch.Tensor, labels: dict[str, torch.Tensor], batch_size: int = 256) -> dict[str, float]:
+def held_out_accuracy(
+    model: AttributeHeads, pixels: torch.Tensor, labels: dict[str, torch.Tensor], batch_size: int = 256
+) -> dict[str, float]:
     model.eval()
     outputs = [model(pixels[i : i + batch_size]) for i in range(0, len(pixels), batch_size)]
     model.train()
-    return {name: round(float((torch.cat([o[name] for o in outputs]).argmax(1) == labels[name]).float().mean()), 4) for name in ATTRIBUTES}
+    return {
+        name: round(float((torch.cat([o[name] for o in outputs]).argmax(1) == labels[name]).float().mean()), 4)
+        for name in ATTRIBUTES
+    }
 
 
 def plateaued(curve: Sequence[dict], patience: int, min_gain: float) -> bool:
@@ -180,7 +226,9 @@ def plateaued(curve: Sequence[dict], patience: int, min_gain: float) -> bool:
     if len(curve) <= patience:
         return False
     before, recent = curve[:-patience], curve[-patience:]
-    return all(max(p["accuracy"][a] for p in recent) - max(p["accuracy"][a] for p in before) < min_gain for a in ATTRIBUTES)
+    return all(
+        max(p["accuracy"][a] for p in recent) - max(p["accuracy"][a] for p in before) < min_gain for a in ATTRIBUTES
+    )
 
 
 def train_vision_vocabulary(model, processor, world: SyntheticShop, seed: int, recipe: VisionRecipe) -> dict:
@@ -190,7 +238,10 @@ def train_vision_vocabulary(model, processor, world: SyntheticShop, seed: int, r
     heads = AttributeHeads(model.model.vision_tower, tiny_side**2, model.config.vision_config.hidden_size)
     excluded = excluded_signatures(world, seed)
     held = [vocabulary_image(i, STREAM_HELD_OUT, world, seed, excluded) for i in range(recipe.held_out_images)]
-    held_pixels, held_labels = pixel_values(processor, [img for img, _ in held]), label_indices([lab for _, lab in held])
+    held_pixels, held_labels = (
+        pixel_values(processor, [img for img, _ in held]),
+        label_indices([lab for _, lab in held]),
+    )
     optimiser = torch.optim.AdamW(heads.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
     warmup_steps = max(1, recipe.warmup_images // recipe.batch_size)
     eval_every = max(1, recipe.eval_every_images // recipe.batch_size)
@@ -199,7 +250,10 @@ def train_vision_vocabulary(model, processor, world: SyntheticShop, seed: int, r
     def run(n_batches: int, lr_at) -> None:
         nonlocal step
         loader = torch.utils.data.DataLoader(
-            VocabularyBatches(processor, world, seed, excluded, recipe.batch_size, step, n_batches), batch_size=None, num_workers=1)
+            VocabularyBatches(processor, world, seed, excluded, recipe.batch_size, step, n_batches),
+            batch_size=None,
+            num_workers=1,
+        )
         for pixels, labels in loader:
             for group in optimiser.param_groups:
                 group["lr"] = lr_at(step)
@@ -214,8 +268,12 @@ def train_vision_vocabulary(model, processor, world: SyntheticShop, seed: int, r
     def point() -> dict:
         accuracy = held_out_accuracy(heads, held_pixels, held_labels)
         seen = step * recipe.batch_size
-        log.info("vision vocabulary: %d images (%.0f/s): %s", seen, seen / (time.perf_counter() - started),
-                 ", ".join(f"{a} {v:.3f}" for a, v in accuracy.items()))
+        log.info(
+            "vision vocabulary: %d images (%.0f/s): %s",
+            seen,
+            seen / (time.perf_counter() - started),
+            ", ".join(f"{a} {v:.3f}" for a, v in accuracy.items()),
+        )
         return {"images": seen, "accuracy": accuracy}
 
     max_steps = recipe.max_images // recipe.batch_size
@@ -272,15 +330,31 @@ def architecture(config) -> dict:
     side = vision.image_size[0] if isinstance(vision.image_size, list | tuple) else vision.image_size
     patch = vision.patch_size[0] if isinstance(vision.patch_size, list | tuple) else vision.patch_size
     return {
-        "image_size": side, "patch_size": patch, "vision_hidden": vision.hidden_size, "vision_layers": vision.num_hidden_layers,
-        "vision_heads": vision.num_attention_heads, "text_hidden": text.hidden_size, "text_layers": text.num_hidden_layers,
+        "image_size": side,
+        "patch_size": patch,
+        "vision_hidden": vision.hidden_size,
+        "vision_layers": vision.num_hidden_layers,
+        "vision_heads": vision.num_attention_heads,
+        "text_hidden": text.hidden_size,
+        "text_layers": text.num_hidden_layers,
         "text_heads": text.num_attention_heads,
     }
 
 
 def expected_architecture(tiny: TinyModelParams = ARCHITECTURE) -> dict:
-    return {key: getattr(tiny, key) for key in ("image_size", "patch_size", "vision_hidden", "vision_layers", "vision_heads",
-                                                "text_hidden", "text_layers", "text_heads")}
+    return {
+        key: getattr(tiny, key)
+        for key in (
+            "image_size",
+            "patch_size",
+            "vision_hidden",
+            "vision_layers",
+            "vision_heads",
+            "text_hidden",
+            "text_layers",
+            "text_heads",
+        )
+    }
 
 
 def make_standin(out_dir: Path, seed: int = 4, quick: bool = False, command: str = "") -> dict:
@@ -297,14 +371,16 @@ def make_standin(out_dir: Path, seed: int = 4, quick: bool = False, command: str
     held_out_text = text_samples(world_products(world, seed + 7919, 200), 200, seed=seed + 7919)
     with staged_directory(Path(out_dir)) as stage:
         # pretrain() removes its Trainer's work_dir itself
-        language = pretrain(model, processor, products, tiny, instruction, world, seed, work_dir=stage.parent / f".{stage.name}.trainer")
+        language = pretrain(
+            model, processor, products, tiny, instruction, world, seed, work_dir=stage.parent / f".{stage.name}.trainer"
+        )
         language["held_out_text_loss"] = round(mean_text_loss(model, processor, held_out_text), 4)
         model.model.vision_tower.requires_grad_(True)
         model.save_pretrained(stage)
         processor.save_pretrained(stage)
         recipe = {
             "what": "brandcap's pretrained stand-in: a tiny InternVL that knows the synthetic world's brand-free visual "
-                    "vocabulary and the brand names as words, and was never shown which marks belong to which brand",
+            "vocabulary and the brand names as words, and was never shown which marks belong to which brand",
             "command": command or "python tools/pretrain_standin.py",
             "seed": seed,
             "quick": quick,
@@ -317,11 +393,19 @@ def make_standin(out_dir: Path, seed: int = 4, quick: bool = False, command: str
             "wall_time_s": round(time.perf_counter() - started, 1),
             "threads": torch.get_num_threads(),
             "machine": platform.processor() or platform.machine(),
-            "versions": {"python": sys.version.split()[0], "torch": torch.__version__, "transformers": transformers.__version__},
+            "versions": {
+                "python": sys.version.split()[0],
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+            },
         }
         write_json(stage / RECIPE_FILE, recipe)
-    log.info("stand-in saved to %s in %.0f s: %s", out_dir, recipe["wall_time_s"],
-             ", ".join(f"{a} {v:.3f}" for a, v in vision["held_out_accuracy"].items()))
+    log.info(
+        "stand-in saved to %s in %.0f s: %s",
+        out_dir,
+        recipe["wall_time_s"],
+        ", ".join(f"{a} {v:.3f}" for a, v in vision["held_out_accuracy"].items()),
+    )
     return recipe
 
 

@@ -92,8 +92,16 @@ def build_tiny_base(params: Params, catalog_path: Path, out_dir: Path) -> dict:
     # Held-out brand sentences (another seed stream) show what pretraining taught the language model.
     held_out = text_samples(products, 200, seed=params.seed + 7919)
     untrained_loss = mean_text_loss(model, processor, held_out)
-    record = pretrain(model, processor, products, tiny, params.train.instruction, params.data.synthetic, params.seed,
-                      work_dir=out_dir / "pretraining")
+    record = pretrain(
+        model,
+        processor,
+        products,
+        tiny,
+        params.train.instruction,
+        params.data.synthetic,
+        params.seed,
+        work_dir=out_dir / "pretraining",
+    )
     record["held_out_text_loss_untrained"] = round(untrained_loss, 4)
     record["held_out_text_loss"] = round(mean_text_loss(model, processor, held_out), 4)
     model.save_pretrained(out_dir)
@@ -132,12 +140,18 @@ def load_hf_base(model_params: ModelParams, source: str, out_dir: Path) -> dict:
     trust_remote_code, revision = model_params.trust_remote_code, model_params.revision or None
     local = is_local_source(source)
     if local and not Path(source).expanduser().exists():
-        raise BaseModelError(f"model.base: local directory {source!r} does not exist; give an existing save_pretrained directory or a Hugging Face id such as {HF_NATIVE_ALTERNATIVES[0]}")
+        raise BaseModelError(
+            f"model.base: local directory {source!r} does not exist; give an existing save_pretrained directory or a Hugging Face id such as {HF_NATIVE_ALTERNATIVES[0]}"
+        )
     if local and revision:
-        raise BaseModelError(f"model.revision ({revision!r}) applies to a Hugging Face id, but model.base {source!r} is a local directory; clear model.revision")
+        raise BaseModelError(
+            f"model.revision ({revision!r}) applies to a Hugging Face id, but model.base {source!r} is a local directory; clear model.revision"
+        )
     source = str(Path(source).expanduser()) if source.startswith("~") else source
     try:
-        model = AutoModelForImageTextToText.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code, dtype="auto")
+        model = AutoModelForImageTextToText.from_pretrained(
+            source, revision=revision, trust_remote_code=trust_remote_code, dtype="auto"
+        )
         processor = AutoProcessor.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
         if not local and is_offline_mode():
@@ -174,11 +188,20 @@ def standin_summary(folder: Path) -> dict:
     recipe = read_recipe(folder)
     current = recipe.get("drawing_code_sha256") == drawing_code_sha256()
     if not current:
-        log.warning("%s was made from other drawing code than src/brandcap/sim/drawing.py and colours.py hold now; "
-                    "make it again: python tools/pretrain_standin.py --out %s", folder, folder)
+        log.warning(
+            "%s was made from other drawing code than src/brandcap/sim/drawing.py and colours.py hold now; "
+            "make it again: python tools/pretrain_standin.py --out %s",
+            folder,
+            folder,
+        )
     vision = recipe.get("vision", {})
-    return {"held_out_attribute_accuracy": vision.get("held_out_accuracy"), "vocabulary_images": vision.get("images"),
-            "stopped": vision.get("stopped"), "drawing_code_current": current, "seed": recipe.get("seed")}
+    return {
+        "held_out_attribute_accuracy": vision.get("held_out_accuracy"),
+        "vocabulary_images": vision.get("images"),
+        "stopped": vision.get("stopped"),
+        "drawing_code_current": current,
+        "seed": recipe.get("seed"),
+    }
 
 
 def find_converter(converter_script: str) -> Path:
@@ -186,7 +209,9 @@ def find_converter(converter_script: str) -> Path:
     if converter_script:
         path = Path(converter_script).expanduser()
         if not path.is_file():
-            raise BaseModelError(f"model.converter_script: {converter_script!r} is not a file; point it at convert_internvl_weights_to_hf.py of a transformers source checkout")
+            raise BaseModelError(
+                f"model.converter_script: {converter_script!r} is not a file; point it at convert_internvl_weights_to_hf.py of a transformers source checkout"
+            )
         return path
     try:
         spec = importlib.util.find_spec(CONVERTER_MODULE)
@@ -244,4 +269,10 @@ def run_base_model(params: Params, catalog_path: Path, out_dir: Path) -> None:
         info["transformers_version"] = transformers.__version__
         # No timings in the record: the same model must give a byte-identical folder (DVC hashes it).
         write_json(stage / BASE_INFO, info)
-    log.info("base model %s: %s parameters, saved to %s in %.1fs", info["source"], f"{info['parameters']:,}", out_dir, time.perf_counter() - started)
+    log.info(
+        "base model %s: %s parameters, saved to %s in %.1fs",
+        info["source"],
+        f"{info['parameters']:,}",
+        out_dir,
+        time.perf_counter() - started,
+    )

@@ -26,8 +26,13 @@ log = logging.getLogger(__name__)
 
 
 def _read_split(path: Path, what: str) -> list[dict[str, Any]]:
-    return read_records(path, ProductImageRecord, f"{what} split", allow_empty=False,
-                        fix="rerun the clean stage (an empty split: check its report, clean_report.json)")
+    return read_records(
+        path,
+        ProductImageRecord,
+        f"{what} split",
+        allow_empty=False,
+        fix="rerun the clean stage (an empty split: check its report, clean_report.json)",
+    )
 
 
 def run_baselines(params: Params, train_jsonl: Path, test_jsonl: Path, out_dir: Path) -> None:
@@ -45,11 +50,26 @@ def run_baselines(params: Params, train_jsonl: Path, test_jsonl: Path, out_dir: 
     for name in BASELINES:
         answers = guesses[name]
         outcomes = brand_outcomes(answers, test_brands, known_brands)
-        write_jsonl(Path(out_dir) / name / "predictions.jsonl", (
-            {"product_id": t["product_id"], "brand": t["brand"], "prediction": a, "brands_named": named_brands(a, known_brands), "outcome": o}
-            for t, a, o in zip(test, answers, outcomes)
-        ))
+        write_jsonl(
+            Path(out_dir) / name / "predictions.jsonl",
+            (
+                {
+                    "product_id": t["product_id"],
+                    "brand": t["brand"],
+                    "prediction": a,
+                    "brands_named": named_brands(a, known_brands),
+                    "outcome": o,
+                }
+                for t, a, o in zip(test, answers, outcomes)
+            ),
+        )
         metrics = {"n_test": len(test), **brand_metrics(answers, test_brands, known_brands)}
         write_json(Path(out_dir) / name / "metrics.json", metrics)
         summary.append(f"{name} {metrics['brand_accuracy']:.3f}")
-    log.info("baselines: %d train, %d test items; brand accuracy %s; wrote %s", len(train), len(test), ", ".join(summary), out_dir)
+    log.info(
+        "baselines: %d train, %d test items; brand accuracy %s; wrote %s",
+        len(train),
+        len(test),
+        ", ".join(summary),
+        out_dir,
+    )

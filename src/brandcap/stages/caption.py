@@ -133,7 +133,12 @@ def load_items(params: Params, manifest_path: str | Path) -> tuple[list[Item], i
     if not manifest_path.exists():
         raise FileNotFoundError(f"{manifest_path}: manifest not found; run the download stage first")
     frame = pd.read_parquet(manifest_path)
-    check_columns(frame.columns, MANIFEST_COLUMNS, manifest_path, f"it must come from the download stage (columns {list(MANIFEST_COLUMNS)})")
+    check_columns(
+        frame.columns,
+        MANIFEST_COLUMNS,
+        manifest_path,
+        f"it must come from the download stage (columns {list(MANIFEST_COLUMNS)})",
+    )
     cp = params.caption
     identity, sampling = endpoint_identity(cp, params.seed), sampling_params(cp)
     items, seen, duplicates = [], set(), 0
@@ -152,8 +157,16 @@ def load_items(params: Params, manifest_path: str | Path) -> tuple[list[Item], i
                 sha = "unreadable"
         fields = {"brand": _text(row["brand"]), "title": _text(row["title"]), "category": _text(row["category"])}
         prompt = cp.prompt.format(**prompt_fields(fields))
-        items.append(Item(product_id=product_id, image=image, sha256=sha, prompt=prompt,
-                          key=cache_key(sha, prompt, identity, sampling), **fields))
+        items.append(
+            Item(
+                product_id=product_id,
+                image=image,
+                sha256=sha,
+                prompt=prompt,
+                key=cache_key(sha, prompt, identity, sampling),
+                **fields,
+            )
+        )
     return items, duplicates
 
 
@@ -196,12 +209,20 @@ def completion_request(cp: CaptionParams, prompt: str, image_url: str, temperatu
     """The JSON body of one chat-completions request: the prompt, the image and the sampling params."""
     body: dict[str, Any] = {
         "model": cp.model,
-        "messages": [{"role": "user", "content": [
-            {"type": "text", "text": prompt},
-            {"type": "image_url", "image_url": {"url": image_url}},
-        ]}],
-        "temperature": temperature, "top_p": cp.top_p, "max_tokens": cp.max_tokens,
-        "presence_penalty": cp.presence_penalty, "frequency_penalty": cp.frequency_penalty,
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": prompt},
+                    {"type": "image_url", "image_url": {"url": image_url}},
+                ],
+            }
+        ],
+        "temperature": temperature,
+        "top_p": cp.top_p,
+        "max_tokens": cp.max_tokens,
+        "presence_penalty": cp.presence_penalty,
+        "frequency_penalty": cp.frequency_penalty,
     }
     if cp.seed is not None:
         body["seed"] = cp.seed
@@ -217,8 +238,15 @@ class Asker(Requester):
 
     async def ask(self, item: Item) -> dict[str, Any]:
         started = time.monotonic()
-        result: dict[str, Any] = {"text": None, "finish_reason": None, "attempts": 0, "retries": 0,
-                                  "prompt_tokens": 0, "completion_tokens": 0, "error": None}
+        result: dict[str, Any] = {
+            "text": None,
+            "finish_reason": None,
+            "attempts": 0,
+            "retries": 0,
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "error": None,
+        }
         try:
             image_bytes = Path(item.image).read_bytes()  # local and small: cheaper than a thread hop
         except OSError as err:
@@ -243,7 +271,9 @@ class Asker(Requester):
         return result
 
 
-async def ask_all(items: list[Item], base_url: str, params: Params, cache: TextIO, bar: Progress) -> dict[str, dict[str, Any]]:
+async def ask_all(
+    items: list[Item], base_url: str, params: Params, cache: TextIO, bar: Progress
+) -> dict[str, dict[str, Any]]:
     """Check the endpoint, then ask for every item with at most `caption.concurrency` in flight.
 
     Each answer is appended to the cache as it comes; EndpointDown when the circuit breaker trips."""
@@ -257,7 +287,13 @@ async def ask_all(items: list[Item], base_url: str, params: Params, cache: TextI
     async def worker() -> None:
         for item in pending:  # the shared iterator hands each item to exactly one worker
             result = await asker.ask(item)
-            record = {"key": item.key, "product_id": item.product_id, "sha256": item.sha256, "model": cp.model, **result}
+            record = {
+                "key": item.key,
+                "product_id": item.product_id,
+                "sha256": item.sha256,
+                "model": cp.model,
+                **result,
+            }
             cache.write(json.dumps(record, ensure_ascii=False) + "\n")
             cache.flush()
             results[item.key] = record
@@ -314,15 +350,20 @@ def run_caption(params: Params, manifest_path: str | Path, captions_path: str | 
 
     server = None
     if todo and not cp.base_url:
-        from brandcap.sim.simulated_vlm import start_simulated_vlm  # the simulated world, only where the profile selects it
+        from brandcap.sim.simulated_vlm import (
+            start_simulated_vlm,
+        )  # the simulated world, only where the profile selects it
 
         server = start_simulated_vlm(cp.simulator, params.seed, cp.prompt, model_name=cp.model)
     base_url = server.base_url if server else cp.base_url
     if server:
         log.info("caption.base_url is empty: started the simulated VLM at %s", base_url)
     started = time.monotonic()
-    with server or nullcontext(), open_append_only(cache_path) as cache, \
-            progress(len(items), "caption", unit="item", initial=n_cached, logger=log) as bar:
+    with (
+        server or nullcontext(),
+        open_append_only(cache_path) as cache,
+        progress(len(items), "caption", unit="item", initial=n_cached, logger=log) as bar,
+    ):
         fresh = asyncio.run(ask_all(todo, base_url, params, cache, bar)) if todo else {}
     elapsed = time.monotonic() - started
 
@@ -330,10 +371,18 @@ def run_caption(params: Params, manifest_path: str | Path, captions_path: str | 
     records = []
     for it in items:
         answer = answers[it.key]
-        records.append({
-            "product_id": it.product_id, "brand": it.brand, "title": it.title, "category": it.category,
-            "image": it.image, "sha256": it.sha256, "key": it.key, **{k: answer.get(k) for k in OUTPUT_FIELDS},
-        })
+        records.append(
+            {
+                "product_id": it.product_id,
+                "brand": it.brand,
+                "title": it.title,
+                "category": it.category,
+                "image": it.image,
+                "sha256": it.sha256,
+                "key": it.key,
+                **{k: answer.get(k) for k in OUTPUT_FIELDS},
+            }
+        )
     write_jsonl(captions_path, records)
 
     failures = Counter(r["error"].split(":", 1)[0] for r in records if r["error"])
@@ -341,9 +390,16 @@ def run_caption(params: Params, manifest_path: str | Path, captions_path: str | 
     tokens = sum(r["completion_tokens"] for r in fresh.values())
     log.info(
         "caption: %d items, %d cached, %d asked in %.1f s (%.2f items/s, %.1f completion tokens/s, %s), %d re-asked for loops/garbling, failures: %s -> %s",
-        len(items), n_cached, asked, elapsed, asked / elapsed if asked and elapsed else 0.0, tokens / elapsed if asked and elapsed else 0.0,
-        latency_summary([r["latency_s"] for r in fresh.values()]), sum(1 for r in fresh.values() if r["attempts"] > 1),
-        dict(failures) or "none", captions_path,
+        len(items),
+        n_cached,
+        asked,
+        elapsed,
+        asked / elapsed if asked and elapsed else 0.0,
+        tokens / elapsed if asked and elapsed else 0.0,
+        latency_summary([r["latency_s"] for r in fresh.values()]),
+        sum(1 for r in fresh.values() if r["attempts"] > 1),
+        dict(failures) or "none",
+        captions_path,
     )
     failed_fraction = sum(failures.values()) / len(items) if items else 0.0
     if failed_fraction > cp.max_failed_fraction:

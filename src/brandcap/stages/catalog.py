@@ -68,7 +68,9 @@ def read_local_table(path: Path) -> pd.DataFrame:
     except pd.errors.EmptyDataError:  # not even a header
         frame = pd.DataFrame()
     if frame.empty:
-        raise CatalogError(f"data.hf_dataset: local file {path} has no rows; point data.hf_dataset at a table of products")
+        raise CatalogError(
+            f"data.hf_dataset: local file {path} has no rows; point data.hf_dataset at a table of products"
+        )
     return frame
 
 
@@ -97,10 +99,17 @@ def read_hf_table(data: DataParams) -> pd.DataFrame:
         frame = read_hub_dataset(data.hf_dataset, data.hf_split, data.revision)
     else:
         if data.revision:
-            log.warning("data.revision=%s is ignored for the local table %s (git or DVC versions it)", data.revision, path)
+            log.warning(
+                "data.revision=%s is ignored for the local table %s (git or DVC versions it)", data.revision, path
+            )
         frame = read_local_table(path)
-    check_columns(frame.columns, REQUIRED_COLUMNS, f"data.hf_dataset {data.hf_dataset}",
-                  f"the table must follow the DBQ schema (at least {REQUIRED_COLUMNS})", error=CatalogError)
+    check_columns(
+        frame.columns,
+        REQUIRED_COLUMNS,
+        f"data.hf_dataset {data.hf_dataset}",
+        f"the table must follow the DBQ schema (at least {REQUIRED_COLUMNS})",
+        error=CatalogError,
+    )
     return frame
 
 
@@ -137,7 +146,9 @@ def product_keys(frame: pd.DataFrame) -> pd.Series:
     return frame["product_code"].where(frame["product_code"] != "", derived)
 
 
-def filter_and_sample(frame: pd.DataFrame, sample_size: int, seed: int, source: str, warn_if_short: bool = True) -> pd.DataFrame:
+def filter_and_sample(
+    frame: pd.DataFrame, sample_size: int, seed: int, source: str, warn_if_short: bool = True
+) -> pd.DataFrame:
     """Placeholders made missing; rows without an image URL or brand and repeated products dropped;
     a seeded sample; a product_id added."""
     n_read = len(frame)
@@ -152,14 +163,25 @@ def filter_and_sample(frame: pd.DataFrame, sample_size: int, seed: int, source: 
     frame["product_key"] = product_keys(frame)
     duplicate = keep & frame["product_key"].where(keep).duplicated(keep="first")
     keep &= ~duplicate
-    dropped = {"placeholder_url": int(placeholder.sum()), "missing_brand": int(missing_brand.sum()), "duplicate_product": int(duplicate.sum())}
+    dropped = {
+        "placeholder_url": int(placeholder.sum()),
+        "missing_brand": int(missing_brand.sum()),
+        "duplicate_product": int(duplicate.sum()),
+    }
     usable = frame[keep]
 
     if len(usable) == 0:
-        raise CatalogError(f"{source}: no usable rows ({n_read} read, dropped {dropped}); check the imageurl and brand columns")
+        raise CatalogError(
+            f"{source}: no usable rows ({n_read} read, dropped {dropped}); check the imageurl and brand columns"
+        )
     if len(usable) < sample_size:
-        log.log(logging.WARNING if warn_if_short else logging.INFO,
-                "%s: only %d usable rows, fewer than data.sample_size=%d; taking all of them", source, len(usable), sample_size)
+        log.log(
+            logging.WARNING if warn_if_short else logging.INFO,
+            "%s: only %d usable rows, fewer than data.sample_size=%d; taking all of them",
+            source,
+            len(usable),
+            sample_size,
+        )
         sampled = usable
     else:
         sampled = usable.sample(n=sample_size, random_state=seed).sort_index()
@@ -168,8 +190,14 @@ def filter_and_sample(frame: pd.DataFrame, sample_size: int, seed: int, source: 
     log.info(
         "catalog: %d rows read from %s, control characters removed from %d fields, dropped %s, sampled %d, %d brands; "
         "without product_code %d, without title %d",
-        n_read, source, n_control, ", ".join(f"{k}={v}" for k, v in dropped.items()), len(sampled), sampled["brand"].nunique(),
-        int((sampled["product_code"] == "").sum()), int((sampled["title"] == "").sum()),
+        n_read,
+        source,
+        n_control,
+        ", ".join(f"{k}={v}" for k, v in dropped.items()),
+        len(sampled),
+        sampled["brand"].nunique(),
+        int((sampled["product_code"] == "").sum()),
+        int((sampled["title"] == "").sum()),
     )
     return sampled
 

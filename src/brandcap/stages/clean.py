@@ -48,7 +48,18 @@ from brandcap.record_files import CaptionRecord, read_records
 
 log = logging.getLogger(__name__)
 
-RULES = ("no_caption", "repetition_loop", "garbled", "other_script", "cut_off", "no_brand", "length", "duplicate", "duplicate_image", "rare_brand")
+RULES = (
+    "no_caption",
+    "repetition_loop",
+    "garbled",
+    "other_script",
+    "cut_off",
+    "no_brand",
+    "length",
+    "duplicate",
+    "duplicate_image",
+    "rare_brand",
+)
 EXAMPLES_PER_RULE = 3
 
 
@@ -90,7 +101,9 @@ def _remove(result: CleanResult, rule: str, rec: dict[str, Any], text: str | Non
     result.removed[rule] += 1
     result.removed_by_brand[rec["brand"] or ""][rule] += 1
     if len(result.examples[rule]) < EXAMPLES_PER_RULE:
-        result.examples[rule].append({"product_id": rec["product_id"], "brand": rec["brand"], "text": text, "error": rec.get("error")})
+        result.examples[rule].append(
+            {"product_id": rec["product_id"], "brand": rec["brand"], "text": text, "error": rec.get("error")}
+        )
 
 
 def _count_rewrites(result: CleanResult, text: str, trimmed: str, caption: str) -> None:
@@ -151,7 +164,15 @@ def apply_caption_rules(records: list[dict[str, Any]], clean: CleanParams) -> Cl
         seen_texts.add(key)
         seen_products.add(rec["product_id"])
         seen_images.add(rec["sha256"])
-        result.kept.append({"product_id": rec["product_id"], "image": rec["image"], "sha256": rec["sha256"], "brand": brand, "caption": caption})
+        result.kept.append(
+            {
+                "product_id": rec["product_id"],
+                "image": rec["image"],
+                "sha256": rec["sha256"],
+                "brand": brand,
+                "caption": caption,
+            }
+        )
     result.brands_lost = lost_brands(result, {canonical.get(r["brand"] or "", r["brand"] or "") for r in records})
     return result
 
@@ -223,13 +244,19 @@ def split_by_brand(records: list[dict[str, Any]], seed: int, test_fraction: floa
     return train, val, test
 
 
-def require_both_splits(captions_path: Path, train: list[dict[str, Any]], test: list[dict[str, Any]], clean: CleanParams) -> None:
+def require_both_splits(
+    captions_path: Path, train: list[dict[str, Any]], test: list[dict[str, Any]], clean: CleanParams
+) -> None:
     """A split with no training (or no test) record cannot feed the study: fail here, not in training."""
     if train and test:
         return
     counts = Counter(r["brand"] for r in train + test)
     brands = ", ".join(f"{b} {n}" for b, n in counts.most_common(5))
-    cause = "a brand with a single product puts it in test and none in train" if not train else "clean.test_fraction holds out nothing"
+    cause = (
+        "a brand with a single product puts it in test and none in train"
+        if not train
+        else "clean.test_fraction holds out nothing"
+    )
     raise CleanError(
         f"{captions_path}: the split has {len(train)} training and {len(test)} test records; {cause} (products per "
         f"kept brand: {brands}). Set clean.min_brand_samples (now {clean.min_brand_samples}) to at least 2 so every "
@@ -239,8 +266,13 @@ def require_both_splits(captions_path: Path, train: list[dict[str, Any]], test: 
 
 def read_captions(captions_path: Path) -> list[dict[str, Any]]:
     try:
-        return read_records(captions_path, CaptionRecord, "captions file", allow_empty=False,
-                            fix="run the caption stage first (snakemake data/interim/captions.jsonl)")
+        return read_records(
+            captions_path,
+            CaptionRecord,
+            "captions file",
+            allow_empty=False,
+            fix="run the caption stage first (snakemake data/interim/captions.jsonl)",
+        )
     except ValueError as err:
         raise CleanError(str(err)) from None
 
@@ -254,7 +286,12 @@ def _quote(text: str | None, limit: int = 600) -> str:
 
 def examples_markdown(result: CleanResult, report: dict[str, Any]) -> str:
     """A page for a human to check the rules: a few removed captions per rule, and the rewrites."""
-    lines = ["# Clean stage: examples", "", f"{report['input']} captions in, {report['train']} train + {report['val']} validation + {report['test']} test out.", ""]
+    lines = [
+        "# Clean stage: examples",
+        "",
+        f"{report['input']} captions in, {report['train']} train + {report['val']} validation + {report['test']} test out.",
+        "",
+    ]
     for rule in RULES:
         lines += [f"## {rule}: {report['removed'][rule]} removed", ""]
         if rule == "rare_brand":
@@ -322,7 +359,16 @@ def run_clean(params: Params, captions_path: str | Path, out_dir: str | Path) ->
     log.info(
         "clean: %d captions -> %d kept (train %d, val %d, test %d) in %d brands (%d dropped: too few captions; %d lost every caption%s); "
         "removed: %s; trimmed %d, brand respelled %d",
-        report["input"], report["after_rules"], report["train"], report["val"], report["test"], len(result.brands_kept),
-        len(result.brands_dropped), len(result.brands_lost),
-        "".join(f", {b} to {x['rule']}" for b, x in result.brands_lost.items()), removed, report["trimmed"], report["brand_case_fixed"],
+        report["input"],
+        report["after_rules"],
+        report["train"],
+        report["val"],
+        report["test"],
+        len(result.brands_kept),
+        len(result.brands_dropped),
+        len(result.brands_lost),
+        "".join(f", {b} to {x['rule']}" for b, x in result.brands_lost.items()),
+        removed,
+        report["trimmed"],
+        report["brand_case_fixed"],
     )

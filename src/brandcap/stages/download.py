@@ -53,7 +53,15 @@ import pandas as pd
 from aiohttp import web
 from PIL import Image
 
-from brandcap.atomic import DiskFullError, atomic_path, clear_owned_folder_of_temporaries, place_link_or_copy, remove_stale_temporaries, write_bytes, write_parquet
+from brandcap.atomic import (
+    DiskFullError,
+    atomic_path,
+    clear_owned_folder_of_temporaries,
+    place_link_or_copy,
+    remove_stale_temporaries,
+    write_bytes,
+    write_parquet,
+)
 from brandcap.images import png_bytes, shrunk, upright_rgb
 from brandcap.params import EXTERNAL_DATA_DIR, DownloadParams, Params
 from brandcap.progress import Progress, progress
@@ -69,8 +77,20 @@ log = logging.getLogger(__name__)
 LOCAL_IMAGE_ROOT = Path("data")
 
 RETRYABLE_STATUS = {408, 429}  # transient by definition, although 4xx
-MANIFEST_COLUMNS = ["product_id", "brand", "title", "category", "imageurl", "status", "reason",
-                    "image", "sha256", "width", "height", "bytes"]
+MANIFEST_COLUMNS = [
+    "product_id",
+    "brand",
+    "title",
+    "category",
+    "imageurl",
+    "status",
+    "reason",
+    "image",
+    "sha256",
+    "width",
+    "height",
+    "bytes",
+]
 
 
 class DownloadError(RuntimeError):
@@ -133,8 +153,11 @@ def file_url_path(url: str) -> Path:
         raise ImageRejected("invalid_url", f"file URL with host {parts.netloc!r}")
     path = Path(unquote(parts.path))
     if not is_project_data(path):
-        raise ImageRejected("local_file_outside_project", f"{path} lies outside the project's {LOCAL_IMAGE_ROOT}/ folder (symlinks "
-                            f"resolved), so it is not read; copy the image under {EXTERNAL_DATA_DIR}/ and point its URL there")
+        raise ImageRejected(
+            "local_file_outside_project",
+            f"{path} lies outside the project's {LOCAL_IMAGE_ROOT}/ folder (symlinks "
+            f"resolved), so it is not read; copy the image under {EXTERNAL_DATA_DIR}/ and point its URL there",
+        )
     return path
 
 
@@ -280,7 +303,9 @@ def _remove_stale_temporaries(own_dirs: Sequence[Path], own_files: Sequence[Path
 
 
 # ----------------------------------------------------------------------------- the stage
-def _resumed_and_todo(rows: list[dict], dl: DownloadParams, resume_dir: Path, bar: Progress) -> tuple[dict[str, dict], list[tuple[dict, Path]]]:
+def _resumed_and_todo(
+    rows: list[dict], dl: DownloadParams, resume_dir: Path, bar: Progress
+) -> tuple[dict[str, dict], list[tuple[dict, Path]]]:
     """Results for placeholder URLs and images already in the resume folder; the rest to fetch."""
     results: dict[str, dict] = {}
     todo = []
@@ -370,13 +395,22 @@ def _readable_file_url(url: str) -> bool:
     return True
 
 
-async def _download_all(rows: list[dict], dl: DownloadParams, resume_dir: Path, serve_shop: bool, bar: Progress) -> tuple[dict[str, dict], int]:
+async def _download_all(
+    rows: list[dict], dl: DownloadParams, resume_dir: Path, serve_shop: bool, bar: Progress
+) -> tuple[dict[str, dict], int]:
     """Per product_id: status, reason, cached file and (sha256, width, height, bytes); and the HTTP request count."""
     results, todo = _resumed_and_todo(rows, dl, resume_dir, bar)
-    file_urls = [row["imageurl"] for row, _ in todo if row["imageurl"].lower().startswith("file:") and _readable_file_url(row["imageurl"])]
+    file_urls = [
+        row["imageurl"]
+        for row, _ in todo
+        if row["imageurl"].lower().startswith("file:") and _readable_file_url(row["imageurl"])
+    ]
     server = _serve_files_over_http(file_urls) if serve_shop and file_urls else contextlib.nullcontext({})
     connector = aiohttp.TCPConnector(limit=dl.concurrency, limit_per_host=dl.concurrency)
-    async with server as rewrite, aiohttp.ClientSession(connector=connector, headers={"User-Agent": "brandcap/0.1"}) as session:
+    async with (
+        server as rewrite,
+        aiohttp.ClientSession(connector=connector, headers={"User-Agent": "brandcap/0.1"}) as session,
+    ):
         fetcher = _Fetcher(dl, session, rewrite)
         await _FetchAndStore(dl, fetcher, results, bar).run(todo)
     return results, fetcher.requests
@@ -387,13 +421,19 @@ def read_catalog(catalog_path: Path) -> pd.DataFrame:
     if not catalog_path.exists():
         raise FileNotFoundError(f"{catalog_path}: catalog not found; run the catalog stage first")
     catalog = pd.read_parquet(catalog_path)
-    check_columns(catalog.columns, ("product_id", "brand", "title", "imageurl"), catalog_path, "write it with the catalog stage")
+    check_columns(
+        catalog.columns, ("product_id", "brand", "title", "imageurl"), catalog_path, "write it with the catalog stage"
+    )
     if catalog.empty:
-        raise ValueError(f"{catalog_path}: the catalog has no rows; rerun the catalog stage and check its log for what it dropped")
+        raise ValueError(
+            f"{catalog_path}: the catalog has no rows; rerun the catalog stage and check its log for what it dropped"
+        )
     ids = catalog["product_id"]
     no_id = ids.isna() | (ids.astype(str).str.strip() == "")
     if no_id.any():
-        raise ValueError(f"{catalog_path}: {int(no_id.sum())} row(s) without a product_id; write it with the catalog stage")
+        raise ValueError(
+            f"{catalog_path}: {int(no_id.sum())} row(s) without a product_id; write it with the catalog stage"
+        )
     if ids.duplicated().any():
         raise ValueError(f"{catalog_path}: product_id values repeat; write it with the catalog stage")
     catalog["product_id"] = ids.astype(str)
@@ -402,8 +442,11 @@ def read_catalog(catalog_path: Path) -> pd.DataFrame:
 
 def write_failure_report(path: Path, results: dict[str, dict], catalog: pd.DataFrame) -> None:
     """One CSV row per failed image, in catalog order: product_id, imageurl, reason, detail."""
-    failed = [{"product_id": pid, "imageurl": url, "reason": results[pid]["reason"], "detail": results[pid].get("detail", "")}
-              for pid, url in zip(catalog["product_id"], catalog["imageurl"]) if results[pid]["status"] == "failed"]
+    failed = [
+        {"product_id": pid, "imageurl": url, "reason": results[pid]["reason"], "detail": results[pid].get("detail", "")}
+        for pid, url in zip(catalog["product_id"], catalog["imageurl"])
+        if results[pid]["status"] == "failed"
+    ]
     frame = pd.DataFrame(failed, columns=["product_id", "imageurl", "reason", "detail"])
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)
@@ -426,9 +469,18 @@ def _manifest(catalog: pd.DataFrame, results: dict[str, dict], images_dir: Path)
         pid = row["product_id"]
         res = results[pid]
         rec = {
-            "product_id": pid, "brand": row["brand"], "title": row["title"], "category": category_text(row),
-            "imageurl": row["imageurl"] if isinstance(row["imageurl"], str) else "", "status": res["status"],
-            "reason": res["reason"], "image": "", "sha256": "", "width": 0, "height": 0, "bytes": 0,
+            "product_id": pid,
+            "brand": row["brand"],
+            "title": row["title"],
+            "category": category_text(row),
+            "imageurl": row["imageurl"] if isinstance(row["imageurl"], str) else "",
+            "status": res["status"],
+            "reason": res["reason"],
+            "image": "",
+            "sha256": "",
+            "width": 0,
+            "height": 0,
+            "bytes": 0,
         }
         if res["status"] == "ok":
             target = images_dir / f"{image_file_stem(pid)}.png"
@@ -440,7 +492,9 @@ def _manifest(catalog: pd.DataFrame, results: dict[str, dict], images_dir: Path)
     for stale in images_dir.glob("*.png"):
         if stale.name not in keep:
             stale.unlink()
-    return pd.DataFrame(records, columns=MANIFEST_COLUMNS).astype({"width": "int64", "height": "int64", "bytes": "int64"})
+    return pd.DataFrame(records, columns=MANIFEST_COLUMNS).astype(
+        {"width": "int64", "height": "int64", "bytes": "int64"}
+    )
 
 
 def _log_summary(manifest: pd.DataFrame, results: dict[str, dict], elapsed: float, n_requests: int) -> None:
@@ -451,9 +505,15 @@ def _log_summary(manifest: pd.DataFrame, results: dict[str, dict], elapsed: floa
     megabytes = manifest.loc[ok, "bytes"].sum() / 1e6
     log.info(
         "download: %d ok (%d fetched, %d resumed), %d failed%s, %.1f MB, %.1f images/s over %.1f s, %d HTTP requests",
-        int(ok.sum()), fetched, resumed, int((~ok).sum()),
+        int(ok.sum()),
+        fetched,
+        resumed,
+        int((~ok).sum()),
         " (" + ", ".join(f"{k}={v}" for k, v in failures.most_common()) + ")" if failures else "",
-        megabytes, len(manifest) / elapsed if elapsed > 0 else 0.0, elapsed, n_requests,
+        megabytes,
+        len(manifest) / elapsed if elapsed > 0 else 0.0,
+        elapsed,
+        n_requests,
     )
     for pid, res in results.items():
         if res["status"] == "failed" and res.get("detail"):
@@ -472,12 +532,20 @@ def _check_failed_fraction(manifest: pd.DataFrame, dl: DownloadParams, failure_r
         )
 
 
-def run_download(params: Params, catalog_path: Path, images_dir: Path, manifest_path: Path, resume_dir: Path,
-                 failure_report: Path | None = None) -> None:
+def run_download(
+    params: Params,
+    catalog_path: Path,
+    images_dir: Path,
+    manifest_path: Path,
+    resume_dir: Path,
+    failure_report: Path | None = None,
+) -> None:
     """Fetch every catalog image into resume_dir, materialise images_dir, write manifest_path and the
     failure report (default: resume_dir/failures.csv; both survive an orchestrator's cleanup)."""
     dl = params.download
-    catalog_path, images_dir, manifest_path, resume_dir = map(Path, (catalog_path, images_dir, manifest_path, resume_dir))
+    catalog_path, images_dir, manifest_path, resume_dir = map(
+        Path, (catalog_path, images_dir, manifest_path, resume_dir)
+    )
     failure_report = Path(failure_report) if failure_report is not None else resume_dir / "failures.csv"
     catalog = read_catalog(catalog_path)
     # Each cached image is keyed by its URL and the settings that shape it; other such settings or other
@@ -502,4 +570,3 @@ def run_download(params: Params, catalog_path: Path, images_dir: Path, manifest_
     _log_summary(manifest, results, elapsed, n_requests)
     write_failure_report(failure_report, results, catalog)
     _check_failed_fraction(manifest, dl, failure_report)
-

@@ -76,7 +76,15 @@ from transformers import AutoProcessor
 from brandcap.append_only import read_append_only
 from brandcap.atomic import write_json, write_jsonl
 from brandcap.evaluation.caption_metrics import METRIC_NAMES, caption_scores_many, start_meteor
-from brandcap.evaluation.metrics import brand_hallucination_rate, brand_metrics, brand_outcomes, candidate_brands, evaluation_sample, mean_token_loss, named_brands
+from brandcap.evaluation.metrics import (
+    brand_hallucination_rate,
+    brand_metrics,
+    brand_outcomes,
+    candidate_brands,
+    evaluation_sample,
+    mean_token_loss,
+    named_brands,
+)
 from brandcap.images import open_rgb
 from brandcap.model.chat import check_prompt_settings, encode, prompt_text
 from brandcap.model.checkpoints import CheckpointSeries, load_for_inference
@@ -87,7 +95,6 @@ from brandcap.record_files import GeneralRecord, SplitRecord, read_records
 from brandcap.resume_state import content_digest, finish_resume_dir, prepare_resume_dir, stage_fingerprint
 
 log = logging.getLogger(__name__)
-
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -131,7 +138,12 @@ class LocalModel:
     answers were all resumed never loads its checkpoint); greedy answers and the reference captions' loss."""
 
     def __init__(self, load_model: Callable[[], Any], processor, max_new_tokens: int, max_length: int):
-        self.load_model, self.processor, self.max_new_tokens, self.max_length = load_model, processor, max_new_tokens, max_length
+        self.load_model, self.processor, self.max_new_tokens, self.max_length = (
+            load_model,
+            processor,
+            max_new_tokens,
+            max_length,
+        )
 
     @cached_property
     def model(self):
@@ -142,8 +154,10 @@ class LocalModel:
         prompt = prompt_text(self.processor, instruction)
         texts, prompt_inputs = generate_captions(self.model, self.processor, prompt, images, self.max_new_tokens)
         losses = reference_losses(self.model, self.processor, prompt_inputs, references, self.max_length)
-        return [{"prediction": text, "loss_sum": loss_sum, "loss_tokens": tokens, "error": None}
-                for text, (loss_sum, tokens) in zip(texts, losses)]
+        return [
+            {"prediction": text, "loss_sum": loss_sum, "loss_tokens": tokens, "error": None}
+            for text, (loss_sum, tokens) in zip(texts, losses)
+        ]
 
 
 class _ServedModel:
@@ -153,14 +167,21 @@ class _ServedModel:
         self.endpoint = endpoint
 
     def predict(self, images: list[Image.Image], instruction: str, references: list[str]) -> list[dict[str, Any]]:
-        return [{**answer, "loss_sum": None, "loss_tokens": None} for answer in self.endpoint.predict(images, instruction)]
+        return [
+            {**answer, "loss_sum": None, "loss_tokens": None} for answer in self.endpoint.predict(images, instruction)
+        ]
 
 
 @contextmanager
 def open_backend(params: Params, base_dir: Path, processor) -> Iterator[LocalModel | _ServedModel]:
     """What answers, as eval.backend says: the base model in this process, or the server at eval.endpoint."""
     if params.eval.backend == "hf":
-        yield LocalModel(lambda: load_model(base_dir, None, default_device())[0], processor, params.eval.max_new_tokens, params.train.max_length)
+        yield LocalModel(
+            lambda: load_model(base_dir, None, default_device())[0],
+            processor,
+            params.eval.max_new_tokens,
+            params.train.max_length,
+        )
         return
     from brandcap.evaluation.endpoint_backend import EndpointModel  # the HTTP client only where it is used
 
@@ -170,7 +191,9 @@ def open_backend(params: Params, base_dir: Path, processor) -> Iterator[LocalMod
 
 # ----------------------------------------------------------------------------- one batch
 @torch.inference_mode()
-def generate_captions(model, processor, prompt: str, images: list[Image.Image], max_new_tokens: int) -> tuple[list[str], dict]:
+def generate_captions(
+    model, processor, prompt: str, images: list[Image.Image], max_new_tokens: int
+) -> tuple[list[str], dict]:
     """Greedy captions for `images` (one left-padded batch) and the encoded prompts, for reuse."""
     processor.tokenizer.padding_side = "left"
     inputs = encode(processor, [prompt] * len(images), images, return_tensors="pt", padding=True)
@@ -200,7 +223,9 @@ def reference_losses(model, processor, prompt_inputs, captions: list[str], max_l
     """
     mask = prompt_inputs["attention_mask"].bool()
     prompts = [ids[m].tolist() for ids, m in zip(prompt_inputs["input_ids"], mask)]
-    batch = prompt_answer_batch(prompts, answer_ids(processor, captions), processor.tokenizer.pad_token_id, max_length, "left")
+    batch = prompt_answer_batch(
+        prompts, answer_ids(processor, captions), processor.tokenizer.pad_token_id, max_length, "left"
+    )
     input_ids, attention_mask, width = batch["input_ids"], batch["attention_mask"], batch["input_ids"].shape[1]
     answer_tokens = (batch["labels"] != IGNORE_INDEX).sum(dim=1).tolist()
     longest_answer = max(answer_tokens)
@@ -224,12 +249,19 @@ def reference_losses(model, processor, prompt_inputs, captions: list[str], max_l
 
 
 # ----------------------------------------------------------------------------- resumable loop
-def _fingerprint(params: Params, base_dir: Path, sets: dict[str, Path | None], items: list[dict[str, Any]], prompted: bool) -> dict[str, Any]:
+def _fingerprint(
+    params: Params, base_dir: Path, sets: dict[str, Path | None], items: list[dict[str, Any]], prompted: bool
+) -> dict[str, Any]:
     """What the base model's predictions depend on (brandcap.resume_state): partial results made under another are stale."""
     inputs: dict[str, Any] = {"base": base_dir, "images": [item["image"] for item in items]}
     inputs.update({name: path for name, path in sets.items() if path is not None})
-    read = {"seed": params.seed, "eval": params.eval.model_dump(mode="json"),
-            "train.instruction": params.train.instruction, "train.max_length": params.train.max_length, "prompted": prompted}
+    read = {
+        "seed": params.seed,
+        "eval": params.eval.model_dump(mode="json"),
+        "train.instruction": params.train.instruction,
+        "train.max_length": params.train.max_length,
+        "prompted": prompted,
+    }
     return stage_fingerprint("brandcap.stages.evaluate", inputs, read)
 
 
@@ -264,8 +296,15 @@ class EndpointAnswersMissing(RuntimeError):
 
 
 def _predict_set(
-    name: str, items: list[dict[str, Any]], key: str, source: Path, instruction: str, backend: LocalModel | _ServedModel,
-    params: Params, resume_dir: Path, bar: Progress,
+    name: str,
+    items: list[dict[str, Any]],
+    key: str,
+    source: Path,
+    instruction: str,
+    backend: LocalModel | _ServedModel,
+    params: Params,
+    resume_dir: Path,
+    bar: Progress,
 ) -> tuple[list[dict[str, Any]], int]:
     """Predictions for every item, asked `instruction`, in item order, and how many were generated in this run."""
     partial = resume_dir / f"{name}.partial.jsonl"
@@ -313,7 +352,9 @@ def prompted_instruction(params: Params, known_brands: Sequence[str]) -> str:
     return params.eval.prompted_instruction.replace("{brands}", ", ".join(known_brands))
 
 
-def _scored_predictions(items: list[dict[str, Any]], preds: list[dict[str, Any]], known_brands: list[str]) -> list[dict[str, Any]]:
+def _scored_predictions(
+    items: list[dict[str, Any]], preds: list[dict[str, Any]], known_brands: list[str]
+) -> list[dict[str, Any]]:
     """predictions.jsonl records: each item's answer with the brands it names and its outcome."""
     outcomes = brand_outcomes([p["prediction"] for p in preds], [i["brand"] for i in items], known_brands)
     return [
@@ -334,7 +375,9 @@ def _brand_scores(items: list[dict[str, Any]], preds: list[dict[str, Any]], know
     """brandcap.evaluation.metrics.brand_metrics of one set, with its mean reference loss as `loss`."""
     scores = brand_metrics([p["prediction"] for p in preds], [i["brand"] for i in items], known_brands)
     without_loss = any(p["loss_tokens"] is None for p in preds)  # eval.backend endpoint: no loss over HTTP
-    scores["loss"] = None if without_loss else mean_token_loss([p["loss_sum"] for p in preds], [p["loss_tokens"] for p in preds])
+    scores["loss"] = (
+        None if without_loss else mean_token_loss([p["loss_sum"] for p in preds], [p["loss_tokens"] for p in preds])
+    )
     return scores
 
 
@@ -378,7 +421,9 @@ def _check_mode(params: Params, checkpoints_dir: Path | None, prompted: bool) ->
             "--checkpoints, or set eval.backend: hf"
         )
     if prompted and checkpoints_dir is not None:
-        raise ValueError(f"{checkpoints_dir}: the prompt-only baseline asks the base model; drop --checkpoints or --prompted")
+        raise ValueError(
+            f"{checkpoints_dir}: the prompt-only baseline asks the base model; drop --checkpoints or --prompted"
+        )
 
 
 def run_evaluate(
@@ -416,16 +461,36 @@ def run_evaluate(
     else:
         series = CheckpointSeries(base_dir, default_device())
         for n, (epoch, checkpoint) in enumerate(checkpoints, 1):
-            backend = LocalModel(lambda checkpoint=checkpoint: series.model(checkpoint), processor,
-                                 params.eval.max_new_tokens, params.train.max_length)
+            backend = LocalModel(
+                lambda checkpoint=checkpoint: series.model(checkpoint),
+                processor,
+                params.eval.max_new_tokens,
+                params.train.max_length,
+            )
             label = f"evaluate {checkpoint} (epoch {epoch}: checkpoint {n}/{len(checkpoints)})"
-            _evaluate_model(params, sets, backend, instruction, label, out_dir / f"epoch-{epoch}", resume_dir / f"epoch-{epoch}",
-                            _with_checkpoint(fingerprint, checkpoint))
+            _evaluate_model(
+                params,
+                sets,
+                backend,
+                instruction,
+                label,
+                out_dir / f"epoch-{epoch}",
+                resume_dir / f"epoch-{epoch}",
+                _with_checkpoint(fingerprint, checkpoint),
+            )
     finish_resume_dir(resume_dir)
 
 
-def _evaluate_model(params: Params, sets: EvaluationSets, backend: LocalModel | _ServedModel, instruction: str, label: str,
-                    out_dir: Path, resume_dir: Path, fingerprint: dict[str, Any]) -> None:
+def _evaluate_model(
+    params: Params,
+    sets: EvaluationSets,
+    backend: LocalModel | _ServedModel,
+    instruction: str,
+    label: str,
+    out_dir: Path,
+    resume_dir: Path,
+    fingerprint: dict[str, Any],
+) -> None:
     """One model's predictions (resumed from `resume_dir` where its fingerprint still holds), scored into `out_dir`."""
     test, val, general = sets.test, sets.val, sets.general
     known_brands = sets.known_brands
@@ -464,7 +529,12 @@ def _evaluate_model(params: Params, sets: EvaluationSets, backend: LocalModel | 
     write_jsonl(
         out_dir / "general_predictions.jsonl",
         (
-            {"id": g["id"], "reference": g["caption"], "prediction": answer, "brands_named": named_brands(answer, known_brands)}
+            {
+                "id": g["id"],
+                "reference": g["caption"],
+                "prediction": answer,
+                "brands_named": named_brands(answer, known_brands),
+            }
             for g, answer in zip(general, general_answers)
         ),
     )
@@ -481,8 +551,19 @@ def _log_summary(label: str, metrics: dict[str, Any], new: int) -> None:
         "%s: %d test + %d validation + %d general samples (%d generated now, %d resumed), %.1f samples/s; "
         "brand accuracy %s, macro %s, wrong brand %s, validation brand accuracy %s, test loss %s, CIDEr %s, "
         "general CIDEr %s, brand hallucination on the general set %s",
-        label, metrics["n_test"], metrics["n_val"], metrics["n_general"], new, total - new,
-        metrics["samples_per_second"] or 0.0, fmt(metrics["brand_accuracy"]), fmt(metrics["macro_brand_accuracy"]),
-        fmt(metrics["wrong_brand_rate"]), fmt(metrics["val_brand_accuracy"]), fmt(metrics["test_loss"]), fmt(metrics["cider"]),
-        fmt(metrics["general_cider"]), fmt(metrics["general_brand_hallucination_rate"]),
+        label,
+        metrics["n_test"],
+        metrics["n_val"],
+        metrics["n_general"],
+        new,
+        total - new,
+        metrics["samples_per_second"] or 0.0,
+        fmt(metrics["brand_accuracy"]),
+        fmt(metrics["macro_brand_accuracy"]),
+        fmt(metrics["wrong_brand_rate"]),
+        fmt(metrics["val_brand_accuracy"]),
+        fmt(metrics["test_loss"]),
+        fmt(metrics["cider"]),
+        fmt(metrics["general_cider"]),
+        fmt(metrics["general_brand_hallucination_rate"]),
     )

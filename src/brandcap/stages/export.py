@@ -52,8 +52,19 @@ log = logging.getLogger(__name__)
 EXPORT_META = "brandcap_export.json"
 SERVED_MODEL_NAME = "brandcap-best"  # eval.endpoint.model's default
 # metrics.json keys shown in the model card, in order
-CARD_METRICS = ("brand_accuracy", "macro_brand_accuracy", "hedged_rate", "wrong_brand_rate", "val_brand_accuracy",
-                "test_loss", "cider", "general_cider", "general_brand_hallucination_rate", "n_test", "n_val")
+CARD_METRICS = (
+    "brand_accuracy",
+    "macro_brand_accuracy",
+    "hedged_rate",
+    "wrong_brand_rate",
+    "val_brand_accuracy",
+    "test_loss",
+    "cider",
+    "general_cider",
+    "general_brand_hallucination_rate",
+    "n_test",
+    "n_val",
+)
 
 
 @dataclass
@@ -76,18 +87,31 @@ def validation_best(params: Params, checkpoints_dir: Path, eval_dir: Path) -> Ex
     best = {exp: best_epoch(evaluations[exp], base) for exp in params.train.experiments}
     winners = overall_best(evaluations, best)
     if not winners:
-        return ExportChoice(None, None, None, 0, "no learning: no experiment beats the base model on validation brand accuracy, "
-                            "so the base model, the best on validation, is exported", base)
+        return ExportChoice(
+            None,
+            None,
+            None,
+            0,
+            "no learning: no experiment beats the base model on validation brand accuracy, "
+            "so the base model, the best on validation, is exported",
+            base,
+        )
     exp, epoch = winners[0], best[winners[0]]
     seeds = list(params.train.seeds)
     seed = min(seeds, key=lambda s: (-(per_seed[exp][s][epoch].get("val_brand_accuracy") or 0.0), seeds.index(s)))
-    reason = (f"the validation-selected best: experiment {exp}, epoch {epoch} has the highest validation brand accuracy "
-              f"({evaluations[exp][epoch]['val_brand_accuracy']:.3f}" + (" mean over seeds" if len(seeds) > 1 else "") + ")")
+    reason = (
+        f"the validation-selected best: experiment {exp}, epoch {epoch} has the highest validation brand accuracy "
+        f"({evaluations[exp][epoch]['val_brand_accuracy']:.3f}" + (" mean over seeds" if len(seeds) > 1 else "") + ")"
+    )
     if len(winners) > 1:
-        reason += f"; a tie with {', '.join(winners[1:])} (tables.md reports it), exported as the first in train.experiments"
+        reason += (
+            f"; a tie with {', '.join(winners[1:])} (tables.md reports it), exported as the first in train.experiments"
+        )
     if len(seeds) > 1:
         reason += f"; seed {seed} has the highest validation brand accuracy of its seeds"
-    return ExportChoice(run_dir(checkpoints_dir, exp, seed, epoch), exp, seed, epoch, reason, per_seed[exp][seed][epoch])
+    return ExportChoice(
+        run_dir(checkpoints_dir, exp, seed, epoch), exp, seed, epoch, reason, per_seed[exp][seed][epoch]
+    )
 
 
 def given_checkpoint(checkpoint_dir: Path, eval_dir: Path | None) -> ExportChoice:
@@ -98,7 +122,9 @@ def given_checkpoint(checkpoint_dir: Path, eval_dir: Path | None) -> ExportChoic
     if eval_dir is not None and exp is not None and seed is not None:
         path = run_dir(eval_dir, exp, seed, epoch) / "metrics.json"
         metrics = json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
-    return ExportChoice(Path(checkpoint_dir), exp, seed, epoch, f"named explicitly (--checkpoint {checkpoint_dir})", metrics)
+    return ExportChoice(
+        Path(checkpoint_dir), exp, seed, epoch, f"named explicitly (--checkpoint {checkpoint_dir})", metrics
+    )
 
 
 # ----------------------------------------------------------------------------- the directory
@@ -131,41 +157,81 @@ def _metric_lines(metrics: dict[str, Any] | None) -> list[str]:
 def model_card(record: dict[str, Any], trained: dict[str, Any]) -> str:
     """README.md of the exported directory (Hugging Face model card, metadata block first)."""
     choice, prov = record["choice"], record["provenance"]
-    run = "the base model" if choice["checkpoint"] is None else (
-        f"experiment `{choice['experiment']}` ({record['strategy']}), training seed {choice['seed']}, epoch {choice['epoch']}")
+    run = (
+        "the base model"
+        if choice["checkpoint"] is None
+        else (
+            f"experiment `{choice['experiment']}` ({record['strategy']}), training seed {choice['seed']}, epoch {choice['epoch']}"
+        )
+    )
     processor_kwargs = json.dumps(record["processor_kwargs"])
     train = trained.get("train", {})
     lines = [
-        "---", "library_name: transformers", "pipeline_tag: image-text-to-text", "tags: [brandcap]", "---", "",
-        f"# brandcap export: {run}", "",
-        f"Why this model: {choice['reason']}.", "",
+        "---",
+        "library_name: transformers",
+        "pipeline_tag: image-text-to-text",
+        "tags: [brandcap]",
+        "---",
+        "",
+        f"# brandcap export: {run}",
+        "",
+        f"Why this model: {choice['reason']}.",
+        "",
         f"- checkpoint: `{choice['checkpoint'] or 'none (the base model)'}`; base model: `{record['base']}` ({trained.get('model', {}).get('base', '?')})",
         f"- merged: {record['merged']}; weights dtype: {record['dtype']}",
         f"- commit `{prov['commit']}`, params sha256 `{prov['params_sha256']}`, data sha256 `{prov['data_sha256']}` (brandcap.provenance)",
-        "", "## Metrics (this checkpoint, the evaluate stage's metrics.json)", "", *_metric_lines(choice["metrics"]),
-        "", "## How to ask it", "",
+        "",
+        "## Metrics (this checkpoint, the evaluate stage's metrics.json)",
+        "",
+        *_metric_lines(choice["metrics"]),
+        "",
+        "## How to ask it",
+        "",
         f"One image, then the instruction, in the user turn (the chat template saved here): `{train.get('instruction', '')}`; greedy decoding.",
-        "", "```python", "from transformers import AutoModelForImageTextToText, AutoProcessor",
-        "model = AutoModelForImageTextToText.from_pretrained(DIR)", "processor = AutoProcessor.from_pretrained(DIR)",
-        f"# InternVL's processor call tiles unless told; as in training: processor(text=..., images=..., **{processor_kwargs})", "```",
-        "", "Served by vLLM (OpenAI-compatible), then evaluated by brandcap with `eval.backend: endpoint`:", "", "```bash",
-        f"vllm serve DIR --served-model-name {SERVED_MODEL_NAME} --mm-processor-kwargs '{processor_kwargs}'", "```",
-        "", "## Training parameters (as the checkpoint recorded them)", "", "```yaml",
-        yaml.safe_dump({"train": train, "model": trained.get("model", {})}, sort_keys=False, allow_unicode=True).rstrip(), "```", "",
+        "",
+        "```python",
+        "from transformers import AutoModelForImageTextToText, AutoProcessor",
+        "model = AutoModelForImageTextToText.from_pretrained(DIR)",
+        "processor = AutoProcessor.from_pretrained(DIR)",
+        f"# InternVL's processor call tiles unless told; as in training: processor(text=..., images=..., **{processor_kwargs})",
+        "```",
+        "",
+        "Served by vLLM (OpenAI-compatible), then evaluated by brandcap with `eval.backend: endpoint`:",
+        "",
+        "```bash",
+        f"vllm serve DIR --served-model-name {SERVED_MODEL_NAME} --mm-processor-kwargs '{processor_kwargs}'",
+        "```",
+        "",
+        "## Training parameters (as the checkpoint recorded them)",
+        "",
+        "```yaml",
+        yaml.safe_dump(
+            {"train": train, "model": trained.get("model", {})}, sort_keys=False, allow_unicode=True
+        ).rstrip(),
+        "```",
+        "",
     ]
     return "\n".join(lines)
 
 
-def export_model(params: Params, base_dir: Path, processed_dir: Path, out_dir: Path, choice: ExportChoice) -> dict[str, Any]:
+def export_model(
+    params: Params, base_dir: Path, processed_dir: Path, out_dir: Path, choice: ExportChoice
+) -> dict[str, Any]:
     """Write the standalone model directory for `choice` atomically; returns its brandcap_export.json record."""
     dtype = saved_dtype(base_dir)
     model, processor = load_for_inference(base_dir, choice.checkpoint, "cpu", dtype)
     strategy = read_checkpoint_meta(choice.checkpoint)["strategy"] if choice.checkpoint else None
-    merged = {None: "nothing (the base model)", "lora": "LoRA adapter merged into the base (peft merge_and_unload)",
-              "full": "the whole fine-tuned model"}.get(strategy, "the trained weights loaded into the base")
+    merged = {
+        None: "nothing (the base model)",
+        "lora": "LoRA adapter merged into the base (peft merge_and_unload)",
+        "full": "the whole fine-tuned model",
+    }.get(strategy, "the trained weights loaded into the base")
     record = {
         "choice": {**asdict(choice), "checkpoint": str(choice.checkpoint) if choice.checkpoint else None},
-        "strategy": strategy, "merged": merged, "base": str(base_dir), "dtype": str(dtype).removeprefix("torch."),
+        "strategy": strategy,
+        "merged": merged,
+        "base": str(base_dir),
+        "dtype": str(dtype).removeprefix("torch."),
         "processor_kwargs": image_tiling_kwargs(processor),
         "provenance": provenance(params, processed_dir, written=[out_dir]),
     }
@@ -177,19 +243,35 @@ def export_model(params: Params, base_dir: Path, processed_dir: Path, out_dir: P
     return record
 
 
-def run_export(params: Params, base_dir: Path, processed_dir: Path, out_dir: Path, *, checkpoint_dir: Path | None = None,
-               checkpoints_dir: Path | None = None, eval_dir: Path | None = None) -> dict[str, Any]:
+def run_export(
+    params: Params,
+    base_dir: Path,
+    processed_dir: Path,
+    out_dir: Path,
+    *,
+    checkpoint_dir: Path | None = None,
+    checkpoints_dir: Path | None = None,
+    eval_dir: Path | None = None,
+) -> dict[str, Any]:
     """Export `checkpoint_dir`, or without it the validation-selected best (needs checkpoints_dir and eval_dir)."""
     if checkpoint_dir is not None:
         choice = given_checkpoint(Path(checkpoint_dir), eval_dir)
     elif checkpoints_dir is None or eval_dir is None:
-        raise ValueError("export: name a checkpoint (--checkpoint results/checkpoints/EXP/seed-S/epoch-N), or give --checkpoints "
-                         "and --eval-dir to export the validation-selected best")
+        raise ValueError(
+            "export: name a checkpoint (--checkpoint results/checkpoints/EXP/seed-S/epoch-N), or give --checkpoints "
+            "and --eval-dir to export the validation-selected best"
+        )
     else:
         choice = validation_best(params, Path(checkpoints_dir), Path(eval_dir))
     record = export_model(params, Path(base_dir), Path(processed_dir), Path(out_dir), choice)
     accuracy = (choice.metrics or {}).get("brand_accuracy")
-    log.info("export: %s (%s) -> %s; test brand accuracy %s; serve it with: vllm serve %s --served-model-name %s",
-             choice.checkpoint or "the base model", choice.reason, out_dir, "n/a" if accuracy is None else f"{accuracy:.3f}",
-             out_dir, SERVED_MODEL_NAME)
+    log.info(
+        "export: %s (%s) -> %s; test brand accuracy %s; serve it with: vllm serve %s --served-model-name %s",
+        choice.checkpoint or "the base model",
+        choice.reason,
+        out_dir,
+        "n/a" if accuracy is None else f"{accuracy:.3f}",
+        out_dir,
+        SERVED_MODEL_NAME,
+    )
     return record

@@ -24,6 +24,7 @@ from brandcap.params import Params
 
 log = logging.getLogger(__name__)
 
+
 def run_general_set(params: Params, general_dir: Path) -> None:
     """Write general_dir/general.jsonl and general_dir/images/*.png."""
     general_dir = Path(general_dir)

@@ -60,7 +60,9 @@ def _records(params: Params, images_dir: Path) -> list[dict]:
         n = params.data.synthetic.n_general_train
         return synthetic_records(params, images_dir, n, STREAM_GENERAL_TRAIN, ID_PREFIX)
     if params.data.general_train_set:
-        return jsonl_records("data.general_train_set", Path(params.data.general_train_set), params, images_dir, ID_PREFIX)
+        return jsonl_records(
+            "data.general_train_set", Path(params.data.general_train_set), params, images_dir, ID_PREFIX
+        )
     return []
 
 
@@ -68,11 +70,18 @@ def run_general_train_set(params: Params, probe_jsonl: Path, out_dir: Path) -> N
     """Write out_dir/general_train.jsonl and out_dir/images/*.png, checked disjoint from the probe at probe_jsonl."""
     probe_jsonl, out_dir = Path(probe_jsonl), Path(out_dir)
     if not probe_jsonl.exists():
-        raise FileNotFoundError(f"{probe_jsonl}: the forgetting probe's set is missing; run the general_set stage first")
+        raise FileNotFoundError(
+            f"{probe_jsonl}: the forgetting probe's set is missing; run the general_set stage first"
+        )
     with staged_directory(out_dir) as staging:
         records = _records(params, staging / "images")
         check_disjoint_from_probe(records, read_jsonl(probe_jsonl), probe_jsonl)
         for record in records:  # the paths the images will have once the folder is in place
             record["image"] = artifact_path(out_dir / "images" / Path(record["image"]).name)
         write_jsonl(staging / GENERAL_TRAIN_FILE, records)
-    log.info("generic training set: %d image-caption pairs in %s, none of them in the probe %s", len(records), out_dir, probe_jsonl)
+    log.info(
+        "generic training set: %d image-caption pairs in %s, none of them in the probe %s",
+        len(records),
+        out_dir,
+        probe_jsonl,
+    )

@@ -35,8 +35,13 @@ BASE_INFO = "brandcap_base.json"  # written by the base_model stage
 
 
 def _split(path: Path, what: str) -> list[dict]:
-    return read_records(path, ProductImageRecord, f"{what} split", allow_empty=False,
-                        fix="rerun the clean stage (an empty split: check its report, clean_report.json)")
+    return read_records(
+        path,
+        ProductImageRecord,
+        f"{what} split",
+        allow_empty=False,
+        fix="rerun the clean stage (an empty split: check its report, clean_report.json)",
+    )
 
 
 def run_linear_probe(params: Params, base_dir: Path, train_jsonl: Path, test_jsonl: Path, out_dir: Path) -> None:
@@ -46,20 +51,47 @@ def run_linear_probe(params: Params, base_dir: Path, train_jsonl: Path, test_jso
     processor = AutoProcessor.from_pretrained(base_dir)
 
     def embed(rows: list[dict], split: Path):
-        return image_features(model, processor, [open_rgb(r["image"], split, fix="rerun the download stage") for r in rows])
+        return image_features(
+            model, processor, [open_rgb(r["image"], split, fix="rerun the download stage") for r in rows]
+        )
 
     x_train, x_test = embed(train, Path(train_jsonl)), embed(test, Path(test_jsonl))
     answers, train_accuracy = linear_probe_predictions(x_train, [r["brand"] for r in train], x_test, seed=params.seed)
     known_brands = sorted({r["brand"] for r in train + all_test})
     test_brands = [r["brand"] for r in test]
     outcomes = brand_outcomes(answers, test_brands, known_brands)
-    write_jsonl(Path(out_dir) / "predictions.jsonl", (
-        {"product_id": t["product_id"], "brand": t["brand"], "prediction": a, "brands_named": named_brands(a, known_brands), "outcome": o}
-        for t, a, o in zip(test, answers, outcomes)
-    ))
-    base_info = json.loads((Path(base_dir) / BASE_INFO).read_text(encoding="utf-8")) if (Path(base_dir) / BASE_INFO).exists() else {}
-    metrics = {"n_test": len(test), "n_features": int(x_train.shape[1]), "train_accuracy": train_accuracy,
-               **brand_metrics(answers, test_brands, known_brands), "base_knows": base_info.get("standin")}
+    write_jsonl(
+        Path(out_dir) / "predictions.jsonl",
+        (
+            {
+                "product_id": t["product_id"],
+                "brand": t["brand"],
+                "prediction": a,
+                "brands_named": named_brands(a, known_brands),
+                "outcome": o,
+            }
+            for t, a, o in zip(test, answers, outcomes)
+        ),
+    )
+    base_info = (
+        json.loads((Path(base_dir) / BASE_INFO).read_text(encoding="utf-8"))
+        if (Path(base_dir) / BASE_INFO).exists()
+        else {}
+    )
+    metrics = {
+        "n_test": len(test),
+        "n_features": int(x_train.shape[1]),
+        "train_accuracy": train_accuracy,
+        **brand_metrics(answers, test_brands, known_brands),
+        "base_knows": base_info.get("standin"),
+    }
     write_json(Path(out_dir) / "metrics.json", metrics)
-    log.info("linear probe of %s's image features (%d per image): train %.3f, test brand accuracy %.3f on %d items; wrote %s",
-             base_dir, metrics["n_features"], train_accuracy, metrics["brand_accuracy"], len(test), out_dir)
+    log.info(
+        "linear probe of %s's image features (%d per image): train %.3f, test brand accuracy %.3f on %d items; wrote %s",
+        base_dir,
+        metrics["n_features"],
+        train_accuracy,
+        metrics["brand_accuracy"],
+        len(test),
+        out_dir,
+    )

@@ -45,8 +45,26 @@ from PIL import Image
 
 from brandcap.atomic import atomic_path, read_jsonl, write_text
 from brandcap.brands import find_brands
-from brandcap.evaluation.metrics import CORRECT, HEDGED, NONE, OUTCOMES, WRONG, brand_outcome, candidate_brands, named_brands
-from brandcap.evaluation.selection import BASE, best_epoch, epoch_key, load_evaluations, overall_best, run_dir, seed_key, top_validation_epoch
+from brandcap.evaluation.metrics import (
+    CORRECT,
+    HEDGED,
+    NONE,
+    OUTCOMES,
+    WRONG,
+    brand_outcome,
+    candidate_brands,
+    named_brands,
+)
+from brandcap.evaluation.selection import (
+    BASE,
+    best_epoch,
+    epoch_key,
+    load_evaluations,
+    overall_best,
+    run_dir,
+    seed_key,
+    top_validation_epoch,
+)
 from brandcap.images import open_rgb
 from brandcap.params import Params
 from brandcap.records import image_file_stem
@@ -92,9 +110,13 @@ def score_answers(predictions: list[dict[str, Any]], known_brands: list[str], so
     for rec in predictions:
         outcome = brand_outcome(rec["prediction"], rec["brand"], known_brands)
         if rec.get("outcome", outcome) != outcome:
-            raise ValueError(f"{source}: item {rec['product_id']!r} is recorded as {rec['outcome']!r} but "
-                             f"brandcap.evaluation.metrics scores it {outcome!r}; rerun the evaluate stage")
-        answers[str(rec["product_id"])] = Answer(rec["prediction"], outcome, tuple(named_brands(rec["prediction"], [*known_brands, rec["brand"]])))
+            raise ValueError(
+                f"{source}: item {rec['product_id']!r} is recorded as {rec['outcome']!r} but "
+                f"brandcap.evaluation.metrics scores it {outcome!r}; rerun the evaluate stage"
+            )
+        answers[str(rec["product_id"])] = Answer(
+            rec["prediction"], outcome, tuple(named_brands(rec["prediction"], [*known_brands, rec["brand"]]))
+        )
     return answers
 
 
@@ -107,12 +129,16 @@ def check_counts(answers: dict[str, Answer], metrics: dict[str, Any], source: Pa
     """The page's counts must be the metrics' figures: n_test items, count / n = each outcome's rate."""
     n = len(answers)
     if metrics.get("n_test") != n:
-        raise ValueError(f"{source}: metrics.json has n_test {metrics.get('n_test')} but predictions.jsonl {n} items; rerun the evaluate stage")
+        raise ValueError(
+            f"{source}: metrics.json has n_test {metrics.get('n_test')} but predictions.jsonl {n} items; rerun the evaluate stage"
+        )
     for outcome, count in outcome_counts(answers).items():
         rate = metrics.get(RATE_OF[outcome])
         if rate is not None and not math.isclose(count / n, rate, abs_tol=RATE_TOLERANCE):
-            raise ValueError(f"{source}: {count} of {n} answers are {outcome} but metrics.json has {RATE_OF[outcome]} {rate}; "
-                             "rerun the evaluate stage")
+            raise ValueError(
+                f"{source}: {count} of {n} answers are {outcome} but metrics.json has {RATE_OF[outcome]} {rate}; "
+                "rerun the evaluate stage"
+            )
 
 
 def load_run(folder: Path, key: str, label: str, metrics_key: str, known_brands: list[str], fix: str) -> ReviewRun:
@@ -131,20 +157,37 @@ def review_runs(params: Params, eval_dir: Path, known_brands: list[str]) -> tupl
     base_metrics = evaluations[BASE][0]
     best = {exp: best_epoch(evaluations[exp], base_metrics) for exp in params.train.experiments}
     winners = overall_best(evaluations, best)
-    base = load_run(Path(eval_dir) / BASE / epoch_key(0), BASE, "base model (epoch 0)",
-                    f"{BASE} → {epoch_key(0)}", known_brands, "run the evaluate_base stage")
+    base = load_run(
+        Path(eval_dir) / BASE / epoch_key(0),
+        BASE,
+        "base model (epoch 0)",
+        f"{BASE} → {epoch_key(0)}",
+        known_brands,
+        "run the evaluate_base stage",
+    )
     several = len(params.train.seeds) > 1
     runs, default = [], None
     for exp, epoch in best.items():
         shown = epoch if epoch is not None else top_validation_epoch(evaluations[exp])
-        why = ("best overall on validation" if exp in winners else "its best epoch on validation") if epoch is not None else \
-            "no learning: its top validation epoch does not beat the base model"
+        why = (
+            ("best overall on validation" if exp in winners else "its best epoch on validation")
+            if epoch is not None
+            else "no learning: its top validation epoch does not beat the base model"
+        )
         for seed in params.train.seeds:
             key = f"{exp}.{seed_key(seed)}" if several else exp
             label = f"{exp}{f' seed {seed}' if several else ''} epoch {shown} ({why})"
             metrics_key = " → ".join([exp, *([seed_key(seed)] if several else []), epoch_key(shown)])
-            runs.append(load_run(run_dir(eval_dir, exp, seed, shown), key, label, metrics_key, known_brands,
-                                 f"run the evaluate stage for {exp} seed {seed} epoch {shown}"))
+            runs.append(
+                load_run(
+                    run_dir(eval_dir, exp, seed, shown),
+                    key,
+                    label,
+                    metrics_key,
+                    known_brands,
+                    f"run the evaluate stage for {exp} seed {seed} epoch {shown}",
+                )
+            )
             if default is None and winners and exp == winners[0]:
                 default = key
     return base, runs, default or runs[0].key
@@ -165,7 +208,9 @@ def review_items(test: list[dict[str, Any]], product_ids: list[str], out_dir: Pa
     items = []
     for pid in product_ids:
         if pid not in by_id:
-            raise ValueError(f"{source}: the predictions score product {pid!r}, which is not in it; rerun the evaluate stage")
+            raise ValueError(
+                f"{source}: the predictions score product {pid!r}, which is not in it; rerun the evaluate stage"
+            )
         rec = by_id[pid]
         thumbnail = f"{THUMBS}/{image_file_stem(pid)}.jpg"
         write_thumbnail(rec["image"], out_dir / thumbnail, source)
@@ -188,15 +233,20 @@ def highlighted(text: str, gold: str, known_brands: list[str]) -> str:
         kind = "gold" if m.brand == gold else "other"
         negated = "" if m.brand in named else " negated"
         title = f"{m.brand}" + ("" if m.brand in named else " (negated: not counted as named)")
-        out += [e(text[previous:m.start]), f'<mark class="{kind}{negated}" title="{e(title)}">{e(text[m.start:m.end])}</mark>']
+        out += [
+            e(text[previous : m.start]),
+            f'<mark class="{kind}{negated}" title="{e(title)}">{e(text[m.start : m.end])}</mark>',
+        ]
         previous = m.end
     return "".join(out + [e(text[previous:])])
 
 
 def _answer_cell(answer: Answer, item: ReviewItem, known_brands: list[str], css: str, attrs: str = "") -> str:
     named = ", ".join(answer.named) or "no brand"
-    return (f'<td class="answer {css}" data-outcome="{answer.outcome}"{attrs}><span class="outcome {answer.outcome}" '
-            f'title="names: {e(named)}">{answer.outcome}</span> {highlighted(answer.text, item.brand, known_brands)}</td>')
+    return (
+        f'<td class="answer {css}" data-outcome="{answer.outcome}"{attrs}><span class="outcome {answer.outcome}" '
+        f'title="names: {e(named)}">{answer.outcome}</span> {highlighted(answer.text, item.brand, known_brands)}</td>'
+    )
 
 
 def _row(item: ReviewItem, base: ReviewRun, runs: list[ReviewRun], default: str, known_brands: list[str]) -> str:
@@ -204,14 +254,18 @@ def _row(item: ReviewItem, base: ReviewRun, runs: list[ReviewRun], default: str,
     cells = [
         f'<td class="photo"><img src="{e(item.thumbnail)}" alt="photo of product {e(item.product_id)}" loading="lazy"></td>',
         f'<td class="reference"><div class="meta"><b>{e(item.brand)}</b> · {e(item.product_id)}</div>'
-        f'{highlighted(item.reference, item.brand, known_brands)}</td>',
+        f"{highlighted(item.reference, item.brand, known_brands)}</td>",
         _answer_cell(base_answer, item, known_brands, "base"),
     ]
     for run in runs:
         answer = run.answers[item.product_id]
         changed = "yes" if answer.outcome != base_answer.outcome else "no"
         hidden = "" if run.key == default else " hidden"
-        cells.append(_answer_cell(answer, item, known_brands, "best", f' data-run="{e(run.key)}" data-changed="{changed}"{hidden}'))
+        cells.append(
+            _answer_cell(
+                answer, item, known_brands, "best", f' data-run="{e(run.key)}" data-changed="{changed}"{hidden}'
+            )
+        )
     return f'<tr class="item" data-brand="{e(item.brand)}" data-base="{base_answer.outcome}">{"".join(cells)}</tr>'
 
 
@@ -227,17 +281,26 @@ def _counts_table(base: ReviewRun, run: ReviewRun, hidden: bool) -> str:
         counts = outcome_counts(shown.answers)
         cells = "".join(_count_cell(system, o, counts[o], n) for o in OUTCOMES)
         last = _count_cell(system, "changed", changed, n) if system == "best" else "<td>–</td>"
-        rows.append(f'<tr><th scope="row">{e(shown.label)}<br><small>metrics.json: {e(shown.metrics_key)}</small></th>{cells}{last}</tr>')
+        rows.append(
+            f'<tr><th scope="row">{e(shown.label)}<br><small>metrics.json: {e(shown.metrics_key)}</small></th>{cells}{last}</tr>'
+        )
     head = "".join(f"<th>{o}<br><small>{RATE_OF[o]}</small></th>" for o in OUTCOMES)
-    return (f'<table class="counts" data-run-only="{e(run.key)}"{" hidden" if hidden else ""}>'
-            f'<tr><th>test items ({n})</th>{head}<th>changed from base</th></tr>{"".join(rows)}</table>')
+    return (
+        f'<table class="counts" data-run-only="{e(run.key)}"{" hidden" if hidden else ""}>'
+        f"<tr><th>test items ({n})</th>{head}<th>changed from base</th></tr>{''.join(rows)}</table>"
+    )
 
 
 def _options(values: list[tuple[str, str]], selected: str = "") -> str:
-    return "".join(f'<option value="{e(v)}"{" selected" if selected and v == selected else ""}>{e(label)}</option>' for v, label in values)
+    return "".join(
+        f'<option value="{e(v)}"{" selected" if selected and v == selected else ""}>{e(label)}</option>'
+        for v, label in values
+    )
 
 
-def render_page(items: list[ReviewItem], base: ReviewRun, runs: list[ReviewRun], default: str, known_brands: list[str]) -> str:
+def render_page(
+    items: list[ReviewItem], base: ReviewRun, runs: list[ReviewRun], default: str, known_brands: list[str]
+) -> str:
     """The whole index.html: counts, the switch and filters, one row per item (see the module docstring)."""
     brands = Counter(item.brand for item in items)
     outcome_choices = [("", "any")] + [(o, o) for o in OUTCOMES]
@@ -248,11 +311,18 @@ def render_page(items: list[ReviewItem], base: ReviewRun, runs: list[ReviewRun],
         f'<label>base outcome <select id="base">{_options(outcome_choices)}</select></label> '
         '<label><input type="checkbox" id="changed"> changed between base and best</label>'
     )
-    head_cells = "".join(f'<th data-run-only="{e(r.key)}"{"" if r.key == default else " hidden"}>{e(r.label)}</th>' for r in runs)
+    head_cells = "".join(
+        f'<th data-run-only="{e(r.key)}"{"" if r.key == default else " hidden"}>{e(r.label)}</th>' for r in runs
+    )
     rows = "\n".join(_row(item, base, runs, default, known_brands) for item in items)
     counts = "\n".join(_counts_table(base, run, run.key != default) for run in runs)
     return PAGE.format(
-        n=len(items), counts=counts, controls=controls, head_cells=head_cells, rows=rows, script=SCRIPT,
+        n=len(items),
+        counts=counts,
+        controls=controls,
+        head_cells=head_cells,
+        rows=rows,
+        script=SCRIPT,
     )
 
 
@@ -345,13 +415,22 @@ SCRIPT = """(function () {
 
 
 # ----------------------------------------------------------------------------- the stage
-def build_review(test: list[dict[str, Any]], base: ReviewRun, runs: list[ReviewRun], default: str, known_brands: list[str],
-                 out_dir: Path, source: Path) -> Path:
+def build_review(
+    test: list[dict[str, Any]],
+    base: ReviewRun,
+    runs: list[ReviewRun],
+    default: str,
+    known_brands: list[str],
+    out_dir: Path,
+    source: Path,
+) -> Path:
     """Write the thumbnails and index.html under out_dir; the page's path."""
     missing = [(r.key, pid) for r in runs for pid in base.answers if pid not in r.answers]
     if missing:
-        raise ValueError(f"{missing[0][0]}: no answer for product {missing[0][1]!r} that the base model answered; "
-                         "evaluate every run on the same test items (same data and eval.max_test_samples)")
+        raise ValueError(
+            f"{missing[0][0]}: no answer for product {missing[0][1]!r} that the base model answered; "
+            "evaluate every run on the same test items (same data and eval.max_test_samples)"
+        )
     items = review_items(test, list(base.answers), Path(out_dir), source)
     page = Path(out_dir) / "index.html"
     write_text(page, render_page(items, base, runs, default, known_brands))
@@ -368,4 +447,10 @@ def run_review(params: Params, test_jsonl: Path, val_jsonl: Path, eval_dir: Path
     known_brands = candidate_brands(test, val)
     base, runs, default = review_runs(params, Path(eval_dir), known_brands)
     page = build_review(test, base, runs, default, known_brands, Path(out_dir), test_jsonl)
-    log.info("review: %d test items, base model and %d runs (shown first: %s); wrote %s", len(base.answers), len(runs), default, page)
+    log.info(
+        "review: %d test items, base model and %d runs (shown first: %s); wrote %s",
+        len(base.answers),
+        len(runs),
+        default,
+        page,
+    )

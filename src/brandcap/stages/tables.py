@@ -160,7 +160,13 @@ def load_baselines(eval_dir: Path, baselines_dir: Path) -> dict[str, dict[str, A
     """{name: {"metrics": metrics.json, "outcomes": {product_id: (brand, outcome)}}} for every baseline."""
     out = {}
     for name, folder in baseline_dirs(eval_dir, baselines_dir).items():
-        fix = "run the evaluate_prompted stage" if name == "prompted" else "run the evaluate_base stage" if name == "zero_shot" else "run the baselines stage"
+        fix = (
+            "run the evaluate_prompted stage"
+            if name == "prompted"
+            else "run the evaluate_base stage"
+            if name == "zero_shot"
+            else "run the baselines stage"
+        )
         out[name] = {
             "metrics": read_json_file(folder / "metrics.json", fix),
             "outcomes": _outcomes(folder / "predictions.jsonl", fix),
@@ -170,10 +176,15 @@ def load_baselines(eval_dir: Path, baselines_dir: Path) -> dict[str, dict[str, A
 
 def strongest_baseline(baselines: dict[str, dict[str, Any]]) -> str:
     """The baseline with the highest test brand accuracy (equal ones: the first in table order)."""
-    return max(baselines, key=lambda name: (baselines[name]["metrics"].get("brand_accuracy") or 0.0, -list(baselines).index(name)))
+    return max(
+        baselines,
+        key=lambda name: (baselines[name]["metrics"].get("brand_accuracy") or 0.0, -list(baselines).index(name)),
+    )
 
 
-def margin(model: dict[Any, tuple[str, str]], baseline: dict[Any, tuple[str, str]], source: Path) -> dict[str, Any] | None:
+def margin(
+    model: dict[Any, tuple[str, str]], baseline: dict[Any, tuple[str, str]], source: Path
+) -> dict[str, Any] | None:
     """Brand accuracy of a model minus a baseline's on the same test items (matched by product_id),
     with its 95% paired bootstrap interval."""
     if set(model) != set(baseline):
@@ -182,7 +193,9 @@ def margin(model: dict[Any, tuple[str, str]], baseline: dict[Any, tuple[str, str
             "rerun the evaluate and baselines stages with the same data and eval.max_test_samples"
         )
     ids = list(model)
-    return paired_difference([model[i][1] for i in ids], [baseline[i][1] for i in ids], [model[i][0] for i in ids])["brand_accuracy"]
+    return paired_difference([model[i][1] for i in ids], [baseline[i][1] for i in ids], [model[i][0] for i in ids])[
+        "brand_accuracy"
+    ]
 
 
 def combine_margins(per_seed: dict[int, dict[str, Any] | None]) -> dict[str, Any] | None:
@@ -193,10 +206,17 @@ def combine_margins(per_seed: dict[int, dict[str, Any] | None]) -> dict[str, Any
     if any(m is None for m in per_seed.values()):
         return None
     differences = [m["difference"] for m in per_seed.values()]
-    return {"difference": statistics.fmean(differences), "difference_sd": statistics.stdev(differences), "ci": None, "per_seed": per_seed}
+    return {
+        "difference": statistics.fmean(differences),
+        "difference_sd": statistics.stdev(differences),
+        "ci": None,
+        "per_seed": per_seed,
+    }
 
 
-def seed_margins(eval_dir: Path, exp: str, seeds: list[int], epoch: int, baseline: dict[Any, tuple[str, str]]) -> dict[int, dict[str, Any] | None]:
+def seed_margins(
+    eval_dir: Path, exp: str, seeds: list[int], epoch: int, baseline: dict[Any, tuple[str, str]]
+) -> dict[int, dict[str, Any] | None]:
     """{seed: that seed's margin at `epoch` over the baseline's outcomes}."""
     margins = {}
     for seed in seeds:
@@ -234,9 +254,14 @@ def select(params: Params, evaluations, baselines, eval_dir: Path) -> dict[str, 
         per_experiment[exp] = entry
     readings = [per_experiment[exp]["versus_strongest_baseline"] for exp in winners]
     versus = next((r for r in (ABOVE, NOT_ABOVE, BELOW) if r in readings), NO_BEST_CHECKPOINT)
-    return {"verdict": verdict(winners), "best": winners, "strongest_baseline": strongest, "versus_strongest_baseline": versus,
-            "within_rounding_of_best": within_rounding(evaluations, best, winners, params.tables.rounding_spread),
-            "experiments": per_experiment}
+    return {
+        "verdict": verdict(winners),
+        "best": winners,
+        "strongest_baseline": strongest,
+        "versus_strongest_baseline": versus,
+        "within_rounding_of_best": within_rounding(evaluations, best, winners, params.tables.rounding_spread),
+        "experiments": per_experiment,
+    }
 
 
 def within_rounding(evaluations, best: dict[str, int | None], winners: list[str], spread: float) -> list[str]:
@@ -245,8 +270,11 @@ def within_rounding(evaluations, best: dict[str, int | None], winners: list[str]
     if not winners or spread <= 0:
         return []
     top = evaluations[winners[0]][best[winners[0]]]["val_brand_accuracy"]
-    return [exp for exp, epoch in best.items()
-            if exp not in winners and epoch is not None and top - evaluations[exp][epoch]["val_brand_accuracy"] < spread]
+    return [
+        exp
+        for exp, epoch in best.items()
+        if exp not in winners and epoch is not None and top - evaluations[exp][epoch]["val_brand_accuracy"] < spread
+    ]
 
 
 def load_training(params: Params, train_dir: Path, checkpoints_dir: Path) -> dict[str, dict[int, dict[str, Any]]]:
@@ -271,7 +299,9 @@ def _or_unknown(reason: str | None) -> str:
     return "unknown" if reason is None else reason
 
 
-def data_funnel(catalog_path: Path, manifest_path: Path, captions_path: Path, clean_report_path: Path) -> list[tuple[str, str]]:
+def data_funnel(
+    catalog_path: Path, manifest_path: Path, captions_path: Path, clean_report_path: Path
+) -> list[tuple[str, str]]:
     """(step, count) rows from the catalog to the train/test split."""
     catalog_rows = pq.ParquetFile(catalog_path).metadata.num_rows
     manifest = pq.read_table(manifest_path).to_pydict()  # pyarrow alone: pandas would add seconds of import
@@ -290,18 +320,32 @@ def data_funnel(catalog_path: Path, manifest_path: Path, captions_path: Path, cl
 
     rows = [("catalog rows", f"{catalog_rows}")]
     rows.append(("images downloaded", f"{ok}" + (f" (failed {len(failed)}: {why(reasons)})" if len(failed) else "")))
-    rows.append(("captioned", f"{captioned}" + (f" (no caption {len(captions) - captioned})" if len(captions) > captioned else "")))
+    rows.append(
+        (
+            "captioned",
+            f"{captioned}" + (f" (no caption {len(captions) - captioned})" if len(captions) > captioned else ""),
+        )
+    )
     rows.append(("clean stage input", f"{report.get('input')}"))
     for rule, n in (report.get("removed") or {}).items():
         if rule != BRAND_FILTER_RULE:  # applied after the caption rules: the "brands dropped" row
             rows.append((f"removed: {rule}", f"-{n}" if n else "0"))
     after_caption_rules = report.get("after_caption_rules", report.get("after_rules"))  # older reports lack the first
-    rows.append(("after the caption rules", f"{after_caption_rules} (cut-off endings trimmed: {report.get('trimmed')}, brand respelled: {report.get('brand_case_fixed')})"))
+    rows.append(
+        (
+            "after the caption rules",
+            f"{after_caption_rules} (cut-off endings trimmed: {report.get('trimmed')}, brand respelled: {report.get('brand_case_fixed')})",
+        )
+    )
     kept, dropped = report.get("brands_kept") or {}, report.get("brands_dropped") or {}
     lost = report.get("brands_lost") or {}
     if lost:
-        rows.append(("brands that lost every caption to the caption rules",
-                     f"{len(lost)} brands: " + ", ".join(f"{b} ({x['rule']}, -{x['captions']})" for b, x in lost.items())))
+        rows.append(
+            (
+                "brands that lost every caption to the caption rules",
+                f"{len(lost)} brands: " + ", ".join(f"{b} ({x['rule']}, -{x['captions']})" for b, x in lost.items()),
+            )
+        )
     rows.append(("brands dropped (too few captions)", f"{len(dropped)} brands, -{sum(dropped.values())} captions"))
     rows.append(("brands kept", f"{len(kept)} brands, {sum(kept.values())} captions"))
     rows.append(("train / validation / test", f"{report.get('train')} / {report.get('val')} / {report.get('test')}"))
@@ -378,12 +422,20 @@ def _margin_text(entry: dict[str, Any]) -> str:
 
 def _baseline_section(baselines: dict[str, dict[str, Any]], strongest: str) -> list[str]:
     rows = [
-        [name, BASELINE_TITLES[name], _with_spread(b["metrics"], "brand_accuracy"), _with_spread(b["metrics"], "macro_brand_accuracy"),
-         _num(b["metrics"].get("hedged_rate")), str(b["metrics"].get("n_test", "n/a"))]
+        [
+            name,
+            BASELINE_TITLES[name],
+            _with_spread(b["metrics"], "brand_accuracy"),
+            _with_spread(b["metrics"], "macro_brand_accuracy"),
+            _num(b["metrics"].get("hedged_rate")),
+            str(b["metrics"].get("n_test", "n/a")),
+        ]
         for name, b in baselines.items()
     ]
     top = baselines[strongest]["metrics"].get("brand_accuracy")
-    tied = [f"`{name}`" for name, b in baselines.items() if name != strongest and b["metrics"].get("brand_accuracy") == top]
+    tied = [
+        f"`{name}`" for name, b in baselines.items() if name != strongest and b["metrics"].get("brand_accuracy") == top
+    ]
     tie = f" (tied with {', '.join(tied)}; the margins are taken over the first in table order)" if tied else ""
     return [
         "## 2. Baselines",
@@ -392,7 +444,11 @@ def _baseline_section(baselines: dict[str, dict[str, Any]], strongest: str) -> l
         "are fitted on the training images. A fine-tuned model that does not beat them has learnt nothing "
         f"a lookup table or a prompt would not. Strongest baseline (highest test brand accuracy): `{strongest}`{tie}.",
         "",
-        *_table(["baseline", "what it is", "brand acc. [95% CI]", "macro acc. [95% CI]", "hedged", "test items"], rows, align_left=2),
+        *_table(
+            ["baseline", "what it is", "brand acc. [95% CI]", "macro acc. [95% CI]", "hedged", "test items"],
+            rows,
+            align_left=2,
+        ),
         "",
     ]
 
@@ -410,16 +466,28 @@ def _linear_probe_section(probe: dict[str, Any] | None, baselines: dict[str, dic
     ]
     knows = probe.get("base_knows")
     if knows and knows.get("held_out_attribute_accuracy"):
-        accuracies = ", ".join(f"{name.replace('_', ' ')} {value:.2f}" for name, value in knows["held_out_attribute_accuracy"].items())
-        until = "until every attribute plateaued" if knows.get("stopped") == "plateau" else "(stopped at its budget, before every attribute plateaued)"
-        lines += ["", "**What the base model knew before this study**: it is the pretrained stand-in "
-                  f"(`pretrained/tiny-internvl`): its vision tower learnt the world's brand-free visual vocabulary from "
-                  f"{knows['vocabulary_images']:,} drawn images {until} (held-out accuracy: {accuracies}), "
-                  "its language model the brand names as words and brand-free captions, as a real VLM knows shapes, patterns, "
-                  "hardware and colours. It was never shown which combination of marks belongs to which brand."]
+        accuracies = ", ".join(
+            f"{name.replace('_', ' ')} {value:.2f}" for name, value in knows["held_out_attribute_accuracy"].items()
+        )
+        until = (
+            "until every attribute plateaued"
+            if knows.get("stopped") == "plateau"
+            else "(stopped at its budget, before every attribute plateaued)"
+        )
+        lines += [
+            "",
+            "**What the base model knew before this study**: it is the pretrained stand-in "
+            f"(`pretrained/tiny-internvl`): its vision tower learnt the world's brand-free visual vocabulary from "
+            f"{knows['vocabulary_images']:,} drawn images {until} (held-out accuracy: {accuracies}), "
+            "its language model the brand names as words and brand-free captions, as a real VLM knows shapes, patterns, "
+            "hardware and colours. It was never shown which combination of marks belongs to which brand.",
+        ]
         if not knows.get("drawing_code_current", True):
-            lines += ["", "**Warning: the stand-in was made from other drawing code than the world's today; make it again "
-                      "(`python tools/pretrain_standin.py`).**"]
+            lines += [
+                "",
+                "**Warning: the stand-in was made from other drawing code than the world's today; make it again "
+                "(`python tools/pretrain_standin.py`).**",
+            ]
     return [*lines, ""]
 
 
@@ -428,10 +496,12 @@ def seeds_note(params: Params) -> str:
     seeds = params.train.seeds
     if len(seeds) == 1:
         return ""
-    return (f" **{len(seeds)} training seeds** ({', '.join(map(str, seeds))}): each figure of a fine-tuned model is the mean over "
-            "its seeds, ± their standard deviation (brand, macro and validation accuracy), and each experiment's best "
-            "epoch has the highest mean validation accuracy; each seed's own figures, with their 95% bootstrap intervals, "
-            "are in metrics.json under `{experiment}.seed-{S}`.")
+    return (
+        f" **{len(seeds)} training seeds** ({', '.join(map(str, seeds))}): each figure of a fine-tuned model is the mean over "
+        "its seeds, ± their standard deviation (brand, macro and validation accuracy), and each experiment's best "
+        "epoch has the highest mean validation accuracy; each seed's own figures, with their 95% bootstrap intervals, "
+        "are in metrics.json under `{experiment}.seed-{S}`."
+    )
 
 
 def _selection_section(params: Params, evaluations, selection: dict[str, Any], signal: bool) -> list[str]:
@@ -443,34 +513,80 @@ def _selection_section(params: Params, evaluations, selection: dict[str, Any], s
         strategy = experiment_strategy(params, exp)
         if epoch is None:
             top = top_validation_epoch(evaluations[exp])
-            rows.append([exp, strategy, NO_LEARNING, f"{_with_spread(evaluations[exp][top], 'val_brand_accuracy')} (epoch {top})", *["n/a"] * 5])
+            rows.append(
+                [
+                    exp,
+                    strategy,
+                    NO_LEARNING,
+                    f"{_with_spread(evaluations[exp][top], 'val_brand_accuracy')} (epoch {top})",
+                    *["n/a"] * 5,
+                ]
+            )
             continue
         m = evaluations[exp][epoch]
-        rows.append([
-            exp, strategy, str(epoch), _with_spread(m, "val_brand_accuracy"), _with_spread(m, "brand_accuracy"), _with_spread(m, "macro_brand_accuracy"),
-            _margin_text(entry), _cell(m, "forgetting_cider_change", signal), _num(m.get("general_brand_hallucination_rate")),
-        ])
+        rows.append(
+            [
+                exp,
+                strategy,
+                str(epoch),
+                _with_spread(m, "val_brand_accuracy"),
+                _with_spread(m, "brand_accuracy"),
+                _with_spread(m, "macro_brand_accuracy"),
+                _margin_text(entry),
+                _cell(m, "forgetting_cider_change", signal),
+                _num(m.get("general_brand_hallucination_rate")),
+            ]
+        )
     winners = selection["best"]
     if selection["verdict"] == NO_LEARNING:
-        conclusion = (f"**No learning**: no experiment beats the base model on validation (base validation brand accuracy "
-                      f"{_num(base.get('val_brand_accuracy'))}); no best checkpoint is named.")
+        conclusion = (
+            f"**No learning**: no experiment beats the base model on validation (base validation brand accuracy "
+            f"{_num(base.get('val_brand_accuracy'))}); no best checkpoint is named."
+        )
     else:
         named = ", ".join(f"`{exp}` epoch {selection['experiments'][exp]['epoch']}" for exp in winners)
         first = evaluations[winners[0]][selection["experiments"][winners[0]]["epoch"]]
         # a tie shares the value, not the interval (or spread over seeds), which each experiment's row shows
-        conclusion = (f"**Tie** on validation brand accuracy ({_num(first.get('val_brand_accuracy'))}): {named}." if selection["verdict"] == "tie"
-                      else f"**Best**: {named} (validation brand accuracy {_with_spread(first, 'val_brand_accuracy')}).")
+        conclusion = (
+            f"**Tie** on validation brand accuracy ({_num(first.get('val_brand_accuracy'))}): {named}."
+            if selection["verdict"] == "tie"
+            else f"**Best**: {named} (validation brand accuracy {_with_spread(first, 'val_brand_accuracy')})."
+        )
         if close := selection.get("within_rounding_of_best"):
-            conclusion += (f" **Not a stable ranking**: {', '.join(f'`{exp}`' for exp in close)} is within {params.tables.rounding_spread:g} of it "
-                           "on validation (`tables.rounding_spread`, the change measured under other floating-point rounding), so which "
-                           "of them is best can change with the CPU or thread count.")
+            conclusion += (
+                f" **Not a stable ranking**: {', '.join(f'`{exp}`' for exp in close)} is within {params.tables.rounding_spread:g} of it "
+                "on validation (`tables.rounding_spread`, the change measured under other floating-point rounding), so which "
+                "of them is best can change with the CPU or thread count."
+            )
         conclusion += " " + _versus_sentence(selection, n_seeds)
-    probe = ("" if signal else f" The forgetting probe has **no signal**: the base model's CIDEr on the general set "
-             f"({_num(base.get('general_cider'))}) is below {PROBE_SIGNAL_FLOOR}, so a change there says nothing.")
-    return [*_selection_header(params, selection, base),
-        *_table(["experiment", "strategy", "best epoch", *(_spread_title(t, n_seeds) for t in (
-            "val. brand acc.", "test brand acc. [95% CI]", "test macro acc. [95% CI]", "margin over strongest baseline [95% CI]")),
-            "general CIDEr change", "hallucinated brand"], rows, align_left=3),
+    probe = (
+        ""
+        if signal
+        else f" The forgetting probe has **no signal**: the base model's CIDEr on the general set "
+        f"({_num(base.get('general_cider'))}) is below {PROBE_SIGNAL_FLOOR}, so a change there says nothing."
+    )
+    return [
+        *_selection_header(params, selection, base),
+        *_table(
+            [
+                "experiment",
+                "strategy",
+                "best epoch",
+                *(
+                    _spread_title(t, n_seeds)
+                    for t in (
+                        "val. brand acc.",
+                        "test brand acc. [95% CI]",
+                        "test macro acc. [95% CI]",
+                        "margin over strongest baseline [95% CI]",
+                    )
+                ),
+                "general CIDEr change",
+                "hallucinated brand",
+            ],
+            rows,
+            align_left=3,
+        ),
         "",
         conclusion + probe,
         "",
@@ -495,10 +611,12 @@ def _versus_sentence(selection: dict[str, Any], n_seeds: int) -> str:
     return VERSUS_SENTENCES[reading].format(baseline=selection["strongest_baseline"], whose=whose, seeds=seeds)
 
 
-MIXING_NOTE = (" A mixed experiment (`+ generic R:1`) also trains on generic image-caption pairs asked the probe's "
-               "question; with the synthetic shop these captions come from the same templates as the probe's "
-               "references, so its general CIDEr change measures that style as much as kept general ability, while its "
-               "hallucinated-brand rate does not depend on style.")
+MIXING_NOTE = (
+    " A mixed experiment (`+ generic R:1`) also trains on generic image-caption pairs asked the probe's "
+    "question; with the synthetic shop these captions come from the same templates as the probe's "
+    "references, so its general CIDEr change measures that style as much as kept general ability, while its "
+    "hallucinated-brand rate does not depend on style."
+)
 
 
 def _selection_header(params: Params, selection: dict[str, Any], base: dict[str, Any]) -> list[str]:
@@ -512,7 +630,7 @@ def _selection_header(params: Params, selection: dict[str, Any], base: dict[str,
         "with 95% bootstrap intervals; margin: test brand accuracy minus the strongest baseline's "
         f"(`{selection['strongest_baseline']}`) on the same items, with a 95% paired bootstrap interval. "
         "General CIDEr change: on the brand-free general set, asked its own question "
-        f"(\"{params.eval.general_instruction}\"), minus the base model's (negative = forgetting). Hallucinated "
+        f'("{params.eval.general_instruction}"), minus the base model\'s (negative = forgetting). Hallucinated '
         "brand: the fraction of brand-free images for which a known brand is named (base model: "
         f"{_num(base.get('general_brand_hallucination_rate'))})." + mixing + seeds_note(params),
         "",
@@ -559,20 +677,47 @@ RESULTS_NOTE = (
 
 def _results_section(params: Params, evaluations, best: dict[str, int | None], signal: bool) -> list[str]:
     n_seeds = len(params.train.seeds)
-    note = RESULTS_NOTE + (seeds_note(params) + " Epoch 0, the base model, is one model: its figures keep their 95% bootstrap intervals."
-                           if n_seeds > 1 else "")
+    note = RESULTS_NOTE + (
+        seeds_note(params) + " Epoch 0, the base model, is one model: its figures keep their 95% bootstrap intervals."
+        if n_seeds > 1
+        else ""
+    )
     rows = []
     for exp in params.train.experiments:
         for epoch in [0, *params.train.save_epochs]:
             m = evaluations[BASE][0] if epoch == 0 else evaluations[exp][epoch]
-            mark = " **best**" if epoch == best[exp] else f" (base model, still best: {NO_LEARNING})" if epoch == 0 and best[exp] is None else ""
+            mark = (
+                " **best**"
+                if epoch == best[exp]
+                else f" (base model, still best: {NO_LEARNING})"
+                if epoch == 0 and best[exp] is None
+                else ""
+            )
             cells = [_cell(m, key, signal) for key, _ in RESULT_COLUMNS]
             seeds_cell = [] if n_seeds == 1 else ["n/a (base model)" if epoch == 0 else str(m.get("n_seeds"))]
-            rows.append([exp, experiment_strategy(params, exp), f"{epoch}{mark}", *seeds_cell, _with_spread(m, "val_brand_accuracy"), *cells])
+            rows.append(
+                [
+                    exp,
+                    experiment_strategy(params, exp),
+                    f"{epoch}{mark}",
+                    *seeds_cell,
+                    _with_spread(m, "val_brand_accuracy"),
+                    *cells,
+                ]
+            )
     seeds_title = [] if n_seeds == 1 else ["seeds (n)"]
     titles = [_spread_title(title, n_seeds) if key in SEED_SPREAD_METRICS else title for key, title in RESULT_COLUMNS]
-    return ["## 4. Results per experiment and epoch", "", note, "",
-            *_table(["experiment", "strategy", "epoch", *seeds_title, _spread_title("val. acc.", n_seeds), *titles], rows, align_left=3)]
+    return [
+        "## 4. Results per experiment and epoch",
+        "",
+        note,
+        "",
+        *_table(
+            ["experiment", "strategy", "epoch", *seeds_title, _spread_title("val. acc.", n_seeds), *titles],
+            rows,
+            align_left=3,
+        ),
+    ]
 
 
 def _resources_section(params: Params, training: dict[str, dict[str, Any]]) -> list[str]:
@@ -584,20 +729,36 @@ def _resources_section(params: Params, training: dict[str, dict[str, Any]]) -> l
         size = training[exp][seed]["checkpoint_bytes"].get(params.train.save_epochs[-1])
         full = s.get("full_model_bytes")
         size_share = f" ({100 * size / full:.0f}% of the full model)" if size is not None and full else ""
-        rows.append([
-            exp if len(params.train.seeds) == 1 else f"{exp} (seed {seed})",
-            experiment_strategy(params, exp),
-            f"{_count(trainable)}{share}",
-            _count(total),
-            f"{_bytes(size)}{size_share}",
-            _bytes(s.get("peak_memory_bytes")),
-            _num(s.get("wall_time_s"), 1),
-            _num(s.get("samples_per_second"), 1),
-        ])
-    return ["## 5. Resources per experiment", "", *_table(
-        ["experiment", "strategy", "trainable params", "total params", "checkpoint size", "peak memory", "wall time (s)", "train samples/s"],
-        rows, align_left=2,
-    )]
+        rows.append(
+            [
+                exp if len(params.train.seeds) == 1 else f"{exp} (seed {seed})",
+                experiment_strategy(params, exp),
+                f"{_count(trainable)}{share}",
+                _count(total),
+                f"{_bytes(size)}{size_share}",
+                _bytes(s.get("peak_memory_bytes")),
+                _num(s.get("wall_time_s"), 1),
+                _num(s.get("samples_per_second"), 1),
+            ]
+        )
+    return [
+        "## 5. Resources per experiment",
+        "",
+        *_table(
+            [
+                "experiment",
+                "strategy",
+                "trainable params",
+                "total params",
+                "checkpoint size",
+                "peak memory",
+                "wall time (s)",
+                "train samples/s",
+            ],
+            rows,
+            align_left=2,
+        ),
+    ]
 
 
 def render_markdown(
@@ -633,8 +794,10 @@ def render_markdown(
     return "\n".join(lines) + "\n"
 
 
-REVIEW_NOTE = ("Review page: [{link}]({link}), each test item's photo, reference caption, and the base model's and each "
-               "experiment's best checkpoint's answers with their brand outcomes; it opens in a browser from the file system.")
+REVIEW_NOTE = (
+    "Review page: [{link}]({link}), each test item's photo, reference caption, and the base model's and each "
+    "experiment's best checkpoint's answers with their brand outcomes; it opens in a browser from the file system."
+)
 
 
 def review_link(review_dir: Path | None, out_md: Path) -> str | None:
@@ -650,8 +813,10 @@ def review_link(review_dir: Path | None, out_md: Path) -> str | None:
 def _runs_sentence(params: Params) -> str:
     if len(params.train.seeds) == 1:
         return "One run per freezing strategy on identical data, seed and hyper-parameters."
-    return (f"One run per freezing strategy and training seed ({len(params.train.seeds)} seeds) on identical data "
-            "and hyper-parameters.")
+    return (
+        f"One run per freezing strategy and training seed ({len(params.train.seeds)} seeds) on identical data "
+        "and hyper-parameters."
+    )
 
 
 def _seeds_text(params: Params) -> str:
@@ -662,7 +827,9 @@ def _seeds_text(params: Params) -> str:
     return f"seed {params.seed} (data), training seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
 
 
-def _per_brand_section(evaluations, selection: dict[str, Any], brands_kept: dict[str, int], n_seeds: int = 1) -> list[str]:
+def _per_brand_section(
+    evaluations, selection: dict[str, Any], brands_kept: dict[str, int], n_seeds: int = 1
+) -> list[str]:
     """Per-brand accuracy of the best checkpoint (each one when tied; the base model alone when none)."""
     winners = selection["best"]
     best = {exp: selection["experiments"][exp]["epoch"] for exp in winners}
@@ -671,23 +838,36 @@ def _per_brand_section(evaluations, selection: dict[str, Any], brands_kept: dict
     if winners:
         described = "; ".join(
             f"`{exp}` epoch {best[exp]} (brand accuracy {_with_spread(evaluations[exp][best[exp]], 'brand_accuracy')}, "
-            f"macro {_with_spread(evaluations[exp][best[exp]], 'macro_brand_accuracy')})" for exp in winners
+            f"macro {_with_spread(evaluations[exp][best[exp]], 'macro_brand_accuracy')})"
+            for exp in winners
         )
         lines.append(f"Best checkpoint{'s (tied)' if len(winners) > 1 else ''}: {described}. " + PER_BRAND_NOTE)
     else:
         lines.append(f"No best checkpoint ({NO_LEARNING}): the base model's per-brand accuracy. " + PER_BRAND_NOTE)
     lines.append("")
     over_seeds = "" if n_seeds == 1 else f" (mean over {n_seeds} seeds)"
-    columns = [(f"{exp} accuracy{over_seeds}", evaluations[exp][best[exp]].get("per_brand_accuracy") or {}) for exp in winners]
+    columns = [
+        (f"{exp} accuracy{over_seeds}", evaluations[exp][best[exp]].get("per_brand_accuracy") or {}) for exp in winners
+    ]
     base_per_brand = base.get("per_brand_accuracy") or {}
     brands = columns[0][1] if columns else base_per_brand
     order = sorted(brands, key=lambda b: (-brands_kept.get(b, 0), b))
     rows = [
-        [b, str(brands_kept.get(b, "n/a")), str(brands[b]["n"]), _num(base_per_brand.get(b, {}).get("accuracy")),
-         *(f"{_num(per_brand.get(b, {}).get('accuracy'))} (hedged {_num(per_brand.get(b, {}).get('hedged_rate'))})" for _, per_brand in columns)]
+        [
+            b,
+            str(brands_kept.get(b, "n/a")),
+            str(brands[b]["n"]),
+            _num(base_per_brand.get(b, {}).get("accuracy")),
+            *(
+                f"{_num(per_brand.get(b, {}).get('accuracy'))} (hedged {_num(per_brand.get(b, {}).get('hedged_rate'))})"
+                for _, per_brand in columns
+            ),
+        ]
         for b in order
     ]
-    lines += _table(["brand", "cleaned captions", "test items (n)", "base accuracy", *(title for title, _ in columns)], rows)
+    lines += _table(
+        ["brand", "cleaned captions", "test items (n)", "base accuracy", *(title for title, _ in columns)], rows
+    )
     return lines
 
 
@@ -699,11 +879,15 @@ PER_BRAND_NOTE = (
 
 def provenance_lines(origin: dict[str, str], covered: list[Path]) -> list[str]:
     """The table `tables.md` begins with: where these numbers came from (also atop metrics.json)."""
-    return _table(["made from", "value"], [
-        ["commit", f"`{origin['commit']}`"],
-        ["params sha256 (resolved parameters, canonical JSON)", f"`{origin['params_sha256']}`"],
-        [f"data sha256 ({', '.join(p.as_posix() for p in covered)})", f"`{origin['data_sha256']}`"],
-    ], align_left=2)
+    return _table(
+        ["made from", "value"],
+        [
+            ["commit", f"`{origin['commit']}`"],
+            ["params sha256 (resolved parameters, canonical JSON)", f"`{origin['params_sha256']}`"],
+            [f"data sha256 ({', '.join(p.as_posix() for p in covered)})", f"`{origin['data_sha256']}`"],
+        ],
+        align_left=2,
+    )
 
 
 # ----------------------------------------------------------------------------- metrics and plots
@@ -729,7 +913,10 @@ def _flat_scalars(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def scalar_metrics(evaluations: dict[str, dict[int, dict[str, Any]]]) -> dict[str, dict[str, dict[str, Any]]]:
     """{exp: {"epoch-N": {metric: number}}}, flat for `dvc exp show` (see `_flat_scalars`)."""
-    return {exp: {epoch_key(epoch): _flat_scalars(m) for epoch, m in sorted(runs.items())} for exp, runs in evaluations.items()}
+    return {
+        exp: {epoch_key(epoch): _flat_scalars(m) for epoch, m in sorted(runs.items())}
+        for exp, runs in evaluations.items()
+    }
 
 
 def results_metrics(evaluations, per_seed) -> dict[str, dict[str, Any]]:
@@ -742,31 +929,52 @@ def results_metrics(evaluations, per_seed) -> dict[str, dict[str, Any]]:
     return out
 
 
-SELECTED_METRICS = ("val_brand_accuracy", "brand_accuracy", "brand_accuracy_ci", "macro_brand_accuracy", "macro_brand_accuracy_ci",
-                    "forgetting_cider_change", "general_brand_hallucination_rate")
+SELECTED_METRICS = (
+    "val_brand_accuracy",
+    "brand_accuracy",
+    "brand_accuracy_ci",
+    "macro_brand_accuracy",
+    "macro_brand_accuracy_ci",
+    "forgetting_cider_change",
+    "general_brand_hallucination_rate",
+)
 
 
 def selection_metrics(evaluations, selection: dict[str, Any]) -> dict[str, Any]:
     """metrics.json's "selection": the verdict, the best experiment(s) (comma-separated), the strongest
     baseline, and per experiment its best epoch (null: no learning) with its figures and margin."""
-    out: dict[str, Any] = {"verdict": selection["verdict"], "best": ", ".join(selection["best"]),
-                           "strongest_baseline": selection["strongest_baseline"],
-                           "versus_strongest_baseline": selection["versus_strongest_baseline"],
-                           "within_rounding_of_best": ", ".join(selection.get("within_rounding_of_best", []))}
+    out: dict[str, Any] = {
+        "verdict": selection["verdict"],
+        "best": ", ".join(selection["best"]),
+        "strongest_baseline": selection["strongest_baseline"],
+        "versus_strongest_baseline": selection["versus_strongest_baseline"],
+        "within_rounding_of_best": ", ".join(selection.get("within_rounding_of_best", [])),
+    }
     for exp, entry in selection["experiments"].items():
         m = evaluations[exp][entry["epoch"]] if entry["epoch"] is not None else {}
         margin_of = entry["margin"] or {}
-        out[exp] = {"versus_strongest_baseline": entry["versus_strongest_baseline"], **_flat_scalars({
-            "epoch": entry["epoch"],
-            **{k: m.get(k) for k in SELECTED_METRICS},
-            **{k: m[k] for k in (*(f"{key}_sd" for key in SEED_SPREAD_METRICS), "n_seeds") if k in m},
-            "margin_brand_accuracy": margin_of.get("difference"),
-            "margin_brand_accuracy_ci": margin_of.get("ci"),
-            **({"margin_brand_accuracy_sd": margin_of["difference_sd"]} if "difference_sd" in margin_of else {}),
-        })}
+        out[exp] = {
+            "versus_strongest_baseline": entry["versus_strongest_baseline"],
+            **_flat_scalars(
+                {
+                    "epoch": entry["epoch"],
+                    **{k: m.get(k) for k in SELECTED_METRICS},
+                    **{k: m[k] for k in (*(f"{key}_sd" for key in SEED_SPREAD_METRICS), "n_seeds") if k in m},
+                    "margin_brand_accuracy": margin_of.get("difference"),
+                    "margin_brand_accuracy_ci": margin_of.get("ci"),
+                    **(
+                        {"margin_brand_accuracy_sd": margin_of["difference_sd"]} if "difference_sd" in margin_of else {}
+                    ),
+                }
+            ),
+        }
         if margin_of.get("per_seed"):
-            out[exp]["seeds"] = {seed_key(seed): _flat_scalars({"margin_brand_accuracy": m["difference"], "margin_brand_accuracy_ci": m["ci"]})
-                                 for seed, m in margin_of["per_seed"].items()}
+            out[exp]["seeds"] = {
+                seed_key(seed): _flat_scalars(
+                    {"margin_brand_accuracy": m["difference"], "margin_brand_accuracy_ci": m["ci"]}
+                )
+                for seed, m in margin_of["per_seed"].items()
+            }
     return out
 
 
@@ -785,8 +993,15 @@ def _save_figure(fig, path: Path) -> None:
 
 
 ACCURACY_CSV_COLUMNS = [
-    "experiment", "epoch", "brand_accuracy", "macro_brand_accuracy",
-    "brand_accuracy_ci_low", "brand_accuracy_ci_high", "hedged_rate", "brand_accuracy_lenient", "brand_accuracy_sd",
+    "experiment",
+    "epoch",
+    "brand_accuracy",
+    "macro_brand_accuracy",
+    "brand_accuracy_ci_low",
+    "brand_accuracy_ci_high",
+    "hedged_rate",
+    "brand_accuracy_lenient",
+    "brand_accuracy_sd",
 ]
 
 
@@ -818,8 +1033,15 @@ def write_plots(params: Params, evaluations, training, plots_dir: Path) -> None:
         low, high = zip(*(_band(f) for f in flat))
         (line,) = ax.plot(epochs, accuracy, marker="o", label=exp)
         ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.15, linewidth=0)
-    band = "95% CI" if len(params.train.seeds) == 1 else f"mean ± sd over {len(params.train.seeds)} seeds; epoch 0: 95% CI"
-    ax.set(xlabel="epoch (0 = base model)", ylabel=f"brand accuracy (band: {band})", title="Brand accuracy on the test set", ylim=(0, 1.02))
+    band = (
+        "95% CI" if len(params.train.seeds) == 1 else f"mean ± sd over {len(params.train.seeds)} seeds; epoch 0: 95% CI"
+    )
+    ax.set(
+        xlabel="epoch (0 = base model)",
+        ylabel=f"brand accuracy (band: {band})",
+        title="Brand accuracy on the test set",
+        ylim=(0, 1.02),
+    )
     ax.set_xticks(epochs)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -863,7 +1085,11 @@ def run_tables(
     funnel = data_funnel(Path(catalog_path), Path(manifest_path), Path(captions_path), Path(clean_report_path))
     evaluations, per_seed = load_evaluations(params, Path(eval_dir))
     baselines = load_baselines(Path(eval_dir), Path(baselines_dir))
-    probe = read_json_file(Path(linear_probe_dir) / "metrics.json", "run the linear_probe stage") if linear_probe_dir else None
+    probe = (
+        read_json_file(Path(linear_probe_dir) / "metrics.json", "run the linear_probe stage")
+        if linear_probe_dir
+        else None
+    )
     selection = select(params, evaluations, baselines, Path(eval_dir))
     training = load_training(params, Path(train_dir), Path(checkpoints_dir))
     brands_kept = read_json_file(Path(clean_report_path), "rerun the clean stage").get("brands_kept") or {}
@@ -871,25 +1097,57 @@ def run_tables(
     origin = provenance(params, processed_dir, written=[Path(out_md), Path(out_metrics), Path(plots_dir)])
     origin_block = provenance_lines(origin, data_files(processed_dir))
 
-    write_text(out_md, render_markdown(params, funnel, evaluations, training, brands_kept, origin_block, baselines, selection,
-                                         review_link(review_dir, out_md), probe))
-    write_json(out_metrics, {
-        "provenance": origin,
-        **results_metrics(evaluations, per_seed),
-        "baselines": {name: _flat_scalars(b["metrics"]) for name, b in baselines.items()},
-        **({"linear_probe": {**_flat_scalars(probe), "base_knows": probe.get("base_knows")}} if probe else {}),
-        "selection": selection_metrics(evaluations, selection),
-    })
+    write_text(
+        out_md,
+        render_markdown(
+            params,
+            funnel,
+            evaluations,
+            training,
+            brands_kept,
+            origin_block,
+            baselines,
+            selection,
+            review_link(review_dir, out_md),
+            probe,
+        ),
+    )
+    write_json(
+        out_metrics,
+        {
+            "provenance": origin,
+            **results_metrics(evaluations, per_seed),
+            "baselines": {name: _flat_scalars(b["metrics"]) for name, b in baselines.items()},
+            **({"linear_probe": {**_flat_scalars(probe), "base_knows": probe.get("base_knows")}} if probe else {}),
+            "selection": selection_metrics(evaluations, selection),
+        },
+    )
     write_plots(params, evaluations, training, Path(plots_dir))
 
     strongest = selection["strongest_baseline"]
     summary = ", ".join(
-        f"{exp} {NO_LEARNING}" if entry["epoch"] is None else
-        f"{exp} epoch {entry['epoch']}: test {_with_spread(evaluations[exp][entry['epoch']], 'brand_accuracy')}, margin {_margin_text(entry)}"
+        f"{exp} {NO_LEARNING}"
+        if entry["epoch"] is None
+        else f"{exp} epoch {entry['epoch']}: test {_with_spread(evaluations[exp][entry['epoch']], 'brand_accuracy')}, margin {_margin_text(entry)}"
         for exp, entry in selection["experiments"].items()
     )
-    verdict = " ".join([selection["verdict"], *([", ".join(selection["best"]), f"({selection['versus_strongest_baseline']} {strongest})"]
-                                                 if selection["best"] else [])])
-    log.info("tables: strongest baseline %s %s; chosen on validation: %s; %s; wrote %s, %s, %s",
-             strongest, _with_spread(baselines[strongest]["metrics"], "brand_accuracy"), summary, verdict,
-             out_md, out_metrics, plots_dir)
+    verdict = " ".join(
+        [
+            selection["verdict"],
+            *(
+                [", ".join(selection["best"]), f"({selection['versus_strongest_baseline']} {strongest})"]
+                if selection["best"]
+                else []
+            ),
+        ]
+    )
+    log.info(
+        "tables: strongest baseline %s %s; chosen on validation: %s; %s; wrote %s, %s, %s",
+        strongest,
+        _with_spread(baselines[strongest]["metrics"], "brand_accuracy"),
+        summary,
+        verdict,
+        out_md,
+        out_metrics,
+        plots_dir,
+    )

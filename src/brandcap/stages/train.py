@@ -56,7 +56,12 @@ from brandcap.model.general_mix import GenericPairs, MixedCaptionPool, MixedEpoc
 from brandcap.model.step_progress import StepProgressCallback
 from brandcap.model.strategies import apply_strategy, count_parameters
 from brandcap.model.training_data import CaptionCollator, CaptionDataset
-from brandcap.model.vision_cache import FrozenVisionCache, cache_megabytes, feed_cached_vision_features, vision_cache_blocker
+from brandcap.model.vision_cache import (
+    FrozenVisionCache,
+    cache_megabytes,
+    feed_cached_vision_features,
+    vision_cache_blocker,
+)
 from brandcap.params import Params, TrainParams, check_training_seed, experiment_settings
 from brandcap.resume_state import prepare_resume_dir, stage_fingerprint
 
@@ -90,7 +95,9 @@ def check_deepspeed_config(path: str) -> None:
     if not path:
         return
     if not Path(path).exists():
-        raise FileNotFoundError(f"train.deepspeed: {path} not found; give a config such as configs/deepspeed/zero2.json or leave it empty")
+        raise FileNotFoundError(
+            f"train.deepspeed: {path} not found; give a config such as configs/deepspeed/zero2.json or leave it empty"
+        )
     stage = json.loads(Path(path).read_text()).get("zero_optimization", {}).get("stage", 0)
     if stage == 3:
         raise ValueError(
@@ -112,16 +119,27 @@ def peak_memory() -> tuple[int, str]:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "process_peak_rss"
 
 
-def run_fingerprint(params: Params, experiment: str, seed: int, base_dir: Path, train_jsonl: Path, dataset: CaptionDataset,
-                    generic: GenericPairs | None = None) -> dict:
+def run_fingerprint(
+    params: Params,
+    experiment: str,
+    seed: int,
+    base_dir: Path,
+    train_jsonl: Path,
+    dataset: CaptionDataset,
+    generic: GenericPairs | None = None,
+) -> dict:
     """What a resume state depends on (brandcap.resume_state): the base model's, the records' and the
     images' content, the params the run reads (its training seed among them) and the code; a state
     made under another is not reused. A run that mixes in generic pairs also depends on their records,
     images, ratio and question."""
     inputs = {"base": base_dir, "train": train_jsonl, "images": [record["image"] for record in dataset.records]}
-    read = {"experiment": experiment, "seed": seed, "train": params.train.model_dump(mode="json"),
-            "image_tiling": params.model.image_tiling.model_dump(mode="json"),
-            "general_mix": experiment_settings(params, experiment).general_mix}
+    read = {
+        "experiment": experiment,
+        "seed": seed,
+        "train": params.train.model_dump(mode="json"),
+        "image_tiling": params.model.image_tiling.model_dump(mode="json"),
+        "general_mix": experiment_settings(params, experiment).general_mix,
+    }
     if generic is not None:
         inputs |= {"general_train": generic.path, "general_images": [record["image"] for record in generic.records]}
         read["general_instruction"] = generic.instruction
@@ -155,7 +173,15 @@ def elapsed_before(checkpoint: str | None) -> float:
 class EpochCheckpointCallback(TrainerCallback):
     """Saves the trained delta at exactly the listed epochs (kept in resume_dir, mirrored to the outputs)."""
 
-    def __init__(self, save_epochs: Sequence[int], strategy: str, store_dir: Path, checkpoints_dir: Path, meta: dict[str, Any], dtype: torch.dtype):
+    def __init__(
+        self,
+        save_epochs: Sequence[int],
+        strategy: str,
+        store_dir: Path,
+        checkpoints_dir: Path,
+        meta: dict[str, Any],
+        dtype: torch.dtype,
+    ):
         self.save_epochs = set(save_epochs)
         self.dtype = dtype
         self.strategy = strategy
@@ -167,7 +193,13 @@ class EpochCheckpointCallback(TrainerCallback):
         epoch = int(round(state.epoch))
         if epoch in self.save_epochs and state.is_world_process_zero:
             name = f"epoch-{epoch}"
-            save_checkpoint(model, self.store_dir / name, self.strategy, {**self.meta, "epoch": epoch, "global_step": state.global_step}, self.dtype)
+            save_checkpoint(
+                model,
+                self.store_dir / name,
+                self.strategy,
+                {**self.meta, "epoch": epoch, "global_step": state.global_step},
+                self.dtype,
+            )
             atomic.mirror_directory(self.store_dir / name, self.checkpoints_dir / name)
             log.info("saved checkpoint %s", self.checkpoints_dir / name)
         return control
@@ -285,7 +317,9 @@ class ResumedWeightsCheck(TrainerCallback):
 
 
 # --------------------------------------------------------------------------- the stage
-def _prepare_run_state(args: TrainingArguments, resume_dir: Path, fingerprint: dict, checkpoints_dir: Path) -> str | None:
+def _prepare_run_state(
+    args: TrainingArguments, resume_dir: Path, fingerprint: dict, checkpoints_dir: Path
+) -> str | None:
     """The Trainer checkpoint to resume from, or None. The main process discards a stale resume state and
     restores earlier epoch checkpoints while the other processes wait; then every process reads the result."""
     with args.main_process_first(local=False, desc="resume state"):
@@ -294,7 +328,9 @@ def _prepare_run_state(args: TrainingArguments, resume_dir: Path, fingerprint: d
             resumed_epoch = _trainer_state_epoch(resume_from)
             restored = _restore_epoch_checkpoints(resume_dir / EPOCHS_SUBDIR, checkpoints_dir, resumed_epoch)
             if resume_from:
-                log.info("resuming from %s (epoch %d; epoch checkpoints restored: %s)", resume_from, resumed_epoch, restored)
+                log.info(
+                    "resuming from %s (epoch %d; epoch checkpoints restored: %s)", resume_from, resumed_epoch, restored
+                )
     return get_last_checkpoint(str(resume_dir))
 
 
@@ -343,7 +379,9 @@ def _trainer_state_step(checkpoint: str | None) -> int:
     return int(json.loads((Path(checkpoint) / "trainer_state.json").read_text()).get("global_step", 0))
 
 
-def training_arguments(train: TrainParams, learning_rate: float, seed: int, resume_dir: Path, precision: str) -> TrainingArguments:
+def training_arguments(
+    train: TrainParams, learning_rate: float, seed: int, resume_dir: Path, precision: str
+) -> TrainingArguments:
     return TrainingArguments(
         output_dir=str(resume_dir),
         num_train_epochs=train.epochs,
@@ -396,7 +434,9 @@ def _checked_setup(params: Params, seed: int, base_dir: Path, general_mix: float
     return precision, processor
 
 
-def _trainable_model(params: Params, experiment: str, seed: int, base_dir: Path, strategy: str, lora) -> tuple[Any, Any, dict[str, Any]]:
+def _trainable_model(
+    params: Params, experiment: str, seed: int, base_dir: Path, strategy: str, lora
+) -> tuple[Any, Any, dict[str, Any]]:
     """The Hugging Face model, the same with `strategy` applied (a peft wrapper for LoRA), and the meta
     every checkpoint of the run carries."""
     from transformers import AutoModelForImageTextToText
@@ -409,7 +449,15 @@ def _trainable_model(params: Params, experiment: str, seed: int, base_dir: Path,
     hf_model = model
     model = apply_strategy(model, strategy, lora)
     trainable, total = count_parameters(model)
-    log.info("%s seed %d: strategy %s, %d of %d parameters train (%.2f%%)", experiment, seed, strategy, trainable, total, 100 * trainable / total)
+    log.info(
+        "%s seed %d: strategy %s, %d of %d parameters train (%.2f%%)",
+        experiment,
+        seed,
+        strategy,
+        trainable,
+        total,
+        100 * trainable / total,
+    )
     meta = {
         "experiment": experiment,
         "seed": seed,
@@ -426,12 +474,22 @@ def _checkpoint_bytes(save_epochs: Sequence[int], checkpoints_dir: Path, resume_
     """Saved bytes of each listed epoch's checkpoint; fails when one was not written."""
     missing = [e for e in save_epochs if not (checkpoints_dir / f"epoch-{e}" / CHECKPOINT_META).exists()]
     if missing:
-        raise RuntimeError(f"{checkpoints_dir}: epoch checkpoints {missing} were not written; delete {resume_dir} and rerun")
+        raise RuntimeError(
+            f"{checkpoints_dir}: epoch checkpoints {missing} were not written; delete {resume_dir} and rerun"
+        )
     return {str(e): read_checkpoint_meta(checkpoints_dir / f"epoch-{e}")["saved_bytes"] for e in save_epochs}
 
 
-def training_summary(train, args, run: dict[str, Any], wall_time: float, n_samples: int, train_loss: float | None,
-                     log_records: list[dict[str, Any]], checkpoint_bytes: dict[str, int]) -> dict[str, Any]:
+def training_summary(
+    train,
+    args,
+    run: dict[str, Any],
+    wall_time: float,
+    n_samples: int,
+    train_loss: float | None,
+    log_records: list[dict[str, Any]],
+    checkpoint_bytes: dict[str, int],
+) -> dict[str, Any]:
     """summary.json: what ran (`run`: the checkpoint meta plus strategy, rate, precision, resume step) and what it cost."""
     peak_bytes, peak_kind = peak_memory()
     return {
@@ -443,7 +501,9 @@ def training_summary(train, args, run: dict[str, Any], wall_time: float, n_sampl
         "peak_memory_bytes": peak_bytes,
         "peak_memory_kind": peak_kind,
         "wall_time_s": round(wall_time, 3),
-        "samples_per_second": round(train.epochs * (n_samples + run["n_generic_per_epoch"]) / wall_time, 3) if wall_time else None,
+        "samples_per_second": round(train.epochs * (n_samples + run["n_generic_per_epoch"]) / wall_time, 3)
+        if wall_time
+        else None,
         "train_loss": train_loss,
         "final_loss": log_records[-1]["loss"] if log_records else None,
         "checkpoint_bytes": checkpoint_bytes,
@@ -465,8 +525,15 @@ def training_summary(train, args, run: dict[str, Any], wall_time: float, n_sampl
     }
 
 
-def frozen_vision_cache(model, processor, collator: CaptionCollator, dataset: CaptionDataset, train: TrainParams,
-                        device: torch.device, precision: str) -> FrozenVisionCache | None:
+def frozen_vision_cache(
+    model,
+    processor,
+    collator: CaptionCollator,
+    dataset: CaptionDataset,
+    train: TrainParams,
+    device: torch.device,
+    precision: str,
+) -> FrozenVisionCache | None:
     """The frozen vision tower's outputs for every training sample (brandcap.model.vision_cache), or None
     when the tower trains, has dropout, or its outputs would not fit train.frozen_vision_cache_mb."""
     if train.frozen_vision_cache_mb == 0:
@@ -482,7 +549,11 @@ def frozen_vision_cache(model, processor, collator: CaptionCollator, dataset: Ca
     started = time.perf_counter()
     autocast_dtype = None if precision == "fp32" else CHECKPOINT_DTYPES[precision]
     cache = FrozenVisionCache.build(model, collator, dataset, device, autocast_dtype)
-    log.info("frozen vision tower: outputs of %d images computed once in %.1f s and reused every epoch", len(dataset), time.perf_counter() - started)
+    log.info(
+        "frozen vision tower: outputs of %d images computed once in %.1f s and reused every epoch",
+        len(dataset),
+        time.perf_counter() - started,
+    )
     return cache
 
 
@@ -496,26 +567,36 @@ def _training_inputs(hf_model, processor, dataset: CaptionDataset, train: TrainP
     return cache.dataset(dataset), cache.collator(collator)
 
 
-def _generic_pool(params: Params, general_mix: float, general_train_jsonl: Path | None,
-                  dataset: CaptionDataset) -> tuple[GenericPairs | None, CaptionDataset | MixedCaptionPool]:
+def _generic_pool(
+    params: Params, general_mix: float, general_train_jsonl: Path | None, dataset: CaptionDataset
+) -> tuple[GenericPairs | None, CaptionDataset | MixedCaptionPool]:
     """(generic pairs, every sample an epoch can draw): the task samples alone when general_mix is 0;
     else the task samples and every generic pair."""
     if general_mix == 0:
         return None, dataset
     if general_train_jsonl is None:
-        raise ValueError(f"train.general_mix is {general_mix} but no generic training set was given; pass --general-train "
-                         "data/raw/general_train/general_train.jsonl (the general_train_set stage writes it)")
+        raise ValueError(
+            f"train.general_mix is {general_mix} but no generic training set was given; pass --general-train "
+            "data/raw/general_train/general_train.jsonl (the general_train_set stage writes it)"
+        )
     generic = GenericPairs(general_train_jsonl, params.eval.general_instruction)
     return generic, MixedCaptionPool(dataset, generic)
 
 
-def mixed_epochs(pool, n_task: int, generic: GenericPairs | None, general_mix: float, seed: int) -> tuple[Any, list[TrainerCallback]]:
+def mixed_epochs(
+    pool, n_task: int, generic: GenericPairs | None, general_mix: float, seed: int
+) -> tuple[Any, list[TrainerCallback]]:
     """(the Trainer's train_dataset, its callbacks): `pool` itself without mixing; else each epoch's mix."""
     if generic is None:
         return pool, []
     samples = MixedEpochSamples(pool, n_task, len(generic), general_mix, seed)
-    log.info("mixing %d generic pairs (train.general_mix %s, from %d) into the %d task samples of each epoch",
-             samples.n_mixed, general_mix, len(generic), n_task)
+    log.info(
+        "mixing %d generic pairs (train.general_mix %s, from %d) into the %d task samples of each epoch",
+        samples.n_mixed,
+        general_mix,
+        len(generic),
+        n_task,
+    )
     return samples, [MixedEpochCallback(samples)]
 
 
@@ -534,7 +615,9 @@ def run_train(
     """Train one experiment with training seed `seed`; write its epoch checkpoints, log.jsonl and summary.json.
     `callbacks`: extra Trainer callbacks (tests interrupt runs with one); `general_train_jsonl`: the generic
     training set, read only when the experiment's train.general_mix is above 0."""
-    base_dir, train_jsonl, checkpoints_dir, log_dir, resume_dir = map(Path, (base_dir, train_jsonl, checkpoints_dir, log_dir, resume_dir))
+    base_dir, train_jsonl, checkpoints_dir, log_dir, resume_dir = map(
+        Path, (base_dir, train_jsonl, checkpoints_dir, log_dir, resume_dir)
+    )
     strategy, learning_rate, lora, general_mix = experiment_settings(params, experiment)
     precision, processor = _checked_setup(params, seed, base_dir, general_mix)
 
@@ -542,8 +625,12 @@ def run_train(
     generic, pool = _generic_pool(params, general_mix, general_train_jsonl, dataset)
     # under torchrun, creating the arguments joins the process group
     args = training_arguments(params.train, learning_rate, seed, resume_dir, precision)
-    resume_from = _prepare_run_state(args, resume_dir, run_fingerprint(params, experiment, seed, base_dir, train_jsonl, dataset, generic),
-                                     checkpoints_dir)
+    resume_from = _prepare_run_state(
+        args,
+        resume_dir,
+        run_fingerprint(params, experiment, seed, base_dir, train_jsonl, dataset, generic),
+        checkpoints_dir,
+    )
     resumed_step = _trainer_state_step(resume_from)  # read now: training deletes older Trainer checkpoints
 
     hf_model, model, meta = _trainable_model(params, experiment, seed, base_dir, strategy, lora)
@@ -557,8 +644,20 @@ def run_train(
         train_dataset=train_dataset,
         data_collator=data_collator,
         callbacks=[
-            EpochCheckpointCallback(params.train.save_epochs, strategy, resume_dir / EPOCHS_SUBDIR, checkpoints_dir, meta, CHECKPOINT_DTYPES[precision]),
-            log_callback, clock, StepProgressCallback(f"train {experiment}", log), ResumedWeightsCheck(resume_from), *mix_callbacks, *callbacks,
+            EpochCheckpointCallback(
+                params.train.save_epochs,
+                strategy,
+                resume_dir / EPOCHS_SUBDIR,
+                checkpoints_dir,
+                meta,
+                CHECKPOINT_DTYPES[precision],
+            ),
+            log_callback,
+            clock,
+            StepProgressCallback(f"train {experiment}", log),
+            ResumedWeightsCheck(resume_from),
+            *mix_callbacks,
+            *callbacks,
         ],
     )
     trainer.remove_callback(PrinterCallback)  # it prints every log dict; log.jsonl and the progress lines have them
@@ -569,10 +668,25 @@ def run_train(
     if not trainer.is_world_process_zero():
         return
 
-    run = {**meta, "strategy": strategy, "learning_rate": learning_rate, "precision": precision,
-           "resumed_from_step": resumed_step, "general_mix": general_mix, "n_generic_per_epoch": len(train_dataset) - len(dataset)}
-    summary = training_summary(params.train, args, run, wall_time, len(dataset), result.metrics.get("train_loss"),
-                               log_callback.records, _checkpoint_bytes(params.train.save_epochs, checkpoints_dir, resume_dir))
+    run = {
+        **meta,
+        "strategy": strategy,
+        "learning_rate": learning_rate,
+        "precision": precision,
+        "resumed_from_step": resumed_step,
+        "general_mix": general_mix,
+        "n_generic_per_epoch": len(train_dataset) - len(dataset),
+    }
+    summary = training_summary(
+        params.train,
+        args,
+        run,
+        wall_time,
+        len(dataset),
+        result.metrics.get("train_loss"),
+        log_callback.records,
+        _checkpoint_bytes(params.train.save_epochs, checkpoints_dir, resume_dir),
+    )
     atomic.write_json(log_dir / "summary.json", summary)
     shutil.rmtree(resume_dir, ignore_errors=True)
     log_summary(summary)
@@ -582,7 +696,14 @@ def log_summary(summary: dict[str, Any]) -> None:
     """The run's one-line summary."""
     log.info(
         "%s seed %d done: %d epochs, %d samples (%d generic), %.1f samples/s, %.0f s, final loss %s, peak memory %.0f MB, checkpoints %s",
-        summary["experiment"], summary["seed"], summary["epochs"], summary["n_train_samples"] + summary["n_generic_per_epoch"],
-        summary["n_generic_per_epoch"], summary["samples_per_second"], summary["wall_time_s"], summary["final_loss"],
-        summary["peak_memory_bytes"] / 1e6, {k: f"{v / 1e6:.1f} MB" for k, v in summary["checkpoint_bytes"].items()},
+        summary["experiment"],
+        summary["seed"],
+        summary["epochs"],
+        summary["n_train_samples"] + summary["n_generic_per_epoch"],
+        summary["n_generic_per_epoch"],
+        summary["samples_per_second"],
+        summary["wall_time_s"],
+        summary["final_loss"],
+        summary["peak_memory_bytes"] / 1e6,
+        {k: f"{v / 1e6:.1f} MB" for k, v in summary["checkpoint_bytes"].items()},
     )
