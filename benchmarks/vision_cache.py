@@ -60,6 +60,7 @@ def train_once(root: Path, experiment: str, cache_mb: int, tag: str, epochs: int
         Path("train.jsonl"),
         out / "ckpt",
         out / "log",
+        out / "dvclive",
         out / "resume",
     )
     summary = json.loads((out / "log" / "summary.json").read_text())

@@ -169,6 +169,7 @@ rule tables:
         captions=rules.caption.output.captions,
         processed=rules.clean.output.out,
         train_logs=expand(str(rules.train.output.train_log), exp=EXPERIMENTS, seed=SEEDS),
+        dvclive=expand(str(rules.train.output.dvclive_metrics), exp=EXPERIMENTS, seed=SEEDS) + expand(str(rules.train.output.dvclive_plots), exp=EXPERIMENTS, seed=SEEDS),
         checkpoints=expand(str(rules.train.output.checkpoints), exp=EXPERIMENTS, seed=SEEDS),
         evaluations=[rules.evaluate_base.output.out, rules.evaluate_prompted.output.out] + expand(str(rules.evaluate.output.out), exp=EXPERIMENTS, seed=SEEDS),
         baselines=rules.baselines.output.out,
@@ -205,4 +206,4 @@ rule tables:
         eval__general_instruction=config["eval"]["general_instruction"],
         tables=config["tables"],
     shell:
-        "python {input.script} {PARAMS_ARGS} --catalog {input.catalog} --manifest {input.manifest} --captions {input.captions} --clean-report {input.processed}/clean_report.json --train-dir {PATHS.train_logs} --checkpoints {PATHS.checkpoints} --eval-dir {PATHS.eval} --baselines {input.baselines} --linear-probe {input.linear_probe} --review {input.review} --tables {output.tables} --metrics {output.metrics} --plots {output.plots} --log {log}"
+        "python {input.script} {PARAMS_ARGS} --catalog {input.catalog} --manifest {input.manifest} --captions {input.captions} --clean-report {input.processed}/clean_report.json --train-dir {PATHS.train_logs} --dvclive-dir {PATHS.dvclive} --checkpoints {PATHS.checkpoints} --eval-dir {PATHS.eval} --baselines {input.baselines} --linear-probe {input.linear_probe} --review {input.review} --tables {output.tables} --metrics {output.metrics} --plots {output.plots} --log {log}"

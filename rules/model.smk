@@ -32,6 +32,8 @@ rule train:
     output:
         checkpoints=directory(f"{PATHS.checkpoints}/{RUN}"),
         train_log=directory(f"{PATHS.train_logs}/{RUN}"),
+        dvclive_metrics=f"{PATHS.dvclive}/{RUN}/metrics.json",
+        dvclive_plots=directory(f"{PATHS.dvclive}/{RUN}/plots"),
     log:
         f"{PATHS.logs}/train/{RUN}.log",
     priority: train_priority
@@ -50,4 +52,4 @@ rule train:
         train__experiment=lambda wildcards: config["train"]["experiments"][wildcards.exp],
         eval__general_instruction=config["eval"]["general_instruction"],
     shell:
-        "python {input.script} {PARAMS_ARGS} --experiment {wildcards.exp} --seed {wildcards.seed} --base {input.base} --train {input.processed}/train.jsonl --general-train {input.general_train}/general_train.jsonl --checkpoints {output.checkpoints} --train-log {output.train_log} --resume {PATHS.resume}/train/{wildcards.exp}/seed-{wildcards.seed} --log {log}"
+        "python {input.script} {PARAMS_ARGS} --experiment {wildcards.exp} --seed {wildcards.seed} --base {input.base} --train {input.processed}/train.jsonl --general-train {input.general_train}/general_train.jsonl --checkpoints {output.checkpoints} --train-log {output.train_log} --dvclive {PATHS.dvclive}/{wildcards.exp}/seed-{wildcards.seed} --resume {PATHS.resume}/train/{wildcards.exp}/seed-{wildcards.seed} --log {log}"

@@ -198,7 +198,7 @@ def workdir(tmp_path_factory):
 
 
 def run_tiny_training(workdir, experiment, params=None, callbacks=(), tag="", seed=3, general_train=None):
-    """run_train in workdir, into workdir/run-<experiment><tag>/{checkpoints,train,resume}; those paths.
+    """run_train in workdir, into workdir/run-<experiment><tag>/{checkpoints,train,dvclive,resume}; those paths.
     `general_train`: the generic training set's JSONL (relative to workdir), for runs with train.general_mix."""
     from brandcap.stages.train import run_train
 
@@ -206,6 +206,7 @@ def run_tiny_training(workdir, experiment, params=None, callbacks=(), tag="", se
     paths = {
         "checkpoints_dir": out / "checkpoints",
         "log_dir": out / "train",
+        "dvclive_dir": out / "dvclive",
         "resume_dir": out / "resume",
     }
     with pytest.MonkeyPatch.context() as mp:

@@ -77,11 +77,11 @@ def test_evaluate_partials_and_the_train_log_use_this_reader(tmp_path):
         "p1": done
     }
 
-    resume_log, out_log = tmp_path / "resume" / "log.jsonl", tmp_path / "out" / "log.jsonl"
+    resume_log = tmp_path / "resume" / "log.jsonl"
     resume_log.parent.mkdir()
     resume_log.write_bytes(
         line({"step": 1, "loss": 1.0}) + b"not json\n" + line({"step": 2, "loss": 0.5}) + b'{"step": 3'
     )
-    callback = JsonlLogCallback(resume_log, out_log, n_samples=10)
+    callback = JsonlLogCallback(resume_log, n_samples=10)
     callback.on_train_begin(None, SimpleNamespace(is_world_process_zero=True, global_step=2, epoch=1.0), None)
     assert [r["step"] for r in callback.records] == [1, 2]

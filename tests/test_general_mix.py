@@ -19,6 +19,7 @@ from brandcap.model.chat import encode_prompts
 from brandcap.model.checkpoints import load_for_inference
 from brandcap.model.general_mix import GenericPairs, MixedCaptionPool, MixedEpochCallback, MixedEpochSamples, epoch_draw
 from brandcap.model.training_data import CaptionCollator, CaptionDataset
+from brandcap.model.training_log import read_step_metrics
 from brandcap.params import experiment_settings
 from brandcap.stages.train import DeltaTrainer, _generic_pool, _training_inputs, mixed_epochs, training_arguments
 from tests.conftest import (
@@ -200,7 +201,7 @@ def mixed_runs(workdir, generic_set):
 
 
 def _log(paths):
-    return [json.loads(line) for line in (paths["log_dir"] / "log.jsonl").read_text().splitlines()]
+    return read_step_metrics(paths["dvclive_dir"])
 
 
 def test_mixed_run_trains_the_mixed_epochs_and_says_so(mixed_runs):

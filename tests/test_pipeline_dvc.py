@@ -33,6 +33,22 @@ def test_the_dvc_profile_command_agrees_with_the_snakemake_build(built, profile_
     assert "Data and pipelines are up to date" in run(built, profile_commands[SMOKE]["dvc"]).stdout
 
 
+def test_dvc_lists_and_draws_each_training_runs_dvclive_metrics(built, run):
+    """The train stage's DVCLive files are DVC metrics and plots: `dvc exp show` lists their values, `dvc plots
+    show` draws their curves (steps on x) with DVC's own template."""
+    shown = json.loads(run(built, ["dvc", "exp", "show", "--json"]).stdout)
+    workspace = json.dumps(shown[0])
+    for exp in ("freeze_llm", "lora"):
+        assert f"results/dvclive/{exp}/seed-4/metrics.json" in workspace
+    metrics = json.loads(run(built, ["dvc", "metrics", "show", "--json"]).stdout)
+    lora = next(iter(metrics.values()))["data"]["results/dvclive/lora/seed-4/metrics.json"]["data"]
+    steps = (built / "results/dvclive/lora/seed-4/plots/metrics/train/loss.tsv").read_text().splitlines()
+    assert lora["step"] == int(steps[-1].split("\t")[0]) and lora["train"]["loss"] == float(steps[-1].split("\t")[1])
+    plots = json.loads(run(built, ["dvc", "plots", "show", "--json"]).stdout)
+    drawn = [name for name in plots if "results/dvclive/lora/seed-4/plots/metrics/train/loss.tsv" in name]
+    assert drawn, sorted(plots)
+
+
 def test_snakemake_touch_after_dvc_checkout_leaves_nothing_to_do(built, run):
     shutil.rmtree(built / "data/processed")
     shutil.rmtree(built / "results/eval/base")

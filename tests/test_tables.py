@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import statistics
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from PIL import Image
 from brandcap.atomic import write_json, write_jsonl, write_text
 from brandcap.evaluation.metrics import paired_difference
 from brandcap.evaluation.selection import best_epoch, combine_seeds, overall_best, verdict
+from brandcap.model.training_log import write_training_log
 from brandcap.params import validate_params
 from brandcap.provenance import data_sha256, params_sha256
 from brandcap.stages.tables import _selection_header, experiment_strategy, run_tables, scalar_metrics, versus_baseline
@@ -151,7 +153,7 @@ def study(tmp_path: Path) -> dict:
         write_system(baselines / name, {**majority, "brand_accuracy": correct / 20}, outcomes_with(correct))
     write_system(evals / "base" / "prompted", eval_metrics(0.30, 3.0, 0.0, {}), outcomes_with(6))
 
-    train, checkpoints = tmp_path / "train", tmp_path / "checkpoints"
+    train, dvclive, checkpoints = tmp_path / "train", tmp_path / "dvclive", tmp_path / "checkpoints"
     for exp, trainable in [("freeze_llm", 300_000), ("lora", 40_000)]:
         write_json(
             train / exp / "seed-4" / "summary.json",
@@ -167,8 +169,7 @@ def study(tmp_path: Path) -> dict:
                 "full_model_bytes": 4_000_000,
             },
         )
-        write_jsonl(
-            train / exp / "seed-4" / "log.jsonl",
+        write_training_log(
             [
                 {
                     "step": s,
@@ -180,6 +181,8 @@ def study(tmp_path: Path) -> dict:
                 }
                 for s in range(1, 21)
             ],
+            {"wall_time_s": 42.5},
+            dvclive / exp / "seed-4",
         )
         for epoch in (2, 4):
             write_json(
@@ -187,14 +190,18 @@ def study(tmp_path: Path) -> dict:
                 {"strategy": exp, "saved_bytes": trainable * 4},
             )
 
-    study = {"params": params, "out": tmp_path / "results", "paths": (data, train, checkpoints, evals, baselines)}
+    study = {
+        "params": params,
+        "out": tmp_path / "results",
+        "paths": (data, train, dvclive, checkpoints, evals, baselines),
+    }
     tables(study)
     return study
 
 
 def tables(study: dict, out: Path | None = None) -> str:
     """Run the tables stage on the study's files; the markdown it wrote."""
-    data, train, checkpoints, evals, baselines = study["paths"]
+    data, train, dvclive, checkpoints, evals, baselines = study["paths"]
     out = out or study["out"]
     run_tables(
         study["params"],
@@ -203,6 +210,7 @@ def tables(study: dict, out: Path | None = None) -> str:
         data / "captions.jsonl",
         data / "clean_report.json",
         train,
+        dvclive,
         checkpoints,
         evals,
         baselines,
@@ -215,9 +223,9 @@ def tables(study: dict, out: Path | None = None) -> str:
 
 def eval_folder(study: dict, exp: str, epoch: int, seed: int = 4) -> Path:
     return (
-        study["paths"][3] / "base" / "epoch-0"
+        study["paths"][4] / "base" / "epoch-0"
         if exp == "base"
-        else study["paths"][3] / exp / f"seed-{seed}" / f"epoch-{epoch}"
+        else study["paths"][4] / exp / f"seed-{seed}" / f"epoch-{epoch}"
     )
 
 
@@ -379,7 +387,7 @@ def test_plots_are_images_with_csvs(study):
 
 
 def test_missing_evaluation_names_the_file_and_fix(study, tmp_path):
-    evals, baselines = study["paths"][3], study["paths"][4]
+    evals, baselines = study["paths"][4], study["paths"][5]
     metrics = evals / "lora" / "seed-4" / "epoch-4" / "metrics.json"
     kept = metrics.read_bytes()
     metrics.unlink()
@@ -433,7 +441,7 @@ def test_tables_report_a_tie_between_experiments(study, tmp_path):
 
 
 def test_baselines_tied_with_the_strongest_are_named(study, tmp_path):
-    baselines = study["paths"][4]
+    baselines = study["paths"][5]
     for name in ("thumbnail_nn", "colour_histogram_nn"):
         folder = baselines / name
         write_system(
@@ -515,7 +523,7 @@ def test_the_tables_say_whether_fine_tuning_beats_the_strongest_baseline(study, 
 
 
 def test_other_test_items_than_the_baselines_are_refused(study, tmp_path):
-    path = study["paths"][3] / "lora" / "seed-4" / "epoch-4" / "predictions.jsonl"
+    path = study["paths"][4] / "lora" / "seed-4" / "epoch-4" / "predictions.jsonl"
     path.write_text("".join(path.read_text().splitlines(keepends=True)[:-1]))
     with pytest.raises(
         ValueError,
@@ -587,7 +595,7 @@ def two_seed_study(study: dict) -> dict:
     params = study["params"].model_dump(mode="json")
     params["train"]["seeds"] = [4, 5]
     study["params"] = validate_params(params)
-    data, train, checkpoints, evals, baselines = study["paths"]
+    data, train, dvclive, checkpoints, evals, baselines = study["paths"]
     seed_5 = {
         ("freeze_llm", 2): eval_metrics(0.45, 1.4, 0.45, {"Gucci": 0.5, "Chloé": 0.3}, val_accuracy=0.40),
         ("freeze_llm", 4): eval_metrics(0.60, 1.1, 0.40, {"Gucci": 0.7, "Chloé": 0.3}, val_accuracy=0.70),
@@ -597,9 +605,9 @@ def two_seed_study(study: dict) -> dict:
     for (exp, epoch), m in seed_5.items():
         write_system(eval_folder(study, exp, epoch, seed=5), m, outcomes_with(round(20 * m["brand_accuracy"])))
     for exp in ("freeze_llm", "lora"):
-        for name in ("summary.json", "log.jsonl"):
-            (train / exp / "seed-5").mkdir(parents=True, exist_ok=True)
-            (train / exp / "seed-5" / name).write_bytes((train / exp / "seed-4" / name).read_bytes())
+        (train / exp / "seed-5").mkdir(parents=True, exist_ok=True)
+        (train / exp / "seed-5" / "summary.json").write_bytes((train / exp / "seed-4" / "summary.json").read_bytes())
+        shutil.copytree(dvclive / exp / "seed-4", dvclive / exp / "seed-5")
     tables(study)
     return study
 
@@ -672,7 +680,7 @@ def test_a_missing_seed_names_its_run(two_seed_study, tmp_path):
 
 
 def test_tables_link_the_review_page_relatively(study, tmp_path):
-    data, train, checkpoints, evals, baselines = study["paths"]
+    data, train, dvclive, checkpoints, evals, baselines = study["paths"]
     review_dir = tmp_path / "results" / "review"
     args = [
         study["params"],
@@ -681,6 +689,7 @@ def test_tables_link_the_review_page_relatively(study, tmp_path):
         data / "captions.jsonl",
         data / "clean_report.json",
         train,
+        dvclive,
         checkpoints,
         evals,
         baselines,
@@ -740,7 +749,7 @@ def test_the_linear_probe_and_what_the_base_knew_sit_beside_the_baselines_outsid
         probe_dir / "metrics.json",
         {"n_test": 20, "brand_accuracy": 0.95, "brand_accuracy_ci": [0.85, 1.0], "base_knows": knows},
     )
-    data, train, checkpoints, evals, baselines = study["paths"]
+    data, train, dvclive, checkpoints, evals, baselines = study["paths"]
     out = tmp_path / "with_probe"
     run_tables(
         study["params"],
@@ -749,6 +758,7 @@ def test_the_linear_probe_and_what_the_base_knew_sit_beside_the_baselines_outsid
         data / "captions.jsonl",
         data / "clean_report.json",
         train,
+        dvclive,
         checkpoints,
         evals,
         baselines,
@@ -782,6 +792,7 @@ def test_the_linear_probe_and_what_the_base_knew_sit_beside_the_baselines_outsid
         data / "captions.jsonl",
         data / "clean_report.json",
         train,
+        dvclive,
         checkpoints,
         evals,
         baselines,

@@ -26,6 +26,7 @@ from brandcap.model.checkpoints import (
 )
 from brandcap.model.strategies import apply_strategy
 from brandcap.model.training_data import CaptionCollator, CaptionDataset
+from brandcap.model.training_log import read_step_metrics
 from brandcap.model.vision_cache import cache_megabytes, vision_cache_blocker
 from brandcap.params import LoraParams, ParamsError, validate_params
 from brandcap.stages.train import (
@@ -108,10 +109,21 @@ def test_freeze_llm_run_writes_deltas_logs_and_summary(workdir, freeze_llm_run):
     assert set(summary["checkpoint_bytes"]) == {"1", "2"}
     assert 0 < summary["checkpoint_bytes"]["2"] < summary["full_model_bytes"]
 
-    records = [json.loads(line) for line in (paths["log_dir"] / "log.jsonl").read_text().splitlines()]
+    records = read_step_metrics(paths["dvclive_dir"])
     assert [r["step"] for r in records] == [1, 2, 3, 4]
     assert set(records[0]) == {"step", "epoch", "loss", "learning_rate", "grad_norm", "samples_per_second"}
     assert records[-1]["epoch"] == pytest.approx(2.0)
+    # DVCLive's layout, as `dvc plots show` and `dvc exp show` read it; the step log itself is not an output
+    dvclive = paths["dvclive_dir"]
+    assert sorted(p.relative_to(dvclive).as_posix() for p in dvclive.rglob("*.tsv")) == [
+        f"plots/metrics/train/{name}.tsv"
+        for name in sorted(("epoch", "loss", "learning_rate", "grad_norm", "samples_per_second"))
+    ]
+    assert (dvclive / "plots/metrics/train/loss.tsv").read_text().splitlines()[0] == "step\tloss"
+    latest = json.loads((dvclive / "metrics.json").read_text())
+    assert latest["step"] == 4 and latest["train"]["loss"] == records[-1]["loss"]
+    assert latest["train"]["wall_time_s"] == summary["wall_time_s"]
+    assert sorted(p.name for p in paths["log_dir"].iterdir()) == ["summary.json"]
 
     for epoch in (1, 2):
         ckpt = paths["checkpoints_dir"] / f"epoch-{epoch}"
@@ -160,7 +172,7 @@ def test_checkpoints_are_saved_at_the_listed_epochs_only(three_epoch_run):
 
 def test_training_lowers_the_loss(three_epoch_run):
     paths = three_epoch_run
-    losses = [json.loads(line)["loss"] for line in (paths["log_dir"] / "log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in read_step_metrics(paths["dvclive_dir"])]
     assert len(losses) == 6
     assert losses[-1] < 0.8 * losses[0]
 
@@ -190,9 +202,11 @@ def test_interrupted_run_resumes_and_restores_epoch_checkpoints(workdir, freeze_
     # a Trainer checkpoint torn by a kill while it was being written is skipped
     (out / "resume" / "checkpoint-99").mkdir()
     (out / "resume" / "checkpoint-99" / "optimizer.pt").write_bytes(b"torn")
+    # the summary and the step metrics are written when the run ends; the step records so far are in the resume folder
+    assert not (out / "train").exists() and not (out / "dvclive").exists()
+    assert (out / "resume" / "log.jsonl").exists()
     # orchestrators delete a failed job's outputs before rerunning it
     shutil.rmtree(out / "checkpoints")
-    shutil.rmtree(out / "train")
 
     before = elapsed_before(str(out / "resume" / "checkpoint-2"))
     assert before > 0
@@ -205,7 +219,7 @@ def test_interrupted_run_resumes_and_restores_epoch_checkpoints(workdir, freeze_
     assert before < summary["wall_time_s"] <= before + resumed_part
     n_samples, epochs = summary["n_train_samples"], summary["epochs"]
     assert summary["samples_per_second"] == pytest.approx(epochs * n_samples / summary["wall_time_s"], rel=1e-3)
-    steps = [json.loads(line)["step"] for line in (paths["log_dir"] / "log.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in read_step_metrics(paths["dvclive_dir"])]
     assert steps == [1, 2, 3, 4]
     assert not paths["resume_dir"].exists()
     # the same weights as the uninterrupted run, epoch by epoch
@@ -226,9 +240,7 @@ def test_frozen_vision_cache_trains_the_same_model_without_running_the_tower(wor
             workdir, experiment, train_params(frozen_vision_cache_mb=cache_mb), callbacks=[counts[tag]], tag=tag
         )
     assert counts["-cached"].runs == 0 and counts["-uncached"].runs == 8  # 2 epochs x 2 steps x 2 micro-batches
-    cached_log, uncached_log = (
-        [json.loads(line) for line in (p["log_dir"] / "log.jsonl").read_text().splitlines()] for p in paths.values()
-    )
+    cached_log, uncached_log = (read_step_metrics(p["dvclive_dir"]) for p in paths.values())
     assert [r["step"] for r in cached_log] == [r["step"] for r in uncached_log] == [1, 2, 3, 4]
     for a, b in zip(cached_log, uncached_log):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5) and a["grad_norm"] == pytest.approx(
@@ -283,6 +295,7 @@ def test_a_seed_outside_train_seeds_is_refused_before_any_work(workdir, tmp_path
             workdir / "train.jsonl",
             tmp_path / "c",
             tmp_path / "l",
+            tmp_path / "d",
             tmp_path / "r",
         )
     assert not any(tmp_path.iterdir())
@@ -387,6 +400,7 @@ def test_missing_base_model_fails_clearly(workdir, tmp_path):
             workdir / "train.jsonl",
             tmp_path / "c",
             tmp_path / "l",
+            tmp_path / "d",
             tmp_path / "r",
         )
 
@@ -401,6 +415,7 @@ def test_prompt_settings_are_checked_before_any_work(workdir, tmp_path):
             workdir / "train.jsonl",
             tmp_path / "c",
             tmp_path / "l",
+            tmp_path / "d",
             tmp_path / "r",
         )
 

@@ -17,6 +17,7 @@ import pytest
 import torch
 import yaml
 
+from brandcap.model.training_log import read_step_metrics
 from brandcap.resume_state import FINGERPRINT_FILE
 from brandcap.stages.train import _prepare_run_state
 from tests.conftest import delta_weights, run_tiny_training, train_params
@@ -51,6 +52,8 @@ def _run_stage(workdir: Path, params, out: Path) -> subprocess.CompletedProcess:
         out / "checkpoints",
         "--train-log",
         out / "train",
+        "--dvclive",
+        out / "dvclive",
         "--resume",
         out / "resume",
         "--log",
@@ -60,8 +63,8 @@ def _run_stage(workdir: Path, params, out: Path) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
 
 
-def _records(log_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (log_dir / "log.jsonl").read_text().splitlines()]
+def _records(dvclive_dir: Path) -> list[dict]:
+    return read_step_metrics(dvclive_dir)
 
 
 @pytest.mark.slow
@@ -88,7 +91,7 @@ def test_two_processes_match_one_process(workdir):
     assert summary["distributed_backend"] == "gloo"
     assert not (out / "resume").exists()
 
-    one_records, two_records = _records(one["log_dir"]), _records(out / "train")
+    one_records, two_records = _records(one["dvclive_dir"]), _records(out / "dvclive")
     assert [r["step"] for r in two_records] == [r["step"] for r in one_records] == [1, 2, 3, 4]
     for a, b in zip(one_records, two_records):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-5) and b["grad_norm"] == pytest.approx(

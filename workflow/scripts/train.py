@@ -1,6 +1,6 @@
 """train stage: fine-tune one experiment (freezing strategy) with one training seed and keep checkpoints at train.save_epochs.
 
-    python workflow/scripts/train.py --params params.yaml --experiment freeze_llm --seed 4 --base models/base --train data/processed/train.jsonl --general-train data/raw/general_train/general_train.jsonl --checkpoints results/checkpoints/freeze_llm/seed-4 --train-log results/train/freeze_llm/seed-4 --resume .resume/train/freeze_llm/seed-4 --log logs/train/freeze_llm/seed-4.log
+    python workflow/scripts/train.py --params params.yaml --experiment freeze_llm --seed 4 --base models/base --train data/processed/train.jsonl --general-train data/raw/general_train/general_train.jsonl --checkpoints results/checkpoints/freeze_llm/seed-4 --train-log results/train/freeze_llm/seed-4 --dvclive results/dvclive/freeze_llm/seed-4 --resume .resume/train/freeze_llm/seed-4 --log logs/train/freeze_llm/seed-4.log
 
 --general-train (the generic training set) is read only when the experiment's train.general_mix is above 0.
 
@@ -26,6 +26,7 @@ def train_stage(args, params):
         args.train,
         args.checkpoints,
         args.train_log,
+        args.dvclive,
         args.resume,
         general_train_jsonl=args.general_train,
     )
@@ -39,6 +40,7 @@ if __name__ == "__main__":
         "general-train",
         "checkpoints",
         "train-log",
+        "dvclive",
         "resume",
         extra=lambda p: (
             p.add_argument("--experiment", required=True, help="a key of train.experiments"),

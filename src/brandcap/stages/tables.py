@@ -13,7 +13,8 @@ commit, the params hash and the data hash (the processed split files beside the 
 Reads `eval_dir/base/epoch-0/` (the base model, shared by all experiments: also the zero-shot
 baseline), `eval_dir/base/prompted/` (the prompt-only baseline), `baselines_dir/{name}/` (majority
 brand, image nearest neighbours), `eval_dir/{exp}/seed-{S}/epoch-{N}/` (their `metrics.json`, and the
-`predictions.jsonl` of the systems compared), `train_dir/{exp}/seed-{S}/{log.jsonl,summary.json}` and
+`predictions.jsonl` of the systems compared), `train_dir/{exp}/seed-{S}/summary.json`, the step metrics in
+`dvclive_dir/{exp}/seed-{S}/` (brandcap.model.training_log) and
 `checkpoints_dir/{exp}/seed-{S}/epoch-{N}/brandcap_checkpoint.json` for the experiments, training
 seeds (train.seeds) and epochs in params, plus the data stages' outputs for the funnel.
 
@@ -98,6 +99,7 @@ from brandcap.evaluation.selection import (  # noqa: E402
     top_validation_epoch,
     verdict,
 )
+from brandcap.model.training_log import read_step_metrics  # noqa: E402
 from brandcap.params import Params, experiment_settings, mixing_experiments  # noqa: E402
 from brandcap.provenance import data_files, provenance  # noqa: E402
 from brandcap.records import CHECKPOINT_META  # noqa: E402
@@ -277,15 +279,16 @@ def within_rounding(evaluations, best: dict[str, int | None], winners: list[str]
     ]
 
 
-def load_training(params: Params, train_dir: Path, checkpoints_dir: Path) -> dict[str, dict[int, dict[str, Any]]]:
-    """{exp: {seed: {"summary": summary.json, "log": [log.jsonl records], "checkpoint_bytes": {epoch: bytes}}}}."""
+def load_training(
+    params: Params, train_dir: Path, dvclive_dir: Path, checkpoints_dir: Path
+) -> dict[str, dict[int, dict[str, Any]]]:
+    """{exp: {seed: {"summary": summary.json, "log": [step records], "checkpoint_bytes": {epoch: bytes}}}}."""
     out: dict[str, dict[int, dict[str, Any]]] = {}
     for exp in params.train.experiments:
         for seed in params.train.seeds:
             fix = f"run the train stage for {exp} seed {seed}"
             summary = read_json_file(run_dir(train_dir, exp, seed) / "summary.json", fix)
-            log_path = run_dir(train_dir, exp, seed) / "log.jsonl"
-            records = read_jsonl(log_path) if log_path.exists() else []
+            records = read_step_metrics(run_dir(dvclive_dir, exp, seed))
             sizes = {int(e): b for e, b in (summary.get("checkpoint_bytes") or {}).items()}
             for epoch in params.train.save_epochs:
                 meta_path = run_dir(checkpoints_dir, exp, seed, epoch) / CHECKPOINT_META
@@ -1071,6 +1074,7 @@ def run_tables(
     captions_path: Path,
     clean_report_path: Path,
     train_dir: Path,
+    dvclive_dir: Path,
     checkpoints_dir: Path,
     eval_dir: Path,
     baselines_dir: Path,
@@ -1091,7 +1095,7 @@ def run_tables(
         else None
     )
     selection = select(params, evaluations, baselines, Path(eval_dir))
-    training = load_training(params, Path(train_dir), Path(checkpoints_dir))
+    training = load_training(params, Path(train_dir), Path(dvclive_dir), Path(checkpoints_dir))
     brands_kept = read_json_file(Path(clean_report_path), "rerun the clean stage").get("brands_kept") or {}
     processed_dir = Path(clean_report_path).parent
     origin = provenance(params, processed_dir, written=[Path(out_md), Path(out_metrics), Path(plots_dir)])

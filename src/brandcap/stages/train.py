@@ -5,7 +5,8 @@
     run_train(load_params("params.yaml"), "freeze_llm", 4, base_dir=Path("models/base"),
               train_jsonl=Path("data/processed/train.jsonl"),
               checkpoints_dir=Path("results/checkpoints/freeze_llm/seed-4"),
-              log_dir=Path("results/train/freeze_llm/seed-4"), resume_dir=Path(".resume/train/freeze_llm/seed-4"))
+              log_dir=Path("results/train/freeze_llm/seed-4"), dvclive_dir=Path("results/dvclive/freeze_llm/seed-4"),
+              resume_dir=Path(".resume/train/freeze_llm/seed-4"))
 
 The seed (one of train.seeds) sets the model's random initialisation (LoRA adapters) and the
 order of the training data; the data split keeps the top-level seed.
@@ -13,13 +14,17 @@ order of the training data; the data split keeps the top-level seed.
 Outputs
 - `checkpoints_dir/epoch-{N}/` for N in train.save_epochs: only what was trained (see checkpoints.py),
   in the training precision (a bf16 run saves bf16 weights).
-- `log_dir/log.jsonl`: one record per logging step {step, epoch, loss, learning_rate, grad_norm,
-  samples_per_second}; `log_dir/summary.json`: parameters, peak memory, wall time, throughput, sizes.
+- `dvclive_dir/`: the step metrics in DVCLive's files (brandcap.model.training_log): per logging step
+  epoch, loss, learning_rate, grad_norm, samples_per_second; `metrics.json` with the last values and the
+  run's wall time, throughput and peak memory (`dvc plots show`, `dvc exp show`).
+- `log_dir/summary.json`: what DVCLive does not hold: the run's parameters, trainable and total parameter
+  counts, precision, resume step, checkpoint sizes (and the throughput figures again, for the tables).
 
 Resume: the Trainer's own checkpoints (optimizer, scheduler, RNG) go to `resume_dir`, outside the
 declared outputs because orchestrators delete outputs before rerunning a job. Epoch checkpoints
 and the log are kept there too, so a rerun after an interruption continues from the last
-finished epoch and restores the epoch checkpoints written before it. `resume_dir` is removed
+finished epoch and restores the epoch checkpoints written before it; the step records are kept there
+(`log.jsonl`) and written out as DVCLive's files when the run ends. `resume_dir` is removed
 after success; a resume state written with other params or data is discarded, not reused.
 """
 
@@ -56,6 +61,7 @@ from brandcap.model.general_mix import GenericPairs, MixedCaptionPool, MixedEpoc
 from brandcap.model.step_progress import StepProgressCallback
 from brandcap.model.strategies import apply_strategy, count_parameters
 from brandcap.model.training_data import CaptionCollator, CaptionDataset
+from brandcap.model.training_log import write_training_log
 from brandcap.model.vision_cache import (
     FrozenVisionCache,
     cache_megabytes,
@@ -206,11 +212,11 @@ class EpochCheckpointCallback(TrainerCallback):
 
 
 class JsonlLogCallback(TrainerCallback):
-    """One record per logging step; kept in resume_dir so a resumed run's log stays complete."""
+    """One record per logging step, kept in resume_dir so a resumed run's log stays complete (the run's DVCLive
+    files are written from it when the run ends)."""
 
-    def __init__(self, resume_log: Path, out_log: Path, n_samples: int):
+    def __init__(self, resume_log: Path, n_samples: int):
         self.resume_log = resume_log
-        self.out_log = out_log
         self.n_samples = n_samples
         self.records: list[dict[str, Any]] = []
         self.last_time = 0.0
@@ -247,7 +253,6 @@ class JsonlLogCallback(TrainerCallback):
 
     def _write(self) -> None:
         atomic.write_jsonl(self.resume_log, self.records)
-        atomic.write_jsonl(self.out_log, self.records)
 
 
 # --------------------------------------------------------------------------- trainer
@@ -608,15 +613,17 @@ def run_train(
     train_jsonl: Path,
     checkpoints_dir: Path,
     log_dir: Path,
+    dvclive_dir: Path,
     resume_dir: Path,
     callbacks: Sequence[TrainerCallback] = (),
     general_train_jsonl: Path | None = None,
 ) -> None:
-    """Train one experiment with training seed `seed`; write its epoch checkpoints, log.jsonl and summary.json.
+    """Train one experiment with training seed `seed`; write its epoch checkpoints, step metrics (DVCLive) and
+    summary.json.
     `callbacks`: extra Trainer callbacks (tests interrupt runs with one); `general_train_jsonl`: the generic
     training set, read only when the experiment's train.general_mix is above 0."""
-    base_dir, train_jsonl, checkpoints_dir, log_dir, resume_dir = map(
-        Path, (base_dir, train_jsonl, checkpoints_dir, log_dir, resume_dir)
+    base_dir, train_jsonl, checkpoints_dir, log_dir, dvclive_dir, resume_dir = map(
+        Path, (base_dir, train_jsonl, checkpoints_dir, log_dir, dvclive_dir, resume_dir)
     )
     strategy, learning_rate, lora, general_mix = experiment_settings(params, experiment)
     precision, processor = _checked_setup(params, seed, base_dir, general_mix)
@@ -636,7 +643,7 @@ def run_train(
     hf_model, model, meta = _trainable_model(params, experiment, seed, base_dir, strategy, lora)
     pool, data_collator = _training_inputs(hf_model, processor, pool, params.train, args.device, precision)
     train_dataset, mix_callbacks = mixed_epochs(pool, len(dataset), generic, general_mix, seed)
-    log_callback = JsonlLogCallback(resume_dir / RESUME_LOG, log_dir / "log.jsonl", len(train_dataset))
+    log_callback = JsonlLogCallback(resume_dir / RESUME_LOG, len(train_dataset))
     clock = ElapsedTimeCallback(elapsed_before(resume_from))
     trainer = DeltaTrainer(
         model=model,
@@ -660,7 +667,7 @@ def run_train(
             *callbacks,
         ],
     )
-    trainer.remove_callback(PrinterCallback)  # it prints every log dict; log.jsonl and the progress lines have them
+    trainer.remove_callback(PrinterCallback)  # it prints every log dict; the step log and the progress lines have them
     expect_trainable_only_resume(model, resume_from)
     reset_peak_memory()
     result = trainer.train(resume_from_checkpoint=resume_from)
@@ -687,9 +694,19 @@ def run_train(
         log_callback.records,
         _checkpoint_bytes(params.train.save_epochs, checkpoints_dir, resume_dir),
     )
+    write_training_log(log_callback.records, run_metrics(summary), dvclive_dir)
     atomic.write_json(log_dir / "summary.json", summary)
     shutil.rmtree(resume_dir, ignore_errors=True)
     log_summary(summary)
+
+
+def run_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """The run-level figures that go beside the step metrics in DVCLive's metrics.json."""
+    return {
+        "wall_time_s": summary["wall_time_s"],
+        "run_samples_per_second": summary["samples_per_second"],
+        "peak_memory_bytes": summary["peak_memory_bytes"],
+    }
 
 
 def log_summary(summary: dict[str, Any]) -> None:
