@@ -20,6 +20,8 @@ from dvc.repo import Repo
 from brandcap.gpus import GPU_LOCK_DIR
 from brandcap.params import EXTERNAL_DATA_DIR
 from brandcap.project_lock import LOCK_FILE
+from brandcap.resume_root import RESUME_ROOT
+from brandcap.stage import TORCH_CACHE_DIR
 from tests.conftest import ROOT
 
 PATHS_FILE = ROOT / "dvc.yaml"
@@ -85,11 +87,11 @@ def test_every_path_is_used_by_both_orchestrators():
 
 
 def test_folders_the_package_names_agree_with_the_paths_file():
-    """The local tables folder (brandcap.params) and the lock folder (brandcap.project_lock, brandcap.gpus)."""
+    """The local tables folder (brandcap.params) and the resume folder (brandcap.resume_root: the locks of
+    brandcap.project_lock and brandcap.gpus, torch's cache of brandcap.stage)."""
     assert Path(PATHS["external"]) == EXTERNAL_DATA_DIR, f"dvc.yaml vars: paths.external must be {EXTERNAL_DATA_DIR}"
-    assert LOCK_FILE.parent == GPU_LOCK_DIR.parent == Path(PATHS["resume"]), (
-        f"dvc.yaml vars: paths.resume must hold the locks {LOCK_FILE} and {GPU_LOCK_DIR}"
-    )
+    assert Path(PATHS["resume"]) == RESUME_ROOT, f"dvc.yaml vars: paths.resume must be {RESUME_ROOT}"
+    assert LOCK_FILE.parent == GPU_LOCK_DIR.parent == TORCH_CACHE_DIR.parent == RESUME_ROOT
 
 
 @pytest.fixture(scope="module")

@@ -24,9 +24,11 @@ import socket
 import time
 from pathlib import Path
 
+from brandcap.resume_root import RESUME_ROOT
+
 log = logging.getLogger(__name__)
 
-GPU_LOCK_DIR = Path(".resume/gpus")
+GPU_LOCK_DIR = RESUME_ROOT / "gpus"
 
 
 def gpu_pool() -> list[str]:

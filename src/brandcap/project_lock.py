@@ -26,7 +26,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-LOCK_FILE = Path(".resume/project.lock")
+from brandcap.resume_root import RESUME_ROOT
+
+LOCK_FILE = RESUME_ROOT / "project.lock"
 DVC_REPO_LOCK = Path(".dvc/tmp/lock")  # DVC's own (dvc/lock.py: zc.lockfile, an flock on this file)
 ORCHESTRATORS = ("snakemake", "dvc")
 

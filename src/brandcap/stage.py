@@ -22,13 +22,14 @@ from brandcap.params import Params, ParamsError
 from brandcap.profiles import resolve_params
 from brandcap.progress import quiet_library_bars
 from brandcap.project_lock import ProjectBusy, stage_lock
+from brandcap.resume_root import RESUME_ROOT
 
 log = logging.getLogger("brandcap")
 
 # torch makes its compile-cache folder (<system temp dir>/torchinductor_<user>) as soon as
 # transformers is imported, compiled or not. A stage keeps it under the resume root with every other
 # file it leaves (the entry scripts import this module before any stage module loads torch).
-TORCH_CACHE_DIR = Path(".resume/torch")
+TORCH_CACHE_DIR = RESUME_ROOT / "torch"
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(TORCH_CACHE_DIR))
 
 
