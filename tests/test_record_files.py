@@ -40,6 +40,14 @@ def test_a_record_lacking_a_field_names_the_file_the_line_the_fields_and_the_fix
     )
 
 
+def test_the_line_named_is_the_line_in_the_file_blank_lines_counted(tmp_path):
+    good = {"product_id": "p0", "image": "a.png", "brand": "B", "caption": "c"}
+    path = tmp_path / "test.jsonl"
+    path.write_text(json.dumps(good) + "\n\n\n" + json.dumps({**good, "brand": None}) + "\n")
+    with pytest.raises(ValueError, match=r"test.jsonl: line 4 lacks \['brand'\]"):
+        read_records(path, SplitRecord, "test split", fix="rerun the clean stage")
+
+
 def test_missing_and_empty_files_say_what_to_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="general.jsonl: general set not found; run general_set"):
         read_records(tmp_path / "general.jsonl", GeneralRecord, "general set", fix="run general_set")

@@ -1,4 +1,5 @@
-"""Atomic file and directory writes: write to a temporary name beside the target, then rename.
+"""Atomic file and directory writes: write to a temporary name beside the target, then rename; and the readers of
+the JSON and JSONL files they write.
 
     with staged_directory("models/base") as stage:    # a whole directory: appears complete or not at all
         model.save_pretrained(stage)
@@ -164,11 +165,16 @@ def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Every record of a JSONL file written whole (`write_jsonl`, or a user's own); a line that is not
-    a JSON object is refused with the file and its line number. (Files appended to while a stage
-    runs, which a kill can leave with a torn last line, are read by brandcap.append_only.)"""
-    out = []
+# ----------------------------------------------------------------------------- reading what these write
+# The one family of JSON readers: whole JSON files (`read_json`), JSONL files written whole (`numbered_jsonl`,
+# `read_jsonl`); files appended to while a stage runs, which a kill can leave with a torn last line, are read by
+# brandcap.append_only, and records checked against a schema by brandcap.record_files.
+REWRITE = "fix the line or rerun the stage that writes the file"
+
+
+def numbered_jsonl(path: str | Path, fix: str = REWRITE) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number in the file, record) of every non-blank line of a JSONL file written whole (`write_jsonl`, or a
+    user's own); a line that is not a JSON object is refused with the file, its line number and `fix`."""
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
             line = line.strip()
@@ -177,15 +183,26 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
-                raise ValueError(
-                    f"{path}: line {number} is not a JSON record ({err}); fix the line or rerun the stage that writes the file"
-                ) from None
+                raise ValueError(f"{path}: line {number} is not a JSON record ({err}); {fix}") from None
             if not isinstance(record, dict):
-                raise ValueError(
-                    f"{path}: line {number} is not a JSON object; fix the line or rerun the stage that writes the file"
-                )
-            out.append(record)
-    return out
+                raise ValueError(f"{path}: line {number} is not a JSON object; {fix}")
+            yield number, record
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Every record of a JSONL file written whole (see `numbered_jsonl`)."""
+    return [record for _, record in numbered_jsonl(path)]
+
+
+def read_json(path: str | Path, fix: str) -> Any:
+    """A whole JSON file; a missing or unreadable one is refused with its path and `fix`."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not found; {fix}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err}); {fix}") from None
 
 
 def write_parquet(path: str | Path, frame) -> None:

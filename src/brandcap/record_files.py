@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
-from brandcap.atomic import read_jsonl
+from brandcap.atomic import numbered_jsonl
 
 Text = Annotated[str, StringConstraints(min_length=1)]  # present, a string, not empty
 
@@ -85,16 +85,16 @@ def read_records(
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: {what} not found; {fix}")
-    records = read_jsonl(path)
-    if not records and not allow_empty:
+    numbered = list(numbered_jsonl(path))
+    if not numbered and not allow_empty:
         raise ValueError(f"{path}: no {what} records; {fix}")
-    for line, record in enumerate(records, 1):
+    for line, record in numbered:  # the line in the file, blank lines counted
         problems = record_problems(record, model)
         if problems:
             raise ValueError(
                 f"{path}: line {line} lacks {problems}; every {what} record needs {list(model.model_fields)} ({fix})"
             )
-    return records
+    return [record for _, record in numbered]
 
 
 def check_columns(

@@ -15,11 +15,11 @@ model), `eval_dir/{exp}/seed-{S}/epoch-{N}` (`run_dir`), as rules/*.smk and dvc.
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 from typing import Any
 
+from brandcap.atomic import read_json
 from brandcap.params import Params
 
 BASE = "base"
@@ -29,15 +29,6 @@ PROBE_SIGNAL_FLOOR = 0.05
 NO_LEARNING = "no learning"
 # With several training seeds, these carry `{key}_sd`, their standard deviation over seeds.
 SEED_SPREAD_METRICS = ("brand_accuracy", "macro_brand_accuracy", "val_brand_accuracy")
-
-
-def read_json_file(path: Path, fix: str) -> Any:
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: not found; {fix}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err}); {fix}") from None
 
 
 def epoch_key(epoch: int) -> str:
@@ -57,7 +48,7 @@ def run_dir(root: Path, exp: str, seed: int, epoch: int | None = None) -> Path:
 
 def _read_evaluation(folder: Path, fix: str) -> dict[str, Any]:
     path = folder / "metrics.json"
-    metrics = read_json_file(path, fix)
+    metrics = read_json(path, fix)
     if "val_brand_accuracy" not in metrics:
         raise ValueError(
             f"{path}: no validation metrics (val_brand_accuracy); rerun the clean stage (val.jsonl) and the evaluate stage"

@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from brandcap.atomic import staged_directory
+from brandcap.atomic import read_json, staged_directory
 from brandcap.model.strategies import TRAINED_PARTS, model_parts, part_parameter_names
 from brandcap.records import CHECKPOINT_META
 
@@ -88,7 +88,7 @@ def sort_target_modules(adapter_config: Path) -> None:
     """peft keeps `target_modules` as a set and writes it in that process's set order; sorted, the same
     adapter is a byte-identical file in every run (DVC hashes checkpoints: an order change alone would
     rerun every stage downstream)."""
-    config = json.loads(adapter_config.read_text())
+    config = read_json(adapter_config, "save the adapter again")
     if isinstance(config.get("target_modules"), list):
         config["target_modules"] = sorted(config["target_modules"])
         adapter_config.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
@@ -130,7 +130,7 @@ def read_checkpoint_meta(checkpoint_dir: Path) -> dict[str, Any]:
             f"{checkpoint_dir}: not a brandcap checkpoint ({CHECKPOINT_META} missing); "
             "pass a results/checkpoints/<experiment>/seed-<S>/epoch-<N> directory written by the train stage"
         )
-    return json.loads(meta_path.read_text())
+    return read_json(meta_path, "rerun the train stage that wrote this checkpoint")
 
 
 def _default_dtype(device: str) -> torch.dtype:

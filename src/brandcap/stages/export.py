@@ -40,7 +40,7 @@ from typing import Any
 import torch
 import yaml
 
-from brandcap.atomic import staged_directory, write_json, write_text
+from brandcap.atomic import read_json, staged_directory, write_json, write_text
 from brandcap.evaluation.selection import BASE, best_epoch, load_evaluations, overall_best, run_dir
 from brandcap.model.chat import image_tiling_kwargs
 from brandcap.model.checkpoints import load_for_inference, read_checkpoint_meta
@@ -121,7 +121,7 @@ def given_checkpoint(checkpoint_dir: Path, eval_dir: Path | None) -> ExportChoic
     metrics = None
     if eval_dir is not None and exp is not None and seed is not None:
         path = run_dir(eval_dir, exp, seed, epoch) / "metrics.json"
-        metrics = json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+        metrics = read_json(path, f"rerun the evaluate stage for {exp} seed {seed}") if path.exists() else None
     return ExportChoice(
         Path(checkpoint_dir), exp, seed, epoch, f"named explicitly (--checkpoint {checkpoint_dir})", metrics
     )
@@ -130,7 +130,7 @@ def given_checkpoint(checkpoint_dir: Path, eval_dir: Path | None) -> ExportChoic
 # ----------------------------------------------------------------------------- the directory
 def saved_dtype(model_dir: Path) -> torch.dtype:
     """The dtype a save_pretrained model was stored in (float32 when its config does not say)."""
-    config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    config = read_json(Path(model_dir) / "config.json", "rerun the base_model stage")
     name = config.get("dtype") or config.get("torch_dtype") or "float32"
     return getattr(torch, name)
 

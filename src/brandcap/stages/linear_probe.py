@@ -16,13 +16,12 @@ the baselines, outside the verdict: the probe is trained on the brand labels.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from brandcap.atomic import write_json, write_jsonl
+from brandcap.atomic import read_json, write_json, write_jsonl
 from brandcap.evaluation.linear_probe import image_features, linear_probe_predictions
 from brandcap.evaluation.metrics import brand_metrics, brand_outcomes, evaluation_sample, named_brands
 from brandcap.images import open_rgb
@@ -74,7 +73,7 @@ def run_linear_probe(params: Params, base_dir: Path, train_jsonl: Path, test_jso
         ),
     )
     base_info = (
-        json.loads((Path(base_dir) / BASE_INFO).read_text(encoding="utf-8"))
+        read_json(Path(base_dir) / BASE_INFO, "rerun the base_model stage")
         if (Path(base_dir) / BASE_INFO).exists()
         else {}
     )

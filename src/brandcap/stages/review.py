@@ -33,7 +33,6 @@ metrics.json or with brandcap.evaluation.metrics.
 from __future__ import annotations
 
 import html
-import json
 import logging
 import math
 from collections import Counter
@@ -43,7 +42,7 @@ from typing import Any
 
 from PIL import Image
 
-from brandcap.atomic import atomic_path, read_jsonl, write_text
+from brandcap.atomic import atomic_path, read_json, read_jsonl, write_text
 from brandcap.brands import find_brands
 from brandcap.evaluation.metrics import (
     CORRECT,
@@ -143,11 +142,11 @@ def check_counts(answers: dict[str, Answer], metrics: dict[str, Any], source: Pa
 
 def load_run(folder: Path, key: str, label: str, metrics_key: str, known_brands: list[str], fix: str) -> ReviewRun:
     predictions, metrics_path = folder / "predictions.jsonl", folder / "metrics.json"
-    for path in (predictions, metrics_path):
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: not found; {fix}")
+    if not predictions.exists():
+        raise FileNotFoundError(f"{predictions}: not found; {fix}")
+    metrics = read_json(metrics_path, fix)
     answers = score_answers(read_jsonl(predictions), known_brands, predictions)
-    check_counts(answers, json.loads(metrics_path.read_text(encoding="utf-8")), folder)
+    check_counts(answers, metrics, folder)
     return ReviewRun(key, label, metrics_key, answers)
 
 

@@ -78,7 +78,7 @@ matplotlib.use("Agg")  # files only; never a window
 import matplotlib.pyplot as plt  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from brandcap.atomic import atomic_path, read_jsonl, write_json, write_text  # noqa: E402
+from brandcap.atomic import atomic_path, read_json, read_jsonl, write_json, write_text  # noqa: E402
 from brandcap.evaluation.baselines import BASELINES as IMAGE_AND_MAJORITY_BASELINES  # noqa: E402
 from brandcap.evaluation.metrics import paired_difference  # noqa: E402
 from brandcap.evaluation.selection import (  # noqa: E402
@@ -93,7 +93,6 @@ from brandcap.evaluation.selection import (  # noqa: E402
     load_evaluations,
     overall_best,
     probe_has_signal,
-    read_json_file,
     run_dir,
     seed_key,
     top_validation_epoch,
@@ -170,7 +169,7 @@ def load_baselines(eval_dir: Path, baselines_dir: Path) -> dict[str, dict[str, A
             else "run the baselines stage"
         )
         out[name] = {
-            "metrics": read_json_file(folder / "metrics.json", fix),
+            "metrics": read_json(folder / "metrics.json", fix),
             "outcomes": _outcomes(folder / "predictions.jsonl", fix),
         }
     return out
@@ -287,13 +286,13 @@ def load_training(
     for exp in params.train.experiments:
         for seed in params.train.seeds:
             fix = f"run the train stage for {exp} seed {seed}"
-            summary = read_json_file(run_dir(train_dir, exp, seed) / "summary.json", fix)
+            summary = read_json(run_dir(train_dir, exp, seed) / "summary.json", fix)
             records = read_step_metrics(run_dir(dvclive_dir, exp, seed))
             sizes = {int(e): b for e, b in (summary.get("checkpoint_bytes") or {}).items()}
             for epoch in params.train.save_epochs:
                 meta_path = run_dir(checkpoints_dir, exp, seed, epoch) / CHECKPOINT_META
                 if epoch not in sizes and meta_path.exists():
-                    sizes[epoch] = read_json_file(meta_path, fix).get("saved_bytes")
+                    sizes[epoch] = read_json(meta_path, fix).get("saved_bytes")
             out.setdefault(exp, {})[seed] = {"summary": summary, "log": records, "checkpoint_bytes": sizes}
     return out
 
@@ -315,7 +314,7 @@ def data_funnel(
     reasons = Counter(_or_unknown(manifest["reason"][i]) for i in failed) if "reason" in manifest else Counter()
     captions = read_jsonl(captions_path)
     captioned = sum(1 for c in captions if c.get("text"))
-    report = read_json_file(Path(clean_report_path), "rerun the clean stage")
+    report = read_json(Path(clean_report_path), "rerun the clean stage")
 
     def why(counter: Counter | dict) -> str:
         items = sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -1090,13 +1089,11 @@ def run_tables(
     evaluations, per_seed = load_evaluations(params, Path(eval_dir))
     baselines = load_baselines(Path(eval_dir), Path(baselines_dir))
     probe = (
-        read_json_file(Path(linear_probe_dir) / "metrics.json", "run the linear_probe stage")
-        if linear_probe_dir
-        else None
+        read_json(Path(linear_probe_dir) / "metrics.json", "run the linear_probe stage") if linear_probe_dir else None
     )
     selection = select(params, evaluations, baselines, Path(eval_dir))
     training = load_training(params, Path(train_dir), Path(dvclive_dir), Path(checkpoints_dir))
-    brands_kept = read_json_file(Path(clean_report_path), "rerun the clean stage").get("brands_kept") or {}
+    brands_kept = read_json(Path(clean_report_path), "rerun the clean stage").get("brands_kept") or {}
     processed_dir = Path(clean_report_path).parent
     origin = provenance(params, processed_dir, written=[Path(out_md), Path(out_metrics), Path(plots_dir)])
     origin_block = provenance_lines(origin, data_files(processed_dir))

@@ -30,7 +30,6 @@ after success; a resume state written with other params or data is discarded, no
 
 from __future__ import annotations
 
-import json
 import logging
 import resource
 import shutil
@@ -48,6 +47,7 @@ from transformers.utils import SAFE_WEIGHTS_NAME
 
 from brandcap import atomic
 from brandcap.append_only import read_append_only
+from brandcap.atomic import read_json
 from brandcap.launch import check_process_count
 from brandcap.model.chat import check_prompt_fits, check_prompt_settings
 from brandcap.model.checkpoints import (
@@ -76,6 +76,7 @@ log = logging.getLogger(__name__)
 ELAPSED_FILE = "brandcap_elapsed.json"
 EPOCHS_SUBDIR = "epochs"
 RESUME_LOG = "log.jsonl"
+RESUME_FIX = "delete the run's resume folder (.resume/train/<experiment>/seed-<S>) to train it from the start"
 # Epoch checkpoints are stored in the training precision (the fp32 master weights are rounded, as
 # the forward passes were); resume checkpoints keep fp32 so a resumed run continues exactly.
 CHECKPOINT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -100,11 +101,8 @@ def check_deepspeed_config(path: str) -> None:
     """The config exists and does not partition parameters (ZeRO-3), which the delta checkpoints cannot gather."""
     if not path:
         return
-    if not Path(path).exists():
-        raise FileNotFoundError(
-            f"train.deepspeed: {path} not found; give a config such as configs/deepspeed/zero2.json or leave it empty"
-        )
-    stage = json.loads(Path(path).read_text()).get("zero_optimization", {}).get("stage", 0)
+    config = read_json(path, "train.deepspeed: give a config such as configs/deepspeed/zero2.json or leave it empty")
+    stage = config.get("zero_optimization", {}).get("stage", 0)
     if stage == 3:
         raise ValueError(
             f"train.deepspeed: {path} uses ZeRO stage 3, which shards the weights across GPUs; the epoch "
@@ -172,7 +170,7 @@ def elapsed_before(checkpoint: str | None) -> float:
     """Training seconds spent before `checkpoint` (0 for a fresh run or a checkpoint without the record)."""
     if not checkpoint or not (Path(checkpoint) / ELAPSED_FILE).exists():
         return 0.0
-    return float(json.loads((Path(checkpoint) / ELAPSED_FILE).read_text())["wall_time_s"])
+    return float(read_json(Path(checkpoint) / ELAPSED_FILE, RESUME_FIX)["wall_time_s"])
 
 
 # --------------------------------------------------------------------------- callbacks
@@ -374,14 +372,14 @@ def _restore_epoch_checkpoints(store_dir: Path, checkpoints_dir: Path, up_to_epo
 def _trainer_state_epoch(checkpoint: str | None) -> int:
     if not checkpoint:
         return 0
-    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+    state = read_json(Path(checkpoint) / "trainer_state.json", RESUME_FIX)
     return int(round(state.get("epoch") or 0))
 
 
 def _trainer_state_step(checkpoint: str | None) -> int:
     if not checkpoint:
         return 0
-    return int(json.loads((Path(checkpoint) / "trainer_state.json").read_text()).get("global_step", 0))
+    return int(read_json(Path(checkpoint) / "trainer_state.json", RESUME_FIX).get("global_step", 0))
 
 
 def training_arguments(
