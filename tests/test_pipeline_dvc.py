@@ -44,9 +44,10 @@ def test_dvc_lists_and_draws_each_training_runs_dvclive_metrics(built, run):
     lora = next(iter(metrics.values()))["data"]["results/dvclive/lora/seed-4/metrics.json"]["data"]
     steps = (built / "results/dvclive/lora/seed-4/plots/metrics/train/loss.tsv").read_text().splitlines()
     assert lora["step"] == int(steps[-1].split("\t")[0]) and lora["train"]["loss"] == float(steps[-1].split("\t")[1])
-    plots = json.loads(run(built, ["dvc", "plots", "show", "--json"]).stdout)
-    drawn = [name for name in plots if "results/dvclive/lora/seed-4/plots/metrics/train/loss.tsv" in name]
-    assert drawn, sorted(plots)
+    plots = json.loads(run(built, ["dvc", "plots", "show", "--json"]).stdout)["data"]
+    loss = "results/dvclive/lora/seed-4/plots/metrics/train/loss.tsv"
+    assert loss in plots, sorted(plots)
+    assert [plot["type"] for plot in plots[loss]] == ["vega"], plots[loss]
 
 
 def test_snakemake_touch_after_dvc_checkout_leaves_nothing_to_do(built, run):
