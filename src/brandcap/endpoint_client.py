@@ -182,6 +182,15 @@ class Failure:
     def __str__(self) -> str:
         return f"{self.reason}: {self.detail}"
 
+    def is_final(self, retry: int, retries: int) -> bool:
+        """Whether the item's answer stays this failure after transport retry number `retry` of `retries`."""
+        return not self.retry or retry >= retries
+
+
+def retryable_status(status: int) -> bool:
+    """Whether asking again may help after this HTTP status: timeouts, conflicts, rate limits, server errors."""
+    return status in (408, 409, 429) or status >= 500
+
 
 def classify(err: Exception, timeout_s: float, section: str = "caption") -> Failure:
     """What went wrong with one request, and whether asking again may help (`section`: where the settings live)."""
@@ -198,7 +207,7 @@ def classify(err: Exception, timeout_s: float, section: str = "caption") -> Fail
     if isinstance(err, openai.APIStatusError):
         status = err.status_code
         delay = retry_after_seconds(err.response.headers) if status in (429, 503) else None
-        return Failure(f"http_{status}", (err.message or "")[:300], status in (408, 409, 429) or status >= 500, delay)
+        return Failure(f"http_{status}", (err.message or "")[:300], retryable_status(status), delay)
     return Failure(type(err).__name__, str(err)[:300], False)
 
 
@@ -281,7 +290,7 @@ class Requester:
                 message = self._redact(str(failure))
                 if self.breaker.failure(message):
                     raise EndpointDown(message) from None
-                if not failure.retry or retry == cp.retries:
+                if failure.is_final(retry, cp.retries):
                     return None, message, retry
                 delay = failure.delay if failure.delay is not None else self.jitter.uniform(0, cp.backoff_s * 2**retry)
                 await asyncio.sleep(delay)

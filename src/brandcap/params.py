@@ -263,7 +263,27 @@ class CaptionParams(Section):
         gt=0,
         description="Circuit breaker: the stage stops when every answer has failed for this many seconds in a row (finished items stay cached).",
     )
+    mode: Literal["online", "batch"] = Field(
+        "online",
+        description="online: ask caption.base_url item by item; batch: write batch request files under the stage's resume folder (.resume/caption/batch/) for `vllm run-batch` or OpenAI's Batch API, then read their results (docs/real-runs.md, 'Batch captioning').",
+    )
+    batch_max_bytes: int = Field(
+        180_000_000,
+        ge=1,
+        description="Batch mode: each request file stays under this many bytes (OpenAI takes files up to 200 MB) and 50,000 requests.",
+    )
+    batch_results: list[str] = Field(
+        default_factory=list,
+        description="Batch mode: results files made elsewhere (OpenAI's output and error files), read as well as the results-NNN.jsonl beside the request files.",
+    )
     simulator: SimulatorParams = SimulatorParams()
+
+    @field_validator("batch_results")
+    @classmethod
+    def _results_paths(cls, v: list[str]) -> list[str]:
+        if any(not path.strip() for path in v):
+            raise ValueError("an empty path; list the results files (JSONL) to read")
+        return v
 
     @field_validator("prompt")
     @classmethod

@@ -18,7 +18,9 @@ brand, text cut at max_tokens (`finish_reason: "length"`), HTTP 429 (with Retry-
 slow answers. Every decision is drawn from an RNG seeded by (seed, request content, temperature),
 so the same request gets the same answer and a re-ask at another temperature can come out clean;
 HTTP errors and slowness are also re-drawn per repeat of a request so that transport retries can
-succeed. Tokens are counted roughly as whitespace-separated words.
+succeed. Tokens are counted roughly as whitespace-separated words. `SimulatedVLM.respond` answers one
+request body, over HTTP here and in a batch file in `brandcap.sim.run_batch` (the simulator playing
+`vllm run-batch` for the caption stage's batch mode).
 """
 
 from __future__ import annotations
@@ -244,9 +246,19 @@ class BadRequest(Exception):
     pass
 
 
-def _error(status: int, message: str, kind: str, headers: dict[str, str] | None = None) -> web.Response:
-    body = {"error": {"message": message, "type": kind, "param": None, "code": status}}
-    return web.json_response(body, status=status, headers=headers)
+def error_body(status: int, message: str, kind: str) -> dict[str, Any]:
+    """An OpenAI-style error body."""
+    return {"error": {"message": message, "type": kind, "param": None, "code": status}}
+
+
+@dataclass
+class SimReply:
+    """What the simulated VLM answers one request: an HTTP status, its JSON body, headers, and a delay before it."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] | None = None
+    delay: float = 0.0
 
 
 def _read_messages(body: dict[str, Any]) -> tuple[str, bytes]:
@@ -283,7 +295,8 @@ def _check_image(png: bytes) -> None:
     try:
         Image.open(io.BytesIO(png)).verify()
     except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise BadRequest(f"invalid image: {err}") from None
+        # without PIL's '<_io.BytesIO object at 0x...>': the same request gets the same answer
+        raise BadRequest(f"invalid image: {re.sub(r' ?<[^<>]* at 0x[0-9a-f]+>', '', str(err))}") from None
 
 
 @dataclass
@@ -340,6 +353,20 @@ class SimulatedVLM:
     async def _answer(self, request: web.Request, entry: dict[str, Any]) -> web.Response:
         try:
             body = await request.json()
+        except ValueError as err:  # not JSON (JSONDecodeError), or not UTF-8
+            reply = SimReply(400, error_body(400, str(err), "invalid_request_error"))
+        else:
+            reply = self.respond(body, entry)
+        if reply.delay:
+            await asyncio.sleep(reply.delay)
+        return web.json_response(reply.body, status=reply.status, headers=reply.headers)
+
+    def respond(self, body: Any, entry: dict[str, Any], transport_key: str | int | None = None) -> SimReply:
+        """The answer to one chat-completions request body, the same over HTTP and in a batch (`sim.run_batch`).
+
+        Its HTTP errors and slowness are drawn per repeat of the same request content (so that transport
+        retries can succeed), or from `transport_key` when given (a batch request's custom_id)."""
+        try:
             if not isinstance(body, dict):
                 raise BadRequest("the body must be a JSON object")
             prompt, png = _read_messages(body)
@@ -349,56 +376,60 @@ class SimulatedVLM:
             max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or 512
             if not isinstance(max_tokens, int) or max_tokens < 1:
                 raise BadRequest("max_tokens must be a positive integer")
-        except (json.JSONDecodeError, BadRequest, TypeError, ValueError) as err:
-            return _error(400, str(err), "invalid_request_error")
+        except (BadRequest, TypeError, ValueError) as err:
+            return SimReply(400, error_body(400, str(err), "invalid_request_error"))
         entry.update(prompt=prompt, temperature=temperature)
         prompt_tokens = word_count(prompt) + IMAGE_TOKENS
         if prompt_tokens + max_tokens > MAX_CONTEXT_TOKENS:
-            return _error(
-                400,
-                f"This model's maximum context length is {MAX_CONTEXT_TOKENS} tokens; the request asks for {prompt_tokens + max_tokens}.",
-                "invalid_request_error",
-            )
+            message = f"This model's maximum context length is {MAX_CONTEXT_TOKENS} tokens; the request asks for {prompt_tokens + max_tokens}."
+            return SimReply(400, error_body(400, message, "invalid_request_error"))
 
         content = [prompt, entry["image_sha256"], temperature, body.get("top_p"), body.get("seed"), max_tokens]
-        repeat = self._repeats[json.dumps(content)]
-        self._repeats[json.dumps(content)] += 1
-        transport = self._rng("transport", content, repeat)
+        if transport_key is None:
+            transport_key = self._repeats[json.dumps(content)]
+            self._repeats[json.dumps(content)] += 1
+        transport = self._rng("transport", content, transport_key)
         delay = self.sim.latency_s + (self.sim.slow_s if transport.random() < self.sim.slow_rate else 0.0)
-        if delay:
-            await asyncio.sleep(delay)
         if transport.random() < self.sim.http_error_rate:
             if transport.random() < 0.5:
                 wait = self.sim.retry_after_s
                 headers = {"Retry-After": str(math.ceil(wait)), "retry-after-ms": str(int(wait * 1000))}
-                return _error(429, "Rate limit reached; retry later.", "rate_limit_error", headers)
-            return _error(500, "The server had an error while processing the request.", "server_error")
-
+                return SimReply(
+                    429, error_body(429, "Rate limit reached; retry later.", "rate_limit_error"), headers, delay
+                )
+            return SimReply(
+                500,
+                error_body(500, "The server had an error while processing the request.", "server_error"),
+                None,
+                delay,
+            )
         answer = write_answer(
             parse_prompt(prompt, self._pattern), png, max_tokens, self.sim, self._rng("answer", content)
         )
+        return SimReply(200, self._completion(body.get("model") or self.model_name, answer, prompt_tokens), None, delay)
+
+    @staticmethod
+    def _completion(model: str, answer: Answer, prompt_tokens: int) -> dict[str, Any]:
         completion_tokens = word_count(answer.text)
-        return web.json_response(
-            {
-                "id": f"chatcmpl-{uuid.uuid4().hex}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": body.get("model") or self.model_name,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": answer.text},
-                        "finish_reason": answer.finish_reason,
-                        "logprobs": None,
-                    }
-                ],
-                "usage": {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": completion_tokens,
-                    "total_tokens": prompt_tokens + completion_tokens,
-                },
-            }
-        )
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": answer.text},
+                    "finish_reason": answer.finish_reason,
+                    "logprobs": None,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
 
 
 class SimulatedVLMServer:
