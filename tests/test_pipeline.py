@@ -25,7 +25,9 @@ def test_snakemake_builds_the_tables(smoke_build):
     metrics = json.loads((built / "results/metrics.json").read_text())
     assert set(metrics) >= {"base", "freeze_llm", "lora"} and "freeze_vision" not in metrics
     assert {"epoch-1", "epoch-2"} <= set(metrics["freeze_llm"])
-    assert (built / "results/dvclive/lora/seed-4/plots/metrics/train/loss.tsv").read_text().startswith("step\tloss\n")
+    assert (
+        (built / "results/dvclive/lora/seed-4/plots/metrics/training/loss.tsv").read_text().startswith("step\tloss\n")
+    )
     for png in ("brand_accuracy.png", "train_loss.png"):
         assert (built / "results/plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "stage tables: done" in (built / "logs/tables.log").read_text()

@@ -42,10 +42,10 @@ def test_dvc_lists_and_draws_each_training_runs_dvclive_metrics(built, run):
         assert f"results/dvclive/{exp}/seed-4/metrics.json" in workspace
     metrics = json.loads(run(built, ["dvc", "metrics", "show", "--json"]).stdout)
     lora = next(iter(metrics.values()))["data"]["results/dvclive/lora/seed-4/metrics.json"]["data"]
-    steps = (built / "results/dvclive/lora/seed-4/plots/metrics/train/loss.tsv").read_text().splitlines()
-    assert lora["step"] == int(steps[-1].split("\t")[0]) and lora["train"]["loss"] == float(steps[-1].split("\t")[1])
+    steps = (built / "results/dvclive/lora/seed-4/plots/metrics/training/loss.tsv").read_text().splitlines()
+    assert lora["step"] == int(steps[-1].split("\t")[0]) and lora["training"]["loss"] == float(steps[-1].split("\t")[1])
     plots = json.loads(run(built, ["dvc", "plots", "show", "--json"]).stdout)["data"]
-    loss = "results/dvclive/lora/seed-4/plots/metrics/train/loss.tsv"
+    loss = "results/dvclive/lora/seed-4/plots/metrics/training/loss.tsv"
     assert loss in plots, sorted(plots)
     assert [plot["type"] for plot in plots[loss]] == ["vega"], plots[loss]
 

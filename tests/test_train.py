@@ -116,13 +116,13 @@ def test_freeze_llm_run_writes_deltas_logs_and_summary(workdir, freeze_llm_run):
     # DVCLive's layout, as `dvc plots show` and `dvc exp show` read it; the step log itself is not an output
     dvclive = paths["dvclive_dir"]
     assert sorted(p.relative_to(dvclive).as_posix() for p in dvclive.rglob("*.tsv")) == [
-        f"plots/metrics/train/{name}.tsv"
+        f"plots/metrics/training/{name}.tsv"
         for name in sorted(("epoch", "loss", "learning_rate", "grad_norm", "samples_per_second"))
     ]
-    assert (dvclive / "plots/metrics/train/loss.tsv").read_text().splitlines()[0] == "step\tloss"
+    assert (dvclive / "plots/metrics/training/loss.tsv").read_text().splitlines()[0] == "step\tloss"
     latest = json.loads((dvclive / "metrics.json").read_text())
-    assert latest["step"] == 4 and latest["train"]["loss"] == records[-1]["loss"]
-    assert latest["train"]["wall_time_s"] == summary["wall_time_s"]
+    assert latest["step"] == 4 and latest["training"]["loss"] == records[-1]["loss"]
+    assert latest["training"]["wall_time_s"] == summary["wall_time_s"]
     assert sorted(p.name for p in paths["log_dir"].iterdir()) == ["summary.json"]
 
     for epoch in (1, 2):

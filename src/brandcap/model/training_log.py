@@ -1,4 +1,4 @@
-"""A training run's step metrics in DVCLive's files: `{dir}/plots/metrics/train/{name}.tsv` (step, value) and
+"""A training run's step metrics in DVCLive's files: `{dir}/plots/metrics/training/{name}.tsv` (step, value) and
 `{dir}/metrics.json` (the last value of each, the run's summary and the last step), so `dvc plots show` / `dvc plots
 diff` draw them with DVC's own templates and `dvc exp show` lists them (dvc.yaml declares both as the train stage's
 plots and metrics).
@@ -25,7 +25,9 @@ from typing import Any
 from brandcap import atomic
 
 STEP_METRICS = ("epoch", "loss", "learning_rate", "grad_norm", "samples_per_second")
-PREFIX = "train"  # DVCLive's name of each metric is train/<name>, as transformers' DVCLiveCallback names them
+# DVCLive's name of each metric is training/<name> (transformers' DVCLiveCallback says train/<name>, which in `dvc exp
+# show` would clash with the params of the same names, train.learning_rate among them)
+PREFIX = "training"
 SUMMARY_FILE = "metrics.json"
 PLOTS_DIR = "plots"
 
