@@ -2,7 +2,7 @@
 #
 #   snakemake --cores 1 results/tables.md                                 # default CPU profile
 #   snakemake --cores 1 results/tables.md --configfile configs/smoke.yaml # another profile
-#   snakemake --report report.zip                                         # one page of the run (report/)
+#   snakemake --report run-report.zip                                     # one page of the run (report/*.rst)
 #
 # The same stages and commands are in dvc.yaml (tests/test_dag_agreement.py keeps them equal).
 
