@@ -199,8 +199,8 @@ def study(tmp_path: Path) -> dict:
     return study
 
 
-def tables(study: dict, out: Path | None = None) -> str:
-    """Run the tables stage on the study's files; the markdown it wrote."""
+def tables(study: dict, out: Path | None = None, **options) -> str:
+    """Run the tables stage on the study's files (`options`: run_tables' keyword arguments); the markdown it wrote."""
     data, train, dvclive, checkpoints, evals, baselines = study["paths"]
     out = out or study["out"]
     run_tables(
@@ -217,6 +217,7 @@ def tables(study: dict, out: Path | None = None) -> str:
         out / "tables.md",
         out / "metrics.json",
         out / "plots",
+        **options,
     )
     return (out / "tables.md").read_text()
 
@@ -680,28 +681,12 @@ def test_a_missing_seed_names_its_run(two_seed_study, tmp_path):
 
 
 def test_tables_link_the_review_page_relatively(study, tmp_path):
-    data, train, dvclive, checkpoints, evals, baselines = study["paths"]
     review_dir = tmp_path / "results" / "review"
-    args = [
-        study["params"],
-        data / "catalog.parquet",
-        data / "manifest.parquet",
-        data / "captions.jsonl",
-        data / "clean_report.json",
-        train,
-        dvclive,
-        checkpoints,
-        evals,
-        baselines,
-        study["out"] / "tables.md",
-        study["out"] / "metrics.json",
-        study["out"] / "plots",
-    ]
     assert "review/index.html" not in tables(study)
     with pytest.raises(FileNotFoundError, match=r"review/index\.html: not found; run the review stage"):
-        run_tables(*args, review_dir=review_dir)
+        tables(study, review_dir=review_dir)
     write_text(review_dir / "index.html", "<!DOCTYPE html>")
-    run_tables(*args, review_dir=review_dir)
+    tables(study, review_dir=review_dir)
     assert (
         "Review page: [review/index.html](review/index.html), each test item's photo"
         in (study["out"] / "tables.md").read_text()
@@ -749,24 +734,8 @@ def test_the_linear_probe_and_what_the_base_knew_sit_beside_the_baselines_outsid
         probe_dir / "metrics.json",
         {"n_test": 20, "brand_accuracy": 0.95, "brand_accuracy_ci": [0.85, 1.0], "base_knows": knows},
     )
-    data, train, dvclive, checkpoints, evals, baselines = study["paths"]
     out = tmp_path / "with_probe"
-    run_tables(
-        study["params"],
-        data / "catalog.parquet",
-        data / "manifest.parquet",
-        data / "captions.jsonl",
-        data / "clean_report.json",
-        train,
-        dvclive,
-        checkpoints,
-        evals,
-        baselines,
-        out / "tables.md",
-        out / "metrics.json",
-        out / "plots",
-        linear_probe_dir=probe_dir,
-    )
+    tables(study, out, linear_probe_dir=probe_dir)
     md = (out / "tables.md").read_text()
     section = md.split("## 2. Baselines")[1].split("## 3.")[0]
     assert "linear probe on the base model's image tokens" in section and "0.950 [0.85, 1.00]" in section
@@ -785,22 +754,7 @@ def test_the_linear_probe_and_what_the_base_knew_sit_beside_the_baselines_outsid
         probe_dir / "metrics.json",
         {"n_test": 20, "brand_accuracy": 0.95, "base_knows": {**knows, "drawing_code_current": False}},
     )
-    run_tables(
-        study["params"],
-        data / "catalog.parquet",
-        data / "manifest.parquet",
-        data / "captions.jsonl",
-        data / "clean_report.json",
-        train,
-        dvclive,
-        checkpoints,
-        evals,
-        baselines,
-        out / "tables.md",
-        out / "metrics.json",
-        out / "plots",
-        linear_probe_dir=probe_dir,
-    )
+    tables(study, out, linear_probe_dir=probe_dir)
     assert "the stand-in was made from other drawing code" in (out / "tables.md").read_text()
 
 
