@@ -63,10 +63,6 @@ def _run_stage(workdir: Path, params, out: Path) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
 
 
-def _records(dvclive_dir: Path) -> list[dict]:
-    return read_step_metrics(dvclive_dir)
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(
     torch.cuda.is_available(), reason="compares CPU runs; on a GPU machine the in-process run would use CUDA"
@@ -91,7 +87,7 @@ def test_two_processes_match_one_process(workdir):
     assert summary["distributed_backend"] == "gloo"
     assert not (out / "resume").exists()
 
-    one_records, two_records = _records(one["dvclive_dir"]), _records(out / "dvclive")
+    one_records, two_records = read_step_metrics(one["dvclive_dir"]), read_step_metrics(out / "dvclive")
     assert [r["step"] for r in two_records] == [r["step"] for r in one_records] == [1, 2, 3, 4]
     for a, b in zip(one_records, two_records):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-5) and b["grad_norm"] == pytest.approx(
