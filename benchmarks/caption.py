@@ -39,7 +39,7 @@ import pandas as pd
 import yaml
 from PIL import Image
 
-from brandcap.params import validate_params
+from brandcap.config.params import validate_params
 from brandcap.stages.caption import run_caption
 
 MODEL = "bench-vlm"  # the model both endpoints list at /v1/models (the stage's pre-flight checks it)

@@ -31,7 +31,7 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from brandcap.params import validate_params
+from brandcap.config.params import validate_params
 from brandcap.stages.download import run_download
 
 

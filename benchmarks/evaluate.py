@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from brandcap.config.params import Params, TinyModelParams
 from brandcap.model.chat import prompt_text
-from brandcap.params import Params, TinyModelParams
 from brandcap.sim.tiny_model import build_tiny_model
 from brandcap.stages.evaluate import default_device, generate_captions, load_model
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from transformers import AutoProcessor
 
+from brandcap.config.params import load_params
 from brandcap.model.training_data import CaptionCollator, CaptionDataset
-from brandcap.params import load_params
 
 
 def count_tokens(processed: Path, base: Path, params_file: Path, batch_size: int | None) -> dict[str, int]:

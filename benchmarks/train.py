@@ -44,10 +44,10 @@ from transformers import InternVLConfig, InternVLForConditionalGeneration, Qwen2
 from transformers.models.internvl.modeling_internvl import InternVLVisionLayer
 from transformers.trainer_utils import SaveStrategy
 
+from brandcap.config.params import ImageTilingParams, TinyModelParams, validate_params
 from brandcap.model.chat import answer_text, encode_prompts
 from brandcap.model.strategies import apply_strategy, count_parameters
 from brandcap.model.training_data import CaptionCollator, CaptionDataset
-from brandcap.params import ImageTilingParams, TinyModelParams, validate_params
 from brandcap.sim.tiny_model import build_config, build_processor, train_tokenizer
 from brandcap.stages.train import DeltaTrainer, resolve_precision, training_arguments
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from brandcap.params import TinyModelParams, validate_params
+from brandcap.config.params import TinyModelParams, validate_params
 from brandcap.sim.tiny_model import build_tiny_model
 from brandcap.stages.train import run_train
 

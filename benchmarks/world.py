@@ -34,8 +34,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from brandcap.config.params import Params
 from brandcap.evaluation.baselines import image_baseline_predictions, majority_brand_predictions
-from brandcap.params import Params
 from brandcap.sim.drawing import CATEGORIES, COLOUR_NAMES, draw_product
 from brandcap.sim.shop import brand_names, brand_signatures, generate_shop
 from brandcap.stages.clean import split_by_brand

@@ -8,9 +8,9 @@ from types import SimpleNamespace
 
 import yaml
 
-from brandcap.params import ParamsError, experiment_settings
-from brandcap.profiles import resolve_params
-from brandcap.project_lock import Orchestrator, ProjectBusy, busy_reason, claim, hold_dvc_lock, release
+from brandcap.config.params import ParamsError, experiment_settings
+from brandcap.config.profiles import resolve_params
+from brandcap.running.project_lock import Orchestrator, ProjectBusy, busy_reason, claim, hold_dvc_lock, release
 
 DVC_YAML = yaml.safe_load(Path("dvc.yaml").read_text())
 # Every artifact path, written once in dvc.yaml's `vars` block (DVC's ${paths.NAME}):
@@ -36,14 +36,14 @@ except ParamsError as err:
 config.clear()
 config.update(PARAMS.model_dump(mode="json"))
 
-# Snakemake and DVC must not run stages of this project at the same time (brandcap.project_lock).
+# Snakemake and DVC must not run stages of this project at the same time (brandcap.running.project_lock).
 SNAKEMAKE_RUN = Orchestrator("snakemake", os.getpid(), socket.gethostname())
 if busy := busy_reason(SNAKEMAKE_RUN):
     raise WorkflowError(busy)
 
 
 # While it runs, Snakemake also holds DVC's repository lock: `dvc repro` deletes a stage's outputs before
-# running it, so it must be refused before it starts (brandcap.project_lock.hold_dvc_lock).
+# running it, so it must be refused before it starts (brandcap.running.project_lock.hold_dvc_lock).
 DVC_LOCK_HELD = []
 
 

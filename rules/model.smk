@@ -40,7 +40,7 @@ rule train:
     conda:
         "../envs/brandcap.yaml"
     # one core per process: above one device the job runs train.devices processes of one thread each
-    # (brandcap.launch.threads_per_process), so `--cores 2` never runs two such jobs at once
+    # (brandcap.running.launch.threads_per_process), so `--cores 2` never runs two such jobs at once
     threads: PARAMS.train.devices
     resources:
         # the job claims this many GPUs and, above one, relaunches itself through torchrun

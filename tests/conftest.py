@@ -119,7 +119,7 @@ def smoke_build(tmp_path_factory, smoke_system_temp) -> Path:
                 copy_project(project)
                 with pytest.MonkeyPatch.context() as patch:
                     patch.setenv("TMPDIR", str(smoke_system_temp))
-                    # as in a user's shell: a test module that imported brandcap.stage in this process set it (and
+                    # as in a user's shell: a test module that imported brandcap.running.stage in this process set it (and
                     # torch made it absolute), and the build would inherit that folder instead of its own
                     patch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
                     run_in(project, readme_profile_commands()[SMOKE]["snakemake"])
@@ -152,7 +152,7 @@ TINY_TRAIN_SAMPLES = 8  # batch 4 -> 2 optimizer steps per epoch
 
 def train_params(**train):
     """Params for the tiny training runs: 2 epochs of 2 optimizer steps, every strategy an experiment."""
-    from brandcap.params import validate_params
+    from brandcap.config.params import validate_params
 
     settings = {
         "epochs": 2,
@@ -174,7 +174,7 @@ def workdir(tmp_path_factory):
     import numpy as np
     from PIL import Image
 
-    from brandcap.params import TinyModelParams
+    from brandcap.config.params import TinyModelParams
     from brandcap.sim.tiny_model import build_tiny_model
 
     tiny = TinyModelParams(
@@ -293,7 +293,7 @@ def write_manifest(root: Path, rows: list[dict]) -> None:
 
 
 def params_for(base_url: str, **caption) -> object:
-    from brandcap.params import validate_params
+    from brandcap.config.params import validate_params
 
     raw = {
         "caption": {
@@ -330,8 +330,8 @@ CHANGED = 5  # every item but the last changes outcome from base to lora epoch 4
 
 def write_run(folder: Path, answers: list[str], val_accuracy: float) -> dict:
     """predictions.jsonl and metrics.json of one evaluation, scored as the evaluate stage scores them."""
-    from brandcap.atomic import write_json, write_jsonl
     from brandcap.evaluation.metrics import brand_metrics, brand_outcomes
+    from brandcap.files.atomic import write_json, write_jsonl
 
     brands = [brand for _, brand, *_ in ITEMS]
     known = sorted({*brands, "Prada"})
@@ -354,8 +354,8 @@ def make_study(root: Path, seeds: tuple[int, ...] = (4,)) -> dict:
     beats the base model on validation (no learning)."""
     from PIL import Image
 
-    from brandcap.atomic import write_jsonl
-    from brandcap.params import validate_params
+    from brandcap.config.params import validate_params
+    from brandcap.files.atomic import write_jsonl
 
     (root / "images").mkdir(parents=True)
     test = []

@@ -10,7 +10,7 @@ import logging
 
 from pydantic import BaseModel, Field
 
-from brandcap.append_only import open_append_only, read_append_only
+from brandcap.files.append_only import open_append_only, read_append_only
 
 
 class Step(BaseModel):

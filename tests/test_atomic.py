@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from brandcap.atomic import (
+from brandcap.files.atomic import (
     atomic_path,
     clear_owned_folder_of_temporaries,
     mirror_directory,

@@ -15,14 +15,14 @@ import pytest
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor, InternVLForConditionalGeneration, InternVLProcessor
 
-from brandcap.brands import brands_mentioned
+from brandcap.config.params import ParamsError, SyntheticShop, validate_params
+from brandcap.config.profiles import resolve_params
 from brandcap.model.chat import prompt_text
-from brandcap.params import ParamsError, SyntheticShop, validate_params
-from brandcap.profiles import resolve_params
 from brandcap.sim import drawing, shop
 from brandcap.sim.pretrain import mean_text_loss, read_products, text_samples, tokenizer_corpus
 from brandcap.sim.tiny_model import build_tiny_model
 from brandcap.stages.base_model import BASE_INFO, CONVERTER_MODULE, BaseModelError, run_base_model
+from brandcap.text.brands import brands_mentioned
 
 REPO = Path(__file__).resolve().parents[1]
 # Small enough for the test budget, large enough that the model learns the templates.

@@ -78,10 +78,10 @@ def test_the_stage_scores_every_baseline_on_the_evaluated_test_items(tmp_path):
     """run_baselines: fitted on train, scored with the brand metric on the items the evaluate stage scores."""
     import json
 
-    from brandcap.atomic import read_jsonl, write_jsonl
+    from brandcap.config.params import validate_params
     from brandcap.evaluation.baselines import BASELINES
     from brandcap.evaluation.metrics import evaluation_sample
-    from brandcap.params import validate_params
+    from brandcap.files.atomic import read_jsonl, write_jsonl
     from brandcap.stages.baselines import run_baselines
 
     red, blue = (200, 30, 40), (40, 90, 215)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from brandcap.params import ImageTilingParams, TinyModelParams
+from brandcap.config.params import ImageTilingParams, TinyModelParams
 from brandcap.sim.tiny_model import build_processor, train_tokenizer
 
 BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "train.py"

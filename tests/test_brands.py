@@ -6,7 +6,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from brandcap.brands import brand_span, brands_mentioned, brands_named, canonicalize, find_brands, mentions, normalize
+from brandcap.text.brands import (
+    brand_span,
+    brands_mentioned,
+    brands_named,
+    canonicalize,
+    find_brands,
+    mentions,
+    normalize,
+)
 
 
 def test_normalize_folds_case_accents_punctuation_and_ampersand():

@@ -21,8 +21,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from brandcap.atomic import read_jsonl
-from brandcap.params import SimulatorParams
+from brandcap.config.params import SimulatorParams
+from brandcap.files.atomic import read_jsonl
 from brandcap.sim.simulated_vlm import start_simulated_vlm
 from brandcap.stages.caption import CaptionError, run_caption
 from tests.conftest import CAPTIONS, NO_FAILURES, RESUME, make_manifest, params_for, write_manifest
@@ -177,7 +177,7 @@ def test_kill_9_mid_run_then_rerun_asks_only_unfinished(workdir):
         params_file = workdir / "params.yaml"
         params_file.write_text(yaml.safe_dump({"caption": {"base_url": server.base_url, "concurrency": 2}}))
         code = (
-            "import sys; from brandcap.params import load_params; from brandcap.stages.caption import run_caption; "
+            "import sys; from brandcap.config.params import load_params; from brandcap.stages.caption import run_caption; "
             f"run_caption(load_params('params.yaml'), 'data/raw/manifest.parquet', '{CAPTIONS}', '{RESUME}')"
         )
         proc = subprocess.Popen([sys.executable, "-c", code], cwd=workdir, stderr=subprocess.DEVNULL)

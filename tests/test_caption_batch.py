@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from brandcap.atomic import read_jsonl
-from brandcap.batch_files import MAX_REQUESTS_PER_FILE, BatchFileError, RequestFiles
-from brandcap.params import SimulatorParams
+from brandcap.config.params import SimulatorParams
+from brandcap.endpoint.batch_files import MAX_REQUESTS_PER_FILE, BatchFileError, RequestFiles
+from brandcap.files.atomic import read_jsonl
 from brandcap.sim.run_batch import run_batch
 from brandcap.sim.simulated_vlm import SimulatedVLM, SimulatedVLMServer
 from brandcap.stages.caption import BatchPending, run_caption

@@ -19,8 +19,8 @@ import openai
 import pytest
 from aiohttp import web
 
-from brandcap.atomic import read_jsonl
-from brandcap.endpoint_client import EndpointDown, EndpointError, make_client
+from brandcap.endpoint.client import EndpointDown, EndpointError, make_client
+from brandcap.files.atomic import read_jsonl
 from brandcap.sim.simulated_vlm import SimulatedVLMServer
 from brandcap.stages.caption import Asker, CaptionError, load_items, run_caption
 from tests.conftest import CAPTIONS, RESUME, make_manifest, params_for

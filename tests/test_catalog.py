@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from brandcap.params import ParamsError, validate_params
-from brandcap.records import DBQ_COLUMNS, product_ids
+from brandcap.config.params import ParamsError, validate_params
+from brandcap.files.product_table import DBQ_COLUMNS, product_ids
 from brandcap.stages.catalog import CatalogError, run_catalog
 from tests.conftest import ONE_UNMIXED_EXPERIMENT
 
@@ -160,7 +160,7 @@ def test_ids_of_products_without_a_code_come_from_their_content(tmp_path, monkey
 
 def test_the_caption_prompt_never_says_na(tmp_path, monkeypatch):
     """Catalog -> manifest (the downloader's category) -> the captioner's prompt."""
-    from brandcap.records import category_text
+    from brandcap.files.product_table import category_text
     from brandcap.stages.caption import load_items
 
     monkeypatch.chdir(tmp_path)

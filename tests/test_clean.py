@@ -11,8 +11,8 @@ from collections import Counter
 
 import pytest
 
-from brandcap.atomic import read_jsonl, write_jsonl
-from brandcap.params import ParamsError, validate_params
+from brandcap.config.params import ParamsError, validate_params
+from brandcap.files.atomic import read_jsonl, write_jsonl
 from brandcap.stages.clean import CleanError, apply_caption_rules, n_test_products, n_val_products, run_clean
 
 COLOURS = [

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from brandcap.clean_rules import (
+from brandcap.config.params import CleanParams
+from brandcap.text.clean_rules import (
     compression_ratio,
     count_mojibake,
     duplicate_key,
@@ -18,7 +19,6 @@ from brandcap.clean_rules import (
     trim_cut_off,
     with_canonical_brand,
 )
-from brandcap.params import CleanParams
 
 CLEAN = CleanParams()
 
@@ -145,7 +145,7 @@ def test_look_alikes_are_not_garbled(text):
 
 
 def test_a_caption_in_another_script_than_the_expected_one_is_its_own_rule_off_by_default():
-    from brandcap.clean_rules import dominant_script, is_other_script
+    from brandcap.text.clean_rules import dominant_script, is_other_script
 
     chinese = "Maison Éclat 这是一个黑色的皮革手提包，带有金色链条肩带和磁性按扣。"
     assert dominant_script(chinese) == "CJK" and dominant_script(GOOD) == "LATIN"

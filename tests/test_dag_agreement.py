@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from brandcap.params import EXTERNAL_DATA_DIR
+from brandcap.config.params import EXTERNAL_DATA_DIR
 from brandcap.sim.standin import STANDIN_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,7 +128,7 @@ def test_same_params_sections(both):
 
 def test_a_training_run_reads_every_train_key_but_the_matrix_axes_and_its_own_experiment(both):
     """So that adding a seed or an experiment leaves the existing runs alone, and no new train key goes untracked."""
-    from brandcap.params import TrainParams
+    from brandcap.config.params import TrainParams
 
     _, dvc = both
     expected = {f"train.{key}" for key in TrainParams.model_fields} - {"train.experiments", "train.seeds"}
@@ -240,7 +240,7 @@ def test_each_stage_depends_on_every_module_its_script_imports():
     """dvc.yaml's code deps of a stage (which Snakemake reads too) are exactly the modules its script
     imports, orchestration aside (`brandcap code-deps` writes them): so a change to any code that shapes a
     stage's output reruns it."""
-    from brandcap.stage_code import script_code
+    from brandcap.running.stage_code import script_code
 
     spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     for name, stage in spec.items():

@@ -45,8 +45,8 @@ LIBRARIES = textwrap.dedent("""
     from pathlib import Path
     import torch
     from safetensors.torch import save_file
-    from brandcap.atomic import write_bytes
-    from brandcap.stage import run_stage
+    from brandcap.files.atomic import write_bytes
+    from brandcap.running.stage import run_stage
 
     full = Path(sys.argv[1])
     big = Path("big")

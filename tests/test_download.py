@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from brandcap.params import validate_params
+from brandcap.config.params import validate_params
 from brandcap.stages.download import DownloadError, ImageRejected, image_file_stem, normalise_image, run_download
 
 REPO = Path(__file__).resolve().parents[1]
@@ -340,7 +340,7 @@ KILL_SCRIPT = """
 import sys
 from pathlib import Path
 from brandcap.stages.download import run_download
-from brandcap.params import validate_params
+from brandcap.config.params import validate_params
 params = validate_params({"download": {"concurrency": 2, "timeout_s": 5, "retries": 0}})
 run_download(params, Path("catalog.parquet"), Path("images"), Path("manifest.parquet"), Path("cache"))
 """
@@ -552,7 +552,7 @@ def test_download_entry_script_keeps_the_failure_report_beside_its_log(tmp_path)
 
 def test_a_full_disk_stops_the_stage_naming_the_file(tmp_path, monkeypatch):
     """ENOSPC is not the image's fault: no per-image failures, no manifest, the path in the message."""
-    from brandcap.atomic import DiskFullError
+    from brandcap.files.atomic import DiskFullError
 
     monkeypatch.chdir(tmp_path)
     Path("data/shop").mkdir(parents=True)

@@ -12,12 +12,12 @@ from PIL import Image
 from transformers import InternVLForConditionalGeneration
 
 import brandcap.stages.evaluate as evaluate_module
-from brandcap.atomic import read_jsonl, write_jsonl
+from brandcap.config.params import ImageTilingParams, Params, TinyModelParams, validate_params
 from brandcap.evaluation.caption_metrics import METRIC_NAMES
 from brandcap.evaluation.metrics import brand_outcome, named_brands
+from brandcap.files.atomic import read_jsonl, write_jsonl
 from brandcap.model.chat import prompt_text, set_image_tiling
 from brandcap.model.training_data import IGNORE_INDEX, CaptionCollator, CaptionDataset
-from brandcap.params import ImageTilingParams, Params, TinyModelParams, validate_params
 from brandcap.sim.tiny_model import build_tiny_model
 from brandcap.stages.evaluate import generate_captions, load_model, reference_losses, run_evaluate
 
@@ -327,9 +327,9 @@ def test_prompt_only_baseline_asks_the_base_model_with_the_candidate_brands(base
 def save_fake_checkpoint(base_dir: Path, out: Path, strategy: str, epoch: int) -> None:
     """A checkpoint as the train stage saves it, its trained weights moved off the base by seeded noise (no training:
     every epoch's model differs from the base and from the others, which is all these tests need)."""
+    from brandcap.config.params import LoraParams
     from brandcap.model.checkpoints import save_checkpoint
     from brandcap.model.strategies import apply_strategy
-    from brandcap.params import LoraParams
 
     torch.manual_seed(epoch)
     model = apply_strategy(

@@ -18,9 +18,9 @@ from aiohttp import web
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from brandcap.atomic import read_jsonl, write_jsonl
-from brandcap.endpoint_client import EndpointError
-from brandcap.params import ParamsError, validate_params
+from brandcap.config.params import ParamsError, validate_params
+from brandcap.endpoint.client import EndpointError
+from brandcap.files.atomic import read_jsonl, write_jsonl
 from brandcap.stages.evaluate import EndpointAnswersMissing, run_evaluate
 from brandcap.stages.export import EXPORT_META, run_export
 from tests.conftest import run_tiny_training, train_params

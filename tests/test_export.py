@@ -11,10 +11,10 @@ import pytest
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from brandcap.atomic import write_json
+from brandcap.files.atomic import write_json
 from brandcap.model.checkpoints import load_for_inference
 from brandcap.model.training_data import CaptionCollator, CaptionDataset
-from brandcap.provenance import data_sha256
+from brandcap.running.provenance import data_sha256
 from brandcap.stages.export import EXPORT_META, run_export, validation_best
 from tests.conftest import run_tiny_training, train_params
 
@@ -105,7 +105,7 @@ SELECTION_PARAMS = {
 
 
 def test_the_selection_exports_what_tables_names_best_and_the_better_seed(tmp_path):
-    from brandcap.params import validate_params
+    from brandcap.config.params import validate_params
 
     params = validate_params(SELECTION_PARAMS)
     # lora epoch 1 has the best mean over seeds (0.6), and seed 5 is the better of its seeds there

@@ -15,12 +15,12 @@ import torch
 from PIL import Image
 from transformers import Trainer, TrainerState
 
+from brandcap.config.params import experiment_settings
 from brandcap.model.chat import encode_prompts
 from brandcap.model.checkpoints import load_for_inference
 from brandcap.model.general_mix import GenericPairs, MixedCaptionPool, MixedEpochCallback, MixedEpochSamples, epoch_draw
 from brandcap.model.training_data import CaptionCollator, CaptionDataset
 from brandcap.model.training_log import read_step_metrics
-from brandcap.params import experiment_settings
 from brandcap.stages.train import DeltaTrainer, _generic_pool, _training_inputs, mixed_epochs, training_arguments
 from tests.conftest import (
     TINY_TRAIN_SAMPLES,

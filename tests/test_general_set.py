@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from brandcap.atomic import read_jsonl
-from brandcap.brands import brands_mentioned
+from brandcap.config.params import validate_params
+from brandcap.files.atomic import read_jsonl
 from brandcap.general_sets import GeneralSetError
-from brandcap.params import validate_params
 from brandcap.sim.colours import dominant_colour_name
 from brandcap.sim.drawing import COLOUR_NAMES
 from brandcap.sim.shop import brand_names
 from brandcap.stages.general_set import run_general_set
+from brandcap.text.brands import brands_mentioned
 from tests.conftest import ONE_UNMIXED_EXPERIMENT
 
 

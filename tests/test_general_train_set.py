@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from brandcap.atomic import read_jsonl
-from brandcap.brands import brands_mentioned
+from brandcap.config.params import ParamsError, validate_params
+from brandcap.files.atomic import read_jsonl
+from brandcap.files.digests import file_sha256
 from brandcap.general_sets import GeneralSetError
-from brandcap.params import ParamsError, validate_params
 from brandcap.sim.shop import brand_names
 from brandcap.stages.general_set import run_general_set
-from brandcap.stages.general_train_set import GENERAL_TRAIN_FILE, image_sha256, run_general_train_set
+from brandcap.stages.general_train_set import GENERAL_TRAIN_FILE, run_general_train_set
+from brandcap.text.brands import brands_mentioned
 from tests.conftest import ONE_UNMIXED_EXPERIMENT
 
 
@@ -33,8 +34,8 @@ def test_synthetic_generic_set_is_brand_free_reproducible_and_apart_from_the_pro
     assert len(records) == 40 and len({r["id"] for r in records}) == 40
     names = brand_names(params.data.synthetic.n_brands, params.seed)
     assert all(r["image"] == f"g1/images/{r['id']}.png" and not brands_mentioned(r["caption"], names) for r in records)
-    probe = {image_sha256(r["image"]) for r in read_jsonl("probe/general.jsonl")}
-    assert probe.isdisjoint(image_sha256(r["image"]) for r in records)  # another seed stream than the probe's
+    probe = {file_sha256(r["image"]) for r in read_jsonl("probe/general.jsonl")}
+    assert probe.isdisjoint(file_sha256(r["image"]) for r in records)  # another seed stream than the probe's
     assert [Path(r["image"]).read_bytes() for r in records] == [
         Path(r["image"]).read_bytes() for r in read_jsonl(Path("g2") / GENERAL_TRAIN_FILE)
     ]

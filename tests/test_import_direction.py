@@ -1,6 +1,9 @@
-"""Imports run one way: stages use the rest and no module imports a stage; evaluation/ uses model/ (the
-chat template it asks with) and the core, model/ only the core; sim/ (the simulated world) uses only the
-core; nothing outside sim/ imports sim/ except where the default profile selects it."""
+"""Imports run one way. The core's floors, lowest first: files/ (on disk), config/ (parameters), then text/
+(brand names), running/ (running a stage) and endpoint/ (the chat endpoint's client), each using only the
+floors below it; the rest of the core (top-level modules: the command line, the general sets) uses any floor.
+Above the core: model/ uses the core, evaluation/ the core and model/ (the chat template it asks with), sim/
+(the simulated world) only the core, and stages use everything; no module imports a stage; nothing outside
+sim/ imports sim/ except where the default profile selects it."""
 
 from __future__ import annotations
 
@@ -10,13 +13,22 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "brandcap"
 
-# part -> the parts it may import (the core is every top-level module of brandcap)
+# part -> the parts it may import (the core is its floors and the top-level modules of brandcap)
+FLOORS = {
+    "files": {"files"},
+    "config": {"files", "config"},
+    "text": {"files", "config", "text"},
+    "running": {"files", "config", "running"},
+    "endpoint": {"files", "config", "endpoint"},
+}
+CORE = set(FLOORS) | {"core"}
 MAY_IMPORT = {
-    "core": {"core"},
-    "model": {"core", "model"},
-    "evaluation": {"core", "model", "evaluation"},
-    "sim": {"core", "sim"},
-    "stages": {"core", "model", "evaluation", "stages"},
+    **FLOORS,
+    "core": CORE,
+    "model": CORE | {"model"},
+    "evaluation": CORE | {"model", "evaluation"},
+    "sim": CORE | {"sim"},
+    "stages": CORE | {"model", "evaluation", "stages"},
 }
 
 # (importer, imported): why this one crossing is allowed
@@ -136,8 +148,11 @@ def test_allow_list_names_real_imports():
 
 
 def test_check_reports_a_forbidden_import(tmp_path):
-    """The check itself: a sim module importing a stage (lazily, in a function) is reported."""
+    """The check itself: a sim module importing a stage (lazily, in a function) is reported, and so is a floor
+    importing a floor above it."""
     for name, text in {
+        "files/atomic.py": "from brandcap.config.params import Params\n",
+        "config/params.py": "from brandcap.files import atomic\n",
         "stages/__init__.py": "",
         "stages/clean.py": "",
         "sim/__init__.py": "",
@@ -148,6 +163,7 @@ def test_check_reports_a_forbidden_import(tmp_path):
         (tmp_path / "brandcap" / name).write_text(text)
     wrong = forbidden(all_imports(tmp_path))
     assert [w.split(" (")[0] for w in wrong] == [
+        "brandcap.files.atomic imports brandcap.config.params",
         "brandcap.model.chat imports brandcap.sim",
         "brandcap.model.chat imports brandcap.sim.shop",
         "brandcap.sim.shop imports brandcap.stages.clean",

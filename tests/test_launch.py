@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from brandcap.gpus import claim_gpus, gpu_pool, own_gpus
-from brandcap.launch import LAUNCHED_ENV, check_process_count, launch_command, threads_per_process
-from brandcap.stage import setup_logging
+from brandcap.running.gpus import claim_gpus, gpu_pool, own_gpus
+from brandcap.running.launch import LAUNCHED_ENV, check_process_count, launch_command, threads_per_process
+from brandcap.running.stage import setup_logging
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
@@ -50,7 +50,7 @@ def _holder(lock_dir: Path, count: int, pool: list[str]) -> tuple[subprocess.Pop
     """A process that claims `count` of `pool` and holds them; (process, its ids)."""
     claim = f"claim_gpus({count}, {pool!r}, Path({str(lock_dir)!r}), poll_s=0.05, timeout_s=20)"
     proc = _start(
-        f"from pathlib import Path; from brandcap.gpus import claim_gpus; print(','.join({claim}), flush=True); {HOLD}",
+        f"from pathlib import Path; from brandcap.running.gpus import claim_gpus; print(','.join({claim}), flush=True); {HOLD}",
         lock_dir.parent,
     )
     return proc, proc.stdout.readline().strip().split(",")
@@ -133,7 +133,7 @@ def test_launch_command_by_devices_and_deepspeed():
 
 JOB = """
     import os, sys
-    from brandcap.launch import launch_stage
+    from brandcap.running.launch import launch_stage
     launch_stage({devices}, distributed=False, resume_dir=".resume/job")
     print(os.environ["CUDA_VISIBLE_DEVICES"], os.environ["{marker}"], os.getpid(), flush=True)
     sys.stdin.read()
@@ -172,7 +172,7 @@ def test_jobs_run_again_on_their_own_gpus(tmp_path):
 
 TORCHRUN_JOB = """
     import os, sys
-    from brandcap.launch import launch_stage
+    from brandcap.running.launch import launch_stage
     launch_stage(2, distributed=False, resume_dir=sys.argv[1])
     import torch, torch.distributed as dist
     dist.init_process_group("gloo")

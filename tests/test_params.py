@@ -10,8 +10,8 @@ from typing import get_args
 import pytest
 import yaml
 
-from brandcap.params import LrScheduler, Params, ParamsError, check_training_seed, load_params, validate_params
-from brandcap.params_file import render_params
+from brandcap.config.params import LrScheduler, Params, ParamsError, check_training_seed, load_params, validate_params
+from brandcap.config.params_file import render_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -207,7 +207,7 @@ def test_scheduler_names_are_transformers_names():
 
 def test_oversized_files_and_prompts_are_refused_with_the_limit(tmp_path):
     """A 50 MB prompt once validated and made a dry run take minutes; neither a file nor a prompt may be that large."""
-    from brandcap.params import MAX_PARAMS_FILE_BYTES, MAX_PROMPT_CHARS
+    from brandcap.config.params import MAX_PARAMS_FILE_BYTES, MAX_PROMPT_CHARS
 
     big = tmp_path / "big.yaml"
     big.write_text("seed: 4\n# " + "x" * MAX_PARAMS_FILE_BYTES + "\n")

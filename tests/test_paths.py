@@ -17,11 +17,11 @@ import pytest
 import yaml
 from dvc.repo import Repo
 
-from brandcap.gpus import GPU_LOCK_DIR
-from brandcap.params import EXTERNAL_DATA_DIR
-from brandcap.project_lock import LOCK_FILE
-from brandcap.resume_root import RESUME_ROOT
-from brandcap.stage import TORCH_CACHE_DIR
+from brandcap.config.params import EXTERNAL_DATA_DIR
+from brandcap.running.gpus import GPU_LOCK_DIR
+from brandcap.running.project_lock import LOCK_FILE
+from brandcap.running.resume_root import RESUME_ROOT
+from brandcap.running.stage import TORCH_CACHE_DIR
 from tests.conftest import ROOT
 
 PATHS_FILE = ROOT / "dvc.yaml"
@@ -87,8 +87,8 @@ def test_every_path_is_used_by_both_orchestrators():
 
 
 def test_folders_the_package_names_agree_with_the_paths_file():
-    """The local tables folder (brandcap.params) and the resume folder (brandcap.resume_root: the locks of
-    brandcap.project_lock and brandcap.gpus, torch's cache of brandcap.stage)."""
+    """The local tables folder (brandcap.config.params) and the resume folder (brandcap.running.resume_root: the locks of
+    brandcap.running.project_lock and brandcap.running.gpus, torch's cache of brandcap.running.stage)."""
     assert Path(PATHS["external"]) == EXTERNAL_DATA_DIR, f"dvc.yaml vars: paths.external must be {EXTERNAL_DATA_DIR}"
     assert Path(PATHS["resume"]) == RESUME_ROOT, f"dvc.yaml vars: paths.resume must be {RESUME_ROOT}"
     assert LOCK_FILE.parent == GPU_LOCK_DIR.parent == TORCH_CACHE_DIR.parent == RESUME_ROOT

@@ -38,7 +38,7 @@ def test_the_build_writes_nothing_into_the_system_temp_dir(smoke_build, smoke_sy
     built = smoke_build
     assert (
         sorted(p.name for p in smoke_system_temp.iterdir()) == []
-    )  # e.g. torch's torchinductor_<user> (brandcap.stage)
+    )  # e.g. torch's torchinductor_<user> (brandcap.running.stage)
     assert (built / ".resume/torch").is_dir()
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from brandcap.params import Params, ParamsError
-from brandcap.profiles import overlay_params, resolve_params, write_profile
+from brandcap.config.params import Params, ParamsError
+from brandcap.config.profiles import overlay_params, resolve_params, write_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -13,7 +13,7 @@ import pty
 import select
 import termios
 
-from brandcap.progress import progress, quiet_library_bars
+from brandcap.running.progress import progress, quiet_library_bars
 
 
 class FakeTerminal(io.StringIO):
@@ -22,11 +22,11 @@ class FakeTerminal(io.StringIO):
 
 
 def count_to(n: int, stream, caplog, **kwargs) -> list[str]:
-    with caplog.at_level(logging.INFO, logger="brandcap.progress"):
+    with caplog.at_level(logging.INFO, logger="brandcap.running.progress"):
         with progress(n, "caption", unit="item", stream=stream, **kwargs) as bar:
             for _ in range(n):
                 bar.update(1)
-    return [r.getMessage() for r in caplog.records if r.name == "brandcap.progress"]
+    return [r.getMessage() for r in caplog.records if r.name == "brandcap.running.progress"]
 
 
 def test_a_file_gets_no_bar_and_a_line_per_tenth(caplog):
@@ -39,11 +39,11 @@ def test_a_file_gets_no_bar_and_a_line_per_tenth(caplog):
 
 
 def test_resumed_work_counts_from_where_it_stood(caplog):
-    with caplog.at_level(logging.INFO, logger="brandcap.progress"):
+    with caplog.at_level(logging.INFO, logger="brandcap.running.progress"):
         with progress(100, "caption", unit="item", initial=95, stream=io.StringIO()) as bar:
             for _ in range(5):
                 bar.update(1)
-    lines = [r.getMessage() for r in caplog.records if r.name == "brandcap.progress"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "brandcap.running.progress"]
     assert lines == [lines[-1]] and lines[-1].startswith("caption: 100/100 (100%)")
 
 

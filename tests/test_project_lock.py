@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from brandcap.project_lock import Orchestrator, ProjectBusy, busy_reason, claim, release, stage_lock
+from brandcap.running.project_lock import Orchestrator, ProjectBusy, busy_reason, claim, release, stage_lock
 
 HOLDER = """
 import sys, time
-from brandcap.project_lock import stage_lock
+from brandcap.running.project_lock import stage_lock
 with stage_lock(sys.argv[1]):
     print("holding", flush=True)
     time.sleep(60)

@@ -7,9 +7,9 @@ import subprocess
 
 import pytest
 
-from brandcap.atomic import write_json, write_jsonl
-from brandcap.params import validate_params
-from brandcap.provenance import data_files, data_sha256, params_sha256, source_commit
+from brandcap.config.params import validate_params
+from brandcap.files.atomic import write_json, write_jsonl
+from brandcap.running.provenance import data_files, data_sha256, params_sha256, source_commit
 
 
 def test_params_hash_follows_every_resolved_value_and_ignores_key_order():

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from brandcap.profiles import resolve_params
+from brandcap.config.profiles import resolve_params
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from brandcap.params import validate_params
+from brandcap.config.params import validate_params
 from brandcap.sim.realshape import HOSTILE_CODES, PHOTO_FORMATS, REAL_SHAPED_BRANDS, photo_bytes
 from brandcap.stages.catalog import is_missing, run_catalog
 from brandcap.stages.download import normalise_image

@@ -14,7 +14,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 PROFILE = "configs/realshape.yaml"
-# .dvc/tmp/: DVC's own lock, which a Snakemake run holds so that dvc repro cannot delete its inputs (brandcap.project_lock)
+# .dvc/tmp/: DVC's own lock, which a Snakemake run holds so that dvc repro cannot delete its inputs (brandcap.running.project_lock)
 DECLARED = ("data/", "results/", "models/", "logs/", ".snakemake/", ".resume/", ".dvc/tmp/")
 
 

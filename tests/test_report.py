@@ -38,7 +38,7 @@ pytestmark = [
 ]
 
 # What a report command may write in the project: Snakemake's own log and lock folders; brandcap's project lock is
-# read and written back unchanged (brandcap.project_lock, checked by every Snakemake call at start-up).
+# read and written back unchanged (brandcap.running.project_lock, checked by every Snakemake call at start-up).
 REPORT_MAY_WRITE = (".snakemake/log/", ".snakemake/locks/", ".snakemake/iocache/")
 PROJECT_LOCK = ".resume/project.lock"
 

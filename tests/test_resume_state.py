@@ -6,7 +6,8 @@ import logging
 import os
 import sys
 
-from brandcap.resume_state import code_digest, content_digest, finish_resume_dir, prepare_resume_dir, stage_fingerprint
+from brandcap.files.digests import content_digest
+from brandcap.running.resume_state import code_digest, finish_resume_dir, prepare_resume_dir, stage_fingerprint
 
 
 def test_content_digest_ignores_mtimes_and_snakemake_stamps(tmp_path):
@@ -26,11 +27,13 @@ def test_state_is_kept_only_under_the_same_fingerprint(tmp_path, caplog):
     data = tmp_path / "test.jsonl"
     data.write_text("{}\n")
     resume = tmp_path / ".resume/eval"
-    first = stage_fingerprint("brandcap.atomic", {"test": data}, {"eval": {"batch_size": 8}})
+    first = stage_fingerprint("brandcap.files.atomic", {"test": data}, {"eval": {"batch_size": 8}})
     assert prepare_resume_dir(resume, first) is False
     (resume / "test.partial.jsonl").write_text("{}\n")
     assert (
-        prepare_resume_dir(resume, stage_fingerprint("brandcap.atomic", {"test": data}, {"eval": {"batch_size": 8}}))
+        prepare_resume_dir(
+            resume, stage_fingerprint("brandcap.files.atomic", {"test": data}, {"eval": {"batch_size": 8}})
+        )
         is True
     )
     assert (resume / "test.partial.jsonl").exists()
@@ -38,7 +41,7 @@ def test_state_is_kept_only_under_the_same_fingerprint(tmp_path, caplog):
     with caplog.at_level(logging.INFO):
         assert (
             prepare_resume_dir(
-                resume, stage_fingerprint("brandcap.atomic", {"test": data}, {"eval": {"batch_size": 16}})
+                resume, stage_fingerprint("brandcap.files.atomic", {"test": data}, {"eval": {"batch_size": 16}})
             )
             is False
         )
@@ -50,7 +53,7 @@ def test_state_is_kept_only_under_the_same_fingerprint(tmp_path, caplog):
     with caplog.at_level(logging.INFO):
         assert (
             prepare_resume_dir(
-                resume, stage_fingerprint("brandcap.atomic", {"test": data}, {"eval": {"batch_size": 16}})
+                resume, stage_fingerprint("brandcap.files.atomic", {"test": data}, {"eval": {"batch_size": 16}})
             )
             is False
         )
@@ -86,7 +89,7 @@ def test_a_state_without_fingerprint_is_discarded_and_finish_removes_it(tmp_path
     resume = tmp_path / "r"
     resume.mkdir()
     (resume / "old.partial.jsonl").write_text("{}\n")
-    assert prepare_resume_dir(resume, stage_fingerprint("brandcap.atomic", {}, {})) is False
+    assert prepare_resume_dir(resume, stage_fingerprint("brandcap.files.atomic", {}, {})) is False
     assert not (resume / "old.partial.jsonl").exists()
     finish_resume_dir(resume)
     assert not resume.exists()

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from brandcap.atomic import write_json, write_jsonl
+from brandcap.files.atomic import write_json, write_jsonl
 from brandcap.stages.review import THUMBNAIL_SIDE, highlighted
 from tests.conftest import CHLOE, DG, ITEMS, LORA_COUNTS, ODD, ROOT, Elements, expected_counts, make_study, review
 

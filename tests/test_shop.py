@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from brandcap.params import SyntheticShop
-from brandcap.records import DBQ_COLUMNS
+from brandcap.config.params import SyntheticShop
+from brandcap.files.product_table import DBQ_COLUMNS
 from brandcap.sim import drawing, shop
 from brandcap.sim.colours import dominant_colour_name
 

@@ -16,11 +16,11 @@ import urllib.request
 import openai
 import pytest
 
-from brandcap import brands
-from brandcap.clean_rules import is_garbled, is_repetition_loop
-from brandcap.params import DEFAULT_CAPTION_PROMPT, CleanParams, SimulatorParams
+from brandcap.config.params import DEFAULT_CAPTION_PROMPT, CleanParams, SimulatorParams
 from brandcap.sim.colours import dominant_and_accent
 from brandcap.sim.simulated_vlm import parse_prompt, prompt_pattern, start_simulated_vlm
+from brandcap.text import brands
+from brandcap.text.clean_rules import is_garbled, is_repetition_loop
 from tests.conftest import NO_FAILURES, png_bytes
 
 BRAND = "Dolce & Gabbana"

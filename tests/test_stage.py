@@ -6,9 +6,7 @@ import os
 import subprocess
 import sys
 
-PROBE = (
-    "import torch; from brandcap.stage import pin_cpu_threads; n = pin_cpu_threads(); print(n, torch.get_num_threads())"
-)
+PROBE = "import torch; from brandcap.running.stage import pin_cpu_threads; n = pin_cpu_threads(); print(n, torch.get_num_threads())"
 
 
 def threads_with(env_value: str | None) -> subprocess.CompletedProcess:

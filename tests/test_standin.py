@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
-from brandcap.params import Params, SyntheticShop
+from brandcap.config.params import Params, SyntheticShop
 from brandcap.sim import standin
 from brandcap.sim.shop import brand_names
 from brandcap.stages.base_model import BASE_INFO, run_base_model

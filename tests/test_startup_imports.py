@@ -19,7 +19,11 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # stage module -> libraries its job does not need
 NOT_NEEDED = {
     "brandcap.stages.tables": ["pandas", "torch"],  # reads the manifest with pyarrow
-    "brandcap.stages.review": ["pandas", "aiohttp", "torch"],  # file names from brandcap.records, not the downloader
+    "brandcap.stages.review": [
+        "pandas",
+        "aiohttp",
+        "torch",
+    ],  # file names from brandcap.files.product_table, not the downloader
 }
 
 

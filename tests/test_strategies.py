@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 from torch import nn
 
+from brandcap.config.params import LoraParams, TinyModelParams
 from brandcap.model.strategies import STRATEGIES, apply_strategy, count_parameters, model_parts, part_parameter_names
-from brandcap.params import LoraParams, TinyModelParams
 from brandcap.sim.tiny_model import build_tiny_model
 
 TINY = TinyModelParams(

@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from brandcap.atomic import write_json, write_jsonl, write_text
+from brandcap.config.params import validate_params
 from brandcap.evaluation.metrics import paired_difference
 from brandcap.evaluation.selection import best_epoch, combine_seeds, overall_best, verdict
+from brandcap.files.atomic import write_json, write_jsonl, write_text
 from brandcap.model.training_log import write_training_log
-from brandcap.params import validate_params
-from brandcap.provenance import data_sha256, params_sha256
+from brandcap.running.provenance import data_sha256, params_sha256
 from brandcap.stages.tables import _selection_header, experiment_strategy, run_tables, scalar_metrics, versus_baseline
 
 BRANDS = {"Gucci": 60, "Chloé": 35}

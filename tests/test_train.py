@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForImageTextToText, TrainerCallback
 from transformers.utils import SAFE_WEIGHTS_NAME
 
+from brandcap.config.params import LoraParams, ParamsError, validate_params
 from brandcap.model.checkpoints import (
     CHECKPOINT_META,
     TRAINABLE_WEIGHTS,
@@ -28,7 +29,6 @@ from brandcap.model.strategies import apply_strategy
 from brandcap.model.training_data import CaptionCollator, CaptionDataset
 from brandcap.model.training_log import read_step_metrics
 from brandcap.model.vision_cache import cache_megabytes, vision_cache_blocker
-from brandcap.params import LoraParams, ParamsError, validate_params
 from brandcap.stages.train import (
     CHECKPOINT_DTYPES,
     ResumedWeightsCheck,
@@ -450,7 +450,7 @@ def test_progress_is_a_few_log_lines_without_a_terminal(workdir, caplog, capfd, 
 
     monkeypatch.setattr(
         hf_logging, "_tqdm_active", False
-    )  # what the entry scripts do (brandcap.progress.quiet_library_bars)
+    )  # what the entry scripts do (brandcap.running.progress.quiet_library_bars)
     with caplog.at_level(logging.INFO, logger="brandcap.stages.train"):
         run_tiny_training(workdir, "projector_only", tag="-progress")
     out, err = capfd.readouterr()

@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from brandcap.model.training_log import read_step_metrics
-from brandcap.resume_state import FINGERPRINT_FILE
+from brandcap.running.resume_state import FINGERPRINT_FILE
 from brandcap.stages.train import _prepare_run_state
 from tests.conftest import delta_weights, run_tiny_training, train_params
 

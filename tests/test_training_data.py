@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from brandcap.config.params import ImageTilingParams, ParamsError, TinyModelParams, validate_params
 from brandcap.model.chat import (
     check_prompt_fits,
     check_tiling_matches,
@@ -18,7 +19,6 @@ from brandcap.model.chat import (
     image_tiling_kwargs,
 )
 from brandcap.model.training_data import IGNORE_INDEX, CaptionCollator, CaptionDataset
-from brandcap.params import ImageTilingParams, ParamsError, TinyModelParams, validate_params
 from brandcap.sim.tiny_model import build_processor, build_tiny_model, image_seq_length, train_tokenizer
 
 TINY = TinyModelParams(

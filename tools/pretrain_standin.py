@@ -19,8 +19,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from brandcap.running.stage import pin_cpu_threads, setup_logging
 from brandcap.sim.standin import STANDIN_DIR, make_standin
-from brandcap.stage import pin_cpu_threads, setup_logging
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -14,9 +14,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from brandcap.params import Params, ParamsError, load_params
-from brandcap.params_file import render_params
-from brandcap.profiles import write_profile
+from brandcap.config.params import Params, ParamsError, load_params
+from brandcap.config.params_file import render_params
+from brandcap.config.profiles import write_profile
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def code_deps(check: bool, dvc_yaml: Path = Path("dvc.yaml"), root: Path | None = None) -> int:
-    from brandcap.stage_code import current_dvc_yaml, stale_stages
+    from brandcap.running.stage_code import current_dvc_yaml, stale_stages
 
     stale = stale_stages(dvc_yaml, root)
     if check:

@@ -14,15 +14,15 @@ normalised as the download stage stores images.
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterator
 from pathlib import Path
 
 from PIL import Image
 
-from brandcap.atomic import write_bytes
-from brandcap.images import png_bytes, shrunk, upright_rgb
-from brandcap.params import EXTERNAL_DATA_DIR, Params
-from brandcap.records import artifact_path, product_ids
+from brandcap.config.params import EXTERNAL_DATA_DIR, Params
+from brandcap.files.atomic import numbered_jsonl, write_bytes
+from brandcap.files.images import png_bytes, shrunk, upright_rgb
+from brandcap.files.product_table import artifact_path, product_ids
 
 _TEMPLATES = [
     "A {colour} {noun} photographed on a plain light background.",
@@ -59,21 +59,22 @@ def _normalised_png(source: Path, max_side: int) -> bytes:
         return png_bytes(shrunk(upright_rgb(img), max_side))
 
 
-def _parsed_line(line: str, where: str) -> dict:
-    try:
-        rec = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise GeneralSetError(
-            f'{where}: not valid JSON ({err}); each line must be {{"image": ..., "caption": ...}}'
-        ) from None
-    if (
-        not isinstance(rec, dict)
-        or not isinstance(rec.get("image"), str)
-        or not isinstance(rec.get("caption"), str)
-        or not rec["caption"].strip()
-    ):
+# What every line of a general-set JSONL must be.
+LINE_SHAPE = 'each line must be {"image": ..., "caption": ...}'
+
+
+def _checked(rec: dict, where: str) -> dict:
+    if not isinstance(rec.get("image"), str) or not isinstance(rec.get("caption"), str) or not rec["caption"].strip():
         raise GeneralSetError(f"{where}: needs a string 'image' and a non-empty string 'caption'")
     return rec
+
+
+def _numbered_lines(source: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, record) of the general-set JSONL `source`, through the one JSONL reader."""
+    try:
+        yield from numbered_jsonl(source, fix=LINE_SHAPE)
+    except ValueError as err:
+        raise GeneralSetError(str(err)) from None
 
 
 def jsonl_records(key: str, source: Path, params: Params, images_dir: Path, prefix: str) -> list[dict]:
@@ -82,11 +83,9 @@ def jsonl_records(key: str, source: Path, params: Params, images_dir: Path, pref
     if not source.exists():
         raise GeneralSetError(f"{key}: {source} does not exist; fix the path or set {key} to ''")
     records = []
-    for lineno, line in enumerate(source.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
+    for lineno, line_record in _numbered_lines(source):
         where = f"{source}:{lineno}"
-        rec = _parsed_line(line, where)
+        rec = _checked(line_record, where)
         image = Path(rec["image"])
         if not image.is_absolute():
             image = source.parent / image

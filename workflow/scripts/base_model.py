@@ -3,7 +3,7 @@
 python workflow/scripts/base_model.py --params params.yaml --catalog data/raw/catalog.parquet --out models/base --log logs/base_model.log
 """
 
-from brandcap.stage import run_stage, stage_args
+from brandcap.running.stage import run_stage, stage_args
 from brandcap.stages.base_model import run_base_model
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 python workflow/scripts/baselines.py --params params.yaml --train data/processed/train.jsonl --test data/processed/test.jsonl --out results/baselines --log logs/baselines.log
 """
 
-from brandcap.stage import run_stage, stage_args
+from brandcap.running.stage import run_stage, stage_args
 from brandcap.stages.baselines import run_baselines
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 python workflow/scripts/caption.py --params params.yaml --manifest data/raw/manifest.parquet --captions data/interim/captions.jsonl --resume .resume/caption --log logs/caption.log
 """
 
-from brandcap.stage import run_stage, stage_args
+from brandcap.running.stage import run_stage, stage_args
 from brandcap.stages.caption import run_caption
 
 if __name__ == "__main__":

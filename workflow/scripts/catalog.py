@@ -3,7 +3,7 @@
 python workflow/scripts/catalog.py --params params.yaml --catalog data/raw/catalog.parquet --shop data/raw/shop --log logs/catalog.log
 """
 
-from brandcap.stage import run_stage, stage_args
+from brandcap.running.stage import run_stage, stage_args
 from brandcap.stages.catalog import run_catalog
 
 if __name__ == "__main__":

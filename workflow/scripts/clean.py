@@ -3,7 +3,7 @@
 python workflow/scripts/clean.py --params params.yaml --captions data/interim/captions.jsonl --out data/processed --log logs/clean.log
 """
 
-from brandcap.stage import run_stage, stage_args
+from brandcap.running.stage import run_stage, stage_args
 from brandcap.stages.clean import run_clean
 
 if __name__ == "__main__":

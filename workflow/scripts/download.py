@@ -5,7 +5,7 @@
 Every failed image is also listed in logs/download.failures.csv (beside --log).
 """
 
-from brandcap.stage import run_stage, stage_args
+from brandcap.running.stage import run_stage, stage_args
 from brandcap.stages.download import run_download
 
 if __name__ == "__main__":

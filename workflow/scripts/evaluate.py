@@ -10,15 +10,15 @@ asked eval.prompted_instruction with the candidate brands (results/eval/base/pro
 
 from pathlib import Path
 
-from brandcap.launch import launch_stage
-from brandcap.stage import run_stage, stage_args
+from brandcap.running.launch import launch_stage
+from brandcap.running.stage import run_stage, stage_args
 from brandcap.stages.evaluate import run_evaluate
 
 
 def evaluate_stage(args, params):
     launch_stage(
         1, distributed=False, resume_dir=args.resume
-    )  # on GPUs: this job's own GPU (brandcap.gpus), not always cuda:0
+    )  # on GPUs: this job's own GPU (brandcap.running.gpus), not always cuda:0
     run_evaluate(
         params,
         args.base,

@@ -9,7 +9,7 @@ README.md gives the processor arguments) and evaluate it with eval.backend: endp
 
 from pathlib import Path
 
-from brandcap.stage import run_stage, stage_args
+from brandcap.running.stage import run_stage, stage_args
 from brandcap.stages.export import run_export
 
 

@@ -3,7 +3,7 @@
 python workflow/scripts/general_set.py --params params.yaml --out data/raw/general --log logs/general_set.log
 """
 
-from brandcap.stage import run_stage, stage_args
+from brandcap.running.stage import run_stage, stage_args
 from brandcap.stages.general_set import run_general_set
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 python workflow/scripts/general_train_set.py --params params.yaml --probe data/raw/general/general.jsonl --out data/raw/general_train --log logs/general_train_set.log
 """
 
-from brandcap.stage import run_stage, stage_args
+from brandcap.running.stage import run_stage, stage_args
 from brandcap.stages.general_train_set import run_general_train_set
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 python workflow/scripts/linear_probe.py --params params.yaml --base models/base --train data/processed/train.jsonl --test data/processed/test.jsonl --out results/linear_probe --log logs/linear_probe.log
 """
 
-from brandcap.stage import run_stage, stage_args
+from brandcap.running.stage import run_stage, stage_args
 from brandcap.stages.linear_probe import run_linear_probe
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 python workflow/scripts/review.py --params params.yaml --test data/processed/test.jsonl --val data/processed/val.jsonl --eval-dir results/eval --out results/review --log logs/review.log
 """
 
-from brandcap.stage import run_stage, stage_args
+from brandcap.running.stage import run_stage, stage_args
 from brandcap.stages.review import run_review
 
 if __name__ == "__main__":

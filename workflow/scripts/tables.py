@@ -3,7 +3,7 @@
 python workflow/scripts/tables.py --params params.yaml --catalog data/raw/catalog.parquet --manifest data/raw/manifest.parquet --captions data/interim/captions.jsonl --clean-report data/processed/clean_report.json --train-dir results/train --dvclive-dir results/dvclive --checkpoints results/checkpoints --eval-dir results/eval --baselines results/baselines --linear-probe results/linear_probe --review results/review --tables results/tables.md --metrics results/metrics.json --plots results/plots --log logs/tables.log
 """
 
-from brandcap.stage import run_stage, stage_args
+from brandcap.running.stage import run_stage, stage_args
 from brandcap.stages.tables import run_tables
 
 if __name__ == "__main__":

@@ -5,12 +5,12 @@
 --general-train (the generic training set) is read only when the experiment's train.general_mix is above 0.
 
 The same command on any number of devices: it runs on GPUs claimed for this job, and with
-train.devices > 1 (or train.deepspeed) it relaunches itself through torchrun (brandcap.launch).
+train.devices > 1 (or train.deepspeed) it relaunches itself through torchrun (brandcap.running.launch).
 """
 
-from brandcap.launch import launch_stage
-from brandcap.params import check_training_seed, experiment_settings
-from brandcap.stage import run_stage, stage_args
+from brandcap.config.params import check_training_seed, experiment_settings
+from brandcap.running.launch import launch_stage
+from brandcap.running.stage import run_stage, stage_args
 from brandcap.stages.train import run_train
 
 

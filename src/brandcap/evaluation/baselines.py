@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from brandcap.images import open_rgb
+from brandcap.files.images import open_rgb
 
 ImageSource = str | Path | Image.Image
 THUMBNAIL_SIDE = 8  # 8x8 RGB = 192 numbers per image

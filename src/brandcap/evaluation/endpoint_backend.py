@@ -12,7 +12,7 @@ Greedy: temperature 0, max_tokens = eval.max_new_tokens.
 
 The client, the pre-flight (`GET /models` lists `eval.endpoint.model`), retries with backoff, the
 wall-clock bound per attempt, the circuit breaker and the failure reasons are the caption stage's
-(`brandcap.endpoint_client`). An answer whose content is null or blank is the prediction "" (the
+(`brandcap.endpoint.client`). An answer whose content is null or blank is the prediction "" (the
 model said nothing, as the `hf` backend records it); any other failure is returned as the item's
 `error` ("reason: detail"), for the stage to report.
 """
@@ -25,12 +25,12 @@ from typing import Any
 
 from PIL import Image
 
-from brandcap.endpoint_client import EndpointDown, Requester, check_endpoint, make_client
-from brandcap.images import data_url, png_bytes
+from brandcap.config.params import EvalEndpointParams
+from brandcap.endpoint.client import EndpointDown, Requester, check_endpoint, make_client
+from brandcap.files.images import data_url, png_bytes
 from brandcap.model.chat import user_messages
-from brandcap.params import EvalEndpointParams
 
-EMPTY_ANSWER = "empty_answer"  # brandcap.endpoint_client's reason for content null or blank
+EMPTY_ANSWER = "empty_answer"  # brandcap.endpoint.client's reason for content null or blank
 
 
 def chat_request(model: str, instruction: str, image: Image.Image, max_new_tokens: int) -> dict[str, Any]:

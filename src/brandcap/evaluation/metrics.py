@@ -3,7 +3,7 @@
     from brandcap.evaluation.metrics import brand_metrics
     brand_metrics(["A red Chloé bag"], ["Chloé"], known_brands=["Chloé", "Gucci"])
 
-Which brands an answer names (`named_brands`): the known brands that `brandcap.brands.find_brands`
+Which brands an answer names (`named_brands`): the known brands that `brandcap.text.brands.find_brands`
 finds in it (case, accents, punctuation and '&'/'and' folded, word boundaries, the longest of
 overlapping names: 'A Saint Laurent bag' names `Saint Laurent`, not `Laurent`), except a
 **negated** occurrence: one with "not", "no", "never", "neither", "nor" or a "...n't" word among
@@ -39,7 +39,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from brandcap.brands import find_brands, mentions
+from brandcap.text.brands import find_brands, mentions
 
 CORRECT, HEDGED, WRONG, NONE = "correct", "hedged", "wrong", "none"
 OUTCOMES = (CORRECT, HEDGED, WRONG, NONE)

@@ -19,8 +19,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from brandcap.atomic import read_json
-from brandcap.params import Params
+from brandcap.config.params import Params
+from brandcap.files.atomic import read_json
 
 BASE = "base"
 PROMPTED = "prompted"  # eval_dir/base/prompted: the prompt-only baseline

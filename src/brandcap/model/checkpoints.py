@@ -26,9 +26,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from brandcap.atomic import read_json, staged_directory
+from brandcap.files.atomic import read_json, staged_directory
+from brandcap.files.product_table import CHECKPOINT_META
 from brandcap.model.strategies import TRAINED_PARTS, model_parts, part_parameter_names
-from brandcap.records import CHECKPOINT_META
 
 TRAINABLE_WEIGHTS = "trainable.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"

@@ -28,9 +28,9 @@ import numpy as np
 from torch.utils.data import Dataset
 from transformers import TrainerCallback
 
-from brandcap.images import open_rgb
+from brandcap.files.images import open_rgb
+from brandcap.files.stage_records import ImageCaptionRecord, read_records
 from brandcap.model.training_data import CaptionDataset
-from brandcap.record_files import ImageCaptionRecord, read_records
 
 # numpy seed stream of the per-epoch draw (keeps it apart from other uses of the training seed)
 MIX_STREAM = 0x313C

@@ -1,4 +1,4 @@
-"""The Trainer's optimizer steps shown through `brandcap.progress`, for every run on the Trainer
+"""The Trainer's optimizer steps shown through `brandcap.running.progress`, for every run on the Trainer
 (fine-tuning and the tiny model's pretraining): a bar on a terminal, a line every few seconds in a log.
 
     trainer = Trainer(..., args=TrainingArguments(..., disable_tqdm=True),
@@ -12,11 +12,11 @@ import logging
 
 from transformers import TrainerCallback
 
-from brandcap.progress import Progress
+from brandcap.running.progress import Progress
 
 
 class StepProgressCallback(TrainerCallback):
-    """Optimizer steps through brandcap.progress. It replaces the Trainer's own bar (`disable_tqdm=True`)
+    """Optimizer steps through brandcap.running.progress. It replaces the Trainer's own bar (`disable_tqdm=True`)
     and, once the caller removes `PrinterCallback`, its printed log dicts."""
 
     def __init__(self, desc: str, logger: logging.Logger):

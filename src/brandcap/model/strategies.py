@@ -22,7 +22,7 @@ from typing import get_args
 
 from torch import nn
 
-from brandcap.params import LoraParams, Strategy
+from brandcap.config.params import LoraParams, Strategy
 
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 

@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from brandcap.images import open_rgb
+from brandcap.files.images import open_rgb
+from brandcap.files.stage_records import SplitRecord, read_records
 from brandcap.model.chat import answer_text, encode_prompts
-from brandcap.record_files import SplitRecord, read_records
 
 IGNORE_INDEX = -100
 

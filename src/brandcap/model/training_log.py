@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from brandcap import atomic
+from brandcap.files import atomic
 
 STEP_METRICS = ("epoch", "loss", "learning_rate", "grad_norm", "samples_per_second")
 # DVCLive's name of each metric is training/<name> (transformers' DVCLiveCallback says train/<name>, which in `dvc exp

@@ -38,12 +38,12 @@ import pandas as pd
 import torch
 from transformers import PrinterCallback, Trainer, TrainingArguments
 
+from brandcap.config.params import SyntheticShop, TinyModelParams
+from brandcap.files.product_table import category_text
+from brandcap.files.stage_records import check_columns
 from brandcap.model.chat import answer_text, encode_prompts
 from brandcap.model.step_progress import StepProgressCallback
 from brandcap.model.training_data import IGNORE_INDEX, answer_ids, prompt_answer_batch
-from brandcap.params import SyntheticShop, TinyModelParams
-from brandcap.record_files import check_columns
-from brandcap.records import category_text
 from brandcap.sim import drawing, shop
 from brandcap.sim.simulated_vlm import base_caption
 
@@ -105,7 +105,7 @@ def read_products(catalog_path: str | Path) -> list[Product]:
         frame.columns,
         ("brand", "title", "category1_code", "category2_code", "category3_code"),
         catalog_path,
-        "the catalog must follow the DBQ schema (see brandcap.records.DBQ_COLUMNS)",
+        "the catalog must follow the DBQ schema (see brandcap.files.product_table.DBQ_COLUMNS)",
     )
     frame = frame.fillna("")
     products = [

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from brandcap.records import artifact_path
+from brandcap.files.product_table import artifact_path
 
 REAL_SHAPED_BRANDS = [
     "Saint Laurent",

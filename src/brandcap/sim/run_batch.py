@@ -28,9 +28,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from brandcap.atomic import atomic_path
-from brandcap.batch_files import BATCH_URL
-from brandcap.profiles import resolve_params
+from brandcap.config.profiles import resolve_params
+from brandcap.endpoint.batch_files import BATCH_URL
+from brandcap.files.atomic import atomic_path
 from brandcap.sim.simulated_vlm import SimReply, SimulatedVLM, error_body
 
 

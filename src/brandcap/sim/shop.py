@@ -37,10 +37,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from brandcap.atomic import clear_owned_folder_of_temporaries, write_bytes
-from brandcap.images import png_bytes
-from brandcap.params import SyntheticShop
-from brandcap.records import DBQ_COLUMNS, artifact_path
+from brandcap.config.params import SyntheticShop
+from brandcap.files.atomic import clear_owned_folder_of_temporaries, write_bytes
+from brandcap.files.images import png_bytes
+from brandcap.files.product_table import DBQ_COLUMNS, artifact_path
 from brandcap.sim.colours import dominant_colour_name
 from brandcap.sim.drawing import (
     CATEGORIES,

@@ -48,10 +48,10 @@ from typing import Any
 from aiohttp import web
 from PIL import Image, UnidentifiedImageError
 
-from brandcap import brands
-from brandcap.clean_rules import word_count
-from brandcap.params import DEFAULT_CAPTION_PROMPT, SimulatorParams, load_params
+from brandcap.config.params import DEFAULT_CAPTION_PROMPT, SimulatorParams, load_params
 from brandcap.sim.colours import dominant_and_accent
+from brandcap.text import brands
+from brandcap.text.clean_rules import word_count
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,6 @@ again.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import platform
@@ -43,8 +42,9 @@ import numpy as np
 import torch
 import transformers
 
-from brandcap.atomic import staged_directory, write_json
-from brandcap.params import Params, SyntheticShop, TinyModelParams
+from brandcap.config.params import Params, SyntheticShop, TinyModelParams
+from brandcap.files.atomic import staged_directory, write_json
+from brandcap.files.digests import file_sha256
 from brandcap.sim import colours, drawing
 from brandcap.sim.drawing import (
     CATEGORIES,
@@ -315,10 +315,6 @@ def world_products(world: SyntheticShop, seed: int, n: int) -> list[Product]:
 
 
 # ----------------------------------------------------------------------------- the recipe
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def drawing_code_sha256() -> dict[str, str]:
     """The sha256 of every file that decides what an image of the world looks like."""
     return {f"src/brandcap/sim/{p.name}": file_sha256(p) for p in DRAWING_CODE}

@@ -24,8 +24,8 @@ from transformers import (
 )
 from transformers.models.internvl.video_processing_internvl import InternVLVideoProcessor
 
+from brandcap.config.params import ImageTilingParams, TinyModelParams
 from brandcap.model.chat import set_image_tiling
-from brandcap.params import ImageTilingParams, TinyModelParams
 
 END_OF_TEXT, IM_START, IM_END, PAD = "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"
 IMAGE_START, IMAGE_END, IMAGE_CONTEXT, VIDEO = "<img>", "</img>", "<IMG_CONTEXT>", "<video>"

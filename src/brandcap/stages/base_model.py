@@ -58,9 +58,9 @@ import transformers
 from huggingface_hub import is_offline_mode, try_to_load_from_cache
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from brandcap.atomic import staged_directory, write_json
+from brandcap.config.params import ModelParams, Params
+from brandcap.files.atomic import staged_directory, write_json
 from brandcap.model.chat import set_image_tiling
-from brandcap.params import ModelParams, Params
 
 log = logging.getLogger(__name__)
 

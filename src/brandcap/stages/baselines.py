@@ -16,11 +16,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from brandcap.atomic import write_json, write_jsonl
+from brandcap.config.params import Params
 from brandcap.evaluation.baselines import BASELINES, image_baseline_predictions, majority_brand_predictions
 from brandcap.evaluation.metrics import brand_metrics, brand_outcomes, evaluation_sample, named_brands
-from brandcap.params import Params
-from brandcap.record_files import ProductImageRecord, read_records
+from brandcap.files.atomic import write_json, write_jsonl
+from brandcap.files.stage_records import ProductImageRecord, read_records
 
 log = logging.getLogger(__name__)
 

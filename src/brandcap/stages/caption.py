@@ -26,13 +26,13 @@ or from Python: `run_caption(params, manifest_path, captions_path, resume_dir)`.
 - Loop-aware retry: an answer that is a repetition loop or garbled (the clean stage's own
   detectors) is asked again at the next temperature of `caption.retry_temperatures`.
 - Cache and resume: `resume_dir/cache.jsonl` holds one appended, flushed record per answered item
-  (read by `brandcap.append_only`: torn and invalid lines are skipped and reported, records validated),
+  (read by `brandcap.files.append_only`: torn and invalid lines are skipped and reported, records validated),
   keyed by a hash of (image sha256, rendered prompt, model, sampling params). A rerun asks only for
   items without a successful record under the current key, so a killed run loses at most the
   requests in flight and a changed prompt or sampling param re-asks exactly the affected items.
   The cache lives outside the stage's outputs because orchestrators delete outputs before a rerun.
 - Batch mode (`caption.mode: batch`), for a captioner too big to keep serving: the stage writes every
-  request it would send into `resume_dir/batch/requests-NNN.jsonl` (batch JSONL, `brandcap.batch_files`:
+  request it would send into `resume_dir/batch/requests-NNN.jsonl` (batch JSONL, `brandcap.endpoint.batch_files`:
   custom_id = the item's cache key (`request_id`: a retry's is the key's start and its number), body =
   exactly the online request, the image inlined; each file under `caption.batch_max_bytes` and 50,000
   requests; `index.jsonl` lists what each file holds), then stops with BatchPending, printing for each file
@@ -50,7 +50,6 @@ or from Python: `run_caption(params, manifest_path, captions_path, resume_dir)`.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import mimetypes
@@ -69,15 +68,23 @@ import openai
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from brandcap.append_only import open_append_only, read_append_only
-from brandcap.atomic import clear_owned_folder_of_temporaries, write_jsonl
-from brandcap.batch_files import BatchFileError, RequestFiles, read_results, request_line, result_outcome, same_model
-from brandcap.clean_rules import is_garbled, is_repetition_loop
-from brandcap.endpoint_client import EndpointDown, Failure, Reply, Requester, check_endpoint, make_client
-from brandcap.images import data_url
-from brandcap.params import CaptionParams, CleanParams, Params
-from brandcap.progress import Progress, progress
-from brandcap.record_files import check_columns
+from brandcap.config.params import CaptionParams, CleanParams, Params
+from brandcap.endpoint.batch_files import (
+    BatchFileError,
+    RequestFiles,
+    read_results,
+    request_line,
+    result_outcome,
+    same_model,
+)
+from brandcap.endpoint.client import EndpointDown, Failure, Reply, Requester, check_endpoint, make_client
+from brandcap.files.append_only import open_append_only, read_append_only
+from brandcap.files.atomic import clear_owned_folder_of_temporaries, write_jsonl
+from brandcap.files.digests import file_sha256, sorted_json_sha256
+from brandcap.files.images import data_url
+from brandcap.files.stage_records import check_columns
+from brandcap.running.progress import Progress, progress
+from brandcap.text.clean_rules import is_garbled, is_repetition_loop
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +135,7 @@ def sampling_params(cp: CaptionParams) -> dict[str, Any]:
 
 def cache_key(image_sha256: str, prompt: str, identity: dict[str, Any], sampling: dict[str, Any]) -> str:
     payload = {"image_sha256": image_sha256, "prompt": prompt, "endpoint": identity, "sampling": sampling}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    return sorted_json_sha256(payload)
 
 
 def _text(value: Any) -> str:
@@ -169,7 +176,7 @@ def load_items(params: Params, manifest_path: str | Path) -> tuple[list[Item], i
         sha = _text(row["sha256"])
         if not sha:
             try:
-                sha = hashlib.sha256(Path(image).read_bytes()).hexdigest()
+                sha = file_sha256(image)
             except OSError:
                 sha = "unreadable"
         fields = {"brand": _text(row["brand"]), "title": _text(row["title"]), "category": _text(row["category"])}

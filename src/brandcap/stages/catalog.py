@@ -21,17 +21,17 @@ sampled with the seed. A `product_id` column (unique, filesystem-safe) is added:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from pathlib import Path
 
 import pandas as pd
 
-from brandcap.atomic import atomic_path, write_parquet
-from brandcap.params import EXTERNAL_DATA_DIR, DataParams, Params, local_table_path
-from brandcap.record_files import check_columns
-from brandcap.records import DBQ_COLUMNS, is_image_url, product_ids
+from brandcap.config.params import EXTERNAL_DATA_DIR, DataParams, Params, local_table_path
+from brandcap.files.atomic import atomic_path, write_parquet
+from brandcap.files.digests import text_sha256
+from brandcap.files.product_table import DBQ_COLUMNS, is_image_url, product_ids
+from brandcap.files.stage_records import check_columns
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ def product_keys(frame: pd.DataFrame) -> pd.Series:
     """The product code, or for rows without one an id derived from their content (image URL and
     title), so products without a code stay apart and the same one on another date stays one."""
     content = frame["imageurl"] + "\n" + frame["title"]
-    derived = content.map(lambda text: "nocode-" + hashlib.sha256(text.encode()).hexdigest()[:16])
+    derived = content.map(lambda text: "nocode-" + text_sha256(text)[:16])
     return frame["product_code"].where(frame["product_code"] != "", derived)
 
 

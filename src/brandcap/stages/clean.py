@@ -32,9 +32,11 @@ from typing import Any
 
 from tqdm import tqdm
 
-from brandcap.atomic import write_json, write_jsonl, write_text
-from brandcap.brands import normalize
-from brandcap.clean_rules import (
+from brandcap.config.params import CleanParams, Params
+from brandcap.files.atomic import write_json, write_jsonl, write_text
+from brandcap.files.stage_records import CaptionRecord, read_records
+from brandcap.text.brands import normalize
+from brandcap.text.clean_rules import (
     duplicate_key,
     has_plausible_length,
     is_garbled,
@@ -43,8 +45,6 @@ from brandcap.clean_rules import (
     trim_cut_off,
     with_canonical_brand,
 )
-from brandcap.params import CleanParams, Params
-from brandcap.record_files import CaptionRecord, read_records
 
 log = logging.getLogger(__name__)
 

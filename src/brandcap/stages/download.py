@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import io
 import logging
 import random
@@ -53,7 +52,8 @@ import pandas as pd
 from aiohttp import web
 from PIL import Image
 
-from brandcap.atomic import (
+from brandcap.config.params import EXTERNAL_DATA_DIR, DownloadParams, Params
+from brandcap.files.atomic import (
     DiskFullError,
     atomic_path,
     clear_owned_folder_of_temporaries,
@@ -62,12 +62,12 @@ from brandcap.atomic import (
     write_bytes,
     write_parquet,
 )
-from brandcap.images import png_bytes, shrunk, upright_rgb
-from brandcap.params import EXTERNAL_DATA_DIR, DownloadParams, Params
-from brandcap.progress import Progress, progress
-from brandcap.record_files import check_columns
-from brandcap.records import artifact_path, category_text, image_file_stem, is_image_url
-from brandcap.resume_state import prepare_resume_dir, stage_fingerprint
+from brandcap.files.digests import bytes_sha256, text_sha256
+from brandcap.files.images import png_bytes, shrunk, upright_rgb
+from brandcap.files.product_table import artifact_path, category_text, image_file_stem, is_image_url
+from brandcap.files.stage_records import check_columns
+from brandcap.running.progress import Progress, progress
+from brandcap.running.resume_state import prepare_resume_dir, stage_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +268,7 @@ async def _serve_files_over_http(paths: list[str]):
 def cache_key(url: str, dl: DownloadParams) -> str:
     """Changes whenever the stored image would differ: another URL or other image settings."""
     text = f"{url}\n{dl.max_side}\n{dl.min_side}\n{dl.max_pixels}"
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+    return text_sha256(text)[:12]
 
 
 def _cached_image(path: Path) -> tuple[str, int, int, int] | None:
@@ -278,7 +278,7 @@ def _cached_image(path: Path) -> tuple[str, int, int, int] | None:
         with Image.open(io.BytesIO(data)) as img:
             img.verify()  # chunk CRCs; cheap, no full decode
             width, height = img.size
-        return hashlib.sha256(data).hexdigest(), width, height, len(data)
+        return bytes_sha256(data), width, height, len(data)
     except FileNotFoundError:
         return None
     except Exception:  # noqa: BLE001 - anything unreadable is refetched
@@ -290,7 +290,7 @@ def _store(data: bytes, dl: DownloadParams, path: Path) -> tuple[str, int, int, 
     """Normalise and atomically store one image; (sha256, width, height, bytes) of the PNG."""
     png, width, height = normalise_image(data, dl)
     write_bytes(path, png)
-    return hashlib.sha256(png).hexdigest(), width, height, len(png)
+    return bytes_sha256(png), width, height, len(png)
 
 
 def _remove_stale_temporaries(own_dirs: Sequence[Path], own_files: Sequence[Path]) -> None:
@@ -549,7 +549,7 @@ def run_download(
     failure_report = Path(failure_report) if failure_report is not None else resume_dir / "failures.csv"
     catalog = read_catalog(catalog_path)
     # Each cached image is keyed by its URL and the settings that shape it; other such settings or other
-    # code (another normaliser) make the whole cache stale (brandcap.resume_state). Concurrency,
+    # code (another normaliser) make the whole cache stale (brandcap.running.resume_state). Concurrency,
     # timeouts and retries change no image, so they keep it.
     shaping = dl.model_dump(include={"max_side", "min_side", "max_pixels", "max_bytes"})
     prepare_resume_dir(resume_dir, stage_fingerprint("brandcap.stages.download", {}, {"download": shaping}))

@@ -51,7 +51,7 @@ stage with their reasons (EndpointAnswersMissing) after the answered ones are ke
 Resumable: each finished batch is appended and flushed to `resume_dir/{test,val,general}.partial.jsonl`
 (`resume_dir/epoch-N/...` per checkpoint of a run); a rerun generates only the items missing there,
 so the epochs a killed run finished are only scored again, without loading their checkpoint. They are
-discarded when anything they depend on changed (brandcap.resume_state: the content of the model,
+discarded when anything they depend on changed (brandcap.running.resume_state: the content of the model,
 checkpoint, records and images, the params read, the code; per epoch), and removed after the
 whole stage succeeded.
 """
@@ -73,8 +73,7 @@ import torch
 from PIL import Image
 from transformers import AutoProcessor
 
-from brandcap.append_only import read_append_only
-from brandcap.atomic import write_json, write_jsonl
+from brandcap.config.params import Params
 from brandcap.evaluation.caption_metrics import METRIC_NAMES, caption_scores_many, start_meteor
 from brandcap.evaluation.metrics import (
     brand_hallucination_rate,
@@ -85,14 +84,16 @@ from brandcap.evaluation.metrics import (
     mean_token_loss,
     named_brands,
 )
-from brandcap.images import open_rgb
+from brandcap.files.append_only import read_append_only
+from brandcap.files.atomic import write_json, write_jsonl
+from brandcap.files.digests import content_digest
+from brandcap.files.images import open_rgb
+from brandcap.files.stage_records import GeneralRecord, SplitRecord, read_records
 from brandcap.model.chat import check_prompt_settings, encode, prompt_text
 from brandcap.model.checkpoints import CheckpointSeries, load_for_inference
 from brandcap.model.training_data import IGNORE_INDEX, answer_ids, prompt_answer_batch
-from brandcap.params import Params
-from brandcap.progress import Progress, progress
-from brandcap.record_files import GeneralRecord, SplitRecord, read_records
-from brandcap.resume_state import content_digest, finish_resume_dir, prepare_resume_dir, stage_fingerprint
+from brandcap.running.progress import Progress, progress
+from brandcap.running.resume_state import finish_resume_dir, prepare_resume_dir, stage_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +253,7 @@ def reference_losses(model, processor, prompt_inputs, captions: list[str], max_l
 def _fingerprint(
     params: Params, base_dir: Path, sets: dict[str, Path | None], items: list[dict[str, Any]], prompted: bool
 ) -> dict[str, Any]:
-    """What the base model's predictions depend on (brandcap.resume_state): partial results made under another are stale."""
+    """What the base model's predictions depend on (brandcap.running.resume_state): partial results made under another are stale."""
     inputs: dict[str, Any] = {"base": base_dir, "images": [item["image"] for item in items]}
     inputs.update({name: path for name, path in sets.items() if path is not None})
     read = {

@@ -22,7 +22,7 @@ peft's `merge_and_unload`), saved with `save_pretrained` in the base model's dty
 processor (its chat template and image tiling), so `AutoModelForImageTextToText.from_pretrained(dir)`
 and `AutoProcessor.from_pretrained(dir)` load it alone, and `vllm serve dir` serves it. Beside it:
 `README.md`, a model card (what was exported and why, the training params, the provenance: commit,
-params hash and data hash, `brandcap.provenance`; the checkpoint's test and validation metrics; how
+params hash and data hash, `brandcap.running.provenance`; the checkpoint's test and validation metrics; how
 to load, prompt and serve it), and `brandcap_export.json`, the same facts for programs, with the
 processor arguments a server must pass to tile images as training did (`processor_kwargs`:
 InternVL's processor call tiles by default whatever its saved config says). Written atomically:
@@ -40,12 +40,12 @@ from typing import Any
 import torch
 import yaml
 
-from brandcap.atomic import read_json, staged_directory, write_json, write_text
+from brandcap.config.params import Params
 from brandcap.evaluation.selection import BASE, best_epoch, load_evaluations, overall_best, run_dir
+from brandcap.files.atomic import read_json, staged_directory, write_json, write_text
 from brandcap.model.chat import image_tiling_kwargs
 from brandcap.model.checkpoints import load_for_inference, read_checkpoint_meta
-from brandcap.params import Params
-from brandcap.provenance import provenance
+from brandcap.running.provenance import provenance
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ def model_card(record: dict[str, Any], trained: dict[str, Any]) -> str:
         "",
         f"- checkpoint: `{choice['checkpoint'] or 'none (the base model)'}`; base model: `{record['base']}` ({trained.get('model', {}).get('base', '?')})",
         f"- merged: {record['merged']}; weights dtype: {record['dtype']}",
-        f"- commit `{prov['commit']}`, params sha256 `{prov['params_sha256']}`, data sha256 `{prov['data_sha256']}` (brandcap.provenance)",
+        f"- commit `{prov['commit']}`, params sha256 `{prov['params_sha256']}`, data sha256 `{prov['data_sha256']}` (brandcap.running.provenance)",
         "",
         "## Metrics (this checkpoint, the evaluate stage's metrics.json)",
         "",

@@ -18,9 +18,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from brandcap.atomic import write_jsonl
+from brandcap.config.params import Params
+from brandcap.files.atomic import write_jsonl
 from brandcap.general_sets import jsonl_records, synthetic_records
-from brandcap.params import Params
 
 log = logging.getLogger(__name__)
 

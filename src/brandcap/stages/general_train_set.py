@@ -19,14 +19,14 @@ forgetting probe measure memory, not general ability. The stage compares the sha
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
-from brandcap.atomic import read_jsonl, staged_directory, write_jsonl
+from brandcap.config.params import Params, mixing_experiments
+from brandcap.files.atomic import read_jsonl, staged_directory, write_jsonl
+from brandcap.files.digests import file_sha256
+from brandcap.files.product_table import artifact_path
 from brandcap.general_sets import GeneralSetError, jsonl_records, synthetic_records
-from brandcap.params import Params, mixing_experiments
-from brandcap.records import artifact_path
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +34,10 @@ GENERAL_TRAIN_FILE = "general_train.jsonl"
 ID_PREFIX = "generic"
 
 
-def image_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def check_disjoint_from_probe(records: list[dict], probe_records: list[dict], probe_jsonl: Path) -> None:
     """GeneralSetError when a generic training image (by sha256 of its stored bytes) is a probe image."""
-    probe = {image_sha256(r["image"]): r["id"] for r in probe_records}
-    shared = [(r["id"], probe[digest]) for r in records if (digest := image_sha256(r["image"])) in probe]
+    probe = {file_sha256(r["image"]): r["id"] for r in probe_records}
+    shared = [(r["id"], probe[digest]) for r in records if (digest := file_sha256(r["image"])) in probe]
     if shared:
         examples = ", ".join(f"{train_id} = probe {probe_id}" for train_id, probe_id in shared[:3])
         raise GeneralSetError(

@@ -21,12 +21,12 @@ from pathlib import Path
 
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from brandcap.atomic import read_json, write_json, write_jsonl
+from brandcap.config.params import Params
 from brandcap.evaluation.linear_probe import image_features, linear_probe_predictions
 from brandcap.evaluation.metrics import brand_metrics, brand_outcomes, evaluation_sample, named_brands
-from brandcap.images import open_rgb
-from brandcap.params import Params
-from brandcap.record_files import ProductImageRecord, read_records
+from brandcap.files.atomic import read_json, write_json, write_jsonl
+from brandcap.files.images import open_rgb
+from brandcap.files.stage_records import ProductImageRecord, read_records
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ For each test item the evaluate stage scored (`eval_dir/base/epoch-0/predictions
 product photo, the reference caption, the base model's answer and the best checkpoint's answer,
 each with its brand outcome (correct / hedged / wrong / none, as
 `brandcap.evaluation.metrics.brand_outcome` decides it) and the brands it names highlighted
-(`brandcap.brands.find_brands`; a brand the metrics read as negated, "not Gucci", is struck
+(`brandcap.text.brands.find_brands`; a brand the metrics read as negated, "not Gucci", is struck
 through). The best checkpoint of an experiment is its best epoch as the tables stage chooses it
 (`brandcap.evaluation.selection.best_epoch`: the highest validation brand accuracy, mean over seeds); an
 experiment with no learning shows its top validation epoch, marked so. A switch picks the
@@ -42,8 +42,7 @@ from typing import Any
 
 from PIL import Image
 
-from brandcap.atomic import atomic_path, read_json, read_jsonl, write_text
-from brandcap.brands import find_brands
+from brandcap.config.params import Params
 from brandcap.evaluation.metrics import (
     CORRECT,
     HEDGED,
@@ -64,9 +63,10 @@ from brandcap.evaluation.selection import (
     seed_key,
     top_validation_epoch,
 )
-from brandcap.images import open_rgb
-from brandcap.params import Params
-from brandcap.records import image_file_stem
+from brandcap.files.atomic import atomic_path, read_json, read_jsonl, write_text
+from brandcap.files.images import open_rgb
+from brandcap.files.product_table import image_file_stem
+from brandcap.text.brands import find_brands
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@
                Path("results/baselines"), Path("results/tables.md"), Path("results/metrics.json"),
                Path("results/plots"), review_dir=Path("results/review"))
 
-Both `tables.md` and `metrics.json` begin with their provenance (`brandcap.provenance`): the
+Both `tables.md` and `metrics.json` begin with their provenance (`brandcap.running.provenance`): the
 commit, the params hash and the data hash (the processed split files beside the clean report).
 
 Reads `eval_dir/base/epoch-0/` (the base model, shared by all experiments: also the zero-shot
@@ -78,7 +78,7 @@ matplotlib.use("Agg")  # files only; never a window
 import matplotlib.pyplot as plt  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from brandcap.atomic import atomic_path, read_json, read_jsonl, write_json, write_text  # noqa: E402
+from brandcap.config.params import Params, experiment_settings, mixing_experiments  # noqa: E402
 from brandcap.evaluation.baselines import BASELINES as IMAGE_AND_MAJORITY_BASELINES  # noqa: E402
 from brandcap.evaluation.metrics import paired_difference  # noqa: E402
 from brandcap.evaluation.selection import (  # noqa: E402
@@ -98,10 +98,10 @@ from brandcap.evaluation.selection import (  # noqa: E402
     top_validation_epoch,
     verdict,
 )
+from brandcap.files.atomic import atomic_path, read_json, read_jsonl, write_json, write_text  # noqa: E402
+from brandcap.files.product_table import CHECKPOINT_META  # noqa: E402
 from brandcap.model.training_log import read_step_metrics  # noqa: E402
-from brandcap.params import Params, experiment_settings, mixing_experiments  # noqa: E402
-from brandcap.provenance import data_files, provenance  # noqa: E402
-from brandcap.records import CHECKPOINT_META  # noqa: E402
+from brandcap.running.provenance import data_files, provenance  # noqa: E402
 
 log = logging.getLogger(__name__)
 

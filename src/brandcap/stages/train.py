@@ -1,6 +1,6 @@
 """The train stage: one experiment (a freezing strategy) with one training seed, trained with the Hugging Face Trainer.
 
-    from brandcap.params import load_params
+    from brandcap.config.params import load_params
     from brandcap.stages.train import run_train
     run_train(load_params("params.yaml"), "freeze_llm", 4, base_dir=Path("models/base"),
               train_jsonl=Path("data/processed/train.jsonl"),
@@ -45,10 +45,10 @@ from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArgu
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import SAFE_WEIGHTS_NAME
 
-from brandcap import atomic
-from brandcap.append_only import read_append_only
-from brandcap.atomic import read_json
-from brandcap.launch import check_process_count
+from brandcap.config.params import Params, TrainParams, check_training_seed, experiment_settings
+from brandcap.files import atomic
+from brandcap.files.append_only import read_append_only
+from brandcap.files.atomic import read_json
 from brandcap.model.chat import check_prompt_fits, check_prompt_settings
 from brandcap.model.checkpoints import (
     CHECKPOINT_META,
@@ -68,8 +68,8 @@ from brandcap.model.vision_cache import (
     feed_cached_vision_features,
     vision_cache_blocker,
 )
-from brandcap.params import Params, TrainParams, check_training_seed, experiment_settings
-from brandcap.resume_state import prepare_resume_dir, stage_fingerprint
+from brandcap.running.launch import check_process_count
+from brandcap.running.resume_state import prepare_resume_dir, stage_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def run_fingerprint(
     dataset: CaptionDataset,
     generic: GenericPairs | None = None,
 ) -> dict:
-    """What a resume state depends on (brandcap.resume_state): the base model's, the records' and the
+    """What a resume state depends on (brandcap.running.resume_state): the base model's, the records' and the
     images' content, the params the run reads (its training seed among them) and the code; a state
     made under another is not reused. A run that mixes in generic pairs also depends on their records,
     images, ratio and question."""

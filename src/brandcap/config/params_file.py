@@ -2,7 +2,7 @@
 
     brandcap params > params.yaml      # the default (CPU) profile, documented
 
-The schema in brandcap.params is the one source of the defaults and their descriptions.
+The schema in brandcap.config.params is the one source of the defaults and their descriptions.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from brandcap.params import Params
+from brandcap.config.params import Params
 
 
 def _scalar(value: Any) -> str:
@@ -50,7 +50,7 @@ DEFAULT_TITLE = "the default profile (CPU, synthetic shop, simulated VLM, tiny m
 def render_params(params: Params, title: str = DEFAULT_TITLE) -> str:
     header = [
         f"# brandcap parameters: {title}.",
-        "# Validated before any stage runs (brandcap/params.py); every key is documented below.",
+        "# Validated before any stage runs (brandcap/config/params.py); every key is documented below.",
         "# Regenerate the default file from the schema with: brandcap params > params.yaml",
     ]
     return "\n".join(header + _lines(params, 0)) + "\n"

@@ -13,47 +13,19 @@ stage runs. Otherwise it is discarded, with a log line that says which part chan
 from __future__ import annotations
 
 import ast
-import hashlib
 import importlib.util
 import json
 import logging
 import shutil
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from brandcap import atomic
-from brandcap.provenance import canonical_json_sha256
+from brandcap.files import atomic
+from brandcap.files.digests import canonical_json_sha256, content_digest, named_texts_sha256
 
 log = logging.getLogger(__name__)
 
 FINGERPRINT_FILE = "fingerprint.json"
-_CHUNK = 1 << 20
-
-
-def _files(path: Path) -> Iterable[Path]:
-    if path.is_dir():
-        # Snakemake's directory stamp is no content (DVC ignores it too, see .dvcignore)
-        yield from sorted(p for p in path.rglob("*") if p.is_file() and p.name != ".snakemake_timestamp")
-    elif path.exists():
-        yield path
-
-
-def content_digest(path: str | Path | list[str | Path]) -> str:
-    """sha256 over a file's bytes, a folder's relative names and file bytes, or a list of such
-    paths in order; '' when absent."""
-    if isinstance(path, list):
-        return hashlib.sha256("\n".join(f"{p}\0{content_digest(p)}" for p in path).encode()).hexdigest()
-    path = Path(path)
-    if not path.exists():
-        return ""
-    digest = hashlib.sha256()
-    for file in _files(path):
-        digest.update(f"{file.relative_to(path) if path.is_dir() else file.name}\0".encode())
-        with open(file, "rb") as f:
-            for chunk in iter(lambda: f.read(_CHUNK), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _module_file(name: str) -> Path | None:
@@ -104,10 +76,7 @@ def module_file(name: str) -> Path | None:
 def code_digest(stage_module: str) -> str:
     """sha256 over the source of `stage_module` and every brandcap module it imports, directly or not:
     the code the stage runs, the same whichever process computes it."""
-    digest = hashlib.sha256()
-    for name in imported_modules(stage_module):
-        digest.update(f"{name}\0".encode() + _module_file(name).read_bytes())
-    return digest.hexdigest()
+    return named_texts_sha256((name, _module_file(name).read_bytes()) for name in imported_modules(stage_module))
 
 
 def stage_fingerprint(

@@ -13,7 +13,7 @@ name, then renamed). A results file holds one `{"id", "custom_id", "response": {
 body; vLLM writes an error as its status with `error` set and no body; OpenAI puts failed requests in a
 separate error file (status and an error body) and a request its batch never ran (expired, cancelled)
 as `response: null` with `error: {"code", "message"}`. `result_outcome` reads a result with the online
-client's rules (`brandcap.endpoint_client.read_completion`, `retryable_status`), so an answer fails for
+client's rules (`brandcap.endpoint.client.read_completion`, `retryable_status`), so an answer fails for
 the same named reasons whichever way it came; a result without a response is `batch_error` (retried).
 """
 
@@ -29,8 +29,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from brandcap.atomic import atomic_path
-from brandcap.endpoint_client import AnswerRejected, Failure, Reply, read_completion, retryable_status
+from brandcap.endpoint.client import AnswerRejected, Failure, Reply, read_completion, retryable_status
+from brandcap.files.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 

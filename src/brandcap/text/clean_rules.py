@@ -1,6 +1,6 @@
 """The clean stage's rules, one named function each, thresholds from `CleanParams`.
 
-    from brandcap.clean_rules import is_repetition_loop, is_garbled
+    from brandcap.text.clean_rules import is_repetition_loop, is_garbled
     is_repetition_loop(text, params.clean)   # True -> drop (or re-ask, in the caption stage)
 
 The caption stage imports the two detectors for its loop-aware retry, so a caption it
@@ -16,8 +16,8 @@ from collections import Counter
 from collections.abc import Iterable
 from functools import lru_cache
 
-from brandcap.brands import canonicalize, normalize
-from brandcap.params import CleanParams
+from brandcap.config.params import CleanParams
+from brandcap.text.brands import canonicalize, normalize
 
 # --------------------------------------------------------------------------- 1. loops
 _WORD = re.compile(r"[^\W_]+")

@@ -1,6 +1,6 @@
 """Finding brand names in free text: the one brand matcher of the clean stage and the metrics.
 
-    from brandcap.brands import brands_named, canonicalize
+    from brandcap.text.brands import brands_named, canonicalize
     brands_named("A Saint Laurent bag", ["Laurent", "Saint Laurent"])  # ['Saint Laurent']
     canonicalize("an OFF WHITE hoodie", "Off-White™")                  # 'an Off-White™ hoodie'
 

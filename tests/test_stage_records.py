@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from brandcap.record_files import CaptionRecord, GeneralRecord, SplitRecord, read_records, record_problems
+from brandcap.files.stage_records import CaptionRecord, GeneralRecord, SplitRecord, read_records, record_problems
 
 
 def _write(path, records):

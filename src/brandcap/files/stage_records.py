@@ -1,7 +1,7 @@
 """The JSONL records the stages hand each other, as pydantic models, and the one reader that checks
 them; and the one check of a table's columns (`check_columns`).
 
-    from brandcap.record_files import SplitRecord, read_records
+    from brandcap.files.stage_records import SplitRecord, read_records
     rows = read_records("data/processed/test.jsonl", SplitRecord, what="test split", fix="rerun the clean stage")
 
 Each model names the fields a reader needs; other fields pass through untouched (records stay plain
@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
-from brandcap.atomic import numbered_jsonl
+from brandcap.files.atomic import numbered_jsonl
 
 Text = Annotated[str, StringConstraints(min_length=1)]  # present, a string, not empty
 

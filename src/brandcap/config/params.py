@@ -1,6 +1,6 @@
 """The one parameter file, validated before any stage does work.
 
-    python -c "from brandcap.params import load_params; print(load_params('params.yaml'))"
+    python -c "from brandcap.config.params import load_params; print(load_params('params.yaml'))"
 
 Every key has a default and a description; unknown keys, wrong types and impossible
 values fail with a message that names the file, the key and the fix. Types are strict: "2",

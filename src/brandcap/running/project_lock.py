@@ -26,7 +26,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from brandcap.resume_root import RESUME_ROOT
+from brandcap.files.atomic import write_json
+from brandcap.running.resume_root import RESUME_ROOT
 
 LOCK_FILE = RESUME_ROOT / "project.lock"
 DVC_REPO_LOCK = Path(".dvc/tmp/lock")  # DVC's own (dvc/lock.py: zc.lockfile, an flock on this file)
@@ -95,9 +96,7 @@ def _locked_state(lock_file: Path) -> Iterator[dict]:
         except (OSError, ValueError):
             state = {}
         yield state
-        tmp = lock_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, lock_file)
+        write_json(lock_file, state)
 
 
 def _key(run: Orchestrator) -> str:

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from brandcap.disk_full import DISK_FULL_ERRNOS
+from brandcap.files.disk_full import DISK_FULL_ERRNOS
 
 
 class DiskFullError(OSError):
@@ -168,7 +168,7 @@ def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
 # ----------------------------------------------------------------------------- reading what these write
 # The one family of JSON readers: whole JSON files (`read_json`), JSONL files written whole (`numbered_jsonl`,
 # `read_jsonl`); files appended to while a stage runs, which a kill can leave with a torn last line, are read by
-# brandcap.append_only, and records checked against a schema by brandcap.record_files.
+# brandcap.files.append_only, and records checked against a schema by brandcap.files.stage_records.
 REWRITE = "fix the line or rerun the stage that writes the file"
 
 

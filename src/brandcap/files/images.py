@@ -1,6 +1,6 @@
 """How every stored image is normalised: upright, 8-bit RGB, at most `max_side`, PNG.
 
-    from brandcap.images import png_bytes, shrunk, upright_rgb
+    from brandcap.files.images import png_bytes, shrunk, upright_rgb
     with Image.open(path) as img:
         data = png_bytes(shrunk(upright_rgb(img), max_side=448))
 

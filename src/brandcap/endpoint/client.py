@@ -28,7 +28,7 @@ import httpx2
 import openai
 from pydantic import BaseModel, ValidationError
 
-from brandcap.params import CaptionParams, EvalEndpointParams
+from brandcap.config.params import CaptionParams, EvalEndpointParams
 
 MAX_RETRY_AFTER_S = 120.0
 PLACEHOLDER_API_KEY = "EMPTY"  # vLLM and the simulator accept any key; the client insists on one

@@ -1,6 +1,6 @@
 """Where a result came from: the code commit, the parameters and the data it was made from.
 
-    from brandcap.provenance import provenance
+    from brandcap.running.provenance import provenance
     provenance(params, Path("data/processed"), written=[Path("results/tables.md"), Path("results/metrics.json")])
     # {"commit": "7c0e446...", "params_sha256": "...", "data_sha256": "..."}
 
@@ -18,15 +18,14 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from brandcap.params import Params
+from brandcap.config.params import Params
+from brandcap.files.digests import canonical_json_sha256, named_files_sha256
 
 # The clean stage's outputs that define the data a study was trained and scored on (val.jsonl when
 # the split has a validation part), in data/processed/.
@@ -34,11 +33,6 @@ DATA_FILES = ("train.jsonl", "val.jsonl", "test.jsonl", "clean_report.json")
 # Rewritten by `dvc repro` itself while the pipeline runs; never a sign of edited sources.
 PIPELINE_WRITTEN = ("dvc.lock",)
 UNKNOWN = "unknown"
-
-
-def canonical_json_sha256(obj: Any) -> str:
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def params_sha256(params: Params) -> str:
@@ -56,12 +50,7 @@ def data_sha256(processed_dir: Path) -> str:
     for required in ("train.jsonl", "test.jsonl"):
         if not (processed_dir / required).is_file():
             raise FileNotFoundError(f"{processed_dir / required}: not found; run the clean stage first")
-    digest = hashlib.sha256()
-    for path in data_files(processed_dir):
-        content = path.read_bytes()
-        digest.update(f"{path.name}\0{len(content)}\0".encode())
-        digest.update(content)
-    return digest.hexdigest()
+    return named_files_sha256(data_files(processed_dir))
 
 
 def _git(cwd: Path, *args: str) -> str:

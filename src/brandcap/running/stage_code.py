@@ -4,7 +4,7 @@
     brandcap code-deps --check    # exit 1 naming the stages whose list is not current
 
 A stage's code is its entry script's package imports and everything they import, directly or not,
-lazily or not (`brandcap.resume_state.imported_modules`, the walk that also fingerprints resume
+lazily or not (`brandcap.running.resume_state.imported_modules`, the walk that also fingerprints resume
 states), minus the modules that run a stage without shaping its output (`ORCHESTRATION_MODULES`).
 Snakemake reads the same lists back (`rules/common.smk: stage_code`), so a change to any code that
 shapes a stage's output reruns it under both orchestrators.
@@ -12,36 +12,45 @@ shapes a stage's output reruns it under both orchestrators.
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
 import yaml
 
-from brandcap.resume_state import imported_modules, module_file
+from brandcap.running.resume_state import imported_modules, module_file
 
 # Modules that run a stage without shaping its output: the runner, params schema, progress, locks,
 # launching, atomic writes, resume bookkeeping and this one.
 ORCHESTRATION_MODULES = frozenset(
     f"src/brandcap/{name}.py"
     for name in (
-        "stage",
-        "params",
-        "params_file",
-        "profiles",
-        "progress",
-        "project_lock",
-        "launch",
-        "gpus",
-        "atomic",
-        "append_only",
-        "resume_state",
-        "disk_full",
-        "stage_code",
+        "running/stage",
+        "config/params",
+        "config/params_file",
+        "config/profiles",
+        "running/progress",
+        "running/project_lock",
+        "running/launch",
+        "running/gpus",
+        "files/atomic",
+        "files/append_only",
+        "running/resume_state",
+        "files/disk_full",
+        "running/stage_code",
     )
 )
 _SCRIPT_IMPORT = re.compile(r"^from (brandcap[\w.]*) import|^import (brandcap[\w.]*)", re.M)
 _STAGE_HEADER = re.compile(r"^  (\w+):\s*$")
 _CODE_DEP = re.compile(r"^      - src/brandcap/")
+
+
+def _holds_code(path: Path) -> bool:
+    """Whether a package's __init__.py holds more than its docstring."""
+    body = ast.parse(path.read_text(encoding="utf-8")).body
+    return bool(
+        body[1:] if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) else body
+    )
 
 
 def script_code(script: Path, root: Path) -> list[str]:
@@ -51,7 +60,7 @@ def script_code(script: Path, root: Path) -> list[str]:
     found = {
         f.resolve().relative_to(Path(root).resolve()).as_posix()
         for f in files
-        if f is not None and (f.name != "__init__.py" or f.read_text(encoding="utf-8").strip())
+        if f is not None and (f.name != "__init__.py" or _holds_code(f))
     }
     return sorted(found - ORCHESTRATION_MODULES)
 

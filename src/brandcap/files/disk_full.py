@@ -4,9 +4,9 @@
         log.error("%s", message)   # "<path>: cannot write it, the disk is full (3 MB free); ..."
 
 A full disk reaches a stage in many shapes: an OSError with errno ENOSPC or EDQUOT (ours name the file:
-`brandcap.atomic.DiskFullError`), `shutil.Error` with a list of per-file copy errors (copytree),
+`brandcap.files.atomic.DiskFullError`), `shutil.Error` with a list of per-file copy errors (copytree),
 safetensors' `SafetensorError: ... I/O error: No space left on device (os error 28)`, or any of these
-as the cause of another exception. The stage runner (`brandcap.stage.run_stage`) turns every one of
+as the cause of another exception. The stage runner (`brandcap.running.stage.run_stage`) turns every one of
 them into the same message; `fallback` is named when the error does not say which file it was.
 """
 

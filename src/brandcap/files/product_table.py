@@ -1,7 +1,7 @@
 """What the study's artifacts hold, whatever source filled them: the product table's schema and
 how a file path is written inside an artifact.
 
-    from brandcap.records import DBQ_COLUMNS, artifact_path, category_text, image_file_stem
+    from brandcap.files.product_table import DBQ_COLUMNS, artifact_path, category_text, image_file_stem
     artifact_path(Path.cwd() / "data/raw/images/p1.png")   # 'data/raw/images/p1.png'
     category_text({"category3_code": "TOTE BAGS"})          # 'tote bags'
     image_file_stem("../../escape")                         # 'escape-efbf103bcec5'
@@ -11,11 +11,12 @@ The real DBQ dataset and the synthetic shop (brandcap.sim.shop) both follow `DBQ
 
 from __future__ import annotations
 
-import hashlib
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+
+from brandcap.files.digests import text_sha256
 
 # The columns of the DBQ product-price tables (e.g. DBQ/My.Theresa.Product.prices.France), in order.
 DBQ_COLUMNS = [
@@ -80,7 +81,7 @@ def image_file_stem(product_id: str) -> str:
     """
     ascii_text = unicodedata.normalize("NFKD", product_id).encode("ascii", "ignore").decode()
     slug = _NOT_SLUG.sub("_", ascii_text).strip("._-")[:SLUG_CHARS].rstrip("._-") or "product"
-    digest = hashlib.sha256(product_id.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    digest = text_sha256(product_id)[:12]
     return f"{slug}-{digest}"
 
 

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import psutil
 
-from brandcap.disk_full import disk_full_message
-from brandcap.launch import LAUNCHED_ENV, is_main_process, process_count
-from brandcap.params import Params, ParamsError
-from brandcap.profiles import resolve_params
-from brandcap.progress import quiet_library_bars
-from brandcap.project_lock import ProjectBusy, stage_lock
-from brandcap.resume_root import RESUME_ROOT
+from brandcap.config.params import Params, ParamsError
+from brandcap.config.profiles import resolve_params
+from brandcap.files.disk_full import disk_full_message
+from brandcap.running.launch import LAUNCHED_ENV, is_main_process, process_count
+from brandcap.running.progress import quiet_library_bars
+from brandcap.running.project_lock import ProjectBusy, stage_lock
+from brandcap.running.resume_root import RESUME_ROOT
 
 log = logging.getLogger("brandcap")
 

@@ -4,7 +4,7 @@
 
 The orchestrators always run the same command line; the entry script calls `launch_stage` once the
 params are valid, and it decides:
-- it claims the job's GPUs (brandcap.gpus) and passes them on as CUDA_VISIBLE_DEVICES;
+- it claims the job's GPUs (brandcap.running.gpus) and passes them on as CUDA_VISIBLE_DEVICES;
 - with more than one process (train.devices > 1), or with DeepSpeed (which needs the distributed
   environment even on one device), it replaces this process with
   `python -m torch.distributed.run --standalone --nproc-per-node N <the same command line>`.
@@ -26,7 +26,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from brandcap.gpus import own_gpus
+from brandcap.running.gpus import own_gpus
 
 log = logging.getLogger(__name__)
 

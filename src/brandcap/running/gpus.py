@@ -8,7 +8,7 @@ CUDA_VISIBLE_DEVICES when set (a pool the user or a scheduler chose), else every
 A claim is an exclusive `flock` on one lock file per id under `.resume/gpus/<host>/`. The kernel
 drops the lock when the last process holding it ends, so a crashed or killed job's GPUs are free
 again at once, with no stale files to clean. The lock file descriptors are inheritable: a job that
-replaces itself with torchrun (brandcap.launch) keeps its GPUs until torchrun exits.
+replaces itself with torchrun (brandcap.running.launch) keeps its GPUs until torchrun exits.
 
 Under SLURM the scheduler has already given the job its GPUs (CUDA_VISIBLE_DEVICES); they are used
 as they are, without locks (a lock directory shared by every node would make jobs on different
@@ -24,7 +24,7 @@ import socket
 import time
 from pathlib import Path
 
-from brandcap.resume_root import RESUME_ROOT
+from brandcap.running.resume_root import RESUME_ROOT
 
 log = logging.getLogger(__name__)
 

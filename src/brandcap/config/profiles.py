@@ -19,9 +19,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from brandcap.atomic import write_text
-from brandcap.params import Params, read_params_mapping, validate_params
-from brandcap.params_file import render_params
+from brandcap.config.params import Params, read_params_mapping, validate_params
+from brandcap.config.params_file import render_params
+from brandcap.files.atomic import write_text
 
 
 def _section_type(model: type[BaseModel], key: str) -> type[BaseModel] | None:
