@@ -358,6 +358,29 @@ def test_the_simulated_run_batch_command(workdir):
     assert len(read_jsonl(BATCH / "results-001.jsonl")) == 5
 
 
+def test_the_stage_script_stops_with_status_5_and_names_its_overlay(workdir):
+    """Run as the orchestrators run it, a waiting stage exits 5 with its message and no traceback, and the
+    simulated runner's command carries the stage's own overlay (its seed and simulator settings)."""
+    make_manifest(workdir, 4)
+    Path("params.yaml").write_text(yaml.safe_dump({"seed": 4}))
+    Path("batch.yaml").write_text(yaml.safe_dump({"caption": {"mode": "batch"}}))
+    script = Path(__file__).resolve().parents[1] / "workflow/scripts/caption.py"
+    stage = [sys.executable, str(script), "--params", "params.yaml", "--overlay", "batch.yaml"]
+    stage += ["--manifest", MANIFEST, "--captions", CAPTIONS, "--resume", RESUME]
+    waits = subprocess.run(stage, capture_output=True, text=True)
+    assert waits.returncode == 5, waits.stderr
+    assert "Traceback" not in waits.stderr and "request(s) wait for answers" in waits.stderr
+    for _ in range(10):  # the simulator's faults are asked again in new request files
+        command = next(line.strip() for line in waits.stderr.splitlines() if "brandcap.sim.run_batch" in line)
+        assert command.endswith("--params params.yaml --overlay batch.yaml"), command
+        subprocess.run([sys.executable, *command.split()[1:]], capture_output=True, text=True, check=True)
+        waits = subprocess.run(stage, capture_output=True, text=True)
+        if waits.returncode != 5:
+            break
+    assert waits.returncode == 0, waits.stderr
+    assert len(read_jsonl(CAPTIONS)) == 4
+
+
 def documented_rule() -> str:
     """The caption_batch rule of docs/real-runs.md, as a reader copies it."""
     text = (Path(__file__).resolve().parents[1] / "docs/real-runs.md").read_text()

@@ -8,4 +8,8 @@ from brandcap.stages.caption import run_caption
 
 if __name__ == "__main__":
     args = stage_args(__doc__, "manifest", "captions", "resume")
-    run_stage("caption", args, lambda params: run_caption(params, args.manifest, args.captions, args.resume))
+    run_stage(
+        "caption",
+        args,
+        lambda params: run_caption(params, args.manifest, args.captions, args.resume, [args.params, *args.overlay]),
+    )

@@ -112,10 +112,20 @@ def output_path(args: argparse.Namespace) -> Path:
     return next((Path(getattr(args, option)) for option in OUTPUT_OPTIONS if getattr(args, option, None)), Path.cwd())
 
 
+class StageWaits(Exception):
+    """The stage stops on purpose, its finished work kept, until something outside it is done (batch captioning:
+    the request files are to be answered); the message says what, and a rerun goes on from there."""
+
+
+# The exit status of a stage that waits (StageWaits): not a failure of the code, so no traceback.
+WAITS_EXIT = 5
+
+
 def run_stage(name: str, args: argparse.Namespace, body: Callable[[Params], None]) -> None:
     """Validate params, run the stage body under the project lock, log its wall time; a bad parameter
     file exits 2 with its message, a project busy with another orchestrator exits 3, a full disk exits 4
-    with `<path>: cannot write it, the disk is full (N MB free)` whichever library noticed it."""
+    with `<path>: cannot write it, the disk is full (N MB free)` whichever library noticed it, a stage that
+    waits for work outside it (StageWaits) exits 5 with what to do."""
     pin_cpu_threads()
     setup_logging(args.log)
     try:
@@ -138,6 +148,9 @@ def run_stage(name: str, args: argparse.Namespace, body: Callable[[Params], None
     except ProjectBusy as err:
         log.error("stage %s refused: %s", name, err)
         raise SystemExit(3) from None
+    except StageWaits as err:
+        log.error("stage %s stops and waits: %s", name, err)
+        raise SystemExit(WAITS_EXIT) from None
     except Exception as err:
         if full := disk_full_message(err, fallback=output_path(args)):
             log.error("stage %s failed: %s", name, full)

@@ -59,6 +59,7 @@ import shlex
 import statistics
 import time
 from collections import Counter
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +85,7 @@ from brandcap.files.digests import file_sha256, sorted_json_sha256
 from brandcap.files.images import data_url
 from brandcap.files.stage_records import check_columns
 from brandcap.running.progress import Progress, progress
+from brandcap.running.stage import StageWaits
 from brandcap.text.clean_rules import is_garbled, is_repetition_loop
 
 log = logging.getLogger(__name__)
@@ -418,7 +420,7 @@ _RETRY_ID = re.compile(r"([0-9a-f]{60})-(\d{3,})")
 _FILE_NUMBER = re.compile(r"(?:requests|results)-(\d+)\.jsonl")
 
 
-class BatchPending(RuntimeError):
+class BatchPending(StageWaits):
     """Batch mode: some items still wait for answers; the message names the request files to run and how."""
 
 
@@ -602,14 +604,19 @@ def write_requests(
     return written
 
 
-def batch_command(requests: Path, results: Path, cp: CaptionParams) -> str:
-    """The command that answers one request file: `vllm run-batch`, or the simulated VLM when caption.base_url is empty."""
+def batch_command(requests: Path, results: Path, cp: CaptionParams, params_files: Sequence[str | Path]) -> str:
+    """The command that answers one request file: `vllm run-batch`, or the simulated VLM when caption.base_url is
+    empty, given the parameter files this stage ran with (params.yaml and its profile overlays: the simulator's
+    settings and seed)."""
     runner = ["vllm", "run-batch"] if cp.base_url else ["python", "-m", "brandcap.sim.run_batch"]
-    extra = [] if cp.base_url else ["--params", "params.yaml"]
+    first, *overlays = map(str, params_files)
+    extra = [] if cp.base_url else ["--params", first, *(arg for o in overlays for arg in ("--overlay", o))]
     return shlex.join([*runner, "-i", str(requests), "-o", str(results), "--model", cp.model, *extra])
 
 
-def pending_message(waiting: list[Waiting], folder: BatchFolder, cp: CaptionParams, answered: int) -> str:
+def pending_message(
+    waiting: list[Waiting], folder: BatchFolder, cp: CaptionParams, answered: int, params_files: Sequence[str | Path]
+) -> str:
     files = Counter(folder.holder[w.custom_id] for w in waiting)
     lines = [
         f"caption.mode batch: {len(waiting):,} request(s) wait for answers, in {len(files)} request file(s) under "
@@ -621,7 +628,7 @@ def pending_message(waiting: list[Waiting], folder: BatchFolder, cp: CaptionPara
             if files[path] == folder.sizes[path]
             else f"   # {files[path]:,} of its {folder.sizes[path]:,} unanswered"
         )
-        lines.append(f"  {batch_command(path, folder.results_beside(path), cp)}{unanswered}")
+        lines.append(f"  {batch_command(path, folder.results_beside(path), cp, params_files)}{unanswered}")
     if cp.base_url:
         lines.append(
             "vLLM takes the engine options of `vllm serve` (e.g. --tensor-parallel-size 4; --served-model-name "
@@ -631,7 +638,7 @@ def pending_message(waiting: list[Waiting], folder: BatchFolder, cp: CaptionPara
         )
     else:
         lines.append(
-            "caption.base_url is empty, so the simulated VLM answers (add --overlay FILE for each profile of this run)."
+            "caption.base_url is empty, so the simulated VLM answers, with the parameter files this stage ran with."
         )
     lines.append(
         "Rerun the stage once those runs have finished: a request without a line in the results file beside its "
@@ -641,7 +648,12 @@ def pending_message(waiting: list[Waiting], folder: BatchFolder, cp: CaptionPara
 
 
 def answer_in_batches(
-    items: list[Item], todo: list[Item], params: Params, resume_dir: Path, cache_path: Path
+    items: list[Item],
+    todo: list[Item],
+    params: Params,
+    resume_dir: Path,
+    cache_path: Path,
+    params_files: Sequence[str | Path] = ("params.yaml",),
 ) -> dict[str, dict[str, Any]]:
     """Batch mode: the answers of `todo` (by key) from batch results, when every one has its answer. Otherwise
     the answers that are final are appended to the cache, the requests still to be asked are written, and
@@ -675,7 +687,7 @@ def answer_in_batches(
     if waiting:
         waiting_keys = {w.key for w in waiting}
         answered = sum(1 for item in items if item.key not in waiting_keys)
-        raise BatchPending(pending_message(waiting, folder, cp, answered))
+        raise BatchPending(pending_message(waiting, folder, cp, answered, params_files))
     return records
 
 
@@ -775,7 +787,13 @@ def check_failures(cp: CaptionParams, n_items: int, failures: Counter, captions_
     )
 
 
-def run_caption(params: Params, manifest_path: str | Path, captions_path: str | Path, resume_dir: str | Path) -> None:
+def run_caption(
+    params: Params,
+    manifest_path: str | Path,
+    captions_path: str | Path,
+    resume_dir: str | Path,
+    params_files: Sequence[str | Path] = ("params.yaml",),
+) -> None:
     """Caption every ok image of the manifest into `captions_path` (JSONL, manifest order)."""
     cp = params.caption
     items, duplicates = load_items(params, manifest_path)
@@ -786,7 +804,7 @@ def run_caption(params: Params, manifest_path: str | Path, captions_path: str | 
     todo = [it for it in items if it.key not in cached]
     started = time.monotonic()
     if cp.mode == "batch":
-        fresh = answer_in_batches(items, todo, params, Path(resume_dir), cache_path) if todo else {}
+        fresh = answer_in_batches(items, todo, params, Path(resume_dir), cache_path, params_files) if todo else {}
     else:
         fresh = answer_online(items, todo, params, cache_path)
     elapsed = time.monotonic() - started
