@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import yaml
 
-from brandcap.config.params import ParamsError, experiment_settings
+from brandcap.config.params import PROMPTED_EVAL_KEYS, SCORED_EVAL_KEYS, ParamsError, experiment_settings
 from brandcap.config.profiles import resolve_params
 from brandcap.running.project_lock import Orchestrator, ProjectBusy, busy_reason, claim, hold_dvc_lock, release
 
@@ -92,6 +92,12 @@ def stage_code(stage):
     spec = DVC_YAML["stages"][stage]
     deps = spec.get("do", spec)["deps"]
     return [dep for dep in deps if isinstance(dep, str) and dep.startswith("src/brandcap/")]
+
+
+def eval_params(keys):
+    """The params entries of an evaluation job: each eval key it reads, as a function of no wildcard, so that
+    Snakemake does not take the {brands} of eval.prompted_instruction for one."""
+    return {f"eval__{key}": (lambda wildcards, value=config["eval"][key]: value) for key in keys}
 
 
 def train_priority(wildcards):

@@ -22,7 +22,7 @@ rule evaluate_base:
     params:
         train__instruction=config["train"]["instruction"],
         train__max_length=config["train"]["max_length"],
-        eval=config["eval"],
+        **eval_params(SCORED_EVAL_KEYS),
     shell:
         "python {input.script} {PARAMS_ARGS} --base {input.base} --test {input.processed}/test.jsonl --val {input.processed}/val.jsonl --general {input.general}/general.jsonl --out {output.out} --resume {PATHS.resume}/eval/base/epoch-0 --log {log}"
 
@@ -48,7 +48,7 @@ rule evaluate:
         train__instruction=config["train"]["instruction"],
         train__max_length=config["train"]["max_length"],
         train__save_epochs=config["train"]["save_epochs"],
-        eval=config["eval"],
+        **eval_params(SCORED_EVAL_KEYS),
     shell:
         "python {input.script} {PARAMS_ARGS} --base {input.base} --checkpoints {input.checkpoints} --test {input.processed}/test.jsonl --val {input.processed}/val.jsonl --general {input.general}/general.jsonl --out {output.out} --resume {PATHS.resume}/eval/{wildcards.exp}/seed-{wildcards.seed} --log {log}"
 
@@ -71,7 +71,7 @@ rule evaluate_prompted:
     params:
         train__instruction=config["train"]["instruction"],
         train__max_length=config["train"]["max_length"],
-        eval=config["eval"],
+        **eval_params(PROMPTED_EVAL_KEYS),
     shell:
         "python {input.script} {PARAMS_ARGS} --base {input.base} --prompted --test {input.processed}/test.jsonl --out {output.out} --resume {PATHS.resume}/eval/base/prompted --log {log}"
 

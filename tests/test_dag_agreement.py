@@ -119,6 +119,16 @@ def run_params(stage_params: list[str]) -> list[str]:
     return sorted("train.experiment" if key.startswith("train.experiments.") else key for key in stage_params)
 
 
+def test_an_evaluation_reads_only_its_own_question():
+    """The prompt-only baseline's question reruns that baseline alone, and the general set's question the scored
+    evaluations alone: neither is among the other jobs' params, in either orchestrator (same lists, see below)."""
+    rule_params = snakemake_params()
+    for rule in ("evaluate", "evaluate_base"):
+        assert "eval.general_instruction" in rule_params[rule] and "eval.prompted_instruction" not in rule_params[rule]
+    assert "eval.prompted_instruction" in rule_params["evaluate_prompted"]
+    assert "eval.general_instruction" not in rule_params["evaluate_prompted"]
+
+
 def test_same_params_sections(both):
     smk, dvc = both
     rule_params = snakemake_params()

@@ -769,6 +769,15 @@ class EvalParams(Section):
 
 
 # --------------------------------------------------------------------------- all
+
+# What an evaluation job reads of the eval section, the params its records list (rules/evaluate.smk, dvc.yaml) and
+# its resume fingerprint: the base model's and a checkpoint's evaluation never ask the prompt-only baseline's
+# question, and the prompt-only baseline scores no general set; a change to one reruns only the jobs that read it.
+EVAL_KEYS = ("max_new_tokens", "batch_size", "max_test_samples", "backend", "endpoint")
+SCORED_EVAL_KEYS = (*EVAL_KEYS, "general_instruction")
+PROMPTED_EVAL_KEYS = (*EVAL_KEYS, "prompted_instruction")
+
+
 class TablesParams(Section):
     rounding_spread: float = Field(
         0.06,

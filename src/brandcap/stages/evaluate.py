@@ -73,7 +73,7 @@ import torch
 from PIL import Image
 from transformers import AutoProcessor
 
-from brandcap.config.params import Params
+from brandcap.config.params import PROMPTED_EVAL_KEYS, SCORED_EVAL_KEYS, Params
 from brandcap.evaluation.caption_metrics import METRIC_NAMES, caption_scores_many, start_meteor
 from brandcap.evaluation.metrics import (
     brand_hallucination_rate,
@@ -256,9 +256,10 @@ def _fingerprint(
     """What the base model's predictions depend on (brandcap.running.resume_state): partial results made under another are stale."""
     inputs: dict[str, Any] = {"base": base_dir, "images": [item["image"] for item in items]}
     inputs.update({name: path for name, path in sets.items() if path is not None})
+    read_keys = PROMPTED_EVAL_KEYS if prompted else SCORED_EVAL_KEYS
     read = {
         "seed": params.seed,
-        "eval": params.eval.model_dump(mode="json"),
+        "eval": {key: value for key, value in params.eval.model_dump(mode="json").items() if key in read_keys},
         "train.instruction": params.train.instruction,
         "train.max_length": params.train.max_length,
         "prompted": prompted,
