@@ -20,9 +20,9 @@ rule evaluate_base:
     resources:
         gpu=1,
     params:
+        **eval_params(SCORED_EVAL_KEYS),
         train__instruction=config["train"]["instruction"],
         train__max_length=config["train"]["max_length"],
-        **eval_params(SCORED_EVAL_KEYS),
     shell:
         "python {input.script} {PARAMS_ARGS} --base {input.base} --test {input.processed}/test.jsonl --val {input.processed}/val.jsonl --general {input.general}/general.jsonl --out {output.out} --resume {PATHS.resume}/eval/base/epoch-0 --log {log}"
 
@@ -45,10 +45,10 @@ rule evaluate:
     resources:
         gpu=1,
     params:
+        **eval_params(SCORED_EVAL_KEYS),
         train__instruction=config["train"]["instruction"],
         train__max_length=config["train"]["max_length"],
         train__save_epochs=config["train"]["save_epochs"],
-        **eval_params(SCORED_EVAL_KEYS),
     shell:
         "python {input.script} {PARAMS_ARGS} --base {input.base} --checkpoints {input.checkpoints} --test {input.processed}/test.jsonl --val {input.processed}/val.jsonl --general {input.general}/general.jsonl --out {output.out} --resume {PATHS.resume}/eval/{wildcards.exp}/seed-{wildcards.seed} --log {log}"
 
@@ -69,9 +69,9 @@ rule evaluate_prompted:
     resources:
         gpu=1,
     params:
+        **eval_params(PROMPTED_EVAL_KEYS),
         train__instruction=config["train"]["instruction"],
         train__max_length=config["train"]["max_length"],
-        **eval_params(PROMPTED_EVAL_KEYS),
     shell:
         "python {input.script} {PARAMS_ARGS} --base {input.base} --prompted --test {input.processed}/test.jsonl --out {output.out} --resume {PATHS.resume}/eval/base/prompted --log {log}"
 
