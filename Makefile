@@ -56,8 +56,13 @@ $(VENV)/.installed: requirements.lock pyproject.toml | $(UV)
 # `make lock LOCK_ARGS=--upgrade` moves every unpinned transitive package to its newest release. Resolved on
 # PyPI alone, for every platform (--universal), so the lock holds the hash of every file of each release.
 lock: | $(UV)
+	cp requirements.lock requirements.lock.new
 	$(UV) pip compile -q pyproject.toml --all-extras --generate-hashes --universal --python-version 3.11 \
-		--no-emit-index-url --no-emit-find-links --custom-compile-command "make lock" $(LOCK_ARGS) -o requirements.lock
+		--no-emit-index-url --no-emit-find-links --custom-compile-command "make lock" $(LOCK_ARGS) -o requirements.lock.new \
+		|| { rm -f requirements.lock.new; exit 1; }
+	@# replaced only when it changed: a new modification time alone would make the next make reinstall everything
+	@if cmp -s requirements.lock.new requirements.lock; then rm requirements.lock.new; echo "requirements.lock: unchanged"; \
+	else mv requirements.lock.new requirements.lock; echo "requirements.lock: updated"; fi
 
 # pycocoevalcap's PTB tokenizer and METEOR need a Java runtime.
 java:

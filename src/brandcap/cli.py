@@ -38,10 +38,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"params.yaml: the defaults overlaid by {', '.join(rest)}")
             return 0
         if command == "validate":
-            for path in rest:
-                load_params(path)
-                print(f"{path}: ok")
-            return 0
+            return validate(rest)
     except ParamsError as err:
         print(err, file=sys.stderr)
         return 2
@@ -53,6 +50,22 @@ def main(argv: list[str] | None = None) -> int:
         return serve_vlm_main(rest) or 0
     print(f"unknown command {command!r}\n{__doc__}", file=sys.stderr)
     return 2
+
+
+def validate(paths: list[str]) -> int:
+    """Check every file named, each on its own (a bad one does not hide the next); 2 when any is bad."""
+    if not paths:
+        print("brandcap validate: name a parameter file, e.g. params.yaml or configs/smoke.yaml", file=sys.stderr)
+        return 2
+    bad = 0
+    for path in paths:
+        try:
+            load_params(path)
+            print(f"{path}: ok")
+        except ParamsError as err:
+            print(err, file=sys.stderr)
+            bad += 1
+    return 2 if bad else 0
 
 
 def code_deps(check: bool, dvc_yaml: Path = Path("dvc.yaml"), root: Path | None = None) -> int:
