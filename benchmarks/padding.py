@@ -1,6 +1,6 @@
 """How much of a training batch is padding, and how much of it is learnt: the padding-free lever of the speed issue.
 
-    cd /tmp/fresh && /work/main/.venv/bin/python /work/main/benchmarks/padding.py   # in a built default run
+    python benchmarks/padding.py   # in a built default run (after make run)
     python benchmarks/padding.py --processed data/processed --base models/base --batch-size 16
 
 Collates the training split in the train stage's batches (the stage's own CaptionCollator, train.per_device_batch_size

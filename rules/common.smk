@@ -3,6 +3,7 @@
 
 import os
 import socket
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -23,6 +24,12 @@ RUN = "{exp}/seed-{seed}"
 # by brandcap's rules instead; every command gets the same files and resolves them the same way.
 # Snakemake makes --configfile paths absolute; commands name them as the user did, relative to here.
 OVERLAYS = [os.path.relpath(path) if Path(path).is_relative_to(Path.cwd()) else str(path) for path in workflow.overwrite_configfiles]
+# Snakemake's --configfile takes several files, and a second --configfile replaces the first.
+if sum(arg.split("=")[0] in ("--configfile", "--configfiles") for arg in sys.argv) > 1:
+    raise WorkflowError(
+        "--configfile is given more than once: Snakemake keeps only the last, so the profiles before it would be "
+        "left out without a word; name them all after one --configfile (e.g. --configfile configs/smoke.yaml mine.yaml)"
+    )
 if workflow.config_settings.config:
     raise WorkflowError(
         "snakemake --config is not passed on to the stages, so they would run with other parameters "

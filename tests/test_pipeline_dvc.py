@@ -70,15 +70,16 @@ def test_dvc_reproduces_the_data_stages_bit_for_bit(built, run):
 
 
 def test_dvc_exp_run_reruns_downstream_of_an_upstream_change(built, run):
-    """A variant of the prompt-only baseline's question under `dvc exp run`: DVC reruns that evaluation and the
-    tables, and nothing else (the clean -> train -> evaluate chain reruns under Snakemake in
+    """A variant of the prompt-only baseline's question under `dvc exp run`: DVC reruns that evaluation and what
+    reads it, and nothing else (the clean -> train -> evaluate chain reruns under Snakemake in
     test_pipeline_rerun.py; `dvc exp run` is the same machinery over any upstream stage)."""
     run(built, "git add -A && git commit -qm 'baseline results'")
     old_metrics = json.loads((built / "results/metrics.json").read_text())
     old_answers = (built / PROMPTED_ANSWERS).read_text()
     out = run(built, ["dvc", "exp", "run", "-S", f"eval.prompted_instruction='{ASKED}'", "--name", "asked-again"])
     reran = set(re.findall(r"Running stage '(\w+)", out.stdout))
-    assert reran == {"evaluate_prompted", "tables"}, reran
+    # the baseline, and what reads it: the tables, the review page (its answers) and the export (best vs baselines)
+    assert reran == {"evaluate_prompted", "review", "export", "tables"}, reran
     assert "asked-again" in json.dumps(json.loads(run(built, ["dvc", "exp", "show", "--json"]).stdout))
     table = run(built, ["dvc", "exp", "show", "--md"]).stdout
     assert "eval.prompted_instruction" in table and "epoch-2.brand_accuracy" in table

@@ -97,3 +97,17 @@ def test_snakemake_config_overrides_are_refused():
     )
     assert run.returncode != 0
     assert "--config is not passed on to the stages" in run.stdout + run.stderr
+
+
+def test_a_second_configfile_flag_is_refused_rather_than_dropping_the_first(tmp_path):
+    """Snakemake keeps only the last --configfile flag; stacked profiles go after one flag, as the error says."""
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("caption: {mode: batch}\n")
+    smk = [BIN / "snakemake", "-n", "--cores", "1", "results/tables.md"]
+    twice = subprocess.run(
+        [*smk, "--configfile", "configs/smoke.yaml", "--configfile", mine], cwd=ROOT, capture_output=True, text=True
+    )
+    assert twice.returncode != 0
+    assert "--configfile is given more than once" in twice.stdout + twice.stderr
+    once = subprocess.run([*smk, "--configfile", "configs/smoke.yaml", mine], cwd=ROOT, capture_output=True, text=True)
+    assert once.returncode == 0, once.stderr

@@ -27,8 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     try:
         if command == "params":
-            params = load_params(rest[0]) if rest else Params()
-            sys.stdout.write(render_params(params))
+            if rest:
+                sys.stdout.write(render_params(load_params(rest[0]), f"{rest[0]} validated, every default filled in"))
+            else:
+                sys.stdout.write(render_params(Params()))
             return 0
         if command == "profile":
             if not rest:
@@ -47,7 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     if command == "serve-vlm":
         from brandcap.sim.simulated_vlm import serve_vlm_main
 
-        return serve_vlm_main(rest) or 0
+        try:
+            return serve_vlm_main(rest) or 0
+        except OSError as err:  # the port is taken, or the host is not this machine's
+            print(
+                f"brandcap serve-vlm: cannot listen ({err.strerror}); pick a free port with --port N", file=sys.stderr
+            )
+            return 2
     print(f"unknown command {command!r}\n{__doc__}", file=sys.stderr)
     return 2
 
