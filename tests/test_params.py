@@ -128,8 +128,10 @@ def test_a_train_job_runs_only_a_listed_seed():
 def test_missing_file_and_bad_yaml(tmp_path):
     with pytest.raises(ParamsError, match="not found"):
         load_params(tmp_path / "absent.yaml")
-    with pytest.raises(ParamsError, match="not valid YAML"):
-        load_params(write(tmp_path, "train: [unclosed\n"))
+    bad_yaml = write(tmp_path, "train: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML") as err:
+        load_params(bad_yaml)
+    assert f'in "{bad_yaml}", line' in str(err.value)  # PyYAML's position names the file, not "<unicode string>"
     with pytest.raises(ParamsError, match="mapping of sections"):
         load_params(write(tmp_path, "- a\n- b\n"))
 
@@ -227,3 +229,12 @@ def test_oversized_files_and_prompts_are_refused_with_the_limit(tmp_path):
             load_params(tmp_path / "p.yaml")
         assert f"{key}: String should have at most {MAX_PROMPT_CHARS} characters" in str(err.value)
         assert len(str(err.value)) < 600  # the message quotes the start of the value, not all of it
+
+
+def test_a_misspelt_key_is_answered_with_the_closest_key_of_its_section():
+    with pytest.raises(ParamsError, match=r"train\.lerning_rate: unknown key; .*\(did you mean 'learning_rate'\?\)"):
+        validate_params({"train": {"lerning_rate": 0.1}})
+    with pytest.raises(ParamsError, match=r"trian: unknown key; .*\(did you mean 'train'\?\)"):
+        validate_params({"trian": {}})
+    with pytest.raises(ParamsError, match=r"see params\.yaml for the valid keys"):  # nothing close
+        validate_params({"train": {"lora": {"rank": 8}}})

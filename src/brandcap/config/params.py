@@ -10,6 +10,7 @@ one mapping and an empty file are refused.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import typing
@@ -839,13 +840,26 @@ def _type_hint(kind: str, given: Any) -> str:
     return ""
 
 
+def _spelling_hint(loc: tuple) -> str:
+    """' (did you mean X?)' for an unknown key close to a key of its section, else where the valid keys are."""
+    model: Any = Params
+    for part in loc[:-1]:
+        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        model = field.annotation if field else None
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
+        if close:
+            return f" (did you mean {close[0]!r}?)"
+    return " (see params.yaml for the valid keys)"
+
+
 def _format_errors(source: str, err: ValidationError) -> str:
     lines = [f"{source}: {err.error_count()} invalid parameter(s)"]
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            msg = "unknown key; remove it or fix its spelling (see params.yaml for the valid keys)"
+            msg = "unknown key; remove it or fix its spelling" + _spelling_hint(e["loc"])
         elif e["type"] == "missing":
             msg = "missing; add it"
         else:
@@ -908,7 +922,8 @@ def read_params_mapping(path: str | Path) -> dict[str, Any]:
             "params.yaml is about 16 kB); it is not read: keep large data in files under data/ and name them in params"
         )
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=StrictKeysLoader)
+        with open(path, encoding="utf-8") as stream:  # PyYAML's marks then name the file, not "<unicode string>"
+            raw = yaml.load(stream, Loader=StrictKeysLoader)
     except DuplicateKeyError as err:
         raise ParamsError(
             f"{path}:{err.line}: key {err.key!r} is given twice in the same section (first at line "
